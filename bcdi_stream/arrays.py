@@ -1,0 +1,89 @@
+"""Array interop and device selection: numpy, torch and cupy in, torch out.
+
+GPU arrays (cupy, CUDA torch tensors) cross via DLPack without a host copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["as_tensor", "resolve_device", "to_numpy"]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Pick the compute device.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``None`` or ``"auto"`` gives ``cuda`` when a GPU is present, else ``cpu``; anything
+        else is passed to :class:`torch.device`.
+
+    Returns
+    -------
+    torch.device
+    """
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a valid torch device") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+    return dev
+
+
+def as_tensor(
+    x: Any,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Convert a numpy array, torch tensor or cupy array to a torch tensor.
+
+    Parameters
+    ----------
+    x : array-like
+        numpy ``ndarray``, ``torch.Tensor``, or any object exporting ``__dlpack__``
+        (cupy, jax...). GPU arrays are taken by DLPack, without a host copy.
+    device : str, torch.device or None
+        Target device; ``None`` keeps the array where it is.
+    dtype : torch.dtype or None
+        Target dtype; ``None`` keeps the array's.
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, np.ndarray):
+        if x.dtype.byteorder not in ("=", "|") or not x.flags.writeable:
+            x = np.array(x, dtype=x.dtype.newbyteorder("="))
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    elif hasattr(x, "__dlpack__"):
+        t = torch.from_dlpack(x)
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"cannot convert an object of type {type(x).__name__} to an array"
+            ) from exc
+    if device is not None:
+        t = t.to(resolve_device(device))
+    if dtype is not None:
+        t = t.to(dtype)
+    return t
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Host numpy copy (or view, for CPU tensors) of a torch tensor or array-like."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if hasattr(x, "get"):  # cupy
+        return x.get()
+    return np.asarray(x)

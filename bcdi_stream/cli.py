@@ -1,0 +1,358 @@
+"""The ``bcdi-stream`` command line.
+
+Every command ends with exit code 0 on success; on bad input it prints one line,
+``bcdi-stream: error: <reason>``, to stderr and exits with 2 (1 for an internal error), never a
+traceback (``BCDI_DEBUG=1`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="bcdi-stream",
+    help="In-experiment phase retrieval for Bragg coherent diffraction imaging (BCDI).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class StrainLevel(StrEnum):
+    """Strain classes of the simulator."""
+
+    weak = "weak"
+    strong = "strong"
+    any = "any"
+
+
+class MethodChoice(StrEnum):
+    """Reconstruction methods."""
+
+    conventional = "conventional"
+    ai = "ai"
+    auto = "auto"
+
+
+class BenchmarkName(StrEnum):
+    """Benchmarks of ``bcdi-stream benchmark``."""
+
+    iteration = "iteration"
+    conventional = "conventional"
+    simulator = "simulator"
+    all = "all"
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split()) or type(text).__name__
+
+
+def _fail(reason: object, code: int = 2) -> None:
+    typer.echo(f"bcdi-stream: error: {_one_line(reason)}", err=True)
+    raise typer.Exit(code)
+
+
+def _progress_bar(description: str, enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def _apply_threads(threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Argument(help="Output CXI file (the simulated measurement).")],
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same crystal).")] = 0,
+    size: Annotated[int, typer.Option(help="Grid size N (N³ voxels).")] = 64,
+    strain: Annotated[StrainLevel, typer.Option(help="Strain class.")] = StrainLevel.weak,
+    peak_counts: Annotated[
+        float | None, typer.Option(help="Photon counts at the Bragg peak (default: random).")
+    ] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Ground-truth .npz (object, support, reciprocal phase); "
+                     "default: OUT with suffix .truth.npz."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Simulate a strained nanocrystal and write its diffraction pattern as a CXI file."""
+    import numpy as np
+
+    from bcdi_stream.arrays import to_numpy
+    from bcdi_stream.io import write_cxi_data
+    from bcdi_stream.simulation import CrystalSpec, simulate_crystal
+
+    kwargs: dict[str, Any] = {"n": size, "strain": strain.value}
+    if peak_counts is not None:
+        kwargs["peak_counts"] = peak_counts
+    try:
+        spec = CrystalSpec.random(seed, **kwargs)
+        crystal = simulate_crystal(spec)
+    except ValueError as exc:
+        _fail(exc)
+    truth_path = truth or out.with_suffix(".truth.npz")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_cxi_data(out, to_numpy(crystal.intensity), to_numpy(crystal.mask),
+                       meta={"simulation": crystal.meta})
+        np.savez_compressed(
+            truth_path,
+            obj=to_numpy(crystal.obj),
+            support=to_numpy(crystal.support),
+            phase_q=to_numpy(crystal.phase_q),
+            meta=json.dumps(crystal.meta),
+        )
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    summary = {"out": str(out), "truth": str(truth_path), **crystal.meta}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(
+            f"wrote {out} ({size}³, {crystal.meta.get('shape')}, "
+            f"phase span {crystal.meta.get('phase_span', float('nan')):.2f} rad) "
+            f"and ground truth {truth_path}"
+        )
+
+
+@app.command()
+def reconstruct(
+    inp: Annotated[Path, typer.Argument(metavar="IN", help="Input: .cxi/.h5, .npy or .npz.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CXI reconstruction.")],
+    method: Annotated[MethodChoice, typer.Option(help="Reconstruction method.")] = (
+        MethodChoice.conventional
+    ),
+    runs: Annotated[
+        int | None, typer.Option(min=1, help="Independent runs (conventional).")
+    ] = None,
+    n_raar: Annotated[int | None, typer.Option(min=0, help="RAAR iterations per run.")] = None,
+    n_hio: Annotated[int | None, typer.Option(min=0, help="HIO iterations per run.")] = None,
+    n_er: Annotated[int | None, typer.Option(min=0, help="ER iterations per run.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: default).")] = 0,
+    truth: Annotated[
+        Path | None, typer.Option(help="Ground truth .npz from `simulate`: report phase RMSE.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Reconstruct a 3D diffraction pattern and write the object, support and strain to CXI."""
+    from bcdi_stream.config import load_settings
+    from bcdi_stream.errors import InputError
+    from bcdi_stream.io import load_intensity, write_cxi_reconstruction
+    from bcdi_stream.pipeline import reconstruct as run_reconstruct
+
+    _apply_threads(threads)
+    try:
+        settings = load_settings(config)
+    except ValueError as exc:
+        _fail(f"invalid settings: {exc}")
+    overrides = {k: v for k, v in
+                 {"runs": runs, "n_raar": n_raar, "n_hio": n_hio, "n_er": n_er}.items()
+                 if v is not None}
+    phasing = settings.phasing.model_copy(update=overrides)
+    out = out.expanduser()
+    if out.suffix.lower() not in (".cxi", ".h5", ".hdf5"):
+        _fail(f"--out must end in .cxi, .h5 or .hdf5, got {out.name}")
+    if out.resolve() == inp.expanduser().resolve():
+        _fail("--out must differ from the input file")
+    try:
+        data = load_intensity(inp)
+        truth_data = _load_truth(truth) if truth is not None else None
+        with _progress_bar(f"{method.value} phasing", not as_json) as bar:
+            task = bar.add_task("phasing", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            rec = run_reconstruct(data.intensity, data.mask, method=method.value,
+                                  settings=settings, phasing=phasing, device=device,
+                                  seed=seed, progress=progress)
+    except (InputError, ValueError) as exc:
+        _fail(exc)
+    summary = rec.summary()
+    summary["input"] = str(inp)
+    summary["out"] = str(out)
+    if truth_data is not None:
+        summary["metrics"] = _compare(rec.obj, rec.support, truth_data)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_cxi_reconstruction(
+            out, rec.obj, rec.support,
+            meta={k: v for k, v in summary.items() if k != "out"},
+            extra={
+                "amplitude": rec.post.amplitude,
+                "phase": rec.post.phase,
+                "displacement": rec.post.displacement,
+                "strain": rec.post.strain,
+            },
+        )
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        q = rec.quality
+        line = (f"{method.value}: LLK {q['llk']:.3f}, χ² {q['chi2']:.3f}, "
+                f"{rec.timings['total']:.1f} s on {rec.meta['device']} -> {out}")
+        if "metrics" in summary:
+            m = summary["metrics"]
+            line += (f"; vs truth: phase RMSE {m['phase_rmse']:.3f} rad, "
+                     f"support IoU {m['support_iou']:.2f}")
+        typer.echo(line)
+
+
+def _load_truth(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from bcdi_stream.errors import InputError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"obj": z["obj"], "support": z["support"].astype(bool)}
+    except FileNotFoundError:
+        raise InputError(f"truth file {path} does not exist") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"truth file {path} is not a bcdi-stream truth .npz: "
+                         f"{_one_line(exc)}") from None
+
+
+def _compare(obj: Any, support: Any, truth: dict[str, Any]) -> dict[str, Any]:
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.arrays import as_tensor
+    from bcdi_stream.errors import InputError
+
+    t_obj = as_tensor(truth["obj"])
+    if tuple(t_obj.shape) != tuple(obj.shape):
+        raise InputError(f"truth grid {tuple(t_obj.shape)} differs from the reconstruction's "
+                         f"{tuple(obj.shape)}")
+    m = compare(as_tensor(obj).cpu(), t_obj, as_tensor(truth["support"]),
+                recon_support=as_tensor(support).cpu())
+    return m.to_dict()
+
+
+@app.command("compare")
+def compare_cmd(
+    recon: Annotated[Path, typer.Argument(help="Reconstruction CXI file.")],
+    truth: Annotated[Path, typer.Argument(help="Ground truth .npz from `simulate`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Score a reconstruction against simulated ground truth (after twin/shift/ramp alignment)."""
+    from bcdi_stream.errors import InputError
+    from bcdi_stream.io import read_cxi_reconstruction
+
+    try:
+        rec = read_cxi_reconstruction(recon)
+        m = _compare(rec.obj, rec.support, _load_truth(truth))
+    except (InputError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(m, default=str))
+    else:
+        typer.echo(f"phase RMSE {m['phase_rmse']:.3f} rad, support IoU {m['support_iou']:.2f}, "
+                   f"strain RMSE {m.get('strain_rmse', float('nan')):.2e}, "
+                   f"success {m['success']}")
+
+
+@app.command()
+def benchmark(
+    name: Annotated[BenchmarkName, typer.Argument(help="Which benchmark.")] = BenchmarkName.all,
+    quick: Annotated[bool, typer.Option(help="Smaller, faster settings (smoke run).")] = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ...")] = None,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: default).")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """Measure speed: ER iteration vs FFT pair, conventional recipe per scan, simulator rate."""
+    from bcdi_stream import benchmarking
+
+    _apply_threads(threads)
+    names = (["iteration", "simulator", "conventional"] if name == BenchmarkName.all
+             else [name.value])
+    results: dict[str, Any] = {"machine": benchmarking.machine_info(device)}
+    for n in names:
+        typer.echo(f"== {n} ==", err=True)
+        try:
+            results[n] = benchmarking.run(n, quick=quick, device=device,
+                                          echo=lambda s: typer.echo(s, err=True))
+        except ValueError as exc:
+            _fail(exc)
+    text = json.dumps(results, indent=2, default=str)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        typer.echo(f"wrote {out}", err=True)
+    typer.echo(text)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from bcdi_stream import __version__
+
+        typer.echo(f"bcdi-stream {__version__}")
+        raise typer.Exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning every error into one line and an exit code."""
+    try:
+        rv = app(args=argv, prog_name="bcdi-stream", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("bcdi-stream: aborted", err=True)
+        return 130
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("bcdi-stream: interrupted", err=True)
+        return 130
+    except Exception as exc:
+        if os.environ.get("BCDI_DEBUG"):
+            raise
+        from bcdi_stream.errors import BCDIError
+
+        code = 2 if isinstance(exc, BCDIError) else 1
+        kind = "error" if code == 2 else "internal error"
+        typer.echo(f"bcdi-stream: {kind}: {_one_line(exc)} ({type(exc).__name__})", err=True)
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

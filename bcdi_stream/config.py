@@ -1,0 +1,91 @@
+"""The one configuration object of bcdi-stream.
+
+Values come from, in increasing priority: defaults, a TOML file named by ``BCDI_CONFIG``
+(or passed explicitly), and ``BCDI_*`` environment variables (``BCDI_DEVICE=cpu``,
+``BCDI_PHASING__RUNS=10``...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["PhasingSettings", "Settings", "load_settings"]
+
+
+class PhasingSettings(BaseModel):
+    """Conventional (PyNX-style) recipe parameters."""
+
+    runs: int = Field(20, ge=1, description="independent random starts, best kept by LLK")
+    batch: int = Field(0, ge=0, description="runs per batch (0: as many as memory allows)")
+    n_raar: int = Field(600, ge=0)
+    n_hio: int = Field(0, ge=0)
+    n_er: int = Field(200, ge=0)
+    beta: float = Field(0.9, gt=0, lt=1)
+    shrinkwrap_every: int = Field(20, ge=1)
+    shrinkwrap_sigma_start: float = Field(2.0, gt=0)
+    shrinkwrap_sigma_end: float = Field(0.5, gt=0)
+    shrinkwrap_threshold: float = Field(0.2, gt=0, lt=1)
+
+
+class Settings(BaseSettings):
+    """bcdi-stream settings; environment variables ``BCDI_*`` override the file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BCDI_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1'...")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    seed: int = 0
+    phasing: PhasingSettings = PhasingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("BCDI_CONFIG")
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from defaults, an optional TOML file and the environment.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        TOML file; ``BCDI_CONFIG`` is used when not given. Environment variables still win.
+    **overrides
+        Explicit values, highest priority.
+    """
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {p} does not exist")
+        old = os.environ.get("BCDI_CONFIG")
+        os.environ["BCDI_CONFIG"] = str(p)
+        try:
+            return Settings(**overrides)
+        finally:
+            if old is None:
+                os.environ.pop("BCDI_CONFIG", None)
+            else:
+                os.environ["BCDI_CONFIG"] = old
+    return Settings(**overrides)

@@ -1,0 +1,297 @@
+"""Physics conventions of bcdi-stream, written down once and used everywhere.
+
+Grids and axes
+--------------
+Every 3D array is indexed ``(z, y, x)``: axis 0 is the rocking direction, axes 1 and 2 are the
+detector's vertical and horizontal pixels. A grid of ``N`` points along an axis has its *centre*
+at index ``N // 2`` (numpy/torch ``fftshift`` convention).
+
+Centring
+--------
+Both spaces are stored *centred*: the real-space object has its amplitude-weighted centroid at
+the grid centre, and the diffraction pattern has the Bragg peak (q = 0 of the local reciprocal
+grid) at the grid centre.
+
+Fourier transform
+-----------------
+The forward transform is the plain discrete Fourier transform with kernel ``exp(-i q·r)``
+(``torch.fft.fftn``), applied to centred arrays through ``ifftshift``/``fftshift``::
+
+    psi(q) = fftshift(fftn(ifftshift(rho(r))))        # fft_centered
+    rho(r) = fftshift(ifftn(ifftshift(psi(q))))       # ifft_centered
+
+so a reconstruction satisfies ``|fft_centered(rho)|**2 ≈ I``. The conjugate object fits the data
+equally well under the opposite kernel (cohere, some PyNX paths) and flips the sign of every
+strain; this convention is tested with an asymmetric crystal.
+
+Because a real-space shift only multiplies the transform by a phase ramp,
+``|fftn(rho_centred)| == |fft_centered(rho_centred)|``; iterative phasing therefore runs with the
+object centred and the measured modulus in ``ifftshift`` layout, and no shift per iteration.
+
+Phase, displacement, strain
+---------------------------
+The object is ``rho(r) = |rho(r)| exp(i phi(r))`` with ``phi = G·u(r)``: the displacement
+projected on the scattering vector is ``u_G = phi / |G|``, and the strain along ``Ĝ`` is
+``eps = d u_G / d x_Ĝ``. Gradients of the phase are computed wrap-free from the complex field,
+``grad phi = Im(conj(rho) grad rho) / |rho|**2`` (see :mod:`bcdi_stream.analysis`).
+
+Ambiguities of phase retrieval
+------------------------------
+A solution is defined up to a global phase offset, an integer translation, a linear phase ramp
+and the twin ``conj(rho(-r))``, whose reciprocal-space phase is ``-phi(q)``. The twin is built in
+Fourier space (:func:`twin`), because a plain array flip is off by one voxel on even grids.
+
+Units
+-----
+Lengths in metres unless a name says otherwise (``_nm``, ``_um``, ``_mm``), energies in keV,
+angles in degrees in metadata and radians in computations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "HC_KEV_M",
+    "SPATIAL_DIMS",
+    "bragg_angle",
+    "centroid",
+    "fft_centered",
+    "fourier_shift",
+    "ifft_centered",
+    "reciprocal_phase",
+    "scattering_vector_norm",
+    "twin",
+    "voxel_size",
+    "wavelength",
+]
+
+#: The three spatial axes of a (..., z, y, x) array.
+SPATIAL_DIMS: tuple[int, int, int] = (-3, -2, -1)
+
+#: h*c in keV·m, so that ``wavelength [m] = HC_KEV_M / energy [keV]``.
+HC_KEV_M: float = 1.239841984e-9
+
+
+def fft_centered(x: torch.Tensor, dims: Sequence[int] = SPATIAL_DIMS) -> torch.Tensor:
+    """Forward centred FFT, kernel ``exp(-i q·r)``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Complex (or real) array, centred real-space object, spatial axes last.
+    dims : sequence of int
+        The axes to transform.
+
+    Returns
+    -------
+    torch.Tensor
+        The centred reciprocal-space field ``fftshift(fftn(ifftshift(x)))``.
+    """
+    dims = tuple(dims)
+    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=dims)
+
+
+def ifft_centered(x: torch.Tensor, dims: Sequence[int] = SPATIAL_DIMS) -> torch.Tensor:
+    """Inverse of :func:`fft_centered`.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Centred reciprocal-space field, spatial axes last.
+    dims : sequence of int
+        The axes to transform.
+
+    Returns
+    -------
+    torch.Tensor
+        The centred real-space object ``fftshift(ifftn(ifftshift(x)))``.
+    """
+    dims = tuple(dims)
+    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=dims)
+
+
+def reciprocal_phase(obj: torch.Tensor) -> torch.Tensor:
+    """Reciprocal-space phase ``angle(fft_centered(obj))`` of a centred object (the model's target).
+
+    Parameters
+    ----------
+    obj : torch.Tensor
+        Complex centred real-space object, spatial axes last.
+
+    Returns
+    -------
+    torch.Tensor
+        Real tensor in ``(-pi, pi]`` on the same grid.
+    """
+    return torch.angle(fft_centered(obj))
+
+
+def twin(obj: torch.Tensor) -> torch.Tensor:
+    """The twin image ``conj(rho(-r))`` about the grid centre, built in Fourier space.
+
+    Its diffraction pattern is identical and its reciprocal-space phase is ``-phi(q)``.
+
+    Parameters
+    ----------
+    obj : torch.Tensor
+        Complex centred real-space object, spatial axes last.
+
+    Returns
+    -------
+    torch.Tensor
+        The twin, on the same grid.
+    """
+    if not torch.is_complex(obj):
+        obj = obj.to(torch.complex64)
+    return ifft_centered(torch.conj(fft_centered(obj)))
+
+
+def fourier_shift(x: torch.Tensor, shift: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Translate an array by a (sub-voxel) shift with a Fourier-space phase ramp.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Centred real-space array (complex or real), spatial axes last.
+    shift : sequence of 3 floats or tensor of shape (3,) or (..., 3)
+        Shift in voxels along ``(z, y, x)``; positive moves content to higher indices. A
+        leading batch shape must match ``x``'s.
+
+    Returns
+    -------
+    torch.Tensor
+        Complex array of the same shape.
+    """
+    n = x.shape[-3:]
+    shift_t = torch.as_tensor(shift, dtype=torch.float64, device=x.device)
+    if shift_t.shape[-1] != 3:
+        raise ValueError(
+            f"shift must have 3 components (z, y, x), got shape {tuple(shift_t.shape)}"
+        )
+    xc = x if torch.is_complex(x) else x.to(torch.complex64)
+    psi = torch.fft.fftn(xc, dim=SPATIAL_DIMS)
+    ramp = torch.zeros(shift_t.shape[:-1] + tuple(n), dtype=torch.float64, device=x.device)
+    for ax in range(3):
+        f = torch.fft.fftfreq(n[ax], device=x.device, dtype=torch.float64)
+        view = [1, 1, 1]
+        view[ax] = n[ax]
+        s = shift_t[..., ax].reshape((*shift_t.shape[:-1], 1, 1, 1))
+        ramp = ramp + s * f.reshape(view)
+    phase = torch.exp(-2j * math.pi * ramp).to(psi.dtype)
+    return torch.fft.ifftn(psi * phase, dim=SPATIAL_DIMS)
+
+
+def centroid(weights: torch.Tensor) -> torch.Tensor:
+    """Weighted centroid of a 3D (or batched) non-negative array, in voxels.
+
+    Parameters
+    ----------
+    weights : torch.Tensor
+        Real non-negative weights, spatial axes last.
+
+    Returns
+    -------
+    torch.Tensor
+        Float64 tensor of shape ``(..., 3)`` with the ``(z, y, x)`` centroid.
+    """
+    w = weights.to(torch.float64)
+    total = w.sum(dim=SPATIAL_DIMS)
+    if torch.any(total <= 0):
+        raise ValueError("weights must have a positive sum to define a centroid")
+    out = []
+    for ax in range(3):
+        n = w.shape[-3 + ax]
+        idx = torch.arange(n, dtype=torch.float64, device=w.device)
+        other = tuple(d for d in SPATIAL_DIMS if d != -3 + ax)
+        marginal = w.sum(dim=other)
+        out.append((marginal * idx).sum(-1) / total)
+    return torch.stack(out, dim=-1)
+
+
+def wavelength(energy_kev: float) -> float:
+    """X-ray wavelength in metres for a photon energy in keV."""
+    if not energy_kev > 0:
+        raise ValueError(f"energy_kev must be positive, got {energy_kev}")
+    return HC_KEV_M / energy_kev
+
+
+def scattering_vector_norm(reflection: Sequence[int], lattice_constant: float) -> float:
+    """|G| = 2π/d_hkl in 1/m for a cubic lattice.
+
+    Parameters
+    ----------
+    reflection : sequence of 3 ints
+        Miller indices ``(h, k, l)``.
+    lattice_constant : float
+        Cubic lattice parameter in metres (e.g. 3.924e-10 for Pt).
+    """
+    h, k, l_ = (int(v) for v in reflection)
+    n2 = h * h + k * k + l_ * l_
+    if n2 == 0:
+        raise ValueError("reflection must not be (0, 0, 0)")
+    if not lattice_constant > 0:
+        raise ValueError(f"lattice_constant must be positive, got {lattice_constant}")
+    return 2 * math.pi * math.sqrt(n2) / lattice_constant
+
+
+def bragg_angle(reflection: Sequence[int], lattice_constant: float, energy_kev: float) -> float:
+    """Bragg angle θ in radians for a cubic reflection at a given energy."""
+    lam = wavelength(energy_kev)
+    s = lam * scattering_vector_norm(reflection, lattice_constant) / (4 * math.pi)
+    if not 0 < s < 1:
+        raise ValueError(f"reflection {tuple(reflection)} is not reachable at {energy_kev} keV")
+    return math.asin(s)
+
+
+def voxel_size(
+    shape: Sequence[int],
+    energy_kev: float,
+    detector_distance: float,
+    pixel_size: float,
+    angular_step_deg: float,
+    g_norm: float,
+) -> tuple[float, float, float]:
+    """Real-space voxel size (z, y, x) in metres of a rocking-curve reconstruction.
+
+    Uses the orthogonal approximation of the detector frame: along the detector axes the
+    reciprocal pixel is ``2π p / (λ D)``, along the rocking axis it is ``|G| Δω``; a grid of
+    ``N`` reciprocal pixels ``Δq`` gives real-space voxels ``2π / (N Δq)``.
+
+    Parameters
+    ----------
+    shape : sequence of 3 ints
+        Grid shape (rocking steps, detector rows, detector columns).
+    energy_kev : float
+        Photon energy in keV.
+    detector_distance : float
+        Sample–detector distance in metres.
+    pixel_size : float
+        Detector pixel size in metres.
+    angular_step_deg : float
+        Rocking-angle step in degrees.
+    g_norm : float
+        |G| in 1/m (:func:`scattering_vector_norm`).
+    """
+    if len(shape) != 3:
+        raise ValueError(f"shape must have 3 entries, got {tuple(shape)}")
+    for name, v in (
+        ("detector_distance", detector_distance),
+        ("pixel_size", pixel_size),
+        ("angular_step_deg", angular_step_deg),
+        ("g_norm", g_norm),
+    ):
+        if not v > 0:
+            raise ValueError(f"{name} must be positive, got {v}")
+    lam = wavelength(energy_kev)
+    dq_det = 2 * math.pi * pixel_size / (lam * detector_distance)
+    dq_rock = g_norm * math.radians(angular_step_deg)
+    nz, ny, nx = (int(s) for s in shape)
+    return (
+        2 * math.pi / (nz * dq_rock),
+        2 * math.pi / (ny * dq_det),
+        2 * math.pi / (nx * dq_det),
+    )

@@ -1,0 +1,187 @@
+"""One scan in, one reconstruction out: validation, phasing, post-processing, quality, timings.
+
+This is the function the CLI, the live callback and the worker all call. It takes arrays and
+returns arrays (no file or Tiled I/O here).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from bcdi_stream import __version__
+from bcdi_stream.analysis import PostProcessed, postprocess
+from bcdi_stream.arrays import resolve_device
+from bcdi_stream.config import PhasingSettings, Settings
+from bcdi_stream.errors import InputError
+from bcdi_stream.geometry import Geometry
+from bcdi_stream.phasing import run_conventional
+from bcdi_stream.validation import validate_intensity
+
+__all__ = ["METHODS", "Reconstruction", "reconstruct"]
+
+Method = Literal["conventional", "ai", "auto"]
+
+#: Reconstruction methods the CLI and the callback accept.
+METHODS: tuple[str, ...] = ("conventional", "ai", "auto")
+
+
+@dataclass
+class Reconstruction:
+    """Result of :func:`reconstruct`.
+
+    Attributes
+    ----------
+    obj : torch.Tensor
+        Complex64 centred real-space object on the input grid (CXI ``/entry_1/image_1/data``).
+    support : torch.Tensor
+        Bool support on the same grid.
+    post : PostProcessed
+        Amplitude, phase, displacement, strain and their statistics.
+    method : str
+        The method that produced the result.
+    quality : dict
+        Poisson LLK, χ², per-run LLKs and success flags.
+    timings : dict
+        Seconds per stage (``validate``, ``phase``, ``postprocess``, ``total``).
+    meta : dict
+        JSON-able provenance: software version, device, seed, settings, geometry.
+    """
+
+    obj: torch.Tensor
+    support: torch.Tensor
+    post: PostProcessed
+    method: str
+    quality: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able one-level summary for logs, ``--json`` and Tiled metadata."""
+        return {
+            "method": self.method,
+            "shape": list(self.obj.shape),
+            "quality": self.quality,
+            "timings": self.timings,
+            "strain": self.post.meta.get("strain", {}),
+            **{k: v for k, v in self.meta.items() if k not in ("settings",)},
+        }
+
+
+@contextmanager
+def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - t0, 4)
+
+
+def reconstruct(
+    intensity: Any,
+    mask: Any | None = None,
+    *,
+    method: str = "conventional",
+    settings: Settings | None = None,
+    phasing: PhasingSettings | None = None,
+    geometry: Geometry | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Reconstruction:
+    """Reconstruct one BCDI scan.
+
+    Parameters
+    ----------
+    intensity : array-like
+        3D diffraction intensity (counts), Bragg peak near the grid centre; numpy, torch or
+        cupy.
+    mask : array-like, optional
+        Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free.
+    method : {"conventional", "ai", "auto"}
+        ``conventional``: the PyNX-style multi-run recipe. ``ai`` and ``auto`` need the
+        phase-prediction model's weights.
+    settings : Settings, optional
+        Global settings (device, seed, phasing recipe); defaults from the environment.
+    phasing : PhasingSettings, optional
+        Overrides ``settings.phasing``.
+    geometry : Geometry, optional
+        Measurement geometry; gives voxel sizes in metres, |G| and Ĝ for the strain.
+    device : str or torch.device, optional
+        Overrides ``settings.device``.
+    seed : int, optional
+        Overrides ``settings.seed``.
+    progress : callable(done, total), optional
+        Progress callback of the phasing stage.
+
+    Returns
+    -------
+    Reconstruction
+
+    Raises
+    ------
+    InputError
+        Input that cannot be reconstructed, with a one-line reason.
+    ValueError
+        An invalid argument (unknown method...).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    settings = settings or Settings()
+    phasing = phasing or settings.phasing
+    dev = resolve_device(device if device is not None else settings.device)
+    seed = settings.seed if seed is None else int(seed)
+    if method in ("ai", "auto"):
+        raise InputError(
+            f"method '{method}' needs the phase-prediction model, which has no shipped weights "
+            "yet; use --method conventional"
+        )
+
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    with _stage(timings, "validate"):
+        data, bad = validate_intensity(intensity, mask)
+        data = data.to(dev)
+        bad = bad.to(dev) if bad is not None else None
+
+    with _stage(timings, "phase"):
+        result = run_conventional(
+            data, bad, settings=phasing, seed=seed, device=dev, progress=progress
+        )
+
+    g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
+    g_norm = geometry.g_norm if geometry is not None else None
+    voxel = geometry.voxel_size(tuple(data.shape)) if geometry is not None else None
+    with _stage(timings, "postprocess"):
+        post = postprocess(result.obj, result.support, g_hat=g_hat, g_norm=g_norm,
+                           voxel_size=voxel)
+    timings["total"] = round(time.perf_counter() - t_start, 4)
+
+    quality = {
+        "llk": float(result.llk),
+        "chi2": float(result.chi2),
+        "llk_runs": [float(v) for v in result.llk_runs],
+    }
+    meta: dict[str, Any] = {
+        "software": f"bcdi-stream {__version__}",
+        "device": str(dev),
+        "seed": seed,
+        "voxel_size_m": list(voxel) if voxel is not None else None,
+        "g_hat": list(g_hat),
+        "geometry": geometry.to_dict() if geometry is not None else None,
+        "settings": phasing.model_dump(),
+    }
+    return Reconstruction(
+        obj=result.obj,
+        support=result.support,
+        post=post,
+        method=method,
+        quality=quality,
+        timings=timings,
+        meta=meta,
+    )

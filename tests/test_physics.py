@@ -1,0 +1,131 @@
+"""Conventions of bcdi_stream.physics, geometry, arrays and config."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bcdi_stream import physics
+from bcdi_stream.arrays import as_tensor, resolve_device, to_numpy
+from bcdi_stream.config import Settings, load_settings
+from bcdi_stream.geometry import Geometry
+
+
+def _obj(n: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    amp = torch.rand(n, n, n, generator=g)
+    ph = torch.rand(n, n, n, generator=g) * 6
+    return torch.polar(amp, ph)
+
+
+@pytest.mark.parametrize("n", [8, 9, 16])
+def test_centered_fft_roundtrip_and_modulus(n: int) -> None:
+    x = _obj(n)
+    psi = physics.fft_centered(x)
+    assert torch.allclose(physics.ifft_centered(psi), x, atol=1e-5)
+    # A real-space shift does not change the modulus: phasing may skip the shifts.
+    # (in ifftshift layout for the reciprocal space).
+    assert torch.allclose(torch.fft.ifftshift(psi.abs()), torch.fft.fftn(x).abs(),
+                          rtol=1e-4, atol=1e-4)
+
+
+def test_forward_kernel_sign() -> None:
+    # A point at +1 voxel along x from the centre gives psi(q) = exp(-2πi q/N):
+    # the kernel is e^{-iqr}.
+    n = 8
+    x = torch.zeros(n, n, n, dtype=torch.complex64)
+    x[n // 2, n // 2, n // 2 + 1] = 1
+    psi = physics.fft_centered(x)
+    q = torch.arange(n) - n // 2
+    expected = torch.exp(-2j * math.pi * q / n).to(torch.complex64)
+    assert torch.allclose(psi[n // 2, n // 2], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [8, 9, 16])
+def test_twin_conjugates_reciprocal_phase(n: int) -> None:
+    x = _obj(n)
+    t = physics.twin(x)
+    psi, psi_t = physics.fft_centered(x), physics.fft_centered(t)
+    assert torch.allclose(psi_t, psi.conj(), atol=1e-4)
+    assert torch.allclose(physics.twin(t), x, atol=1e-5)
+    # The twin of a point at centre+d sits at centre-d (a plain flip would be off by one).
+    p = torch.zeros(n, n, n, dtype=torch.complex64)
+    p[n // 2 + 1, n // 2 - 2, n // 2 + 3] = 1j
+    tp = physics.twin(p)
+    idx = np.unravel_index(int(tp.abs().argmax()), tp.shape)
+    assert tuple(int(i) for i in idx) == (n // 2 - 1, n // 2 + 2, n // 2 - 3)
+    assert torch.allclose(tp[idx], torch.tensor(-1j, dtype=torch.complex64), atol=1e-5)
+
+
+def test_fourier_shift_integer_is_roll_and_subvoxel_moves_centroid() -> None:
+    x = _obj(16)
+    assert torch.allclose(physics.fourier_shift(x, (1, -2, 3)),
+                          torch.roll(x, (1, -2, 3), dims=(0, 1, 2)), atol=1e-5)
+    blob = torch.zeros(32, 32, 32)
+    blob[12:20, 10:18, 14:22] = 1
+    c0 = physics.centroid(blob)
+    moved = physics.fourier_shift(blob, (0.3, -0.25, 0.5)).abs()
+    c1 = physics.centroid(moved**2)
+    assert torch.allclose(c1 - c0, torch.tensor([0.3, -0.25, 0.5], dtype=torch.float64), atol=0.05)
+    with pytest.raises(ValueError, match="shift"):
+        physics.fourier_shift(x, (1, 2))
+
+
+def test_centroid_batched_and_empty() -> None:
+    w = torch.zeros(2, 8, 8, 8)
+    w[0, 1, 2, 3] = 1
+    w[1, 4, 5, 6] = 2
+    assert physics.centroid(w).tolist() == [[1, 2, 3], [4, 5, 6]]
+    with pytest.raises(ValueError, match="weights"):
+        physics.centroid(torch.zeros(4, 4, 4))
+
+
+def test_geometry_pt111() -> None:
+    g = Geometry(energy_kev=9.0, detector_distance=1.0, pixel_size=55e-6, angular_step_deg=0.01,
+                 reflection=(1, 1, 1), lattice_constant=3.924e-10, g_hat=(0, 2, 0))
+    assert g.g_hat == (0.0, 1.0, 0.0)
+    assert g.bragg_angle_deg == pytest.approx(17.70, abs=0.01)
+    vz, vy, _vx = g.voxel_size((64, 64, 64))
+    lam = physics.wavelength(9.0)
+    assert vy == pytest.approx(lam * 1.0 / (64 * 55e-6))
+    assert vz == pytest.approx(2 * math.pi / (64 * g.g_norm * math.radians(0.01)))
+    assert Geometry.from_dict(g.to_dict()) == g
+    with pytest.raises(ValueError, match="pixel_size"):
+        Geometry(9.0, 1.0, -1.0, 0.01)
+    with pytest.raises(ValueError, match="energy_kev"):
+        Geometry.from_dict({"detector_distance": 1})
+    with pytest.raises(ValueError, match="not reachable"):
+        Geometry(1.0, 1.0, 55e-6, 0.01, reflection=(4, 4, 4))
+
+
+def test_as_tensor_inputs() -> None:
+    a = np.arange(27, dtype=">u4").reshape(3, 3, 3)
+    t = as_tensor(a, dtype=torch.float32)
+    assert t.dtype == torch.float32 and t[2, 2, 2] == 26
+    ro = np.ones((2, 2, 2))
+    ro.flags.writeable = False
+    assert as_tensor(ro).sum() == 8
+    assert as_tensor(torch.ones(2)).sum() == 2
+    assert to_numpy(as_tensor([1.0, 2.0])).tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="convert"):
+        as_tensor(object())
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("nonsense")
+
+
+def test_settings_env_overrides_file(tmp_path, monkeypatch) -> None:
+    cfg = tmp_path / "bcdi.toml"
+    cfg.write_text('device = "cpu"\nseed = 3\n[phasing]\nruns = 7\nn_er = 11\n')
+    s = load_settings(cfg)
+    assert (s.device, s.seed, s.phasing.runs, s.phasing.n_er) == ("cpu", 3, 7, 11)
+    monkeypatch.setenv("BCDI_PHASING__RUNS", "5")
+    monkeypatch.setenv("BCDI_SEED", "9")
+    s = load_settings(cfg)
+    assert (s.seed, s.phasing.runs, s.phasing.n_er) == (9, 5, 11)
+    assert Settings().phasing.runs == 5
+    with pytest.raises(ValueError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
