@@ -14,7 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 __all__ = ["app", "main"]
@@ -110,6 +109,7 @@ def simulate(
     import numpy as np
 
     from bcdi_stream.arrays import to_numpy
+    from bcdi_stream.errors import InputError
     from bcdi_stream.io import write_cxi_data
     from bcdi_stream.simulation import CrystalSpec, simulate_crystal
 
@@ -133,8 +133,8 @@ def simulate(
             phase_q=to_numpy(crystal.phase_q),
             meta=json.dumps(crystal.meta),
         )
-    except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    except (OSError, InputError) as exc:
+        _fail(f"cannot write {out}: {getattr(exc, 'strerror', None) or exc}")
     summary = {"out": str(out), "truth": str(truth_path), **crystal.meta}
     if as_json:
         typer.echo(json.dumps(summary))
@@ -219,8 +219,8 @@ def reconstruct(
                 "strain": rec.post.strain,
             },
         )
-    except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    except (OSError, InputError) as exc:
+        _fail(f"cannot write {out}: {getattr(exc, 'strerror', None) or exc}")
     if as_json:
         typer.echo(json.dumps(summary, default=str))
     else:
@@ -316,15 +316,23 @@ def benchmark(
     typer.echo(text)
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from bcdi_stream import __version__
 
         typer.echo(f"bcdi-stream {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                     callback=_print_version),
+    ] = False,
+) -> None:
+    """In-experiment phase retrieval for Bragg coherent diffraction imaging (BCDI)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,26 +340,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, prog_name="bcdi-stream", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("bcdi-stream: aborted", err=True)
         return 130
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
+    except Exception as exc:
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()  # the CLI parser's usage errors: one line plus a usage hint
+            return int(exc.exit_code)
+        return _internal(exc)
     except KeyboardInterrupt:
         typer.echo("bcdi-stream: interrupted", err=True)
         return 130
-    except Exception as exc:
-        if os.environ.get("BCDI_DEBUG"):
-            raise
-        from bcdi_stream.errors import BCDIError
 
-        code = 2 if isinstance(exc, BCDIError) else 1
-        kind = "error" if code == 2 else "internal error"
-        typer.echo(f"bcdi-stream: {kind}: {_one_line(exc)} ({type(exc).__name__})", err=True)
-        return code
+
+def _internal(exc: Exception) -> int:
+    """Last line of defence: one line, no traceback (``BCDI_DEBUG=1`` re-raises)."""
+    if os.environ.get("BCDI_DEBUG"):
+        raise exc
+    from bcdi_stream.errors import BCDIError
+
+    code = 2 if isinstance(exc, BCDIError) else 1
+    kind = "error" if code == 2 else "internal error"
+    typer.echo(f"bcdi-stream: {kind}: {_one_line(exc)} ({type(exc).__name__})", err=True)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -35,6 +35,9 @@ class PhasingSettings(BaseModel):
     shrinkwrap_sigma_start: float = Field(2.0, gt=0)
     shrinkwrap_sigma_end: float = Field(0.5, gt=0)
     shrinkwrap_threshold: float = Field(0.2, gt=0, lt=1)
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="fused torch.compile kernels: auto (for long jobs), on, off"
+    )
 
 
 class Settings(BaseSettings):

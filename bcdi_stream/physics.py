@@ -174,15 +174,16 @@ def fourier_shift(x: torch.Tensor, shift: Sequence[float] | torch.Tensor) -> tor
         )
     xc = x if torch.is_complex(x) else x.to(torch.complex64)
     psi = torch.fft.fftn(xc, dim=SPATIAL_DIMS)
-    ramp = torch.zeros(shift_t.shape[:-1] + tuple(n), dtype=torch.float64, device=x.device)
+    # Separable ramp: one 1D phase factor per axis, broadcast (no full-grid exponential).
+    batch = shift_t.shape[:-1]
     for ax in range(3):
         f = torch.fft.fftfreq(n[ax], device=x.device, dtype=torch.float64)
-        view = [1, 1, 1]
-        view[ax] = n[ax]
-        s = shift_t[..., ax].reshape((*shift_t.shape[:-1], 1, 1, 1))
-        ramp = ramp + s * f.reshape(view)
-    phase = torch.exp(-2j * math.pi * ramp).to(psi.dtype)
-    return torch.fft.ifftn(psi * phase, dim=SPATIAL_DIMS)
+        s = shift_t[..., ax].reshape((*batch, 1))
+        factor = torch.exp(-2j * math.pi * s * f).to(psi.dtype)
+        view = [*list(batch), 1, 1, 1]
+        view[len(batch) + ax] = n[ax]
+        psi = psi * factor.reshape(view)
+    return torch.fft.ifftn(psi, dim=SPATIAL_DIMS)
 
 
 def centroid(weights: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ class Reconstruction:
     Attributes
     ----------
     obj : torch.Tensor
-        Complex64 centred real-space object on the input grid (CXI ``/entry_1/image_1/data``).
+        Complex64 real-space object on the input grid (CXI ``/entry_1/image_1/data``), centred,
+        with the linear phase ramp and offset removed (``post`` arrays share its frame).
     support : torch.Tensor
         Bool support on the same grid.
     post : PostProcessed
@@ -177,8 +178,8 @@ def reconstruct(
         "settings": phasing.model_dump(),
     }
     return Reconstruction(
-        obj=result.obj,
-        support=result.support,
+        obj=post.obj,
+        support=post.support.to(torch.bool),
         post=post,
         method=method,
         quality=quality,

@@ -1,0 +1,40 @@
+"""Phase retrieval engine: ER / HIO / RAAR, shrink-wrap, LLK / chi2, the conventional recipe.
+
+Everything is torch and device-agnostic (CPU, or CUDA when present) and batched over a leading
+dimension of independent runs. Arrays follow :mod:`bcdi_stream.physics`: the object and the
+intensity are *centred*; internally the object stays centred and the measured modulus is kept
+in FFT (``ifftshift``) layout, so an iteration needs no shift.
+
+Main entry points
+-----------------
+:func:`run_conventional`
+    PyNX-style recipe: N random starts (a batch), RAAR/HIO/ER + shrink-wrap + detwin, best LLK.
+:func:`refine_er`
+    Error reduction from an initial guess (used by the AI method).
+"""
+
+from ._engine import ALGORITHMS
+from ._operators import er, hio, modulus_projection, raar, support_projection
+from ._quality import chi2, fourier_error, poisson_llk
+from ._recipe import PhasingResult, refine_er, resolve_compile, run_conventional, warmup
+from ._support import autocorrelation_support, gaussian_smooth, shrinkwrap_support
+
+__all__ = [
+    "ALGORITHMS",
+    "PhasingResult",
+    "autocorrelation_support",
+    "chi2",
+    "er",
+    "fourier_error",
+    "gaussian_smooth",
+    "hio",
+    "modulus_projection",
+    "poisson_llk",
+    "raar",
+    "refine_er",
+    "resolve_compile",
+    "run_conventional",
+    "shrinkwrap_support",
+    "support_projection",
+    "warmup",
+]

@@ -1,0 +1,83 @@
+"""Detector side of the forward model: photon scaling, PSF blur, background, Poisson noise, gaps.
+
+Convention (see :mod:`bcdi_stream.physics`): ``psi = fft_centered(rho)`` and the noise-free
+intensity is ``scale * |psi|**2`` with ``scale`` chosen so that its maximum is ``peak_counts``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["detector_blur", "gap_mask", "poisson_noise"]
+
+
+def _gaussian_kernel(
+    sigma: float, n: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    half = max(1, min(math.ceil(3.0 * sigma), (n - 1) // 2))
+    t = torch.arange(-half, half + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).to(dtype=dtype, device=device)
+
+
+def detector_blur(intensity: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Convolve each detector frame with a normalised Gaussian PSF along ``y`` and ``x``.
+
+    Parameters
+    ----------
+    intensity : torch.Tensor
+        ``(..., z, y, x)`` real intensity.
+    sigma : float
+        PSF standard deviation in pixels; 0 returns the input unchanged.
+
+    Returns
+    -------
+    torch.Tensor
+        Blurred intensity (zero padding: flux near the borders leaks out, as on a detector).
+    """
+    if sigma <= 0:
+        return intensity
+    shape = intensity.shape
+    n_y, n_x = shape[-2], shape[-1]
+    out = intensity.reshape(-1, n_y, n_x)
+    for axis, size in ((-1, n_x), (-2, n_y)):
+        k = _gaussian_kernel(sigma, size, out.dtype, out.device)
+        moved = out.movedim(axis, -1)
+        flat = moved.reshape(-1, 1, size)
+        conv = F.conv1d(flat, k.reshape(1, 1, -1), padding=k.numel() // 2)
+        out = conv.reshape(moved.shape).movedim(-1, axis)
+    return out.reshape(shape).contiguous()
+
+
+def poisson_noise(rate: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Poisson draw of an expected-counts array with a given generator (same device)."""
+    return torch.poisson(rate.clamp_min(0.0), generator=generator)
+
+
+def gap_mask(
+    n: int, gaps: Sequence[tuple[int, int, int]], device: torch.device | None = None
+) -> torch.Tensor:
+    """Bad-pixel mask of detector gaps, ``(n, n, n)`` bool, True = bad.
+
+    Parameters
+    ----------
+    n : int
+        Grid side.
+    gaps : sequence of (axis, start, width)
+        Bands of rows (``axis=1``) or columns (``axis=2``), masked in every frame.
+    device : torch.device, optional
+        Where to build it.
+    """
+    mask = torch.zeros((n, n, n), dtype=torch.bool, device=device)
+    for axis, start, width in gaps:
+        if axis == 1:
+            mask[:, start : start + width, :] = True
+        elif axis == 2:
+            mask[:, :, start : start + width] = True
+        else:
+            raise ValueError(f"gaps axis must be 1 (rows) or 2 (columns), got {axis}")
+    return mask

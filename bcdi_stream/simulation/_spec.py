@@ -1,0 +1,640 @@
+"""`CrystalSpec`: every choice that defines one simulated crystal, drawn or written by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._shapes import SHAPES, _normals_bound, _vertices, build_geometry, validate_shape_params
+
+__all__ = [
+    "DISLOCATION_MODELS",
+    "SMOOTH_MODELS",
+    "STRAIN_MODELS",
+    "CrystalSpec",
+]
+
+#: Strain models whose phase is smooth; together they are scaled to ``phase_span``.
+SMOOTH_MODELS: tuple[str, ...] = ("smooth", "interface", "core_shell")
+#: Dislocation models: phase vortices of integer winding, added on top of the smooth phase.
+DISLOCATION_MODELS: tuple[str, ...] = ("screw", "edge")
+#: All strain models.
+STRAIN_MODELS: tuple[str, ...] = SMOOTH_MODELS + DISLOCATION_MODELS
+
+_STRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smooth": {"weight": 1.0, "length": 0.3},
+    "interface": {"weight": 1.0, "decay": 0.25, "lateral": 0.0},
+    "core_shell": {"weight": 1.0, "radius": 0.25, "offset": [0.0, 0.0, 0.0]},
+    "screw": {"winding": 1, "point": [0.0, 0.0, 0.0], "line": [1.0, 0.0, 0.0]},
+    "edge": {
+        "winding": 1,
+        "point": [0.0, 0.0, 0.0],
+        "line": [1.0, 0.0, 0.0],
+        "burgers": None,
+        "poisson_ratio": 0.3,
+    },
+}
+
+#: Named strain levels of :meth:`CrystalSpec.random` (peak-to-peak phase of the smooth part).
+_WEAK = (0.15 * math.pi, 0.95 * math.pi)
+_MEDIUM = (1.0 * math.pi, 4.0 * math.pi)
+_STRONG = (4.5 * math.pi, 10.0 * math.pi)
+#: Random crystals are redrawn until a ball of this radius (voxels) fits around the centroid.
+_MIN_INNER_RADIUS = 1.5
+
+
+def _is_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+
+
+def _number(name: str, v: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
+    if not _is_number(v) or not math.isfinite(float(v)):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    v = float(v)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo:.4g}, {hi:.4g}], got {v}")
+    return v
+
+
+def _vector(name: str, v: Any, unit: bool = False, max_norm: float = math.inf) -> tuple[float, ...]:
+    try:
+        a = np.asarray(v, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be 3 numbers (z, y, x), got {v!r}") from exc
+    if a.shape != (3,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be 3 finite numbers (z, y, x), got {v!r}")
+    norm = float(np.linalg.norm(a))
+    if unit:
+        if norm < 1e-9:
+            raise ValueError(f"{name} must be a non-zero vector, got {v!r}")
+        if abs(norm - 1.0) > 1e-12:
+            a = a / norm
+    elif norm > max_norm:
+        raise ValueError(f"{name} must have a norm <= {max_norm}, got {v!r}")
+    return tuple(float(x) for x in a)
+
+
+def _int(name: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {v!r}")
+    v = int(v)
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def _validate_strain(models: Any, g_hat: tuple[float, float, float]) -> tuple[dict[str, Any], ...]:
+    if isinstance(models, (str, Mapping)) or not isinstance(models, Iterable):
+        raise ValueError("strain_models must be a sequence of dicts with a 'kind' key")
+    out = []
+    for i, m in enumerate(models):
+        name = f"strain_models[{i}]"
+        if not isinstance(m, Mapping) or "kind" not in m:
+            raise ValueError(f"{name} must be a dict with a 'kind' key, got {m!r}")
+        kind = m["kind"]
+        if kind not in STRAIN_MODELS:
+            raise ValueError(f"{name}['kind'] must be one of {STRAIN_MODELS}, got {kind!r}")
+        p = dict(_STRAIN_DEFAULTS[kind])
+        unknown = set(m) - set(p) - {"kind"}
+        if unknown:
+            raise ValueError(f"{name} has unknown keys {sorted(unknown)} for kind {kind!r}")
+        p.update({k: v for k, v in m.items() if k != "kind"})
+        if kind in SMOOTH_MODELS:
+            p["weight"] = _number(f"{name}['weight']", p["weight"], -100.0, 100.0)
+            if p["weight"] == 0:
+                raise ValueError(f"{name}['weight'] must be non-zero (leave the model out instead)")
+        if kind == "smooth":
+            p["length"] = _number(f"{name}['length']", p["length"], 0.02, 5.0)
+        elif kind == "interface":
+            p["decay"] = _number(f"{name}['decay']", p["decay"], 0.02, 5.0)
+            p["lateral"] = _number(f"{name}['lateral']", p["lateral"], -5.0, 5.0)
+        elif kind == "core_shell":
+            p["radius"] = _number(f"{name}['radius']", p["radius"], 0.02, 1.0)
+            p["offset"] = list(_vector(f"{name}['offset']", p["offset"], max_norm=1.0))
+        else:
+            p["winding"] = _int(f"{name}['winding']", p["winding"], -8, 8)
+            if p["winding"] == 0:
+                raise ValueError(f"{name}['winding'] must be a non-zero int")
+            p["point"] = list(_vector(f"{name}['point']", p["point"], max_norm=1.0))
+            line = np.asarray(_vector(f"{name}['line']", p["line"], unit=True))
+            p["line"] = [float(v) for v in line]
+            if kind == "edge":
+                p["poisson_ratio"] = _number(
+                    f"{name}['poisson_ratio']", p["poisson_ratio"], 0.0, 0.49
+                )
+                g = np.asarray(g_hat)
+                if p["burgers"] is None:
+                    b = g - (g @ line) * line
+                    if np.linalg.norm(b) < 0.1:
+                        raise ValueError(
+                            f"{name}: the line is (nearly) parallel to g_hat; give 'burgers'"
+                        )
+                    b = b / np.linalg.norm(b)
+                else:
+                    b = np.asarray(_vector(f"{name}['burgers']", p["burgers"], unit=True))
+                if abs(float(b @ line)) > 1e-6:
+                    raise ValueError(f"{name}['burgers'] must be perpendicular to 'line'")
+                if abs(float(b @ g)) < 0.1:
+                    raise ValueError(
+                        f"{name}['burgers'] is (nearly) perpendicular to g_hat: |b·g_hat| must be "
+                        ">= 0.1 for a visible edge dislocation"
+                    )
+                p["burgers"] = [float(v) for v in b]
+        out.append({"kind": kind, **p})
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CrystalSpec:
+    """Every choice that defines one simulated crystal (reproducible from the spec alone).
+
+    All vectors are ``(z, y, x)`` in the lab (grid) frame. Lengths inside ``strain_models`` are
+    fractions of the crystal's *size* (its volume-equivalent sphere diameter, in voxels).
+
+    Parameters
+    ----------
+    n : int
+        Grid side; the arrays are ``(n, n, n)``. At least 16.
+    shape : str
+        One of ``"octahedron"``, ``"truncated_octahedron"``, ``"cuboctahedron"``, ``"cube"``
+        (the fcc Wulff family: {100} facets at distance 1 and {111} facets at ``ratio``, from
+        1/√3 = octahedron to √3 = cube), ``"sphere"``, ``"platelet"`` (hexagonal plate;
+        ``thickness`` = half-thickness / apothem, ``side_ratio`` < 1 towards a triangle),
+        ``"rod"`` (``sides``-gon prism, ``aspect`` = half-length / apothem) or ``"polyhedron"``
+        (``normals`` and ``offsets`` of any bounded convex polyhedron containing the origin).
+        Faceted kinds accept ``stretch`` (3 axis scale factors in the crystal frame).
+    shape_params : dict
+        Shape parameters; missing ones take defaults.
+    rotation : tuple of 4 floats
+        Unit quaternion ``(w, a, b, c)`` rotating the crystal frame into the lab frame.
+    oversampling : float
+        The crystal spans at most ``n / oversampling`` voxels along every axis (>= 2).
+    substrate_cut : float
+        Fraction (0 to 0.45) of the crystal's height along ``substrate_normal`` cut away by a
+        flat substrate plane; 0 means not truncated.
+    substrate_normal : tuple of 3 floats
+        Direction from the crystal into the substrate. Also the interface of the
+        ``"interface"`` strain model (the tangent plane when ``substrate_cut`` is 0).
+    strain_models : tuple of dict
+        Displacement-field components, each ``{"kind": ..., **params}``:
+
+        - ``"smooth"`` — low-pass Gaussian random field; ``weight``, ``length`` (correlation
+          length).
+        - ``"interface"`` — strain decaying away from the substrate plane,
+          ``exp(-d / decay) * (1 + lateral * rho**2 / (size/2)**2)``; ``weight``, ``decay``,
+          ``lateral``.
+        - ``"core_shell"`` — lattice-mismatched spherical core (Eshelby inclusion): radial
+          displacement ``∝ r`` inside, ``∝ radius**3 / r**2`` outside, projected on ``g_hat``;
+          ``weight``, ``radius``, ``offset`` (of the core from the centroid).
+        - ``"screw"`` — screw dislocation, ``u = b θ / 2π`` along the line, so that the phase
+          is ``winding · θ``; ``winding`` (``G·b / 2π``), ``point`` (offset of the line from
+          the centroid), ``line`` (direction).
+        - ``"edge"`` — edge dislocation (isotropic elasticity, Hirth & Lothe);
+          ``winding``, ``point``, ``line``, ``burgers`` (unit, ⊥ line; defaults to the
+          projection of ``g_hat``), ``poisson_ratio``.
+
+        The smooth components are each normalised to unit peak-to-peak inside the support,
+        weighted, summed, cleared of their linear phase ramp (so the Bragg peak's centre of mass
+        stays at the grid centre) and scaled to ``phase_span``; the dislocation phases (ramp
+        removed too) are added on top.
+    phase_span : float
+        Peak-to-peak phase (rad) of the smooth part inside the support. Must be 0 when there is
+        no smooth model.
+    g_hat : tuple of 3 floats
+        Direction of the scattering vector G (normalised); the phase is ``|G| u·g_hat``.
+    peak_counts : float
+        Maximum of the noise-free intensity (photons), before background and blur.
+    background : float
+        Constant background (photons per pixel) added before Poisson noise.
+    blur_sigma : float
+        Standard deviation (pixels) of a Gaussian detector PSF along ``y`` and ``x``; 0 = none.
+    gaps : tuple of (axis, start, width)
+        Detector gaps: bands of rows (``axis=1``) or columns (``axis=2``) masked in every frame.
+    amp_modulation : float
+        Relative amplitude of a mild smooth modulation of ``|rho|`` inside the crystal (0 to 0.1).
+    edge_width : float
+        Width (voxels) of the smoothstep edge of the amplitude (0.5 to 4).
+    poisson : bool
+        Apply Poisson noise (``False`` gives the expected counts).
+    seed : int
+        Seed of the torch generator for the random fields and the noise.
+    """
+
+    n: int = 64
+    shape: str = "octahedron"
+    shape_params: dict[str, Any] = field(default_factory=dict)
+    rotation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+    oversampling: float = 3.0
+    substrate_cut: float = 0.0
+    substrate_normal: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    strain_models: tuple[dict[str, Any], ...] = ()
+    phase_span: float = 0.0
+    g_hat: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    peak_counts: float = 1e6
+    background: float = 0.0
+    blur_sigma: float = 0.0
+    gaps: tuple[tuple[int, int, int], ...] = ()
+    amp_modulation: float = 0.0
+    edge_width: float = 1.5
+    poisson: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        n = _int("n", self.n, 16, 1024)
+        put("n", n)
+        if self.shape not in SHAPES:
+            raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
+        put("shape_params", validate_shape_params(self.shape, self.shape_params))
+        try:
+            q = np.asarray(self.rotation, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"rotation must be a quaternion (w, a, b, c), got {self.rotation!r}"
+            ) from exc
+        if q.shape != (4,) or not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-9:
+            raise ValueError(
+                f"rotation must be a non-zero quaternion (w, a, b, c), got {self.rotation!r}"
+            )
+        if abs(np.linalg.norm(q) - 1.0) > 1e-12:
+            q = q / np.linalg.norm(q)
+        put("rotation", tuple(float(v) for v in q))
+        put("oversampling", _number("oversampling", self.oversampling, 2.0, n / 5.4))
+        put("substrate_cut", _number("substrate_cut", self.substrate_cut, 0.0, 0.45))
+        put("substrate_normal", _vector("substrate_normal", self.substrate_normal, unit=True))
+        put("g_hat", _vector("g_hat", self.g_hat, unit=True))
+        put("strain_models", _validate_strain(self.strain_models, self.g_hat))
+        put("phase_span", _number("phase_span", self.phase_span, 0.0, 200.0))
+        if self.phase_span > 0 and not any(m["kind"] in SMOOTH_MODELS for m in self.strain_models):
+            raise ValueError(
+                f"phase_span must be 0 without a smooth strain model {SMOOTH_MODELS}, "
+                f"got {self.phase_span}"
+            )
+        put("peak_counts", _number("peak_counts", self.peak_counts, 1e-3, 1e12))
+        if self.peak_counts <= 0:
+            raise ValueError(f"peak_counts must be positive, got {self.peak_counts}")
+        put("background", _number("background", self.background, 0.0, 1e9))
+        put("blur_sigma", _number("blur_sigma", self.blur_sigma, 0.0, n / 8))
+        gaps = []
+        if isinstance(self.gaps, (str, bytes)) or not isinstance(self.gaps, Iterable):
+            raise ValueError(f"gaps must be a sequence of (axis, start, width), got {self.gaps!r}")
+        for i, gap in enumerate(self.gaps):
+            if isinstance(gap, (str, bytes)) or not isinstance(gap, Sequence) or len(gap) != 3:
+                raise ValueError(f"gaps[{i}] must be (axis, start, width), got {gap!r}")
+            axis = _int(f"gaps[{i}] axis", gap[0], 1, 2)
+            width = _int(f"gaps[{i}] width", gap[2], 1, n - 1)
+            start = _int(f"gaps[{i}] start", gap[1], 0, n - width)
+            gaps.append((axis, start, width))
+        put("gaps", tuple(gaps))
+        put("amp_modulation", _number("amp_modulation", self.amp_modulation, 0.0, 0.1))
+        put("edge_width", _number("edge_width", self.edge_width, 0.5, 4.0))
+        if not isinstance(self.poisson, (bool, np.bool_)):
+            raise ValueError(f"poisson must be a bool, got {self.poisson!r}")
+        put("poisson", bool(self.poisson))
+        put("seed", _int("seed", self.seed, 0, 2**63 - 1))
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (lists for tuples); :meth:`from_dict` inverts it."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            return v
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CrystalSpec:
+        """Rebuild a spec from :meth:`to_dict`'s output (e.g. after a JSON round trip)."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"d must be a mapping, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"d has unknown keys {sorted(unknown)}")
+        kw = dict(d)
+        for key in ("rotation", "substrate_normal", "g_hat"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
+        if "strain_models" in kw:
+            kw["strain_models"] = tuple(dict(m) for m in kw["strain_models"])
+        if "gaps" in kw:
+            kw["gaps"] = tuple(tuple(g) for g in kw["gaps"])
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> CrystalSpec:
+        """A copy with some fields changed (validated again)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise ValueError(f"unknown CrystalSpec fields {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ random draw
+    @classmethod
+    def random(
+        cls,
+        seed: int,
+        n: int = 64,
+        strain: str | tuple[float, float] = "any",
+        shapes: Sequence[str] | None = None,
+        strain_models: Sequence[str] | None = None,
+        peak_counts: float | tuple[float, float] | None = None,
+        *,
+        oversampling: tuple[float, float] | None = None,
+        g_hat: tuple[float, float, float] = (0.0, 1.0, 0.0),
+        dislocation_probability: float | None = None,
+    ) -> CrystalSpec:
+        """Draw a random crystal.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the draw (numpy) and of the spec's torch generator.
+        n : int
+            Grid side.
+        strain : {"weak", "medium", "strong", "any"} or (lo, hi)
+            Peak-to-peak phase of the smooth part: "weak" < π (no dislocation), "medium" π–4π,
+            "strong" 4.5π–10π (with dislocations in about a third of the crystals), "any" one
+            of the three with equal odds, or a range in radians (dislocations only when
+            ``lo >= 4π``).
+        shapes : sequence of str, optional
+            Shape kinds to draw from (uniformly); default all of them.
+        strain_models : sequence of str, optional
+            Strain models allowed; default all. The smooth ones present are a random non-empty
+            subset; when only dislocation models are allowed, every crystal gets 1–2
+            dislocations and no smooth phase (not possible with "weak").
+        peak_counts : float or (lo, hi), optional
+            Fixed peak counts, or a range drawn log-uniformly; default (1e4, 1e7).
+        oversampling : (lo, hi), optional
+            Range of the oversampling ratio (uniform); default ``(2, min(4, n / 5.4))``.
+        g_hat : tuple of 3 floats
+            Scattering-vector direction.
+        dislocation_probability : float, optional
+            Override the chance of dislocations where they are allowed.
+
+        Returns
+        -------
+        CrystalSpec
+        """
+        seed = _int("seed", seed, 0, 2**63 - 1)
+        n = _int("n", n, 16, 1024)
+        if shapes is None:
+            shapes = SHAPES
+        if isinstance(shapes, str) or not isinstance(shapes, Iterable):
+            raise ValueError(f"shapes must be a sequence of shape kinds, got {shapes!r}")
+        shapes = tuple(shapes)
+        if not shapes or any(s not in SHAPES for s in shapes):
+            raise ValueError(f"shapes must be a non-empty subset of {SHAPES}, got {shapes!r}")
+        if strain_models is None:
+            strain_models = STRAIN_MODELS
+        if isinstance(strain_models, str) or not isinstance(strain_models, Iterable):
+            raise ValueError(f"strain_models must be a sequence of kinds, got {strain_models!r}")
+        allowed = tuple(strain_models)
+        if not allowed or any(s not in STRAIN_MODELS for s in allowed):
+            raise ValueError(
+                f"strain_models must be a non-empty subset of {STRAIN_MODELS}, got {allowed!r}"
+            )
+        smooth_ok = [k for k in SMOOTH_MODELS if k in allowed]
+        disl_ok = [k for k in DISLOCATION_MODELS if k in allowed]
+        if oversampling is None:
+            oversampling = (2.0, min(4.0, n / 5.4))
+        try:
+            os_lo, os_hi = (float(v) for v in oversampling)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"oversampling must be a (lo, hi) range, got {oversampling!r}"
+            ) from exc
+        if not 2.0 <= os_lo <= os_hi <= n / 5.4:
+            raise ValueError(
+                f"oversampling must satisfy 2 <= lo <= hi <= n/5.4 = {n / 5.4:.3g}, "
+                f"got {oversampling!r}"
+            )
+        g_hat = _vector("g_hat", g_hat, unit=True)
+        if dislocation_probability is not None:
+            dislocation_probability = _number(
+                "dislocation_probability", dislocation_probability, 0, 1
+            )
+
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+
+        # --- strain level
+        if isinstance(strain, str):
+            if strain not in ("weak", "medium", "strong", "any"):
+                raise ValueError(
+                    f"strain must be 'weak', 'medium', 'strong', 'any' or (lo, hi), got {strain!r}"
+                )
+            level = strain if strain != "any" else ("weak", "medium", "strong")[rng.integers(3)]
+            span_range = {"weak": _WEAK, "medium": _MEDIUM, "strong": _STRONG}[level]
+            p_disl = {"weak": 0.0, "medium": 0.15, "strong": 0.35}[level]
+        else:
+            try:
+                lo, hi = (float(v) for v in strain)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"strain must be a level name or (lo, hi), got {strain!r}"
+                ) from exc
+            if not (0.0 <= lo <= hi <= 200.0):
+                raise ValueError(f"strain range must satisfy 0 <= lo <= hi <= 200, got {strain!r}")
+            span_range = (lo, hi)
+            level = "range"
+            p_disl = 0.35 if lo >= 4 * math.pi else 0.0
+        if dislocation_probability is not None and p_disl > 0:
+            p_disl = dislocation_probability
+        if not smooth_ok:
+            if p_disl == 0.0:
+                raise ValueError(
+                    f"strain_models {allowed!r} has only dislocations, which a '{level}' "
+                    "strain level does not allow"
+                )
+            p_disl = 1.0
+
+        # --- shape and placement (redrawn while the crystal is too thin to be sampled)
+        shape = shapes[rng.integers(len(shapes))]
+        want_interface = "interface" in smooth_ok and (len(smooth_ok) == 1 or rng.random() < 0.5)
+        for _ in range(20):
+            shape_params = _random_shape_params(shape, rng)
+            q = rng.normal(size=4)
+            rotation = tuple(float(v) for v in q / np.linalg.norm(q))
+            os_ = float(rng.uniform(os_lo, os_hi))
+            substrate_normal = _random_unit(rng)
+            cut = 0.0
+            if rng.random() < (0.7 if want_interface else 0.25):
+                cut = float(rng.uniform(0.05, 0.4))
+            geom = build_geometry(
+                n, shape, shape_params, rotation, os_, cut, tuple(substrate_normal)
+            )
+            if geom.inner_radius >= _MIN_INNER_RADIUS:
+                break
+
+        # --- strain models
+        models: list[dict[str, Any]] = []
+        span = 0.0
+        if smooth_ok:
+            chosen = [k for k in smooth_ok if k != "interface" and rng.random() < 0.5]
+            if want_interface:
+                chosen.append("interface")
+            if not chosen:
+                chosen = [smooth_ok[rng.integers(len(smooth_ok))]]
+            for k in SMOOTH_MODELS:
+                if k not in chosen:
+                    continue
+                w = float(rng.uniform(0.4, 1.0) * rng.choice([-1.0, 1.0]))
+                if k == "smooth":
+                    models.append({"kind": k, "weight": w, "length": float(rng.uniform(0.3, 0.7))})
+                elif k == "interface":
+                    models.append(
+                        {
+                            "kind": k,
+                            "weight": w,
+                            "decay": float(rng.uniform(0.2, 0.6)),
+                            "lateral": float(rng.uniform(-1.0, 1.0)),
+                        }
+                    )
+                else:
+                    r_in = geom.inner_radius / geom.size
+                    radius = float(rng.uniform(0.3, 0.7) * r_in)
+                    off = _random_unit(rng) * rng.uniform(0, 0.3) * (r_in - radius)
+                    models.append(
+                        {
+                            "kind": k,
+                            "weight": w,
+                            "radius": radius,
+                            "offset": [float(v) for v in off],
+                        }
+                    )
+            span = float(rng.uniform(*span_range))
+        if disl_ok and rng.random() < p_disl:
+            for _ in range(1 if rng.random() < 0.75 else 2):
+                kind = disl_ok[rng.integers(len(disl_ok))]
+                winding = int(rng.choice([1, -1])) * (1 if rng.random() < 0.85 else 2)
+                r_in = geom.inner_radius / geom.size
+                pt = _random_unit(rng) * rng.uniform(0, 0.5) * r_in
+                line = _random_unit(rng)
+                m: dict[str, Any] = {
+                    "kind": kind,
+                    "winding": winding,
+                    "point": [float(v) for v in pt],
+                    "line": [float(v) for v in line],
+                }
+                if kind == "edge":
+                    g = np.asarray(g_hat)
+                    # keep the line away from g_hat and the Burgers vector close to it
+                    while abs(float(line @ g)) > 0.8:
+                        line = _random_unit(rng)
+                    gp = g - (g @ line) * line
+                    gp /= np.linalg.norm(gp)
+                    other = np.cross(line, gp)
+                    ang = rng.uniform(-0.35, 0.35) * math.pi
+                    b = math.cos(ang) * gp + math.sin(ang) * other
+                    m["line"] = [float(v) for v in line]
+                    m["burgers"] = [float(v) for v in b]
+                    m["poisson_ratio"] = float(rng.uniform(0.25, 0.42))
+                models.append(m)
+
+        # --- detector
+        if peak_counts is None:
+            peak_counts = (1e4, 1e7)
+        if _is_number(peak_counts):
+            counts = _number("peak_counts", peak_counts, 1e-3, 1e12)
+        else:
+            try:
+                c_lo, c_hi = (float(v) for v in peak_counts)  # type: ignore[union-attr]
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"peak_counts must be a number or (lo, hi), got {peak_counts!r}"
+                ) from exc
+            if not 0 < c_lo <= c_hi:
+                raise ValueError(
+                    f"peak_counts range must satisfy 0 < lo <= hi, got {peak_counts!r}"
+                )
+            counts = float(math.exp(rng.uniform(math.log(c_lo), math.log(c_hi))))
+        background = float(rng.uniform(0.0, 1.0)) if rng.random() < 0.5 else 0.0
+        blur = float(rng.uniform(0.3, 1.0)) if rng.random() < 0.3 else 0.0
+        gaps: tuple[tuple[int, int, int], ...] = ()
+        if rng.random() < 0.25:
+            axis = int(rng.integers(1, 3))
+            width = int(rng.integers(1, 4))
+            lo_start = n // 2 + max(3, n // 16)
+            hi_start = n - width - 1
+            if hi_start > lo_start:
+                start = int(rng.integers(lo_start, hi_start + 1))
+                if rng.random() < 0.5:  # mirror to the other side of the peak
+                    start = n - start - width
+                gaps = ((axis, start, width),)
+        amp_mod = float(rng.uniform(0.02, 0.1)) if rng.random() < 0.5 else 0.0
+
+        return cls(
+            n=n,
+            shape=shape,
+            shape_params=shape_params,
+            rotation=rotation,
+            oversampling=os_,
+            substrate_cut=cut,
+            substrate_normal=tuple(float(v) for v in substrate_normal),
+            strain_models=tuple(models),
+            phase_span=span,
+            g_hat=g_hat,
+            peak_counts=counts,
+            background=background,
+            blur_sigma=blur,
+            gaps=gaps,
+            amp_modulation=amp_mod,
+            seed=seed,
+        )
+
+
+def _random_unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
+
+
+def _random_shape_params(shape: str, rng: np.random.Generator) -> dict[str, Any]:
+    stretch = [float(v) for v in rng.uniform(0.85, 1.15, size=3)]
+    if shape == "octahedron":
+        return {"ratio": float(rng.uniform(1 / math.sqrt(3), 0.64)), "stretch": stretch}
+    if shape == "truncated_octahedron":
+        return {"ratio": float(rng.uniform(0.68, 1.02)), "stretch": stretch}
+    if shape == "cuboctahedron":
+        return {"ratio": float(rng.uniform(1.10, 1.21)), "stretch": stretch}
+    if shape == "cube":
+        return {"ratio": float(rng.uniform(1.40, math.sqrt(3))), "stretch": stretch}
+    if shape == "sphere":
+        return {}
+    if shape == "platelet":
+        return {
+            "thickness": float(rng.uniform(0.2, 0.5)),
+            "side_ratio": float(rng.uniform(0.5, 1.0)),
+            "stretch": stretch,
+        }
+    if shape == "rod":
+        return {
+            "sides": int(rng.choice([4, 5, 6, 8])),
+            "aspect": float(rng.uniform(1.6, 3.0)),
+            "stretch": stretch,
+        }
+    # random convex polyhedron: random facet normals, redrawn until they bound a region
+    # and compact (circumradius / inradius <= 2.2)
+    while True:
+        k = int(rng.integers(8, 17))
+        normals = rng.normal(size=(k, 3))
+        normals /= np.linalg.norm(normals, axis=1)[:, None]
+        offsets = rng.uniform(0.85, 1.15, size=k)
+        if _normals_bound(normals):
+            verts, _, _ = _vertices(normals, offsets)
+            if np.linalg.norm(verts, axis=1).max() <= 2.2 * offsets.min():
+                break
+    return {
+        "normals": [[float(v) for v in row] for row in normals],
+        "offsets": [float(v) for v in offsets],
+    }

@@ -1,0 +1,285 @@
+"""Checks on input intensity and mask before any computation.
+
+:func:`validate_intensity` refuses what cannot be phased, raising
+:class:`bcdi_stream.errors.InputError` with a one-line reason; the ``check_*`` helpers return
+human-readable warnings (lists of one-line strings) about data that can be phased but look
+suspicious (saturation, empty frames, a cut rocking curve).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bcdi_stream.arrays import as_tensor
+from bcdi_stream.errors import InputError
+
+__all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "check_frames",
+    "check_saturation",
+    "data_warnings",
+    "validate_intensity",
+]
+
+#: Default voxel budget: 2**25 (about 320³) voxels, 256 MiB per complex64 array.
+DEFAULT_MAX_VOXELS: int = 2**25
+
+
+def _positive_int(v: Any, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+def _tensor(x: Any, what: str) -> torch.Tensor:
+    if x is None:
+        raise InputError(f"no {what} given")
+    try:
+        t = as_tensor(x)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{what} cannot be read as an array: {exc}") from exc
+    if t.is_complex():
+        raise InputError(f"{what} must be real, got complex dtype {t.dtype}")
+    return t
+
+
+def _mask_tensor(mask: Any, data: torch.Tensor) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    m = _tensor(mask, "mask")
+    if tuple(m.shape) != tuple(data.shape):
+        raise InputError(
+            f"mask shape {tuple(m.shape)} does not match the intensity shape "
+            f"{tuple(data.shape)}"
+        )
+    m = m.to(data.device)
+    return m if m.dtype == torch.bool else m != 0
+
+
+def validate_intensity(
+    data: Any,
+    mask: Any = None,
+    *,
+    min_size: int = 8,
+    max_size: int = 512,
+    max_voxels: int = DEFAULT_MAX_VOXELS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check a 3D diffraction intensity (and mask) and return them as tensors.
+
+    Masked voxels (mask nonzero = bad pixel) are ignored by the value checks, and any NaN,
+    infinite or negative value they hold is set to 0 in the returned intensity.
+
+    Parameters
+    ----------
+    data : array-like
+        numpy, torch or cupy (DLPack) 3D array ``(z, y, x)``, real, any numeric dtype.
+    mask : array-like, optional
+        Same shape; nonzero = bad pixel.
+    min_size, max_size : int
+        Allowed range of every axis length.
+    max_voxels : int
+        Largest number of voxels the grid may hold.
+
+    Returns
+    -------
+    intensity : torch.Tensor
+        float32, on the input's device.
+    mask : torch.Tensor or None
+        bool, True = bad pixel.
+
+    Raises
+    ------
+    InputError
+        One-line reason: not 3D (with the shape), complex, NaN/inf (how many), negative values,
+        no counts in unmasked voxels, mask of another shape (both shapes), axis outside
+        ``[min_size, max_size]`` or too many voxels.
+    ValueError
+        Bad ``min_size``, ``max_size`` or ``max_voxels``.
+    """
+    min_size = _positive_int(min_size, "min_size")
+    max_size = _positive_int(max_size, "max_size")
+    max_voxels = _positive_int(max_voxels, "max_voxels")
+    if max_size < min_size:
+        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+
+    t = _tensor(data, "intensity")
+    if t.dtype == torch.bool:
+        raise InputError("intensity must be numeric counts, got a bool array")
+    shape = tuple(t.shape)
+    if t.ndim != 3:
+        raise InputError(f"intensity must be a 3D array (z, y, x), got shape {shape}")
+    if min(shape) < min_size:
+        raise InputError(
+            f"intensity shape {shape} is too small: every axis needs at least {min_size} points"
+        )
+    if max(shape) > max_size:
+        raise InputError(
+            f"intensity shape {shape} is too large: every axis must be at most {max_size} "
+            "points (crop around the Bragg peak)"
+        )
+    if t.numel() > max_voxels:
+        raise InputError(
+            f"intensity shape {shape} has {t.numel()} voxels, more than the {max_voxels} "
+            "the grid can hold (crop around the Bragg peak)"
+        )
+    m = _mask_tensor(mask, t)
+
+    x = t.to(torch.float32)
+    valid = torch.ones_like(x, dtype=torch.bool) if m is None else ~m
+    where = "" if m is None else " unmasked"
+    if m is not None and not bool(valid.any()):
+        raise InputError("the mask excludes every voxel")
+    n_nan = int((torch.isnan(x) & valid).sum())
+    n_inf = int((torch.isinf(x) & valid).sum())
+    if n_nan or n_inf:
+        raise InputError(
+            f"intensity has {n_nan} NaN and {n_inf} infinite values in{where} voxels "
+            f"(of {x.numel()})"
+        )
+    neg = (x < 0) & valid
+    n_neg = int(neg.sum())
+    if n_neg:
+        low = float(x[neg].min())
+        raise InputError(
+            f"intensity has {n_neg} negative values in{where} voxels (min {low:g}): "
+            "subtract the background without going below 0"
+        )
+    total = float(torch.where(valid, x, torch.zeros_like(x)).sum(dtype=torch.float64))
+    if not total > 0:
+        if m is None:
+            raise InputError("intensity is all zeros: no counts to phase")
+        raise InputError("intensity has no counts in unmasked voxels")
+    if m is not None:
+        bad = m & ~(torch.isfinite(x) & (x >= 0))
+        if bool(bad.any()):
+            x = torch.where(bad, torch.zeros_like(x), x)
+    return x, m
+
+
+def _counts(data: Any, mask: Any) -> torch.Tensor:
+    """float32 3D intensity with masked and non-finite voxels at 0 (for the warnings)."""
+    t = _tensor(data, "intensity")
+    if t.ndim != 3:
+        raise InputError(f"intensity must be a 3D array (z, y, x), got shape {tuple(t.shape)}")
+    x = t.to(torch.float32)
+    m = _mask_tensor(mask, t)
+    keep = torch.isfinite(x) if m is None else torch.isfinite(x) & ~m
+    return torch.where(keep, x, torch.zeros_like(x))
+
+
+def _ranges(idx: list[int], limit: int = 8) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"`` (at most ``limit`` pieces)."""
+    parts: list[str] = []
+    start = prev = idx[0]
+    for i in [*idx[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    more = f" and {len(parts) - limit} more" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+def check_saturation(data: Any, mask: Any = None, *, level: float | None = None) -> list[str]:
+    """Warn about saturated voxels.
+
+    Parameters
+    ----------
+    data : array-like
+        3D intensity.
+    mask : array-like, optional
+        Nonzero = bad pixel (ignored).
+    level : float, optional
+        The detector's saturation count: voxels at or above it are reported. Without it,
+        several voxels sharing a high maximum value (a plateau, ≥ 1000 counts) are reported as
+        possible saturation.
+
+    Returns
+    -------
+    list of str
+        One-line warnings (empty when nothing is suspicious).
+    """
+    if level is not None and not float(level) > 0:
+        raise ValueError(f"level must be positive, got {level}")
+    x = _counts(data, mask)
+    out: list[str] = []
+    top = float(x.max())
+    if level is not None:
+        n = int((x >= float(level)).sum())
+        if n:
+            out.append(
+                f"{n} voxels at or above the saturation level {float(level):g} counts "
+                f"(max {top:g}): the Bragg peak is probably clipped"
+            )
+    elif top >= 1000:
+        n = int((x == top).sum())
+        if n >= 4:
+            out.append(
+                f"possible detector saturation: {n} voxels share the maximum value {top:g}"
+            )
+    return out
+
+
+def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) -> list[str]:
+    """Warn about the rocking curve (axis 0): empty frames, a cut curve, an off-centre peak.
+
+    Parameters
+    ----------
+    data : array-like
+        3D intensity, axis 0 = rocking angle.
+    mask : array-like, optional
+        Nonzero = bad pixel (ignored).
+    edge_fraction : float
+        A first or last frame holding more than this fraction of the brightest frame's counts
+        means the rocking curve is cut.
+
+    Returns
+    -------
+    list of str
+        One-line warnings (empty when nothing is suspicious).
+    """
+    if not 0 < float(edge_fraction) < 1:
+        raise ValueError(f"edge_fraction must be in (0, 1), got {edge_fraction}")
+    x = _counts(data, mask)
+    sums = x.sum(dim=(1, 2), dtype=torch.float64)
+    n = int(sums.numel())
+    out: list[str] = []
+    empty = [int(i) for i in torch.nonzero(sums <= 0).flatten().tolist()]
+    if empty:
+        out.append(f"{len(empty)} of {n} frames (axis 0) have no counts: {_ranges(empty)}")
+    peak = float(sums.max())
+    if peak > 0:
+        for label, idx in (("first", 0), ("last", n - 1)):
+            frac = float(sums[idx]) / peak
+            if frac > edge_fraction:
+                out.append(
+                    f"the rocking curve is cut: the {label} frame holds {100 * frac:.0f}% of "
+                    "the brightest frame's counts"
+                )
+        k = int(torch.argmax(sums))
+        if abs(k - n // 2) > n / 4:
+            out.append(f"the Bragg peak is at frame {k}, far from the centre of the {n} frames")
+    return out
+
+
+def data_warnings(data: Any, mask: Any = None, *, saturation: float | None = None) -> list[str]:
+    """All warnings of :func:`check_saturation` and :func:`check_frames`.
+
+    Parameters
+    ----------
+    data : array-like
+        3D intensity.
+    mask : array-like, optional
+        Nonzero = bad pixel.
+    saturation : float, optional
+        The detector's saturation count.
+
+    Returns
+    -------
+    list of str
+    """
+    return check_saturation(data, mask, level=saturation) + check_frames(data, mask)

@@ -1,0 +1,418 @@
+"""Post-processing and metrics: invariances, wrap-free gradients, strain units and sign."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bcdi_stream.analysis import (
+    Metrics,
+    align_to_truth,
+    center_object,
+    choose_twin,
+    compare,
+    displacement,
+    estimate_phase_ramp,
+    mirror,
+    phase_gradient,
+    phase_rmse,
+    postprocess,
+    remove_phase_offset,
+    remove_phase_ramp,
+    strain,
+    strain_rmse,
+    support_from_amplitude,
+    support_iou,
+    truth_phase_rms,
+    unwrap_phase,
+)
+from bcdi_stream.physics import (
+    centroid,
+    fft_centered,
+    fourier_shift,
+    scattering_vector_norm,
+    twin,
+)
+
+N = 24
+DIMS = (-3, -2, -1)
+
+
+def _grid(n: int = N) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r = torch.arange(n, dtype=torch.float64) - n // 2
+    return torch.meshgrid(r, r, r, indexing="ij")
+
+
+def _polar(amp: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    return torch.polar(amp.to(torch.float64), phase.to(torch.float64)).to(torch.complex64)
+
+
+@pytest.fixture(scope="module")
+def crystal() -> tuple[torch.Tensor, torch.Tensor]:
+    """An asymmetric strained crystal (ellipsoid + off-centre lobe), support ≤ N/2."""
+    z, y, x = _grid()
+    support = ((z / 5) ** 2 + (y / 6) ** 2 + (x / 4) ** 2 <= 1) | (
+        (z - 2) ** 2 + (y - 4) ** 2 + (x + 3) ** 2 <= 6
+    )
+    phase = 0.9 * torch.sin(0.35 * y + 0.2) + 0.05 * (x + 1) ** 2 - 0.2 * z * y / 3
+    amp = support * (1.0 + 0.1 * torch.cos(0.3 * x))
+    return _polar(amp, phase), support
+
+
+def _ramp(t: torch.Tensor, g: tuple[float, float, float], c: float = 0.0) -> torch.Tensor:
+    z, y, x = _grid(t.shape[-1])
+    return t * _polar(torch.ones_like(z), g[0] * z + g[1] * y + g[2] * x + c)
+
+
+# -------------------------------------------------------------------------------------------
+# invariances of the metrics
+# -------------------------------------------------------------------------------------------
+TRANSFORMS = {
+    "identity": (lambda t: t, False, 1e-4),
+    "offset": (lambda t: t * complex(math.cos(1.3), math.sin(1.3)), False, 1e-4),
+    "twin": (twin, True, 1e-4),
+    "roll": (lambda t: torch.roll(t, (2, -3, 1), DIMS), False, 1e-4),
+    "ramp": (lambda t: _ramp(t, (0.3, -0.2, 0.45)), False, 1e-4),
+    "roll+ramp+offset": (
+        lambda t: torch.roll(_ramp(t, (-0.25, 0.4, 0.1), 2.0), (-1, 2, 3), DIMS),
+        False,
+        1e-4,
+    ),
+    "twin(roll+ramp+offset)": (
+        lambda t: twin(torch.roll(_ramp(t, (0.3, -0.2, 0.45), 1.1), (1, 2, -2), DIMS)),
+        True,
+        1e-4,
+    ),
+    "roll(twin)*ramp": (
+        lambda t: _ramp(torch.roll(twin(t), (0, -2, 1), DIMS), (0.1, 0.2, -0.3), -0.7),
+        True,
+        1e-4,
+    ),
+    "subvoxel shift": (lambda t: fourier_shift(t, (0.3, -0.4, 0.25)), False, 5e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_metrics_invariant_to_ambiguities(crystal, name):
+    truth, support = crystal
+    fn, is_twin, tol = TRANSFORMS[name]
+    recon = fn(truth)
+    m = compare(recon, truth, support)
+    assert isinstance(m, Metrics)
+    assert m.phase_rmse < tol
+    assert m.twin is is_twin
+    assert m.support_iou > 0.95
+    assert m.strain_rmse < 10 * tol
+    assert m.success
+    d = m.to_dict()
+    assert d["twin"] is is_twin and isinstance(d["shift"], list)
+
+
+def test_align_reports_shift_ramp_and_offset(crystal):
+    truth, support = crystal
+    recon = torch.roll(_ramp(truth, (0.3, -0.2, 0.45), 0.5), (2, -3, 1), DIMS)
+    aligned, info = align_to_truth(recon, truth, support, subpixel=False)
+    assert info["shift"] == (-2.0, 3.0, -1.0)
+    assert np.allclose(info["ramp"], (0.3, -0.2, 0.45), atol=1e-5)
+    assert phase_rmse(aligned, truth, support) < 1e-4
+    assert info["coherence"] > 0.9999
+
+
+def test_recon_support_follows_twin_and_shift(crystal):
+    truth, support = crystal
+    recon = torch.roll(twin(truth), (1, -2, 2), DIMS)
+    recon_support = torch.roll(mirror(support), (1, -2, 2), DIMS)
+    m = compare(recon, truth, support, recon_support=recon_support)
+    assert m.twin and m.support_iou == 1.0
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0])
+def test_wrong_phase_is_not_a_success(crystal, sigma):
+    truth, support = crystal
+    z, y, x = _grid()
+    wrong = _polar(truth.abs(), torch.angle(truth) + sigma * torch.sin(0.9 * x * z + y))
+    m = compare(wrong, truth, support)
+    assert m.phase_rmse > 0.3
+    assert not m.success
+
+
+def test_an_empty_reconstruction_fails(crystal):
+    truth, support = crystal
+    m = compare(torch.zeros_like(truth), truth, support)
+    assert m.phase_rmse == pytest.approx(math.pi / math.sqrt(3), rel=1e-6)
+    assert m.support_iou == 0.0 and not m.success
+
+
+def test_flat_phase_scores_the_truth_phase_spread(crystal):
+    truth, support = crystal
+    spread = truth_phase_rms(truth, support)
+    assert spread > 0.3
+    m = compare(truth.abs().to(torch.complex64), truth, support, relative_threshold=0.5)
+    assert m.phase_rmse == pytest.approx(spread, rel=0.1)
+    assert not m.success
+    assert m.truth_phase_rms == pytest.approx(spread)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.2, -0.7, 3.0])
+def test_phase_rmse_of_a_constant_error(crystal, delta):
+    truth, support = crystal
+    recon = truth * complex(math.cos(delta), math.sin(delta))
+    assert phase_rmse(recon, truth, support) == pytest.approx(abs(delta), abs=1e-5)
+
+
+def test_phase_rmse_is_weighted_by_the_truth_amplitude():
+    truth = torch.ones(8, 8, 8, dtype=torch.complex64)
+    truth[:4] *= 3.0
+    support = torch.ones(8, 8, 8, dtype=torch.bool)
+    recon = truth.clone()
+    recon[4:] *= complex(math.cos(0.4), math.sin(0.4))  # error only where |truth| = 1
+    expected = math.sqrt(0.4**2 * 1 / (3 + 1))
+    assert phase_rmse(recon, truth, support) == pytest.approx(expected, rel=1e-5)
+
+
+IOU_CASES = [
+    ("identical", (slice(2, 6),), (slice(2, 6),), 1.0),
+    ("disjoint", (slice(0, 2),), (slice(4, 6),), 0.0),
+    ("half", (slice(0, 4),), (slice(2, 6),), 2 / 6),
+    ("nested", (slice(0, 8),), (slice(2, 6),), 0.5),
+    ("both empty", (slice(0, 0),), (slice(0, 0),), 1.0),
+]
+
+
+@pytest.mark.parametrize(("name", "sa", "sb", "expected"), IOU_CASES, ids=[c[0] for c in IOU_CASES])
+def test_support_iou(name, sa, sb, expected):
+    a = np.zeros((8, 8, 8), dtype=np.uint8)
+    b = torch.zeros(8, 8, 8, dtype=torch.bool)
+    a[sa] = 1
+    b[sb] = True
+    assert support_iou(a, b) == pytest.approx(expected)
+
+
+# -------------------------------------------------------------------------------------------
+# wrap-free gradient, unwrapping, strain
+# -------------------------------------------------------------------------------------------
+def _box(n: int, half: tuple[int, int, int]) -> torch.Tensor:
+    z, y, x = _grid(n)
+    return (z.abs() <= half[0]) & (y.abs() <= half[1]) & (x.abs() <= half[2])
+
+
+def test_phase_gradient_is_wrap_free():
+    """φ = 2y + 0.03y²: ~8 wraps over the crystal, steps up to 2.7 rad per voxel."""
+    n = 32
+    _z, y, _x = _grid(n)
+    support = _box(n, (5, 12, 6))
+    phi = 2.0 * y + 0.03 * y**2
+    obj = _polar(support.double(), phi)
+    assert float(phi[support].max() - phi[support].min()) > 7 * 2 * math.pi
+    grad = phase_gradient(obj, support=support)
+    assert grad.shape == (3, n, n, n) and grad.dtype == torch.float32
+    interior = support & (y.abs() < 12)
+    expected = (2.0 + 0.06 * y).float()
+    assert torch.allclose(grad[1][interior], expected[interior], atol=1e-4)
+    edge = support & (y.abs() == 12)
+    # one-sided differences at the support edge: exact slope of the chord
+    one_sided = (2.0 + 0.03 * (2 * y.abs() - 1) * torch.sign(y)).float()
+    assert torch.allclose(grad[1][edge], one_sided[edge], atol=1e-4)
+    assert torch.allclose(grad[0][support], torch.zeros(()), atol=1e-5)
+    assert torch.isnan(grad[:, ~support]).all()
+    # the gradient is in rad per unit of spacing
+    g2 = phase_gradient(obj, spacing=(1.0, 0.5, 1.0), support=support)
+    assert torch.allclose(g2[1][interior], 2 * expected[interior], atol=2e-4)
+
+
+def test_unwrap_and_displacement_across_many_wraps():
+    n = 32
+    z, y, x = _grid(n)
+    support = _box(n, (5, 12, 6)) & ~((y == 3) & (x.abs() <= 6) & (z > 0))  # a notch
+    phi = 2.0 * y + 0.03 * y**2 + 0.2 * x
+    obj = _polar(support.double() * (1 + 0.2 * torch.cos(x)), phi)
+    u = unwrap_phase(obj, support)
+    diff = (u.double() - phi)[support]
+    k = diff / (2 * math.pi)
+    assert torch.allclose(k, k.round(), atol=1e-4)
+    assert float(k.max() - k.min()) < 1e-3  # one constant multiple of 2π
+    assert torch.isnan(u[~support]).all()
+    g = scattering_vector_norm((1, 1, 1), 3.924e-10)
+    d = displacement(obj, support, g, remove_ramp=False)
+    assert torch.allclose((d.double() * g)[support], u.double()[support], atol=1e-4)
+
+
+def test_strain_of_a_quadratic_displacement_field():
+    """u = a·y² (metres) → ε = 2a·y, dimensionless, with anisotropic voxels."""
+    n = 32
+    _z, y, _x = _grid(n)
+    vs = (3e-9, 2e-9, 4e-9)
+    g = scattering_vector_norm((1, 1, 1), 3.924e-10)
+    a = 2.8 / (g * 2 * 12 * vs[1] ** 2)  # phase step 2.8 rad/voxel at the edge (> π/2)
+    ym = y * vs[1]
+    support = _box(n, (4, 12, 5))
+    obj = torch.polar(support.double(), g * a * ym**2)  # complex128 stays complex128
+    eps = strain(obj, support, (0, 1, 0), vs, g)
+    assert eps.dtype == torch.float32
+    interior = support & (y.abs() < 12)
+    expected = 2 * a * ym
+    assert float(expected.abs().max()) > 1e-3
+    assert torch.allclose(eps.double()[interior], expected[interior], rtol=1e-4, atol=1e-9)
+    edge = support & (y.abs() == 12)
+    err = (eps.double() - expected).abs()[edge]
+    assert float(err.max()) == pytest.approx(a * vs[1], rel=1e-3)  # one-sided: off by a·dy
+    assert torch.isnan(eps[~support]).all()
+    # Ĝ along z sees no strain; a tilted Ĝ sees the projection
+    assert torch.allclose(strain(obj, support, (1, 0, 0), vs, g)[support], torch.zeros(()))
+    tilted = strain(obj, support, (1, 1, 0), vs, g)
+    assert torch.allclose(
+        tilted.double()[interior], expected[interior] / math.sqrt(2), rtol=1e-4, atol=1e-9
+    )
+
+
+def test_strain_sign_convention_with_an_asymmetric_crystal():
+    """φ increasing along Ĝ → ε > 0 and intensity at +q; twin: same ε mirrored; conj: −ε."""
+    n = 24
+    z, y, x = _grid(n)
+    support = ((z / 4) ** 2 + (y / 7) ** 2 + (x / 5) ** 2 <= 1) | (
+        (z + 2) ** 2 + (y - 3) ** 2 + (x - 3) ** 2 <= 5
+    )
+    assert not torch.equal(support, mirror(support))  # asymmetric
+    phi = 0.4 * y + 0.01 * y**2  # dφ/dy > 0 on the crystal
+    obj = _polar(support * (1 + 0.3 * (x + 5) / 10), phi)
+    eps = strain(obj, support)
+    finite = support & torch.isfinite(eps)
+    assert bool((eps[finite] > 0).all())
+    # the diffracted intensity sits at +q along Ĝ (kernel exp(-i q·r))
+    intensity = fft_centered(obj).abs() ** 2
+    assert float(centroid(intensity)[1]) > n // 2 + 0.5
+    # twin: same strain, same sign, at the mirrored position
+    eps_twin = strain(twin(obj), mirror(support))
+    assert torch.allclose(mirror(eps_twin), eps, atol=1e-5, equal_nan=True)
+    # conjugate (the opposite FFT convention): the opposite sign
+    assert torch.allclose(strain(obj.conj(), support), -eps, atol=1e-6, equal_nan=True)
+    # and Ĝ reversed flips it too
+    assert torch.allclose(strain(obj, support, (0, -1, 0)), -eps, atol=1e-6, equal_nan=True)
+
+
+def test_strain_rmse_detects_a_strain_error(crystal):
+    truth, support = crystal
+    _z, y, _x = _grid()
+    assert strain_rmse(_ramp(truth, (0.1, 0.2, 0.3)), truth, support) < 1e-4
+    bent = truth * _polar(torch.ones_like(y), 0.02 * y**2)
+    assert strain_rmse(bent, truth, support, align=False) > 0.05
+
+
+# -------------------------------------------------------------------------------------------
+# post-processing
+# -------------------------------------------------------------------------------------------
+def test_ramp_and_offset_removal(crystal):
+    truth, support = crystal
+    obj = _ramp(truth, (0.3, -0.5, 0.2), 1.0)
+    g = estimate_phase_ramp(obj, support) - estimate_phase_ramp(truth, support)
+    assert torch.allclose(g, torch.tensor([0.3, -0.5, 0.2], dtype=torch.float64), atol=1e-5)
+    a = remove_phase_ramp(obj, support)
+    b = remove_phase_ramp(truth, support)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(estimate_phase_ramp(a, support), torch.zeros(3, dtype=torch.float64),
+                          atol=1e-6)
+    mean = torch.angle((a * support).sum())
+    assert abs(float(mean)) < 1e-5
+    off = remove_phase_offset(truth * 1j, support)
+    assert abs(float(torch.angle((off * support).sum()))) < 1e-5
+
+
+def test_batched_inputs(crystal):
+    truth, support = crystal
+    batch = torch.stack([truth, _ramp(truth, (0.2, 0.1, 0.0))])
+    out = remove_phase_ramp(batch, support)
+    assert out.shape == batch.shape
+    assert torch.allclose(out[0], out[1], atol=1e-4)
+    eps = strain(batch, support)
+    assert eps.shape == batch.shape
+    ok = torch.isfinite(eps[0])
+    assert int(ok.sum()) > 0.9 * int(support.sum())
+    assert torch.allclose((eps[1] - eps[0])[ok], torch.tensor(0.1), atol=1e-5)
+    assert phase_gradient(batch, support=support).shape == (2, 3, N, N, N)
+
+
+def test_center_object_and_support(crystal):
+    truth, support = crystal
+    obj = torch.roll(truth, (3, -2, 4), DIMS)
+    centred, shift = center_object(obj)
+    c = centroid(centred.abs())
+    assert torch.all((c - N // 2).abs() <= 0.5)
+    assert isinstance(shift, tuple) and all(isinstance(s, int) for s in shift)
+    assert torch.equal(centred, torch.roll(obj, shift, DIMS))
+    noisy = obj.clone()
+    noisy[0, 0, 0] = 0.9  # an isolated bright voxel
+    s1 = support_from_amplitude(noisy, 0.2)
+    s2 = support_from_amplitude(noisy, 0.2, largest_component=True)
+    assert bool(s1[0, 0, 0]) and not bool(s2[0, 0, 0])
+    assert int(s2.sum()) == int(support.sum())
+    assert not support_from_amplitude(torch.zeros(4, 4, 4)).any()
+
+
+def test_choose_twin(crystal):
+    truth, _ = crystal
+    obj, flag = choose_twin(twin(truth))
+    assert not flag and torch.equal(obj, twin(truth))
+    obj, flag = choose_twin(torch.roll(twin(truth), (1, 0, -1), DIMS), reference=truth)
+    assert flag
+    _, flag = choose_twin(_ramp(truth, (0.1, 0.0, 0.0)), reference=truth)
+    assert not flag
+
+
+def test_postprocess(crystal):
+    truth, support = crystal
+    g = scattering_vector_norm((1, 1, 1), 3.924e-10)
+    vs = (5e-9, 5e-9, 5e-9)
+    recon = torch.roll(_ramp(truth, (0.2, -0.3, 0.1), 0.8), (2, 1, -3), DIMS)
+    pp = postprocess(recon, g_norm=g, voxel_size=vs)
+    assert pp.meta["units"]["strain"] == "1" and pp.meta["units"]["displacement"] == "m"
+    assert pp.amplitude.dtype == torch.float32 and float(pp.amplitude.max()) == 1.0
+    for name in ("phase", "displacement", "strain"):
+        arr = getattr(pp, name)
+        assert arr.dtype == torch.float32 and arr.shape == truth.shape
+        assert torch.isnan(arr[~pp.support]).all()
+    assert torch.isfinite(pp.phase[pp.support]).all()
+    assert torch.isfinite(pp.displacement[pp.support]).all()
+    assert int(pp.support.sum()) == int(support.sum())
+    assert torch.all((centroid(pp.amplitude * pp.support) - N // 2).abs() <= 0.5)
+    assert torch.allclose(estimate_phase_ramp(pp.obj, pp.support), torch.zeros(3,
+                          dtype=torch.float64), atol=1e-5)
+    assert np.allclose(pp.meta["ramp"], (0.2, -0.3, 0.1), atol=0.2)
+    expected = strain(pp.obj, pp.support, (0, 1, 0), vs, g)
+    assert torch.allclose(pp.strain, expected, equal_nan=True)
+    for key in ("strain_rms", "strain_min", "strain_max", "strain_mean"):
+        assert math.isfinite(pp.meta[key])
+    host = pp.to_numpy()
+    assert host["support"].dtype == np.uint8 and host["strain"].dtype == np.float32
+    # without |G| and voxel size: phase units
+    pp2 = postprocess(recon)
+    assert pp2.meta["units"] == {**pp.meta["units"], "strain": "rad/voxel",
+                                 "displacement": "rad"}
+    assert torch.allclose(pp2.strain.double() / g / vs[1], pp.strain.double(), rtol=1e-4,
+                          equal_nan=True)
+    # twin resolved against a reference
+    pp3 = postprocess(twin(recon), reference=truth)
+    assert pp3.meta["twin"] is True
+
+
+BAD_PARAMS = [
+    ("threshold", lambda t, s: support_from_amplitude(t, 1.5)),
+    ("g_hat", lambda t, s: strain(t, s, (0, 0, 0))),
+    ("voxel_size", lambda t, s: strain(t, s, (0, 1, 0), (1, -1, 1))),
+    ("g_norm", lambda t, s: strain(t, s, (0, 1, 0), (1, 1, 1), 0.0)),
+    ("spacing", lambda t, s: phase_gradient(t, spacing=(1, 1))),
+    ("support", lambda t, s: strain(t, s[:-1])),
+    ("truth_support", lambda t, s: compare(t, t, torch.zeros_like(s))),
+    ("recon and truth", lambda t, s: compare(t[:-1], t, s)),
+    ("obj", lambda t, s: center_object(torch.zeros_like(t))),
+    ("erode", lambda t, s: strain_rmse(t, t, s, erode=-1)),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), BAD_PARAMS, ids=[b[0] for b in BAD_PARAMS])
+def test_bad_parameters_raise_value_error_naming_them(crystal, name, call):
+    truth, support = crystal
+    with pytest.raises(ValueError, match=name.split()[0]):
+        call(truth, support)

@@ -1,0 +1,413 @@
+"""Tests of bcdi_stream.phasing: operators, supports, figures of merit, recipes."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bcdi_stream.config import PhasingSettings
+from bcdi_stream.phasing import (
+    PhasingResult,
+    autocorrelation_support,
+    chi2,
+    er,
+    fourier_error,
+    gaussian_smooth,
+    hio,
+    modulus_projection,
+    poisson_llk,
+    raar,
+    refine_er,
+    resolve_compile,
+    run_conventional,
+    shrinkwrap_support,
+    support_projection,
+)
+from bcdi_stream.phasing._engine import Engine, default_block
+from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured
+from bcdi_stream.phasing._quality import llk_chi2
+from bcdi_stream.phasing._recipe import _build_plan
+from bcdi_stream.physics import fft_centered, twin
+
+DIMS = (-3, -2, -1)
+
+
+# ----------------------------------------------------------------------------- helpers
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny grids gain nothing from threads, and on a busy machine a 2-thread MKL FFT of 16**3
+    waits ~16 ms for its worker thread to be scheduled (0.05 ms on one thread)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_object(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric crystal-like blob (<= n/2 wide) with a smooth phase, and its support."""
+    ax = torch.arange(n, dtype=torch.float32) - n // 2
+    z, y, x = torch.meshgrid(ax, ax, ax, indexing="ij")
+    s = n / 32
+    body = (z / (6 * s)) ** 2 + (y / (5 * s)) ** 2 + (x / (7 * s)) ** 2 <= 1.0
+    bump = (z - 3 * s) ** 2 + (y + 3 * s) ** 2 + (x - 4 * s) ** 2 <= (3 * s) ** 2
+    shape = (body | bump) & ((x + 0.6 * y) < 5.0 * s)
+    phase = 0.8 * torch.sin(2 * math.pi * x / (20 * s)) + 0.5 * (z / (6 * s)) ** 2
+    phase = phase + 0.3 * y / (5 * s)
+    return torch.polar(shape.float(), phase * shape), shape
+
+
+def scaled(obj: torch.Tensor, photons: float = 1e9) -> torch.Tensor:
+    """``obj`` scaled so that its pattern holds ``photons`` in total."""
+    return obj * math.sqrt(photons / float((fft_centered(obj).abs() ** 2).sum()))
+
+
+def pattern(obj: torch.Tensor) -> torch.Tensor:
+    """Noise-free centred intensity ``|fft_centered(obj)|**2``."""
+    return fft_centered(obj).abs() ** 2
+
+
+def align(rec: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Align ``rec`` to ``ref`` over the ambiguities: integer shift, twin, global phase, scale."""
+    best = None
+    for cand in (rec, twin(rec)):
+        xc = torch.fft.ifftn(torch.fft.fftn(cand) * torch.fft.fftn(ref).conj())
+        k = int(torch.argmax(xc.abs()))
+        shape = ref.shape
+        idx = np.unravel_index(k, shape)
+        moved = torch.roll(cand, [-int(i) for i in idx], dims=(0, 1, 2))
+        overlap = (moved * ref.conj()).sum()
+        if best is None or overlap.abs() > best[0]:
+            scale = overlap.abs() / (moved.abs() ** 2).sum()
+            best = (overlap.abs(), moved * torch.exp(-1j * torch.angle(overlap)) * scale)
+    return best[1]
+
+
+def phase_error(rec: torch.Tensor, ref: torch.Tensor, support: torch.Tensor) -> float:
+    """RMS phase difference (rad) over ``support`` after alignment."""
+    a = align(rec, ref)
+    d = torch.angle(a * ref.conj())[support]
+    return float(d.pow(2).mean().sqrt())
+
+
+@pytest.fixture(scope="module")
+def crystal() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    obj, shape = make_object(32)
+    obj = scaled(obj)
+    return obj, shape, pattern(obj)
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    obj, shape = make_object(16)
+    obj = scaled(obj)
+    return obj, shape, pattern(obj)
+
+
+def dilate(s: torch.Tensor, k: int = 3) -> torch.Tensor:
+    f = s.float()[None, None]
+    return torch.nn.functional.max_pool3d(f, kernel_size=k, stride=1, padding=k // 2)[0, 0] > 0
+
+
+# ----------------------------------------------------------------------------- projections
+def test_modulus_projection_sets_amplitude_keeps_phase_and_masked_pixels() -> None:
+    gen = torch.Generator().manual_seed(1)
+    psi = torch.randn(2, 6, 7, 8, dtype=torch.complex64, generator=gen)
+    amp = torch.rand(6, 7, 8, generator=gen) * 5
+    mask = torch.rand(6, 7, 8, generator=gen) > 0.8
+    out = modulus_projection(psi, amp, mask)
+    free = mask.expand(psi.shape)
+    measured = ~free
+    assert torch.allclose(out.abs()[measured], amp.expand(psi.shape)[measured], rtol=1e-5)
+    assert torch.equal(out[free], psi[free])
+    # phase kept where the amplitude is not zero
+    keep = measured & (amp.expand(psi.shape) > 1e-3)
+    dphi = torch.angle(out[keep] * psi[keep].conj())
+    assert float(dphi.abs().max()) < 1e-5
+
+
+def test_modulus_projection_zero_field_and_idempotent() -> None:
+    psi = torch.zeros(4, 4, 4, dtype=torch.complex64)
+    psi[0, 0, 0] = 3 + 4j
+    amp = torch.full((4, 4, 4), 2.0)
+    out = modulus_projection(psi, amp)
+    assert torch.isfinite(torch.view_as_real(out)).all()
+    assert out[0, 0, 0].abs() == pytest.approx(2.0)
+    assert float(out[1:].abs().max()) == 0.0  # psi = 0 stays 0 (no NaN)
+    gen = torch.Generator().manual_seed(2)
+    psi = torch.randn(5, 5, 5, dtype=torch.complex64, generator=gen)
+    amp = torch.rand(5, 5, 5, generator=gen)
+    mask = torch.rand(5, 5, 5, generator=gen) > 0.7
+    once = modulus_projection(psi, amp, mask)
+    assert torch.allclose(modulus_projection(once, amp, mask), once, atol=1e-6)
+
+
+def test_support_projection_and_idempotence() -> None:
+    gen = torch.Generator().manual_seed(3)
+    rho = torch.randn(2, 5, 5, 5, dtype=torch.complex64, generator=gen)
+    sup = torch.rand(5, 5, 5, generator=gen) > 0.5
+    out = support_projection(rho, sup)
+    assert float(out[:, ~sup].abs().max()) == 0.0
+    assert torch.equal(out[:, sup], rho[:, sup])
+    assert torch.equal(support_projection(out, sup), out)
+
+
+# ----------------------------------------------------------------------------- iterations
+def test_true_object_is_a_fixed_point_of_er_hio_raar(small) -> None:
+    obj, shape, intensity = small
+    sup = dilate(shape)
+    for op in (er, hio, raar):
+        out = op(obj, intensity, sup, n_iter=2)
+        rel = float((out - obj).abs().max() / obj.abs().max())
+        assert rel < 1e-4, op.__name__
+
+
+def test_er_never_increases_the_error(small) -> None:
+    obj, shape, intensity = small
+    sup = dilate(shape)
+    mask = torch.zeros(intensity.shape, dtype=torch.bool)
+    mask[8, 8, 3:6] = True  # a few free pixels
+    gen = torch.Generator().manual_seed(4)
+    rho = obj * torch.exp(1j * 0.8 * torch.randn(obj.shape, generator=gen)) * sup
+    errors = [float(fourier_error(rho, intensity, mask))]
+    for _ in range(25):
+        rho = er(rho, intensity, sup, mask)
+        errors.append(float(fourier_error(rho, intensity, mask)))
+    assert errors[-1] < 0.5 * errors[0]
+    for a, b in itertools.pairwise(errors):
+        assert b <= a * (1 + 1e-4) + 1e-9
+
+
+def test_batched_operators_match_single_runs(small) -> None:
+    obj, shape, intensity = small
+    sup = dilate(shape)
+    gen = torch.Generator().manual_seed(5)
+    rhos = obj * torch.exp(1j * torch.randn(3, *obj.shape, generator=gen)) * sup
+    batched = raar(rhos, intensity, sup, n_iter=4)
+    for i in range(3):
+        assert torch.allclose(batched[i], raar(rhos[i], intensity, sup, n_iter=4), atol=1e-6)
+
+
+def test_engine_blocks_do_not_change_results(small) -> None:
+    obj, shape, intensity = small
+    sup = dilate(shape).expand(4, *shape.shape).contiguous()
+    meas = prepare_measured(intensity, None)
+    gen = torch.Generator().manual_seed(6)
+    rho = (obj * torch.exp(1j * torch.randn(4, *obj.shape, generator=gen)) * sup).contiguous()
+    out = []
+    for block in (1, 3, 4):
+        eng = Engine(meas, rho.clone(), sup, Kernels(torch.device("cpu"), False), block=block)
+        eng.iterate("RAAR", 3)
+        eng.iterate("ER", 3)
+        out.append(eng.rho)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+    assert default_block(torch.device("cpu"), 64**3, 20) == 1
+    assert default_block(torch.device("cpu"), 16**3, 20) == 20
+    assert default_block(torch.device("cpu"), 32**3, 20) == 4
+
+
+def test_compiled_kernels_match_eager(small) -> None:
+    if compiled_for(torch.device("cpu")) is None:
+        pytest.skip("torch.compile kernels unavailable on this machine")
+    obj, shape, intensity = small
+    sup = dilate(shape)
+    mask = torch.zeros(intensity.shape, dtype=torch.bool)
+    mask[8, 8, :4] = True
+    gen = torch.Generator().manual_seed(7)
+    rho = obj * torch.exp(1j * torch.randn(2, *obj.shape, generator=gen)) * sup
+    for op in (er, hio, raar):
+        a = op(rho, intensity, sup, mask, n_iter=3, compile=True)
+        b = op(rho, intensity, sup, mask, n_iter=3, compile=False)
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), op.__name__
+
+
+# ----------------------------------------------------------------------------- supports
+def test_autocorrelation_and_shrinkwrap_supports(crystal) -> None:
+    obj, shape, intensity = crystal
+    ac = autocorrelation_support(intensity, 0.1)
+    assert ac.dtype == torch.bool and ac.shape == shape.shape
+    assert bool(ac[shape].all())  # contains the (centred) object
+    assert int(ac.sum()) > int(shape.sum())
+    sw = shrinkwrap_support(obj, sigma=0.5, threshold=0.2)
+    iou = float((sw & shape).sum() / (sw | shape).sum())
+    assert iou > 0.75
+    # collapse guard: an object with a single hot voxel keeps the previous support
+    spike = torch.zeros_like(obj)
+    spike[0, 0, 0] = 1e6
+    kept = shrinkwrap_support(spike[None], 0.0, 0.5, previous=shape[None])
+    assert torch.equal(kept[0], shape)
+
+
+def test_gaussian_smooth_width_and_sum() -> None:
+    x = torch.zeros(2, 16, 16, 16)
+    x[:, 8, 8, 8] = 1.0
+    y = gaussian_smooth(x, 1.5)
+    assert y.shape == x.shape
+    assert float(y[0].sum()) == pytest.approx(1.0, abs=1e-5)
+    ax = torch.arange(16.0) - 8
+    var = float((y[1].sum(dim=(0, 1)) * ax**2).sum())
+    assert var == pytest.approx(1.5**2, rel=0.01)
+    assert torch.equal(gaussian_smooth(x, 0), x)
+
+
+def test_recipe_plan() -> None:
+    plan = _build_plan(100, 20, 60, 20, 2.0, 0.5, shrinkwrap=True, detwin=True)
+    iters = [p for p in plan if p[0] == "iter"]
+    assert sum(p[2] for p in iters) == 180
+    assert sum(p[2] for p in iters if p[1] == "RAAR") == 100
+    assert sum(p[2] for p in iters if p[1] == "HIO") == 20
+    assert sum(p[2] for p in iters if p[1] == "ER") == 60
+    sigmas = [p[1] for p in plan if p[0] == "shrinkwrap"]
+    assert len(sigmas) == 8  # 20, 40, ..., 160 (none in the last 20)
+    assert sigmas == sorted(sigmas, reverse=True) and 0.5 < sigmas[-1] < sigmas[0] < 2.0
+    kinds = [p[0] for p in plan]
+    assert kinds.index("detwin") < kinds.index("restore")
+    assert _build_plan(0, 0, 50, 20, 2, 0.5, shrinkwrap=False, detwin=True) == [("iter", "ER", 50)]
+
+
+# ----------------------------------------------------------------------------- quality
+def test_llk_is_about_one_for_poisson_data_and_larger_for_a_wrong_model(crystal) -> None:
+    obj = scaled(crystal[0], 1e11)
+    gen = torch.Generator().manual_seed(8)
+    expected = pattern(obj) + 20.0  # high counts everywhere
+    data = torch.poisson(expected, generator=gen)
+    true_obj = torch.fft.ifftn(torch.fft.ifftshift(expected.sqrt(), dim=DIMS))  # same intensity
+    true_obj = torch.fft.fftshift(true_obj, dim=DIMS)
+    assert float(poisson_llk(true_obj, data)) == pytest.approx(1.0, abs=0.05)
+    assert float(chi2(true_obj, data)) == pytest.approx(1.0, abs=0.1)
+    wrong = obj * torch.exp(1j * torch.roll(torch.angle(obj), 3, dims=0))
+    assert float(poisson_llk(wrong, data)) > 5.0
+    # direct check of the estimator on a synthetic model
+    meas_model = torch.rand(64, 64, 16, generator=gen) * 2000 + 50
+    meas = prepare_measured(torch.poisson(meas_model, generator=gen), None)
+    llk, chi = llk_chi2(torch.fft.ifftshift(meas_model, dim=DIMS), meas)
+    assert llk == pytest.approx(1.0, abs=0.03) and chi == pytest.approx(1.0, abs=0.05)
+    # batched figures of merit
+    both = poisson_llk(torch.stack([true_obj, wrong]), data)
+    assert both.shape == (2,) and float(both[0]) < float(both[1])
+
+
+# ----------------------------------------------------------------------------- recipes
+SMALL = PhasingSettings(runs=3, n_raar=40, n_hio=10, n_er=20, shrinkwrap_every=10)
+
+
+def test_recipe_recovers_a_crystal(crystal) -> None:
+    obj, shape, intensity = crystal
+    mask = torch.zeros(intensity.shape, dtype=torch.bool)
+    mask[16, 16, 20:23] = True
+    mask[5, 9:12, 4] = True
+    corrupted = intensity.clone()
+    corrupted[mask] = 1e9  # garbage on bad pixels: must be ignored
+    settings = PhasingSettings(runs=6, n_raar=300, n_er=100, shrinkwrap_every=20)
+    calls: list[tuple[int, int]] = []
+    res = run_conventional(
+        corrupted.numpy(), mask.numpy(), settings, progress=lambda d, t: calls.append((d, t))
+    )
+    assert isinstance(res, PhasingResult)
+    assert res.obj.shape == obj.shape and res.obj.dtype == torch.complex64
+    assert res.runs == 6 and res.iterations == 400 and res.algorithm == "RAAR300 ER100"
+    assert res.llk == min(res.llk_runs) == res.llk_runs[res.best_run]
+    assert res.llk < 0.01
+    assert phase_error(res.obj, obj, shape) < 0.05
+    a = align(res.obj, obj)
+    assert float((a.abs()[shape] / obj.abs()[shape] - 1).abs().mean()) < 0.05
+    assert calls[-1] == (6 * 400, 6 * 400)
+    assert all(d2 >= d1 for (d1, _), (d2, _) in itertools.pairwise(calls))
+    assert {"setup", "iterate", "support", "quality", "total", "per_iteration"} <= set(res.timings)
+
+
+def test_recipe_is_deterministic_and_batch_independent(small) -> None:
+    _, _, intensity = small
+    a = run_conventional(intensity, settings=SMALL, seed=3)
+    b = run_conventional(intensity, settings=SMALL, seed=3)
+    assert a.llk_runs == b.llk_runs and torch.equal(a.obj, b.obj)
+    c = run_conventional(intensity, settings=SMALL, seed=4)
+    assert c.llk_runs != a.llk_runs
+    seq = run_conventional(intensity, settings=SMALL.model_copy(update={"batch": 1}), seed=3)
+    assert seq.llk_runs == pytest.approx(a.llk_runs, rel=1e-9)
+    assert torch.allclose(seq.obj, a.obj, atol=1e-6 * float(a.obj.abs().max()))
+
+
+def test_recipe_with_given_support_and_object(small) -> None:
+    obj, shape, intensity = small
+    res = run_conventional(
+        intensity,
+        settings=SMALL.model_copy(update={"runs": 2}),
+        support=dilate(shape),
+        obj_init=obj,
+        detwin=False,
+    )
+    assert res.llk < 1e-3
+
+
+def test_refine_er_improves_a_noisy_guess(crystal) -> None:
+    obj, shape, intensity = crystal
+    gen = torch.Generator().manual_seed(9)
+    guess = obj * torch.exp(1j * 0.6 * torch.randn(obj.shape, generator=gen))
+    guess = guess + 0.05 * torch.randn(obj.shape, dtype=torch.complex64, generator=gen)
+    before = float(poisson_llk(guess, intensity))
+    res = refine_er(intensity, None, guess, n_iter=60)
+    assert res.llk < 0.1 * before
+    assert res.iterations == 60 and res.algorithm == "ER60"
+    assert phase_error(res.obj, obj, shape) < 0.3
+    fixed = refine_er(intensity, None, guess, dilate(shape), n_iter=20, shrinkwrap=False)
+    assert torch.equal(fixed.support, dilate(shape))
+
+
+def test_resolve_compile() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_compile(False, cpu, 1e12) is False
+    assert resolve_compile("on", cpu, 0) is True
+    assert resolve_compile("auto", torch.device("meta"), 1e12) is False
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"intensity": np.ones((8, 8))}, "intensity"),
+        ({"intensity": np.full((8, 8, 8), np.nan)}, "intensity"),
+        ({"intensity": np.zeros((8, 8, 8))}, "intensity"),
+        ({"intensity": np.ones((2, 8, 8))}, "intensity"),
+        ({"intensity": "abc"}, "intensity"),
+        ({"mask": np.zeros((8, 8, 4))}, "mask"),
+        ({"mask": np.ones((8, 8, 8))}, "mask"),
+        ({"settings": {"runs": 2}}, "settings"),
+        ({"seed": -1}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"progress": 3}, "progress"),
+        ({"device": "nonsense"}, "device"),
+        ({"support": np.zeros((8, 8, 8))}, "support"),
+        ({"support": np.ones((4, 4, 4))}, "support"),
+        ({"obj_init": np.ones((8, 8, 7))}, "obj_init"),
+        ({"compile": "sometimes"}, "compile"),
+    ],
+)
+def test_run_conventional_rejects_bad_arguments(kwargs: dict, match: str) -> None:
+    args = {"intensity": np.ones((8, 8, 8)), "settings": PhasingSettings(runs=1, n_raar=2, n_er=2)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        run_conventional(**args)
+
+
+def test_operators_reject_bad_arguments(small) -> None:
+    obj, shape, intensity = small
+    with pytest.raises(ValueError, match="beta"):
+        hio(obj, intensity, shape, beta=1.5)
+    with pytest.raises(ValueError, match="n_iter"):
+        er(obj, intensity, shape, n_iter=-1)
+    with pytest.raises(ValueError, match="rho"):
+        raar(obj[:8], intensity, shape)
+    with pytest.raises(ValueError, match="psi"):
+        modulus_projection(torch.ones(4, 4, 4), torch.ones(4, 4, 4))
+    with pytest.raises(ValueError, match="amplitude"):
+        modulus_projection(torch.ones(4, 4, 4, dtype=torch.complex64), -torch.ones(4, 4, 4))
+    with pytest.raises(ValueError, match="threshold"):
+        autocorrelation_support(intensity, threshold=1.5)
+    with pytest.raises(ValueError, match="obj_init"):
+        refine_er(intensity, None, None)
+    with pytest.raises(ValueError, match="support_init"):
+        refine_er(intensity, None, obj, support_init=torch.zeros(obj.shape))

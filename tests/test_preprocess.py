@@ -1,0 +1,76 @@
+"""prepare_frames: hot pixels, peak finding, crop and padding, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bcdi_stream.errors import InputError
+from bcdi_stream.preprocess import find_hot_pixels, prepare_frames
+
+
+def _frames(n: int = 24, rows: int = 48, cols: int = 40, peak=(10, 30, 12), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(np.arange(n), np.arange(rows), np.arange(cols), indexing="ij")
+    r2 = (z - peak[0]) ** 2 + (y - peak[1]) ** 2 + (x - peak[2]) ** 2
+    lam = 1e4 * np.exp(-r2 / 8.0) + 0.5
+    return rng.poisson(lam).astype(np.uint32)
+
+
+def test_crop_centres_peak_and_masks_hot_pixel() -> None:
+    f = _frames()
+    f[:, 3, 5] = 5000  # a hot pixel in every frame
+    p = prepare_frames(f, shape=(16, 16, 16))
+    assert p.intensity.shape == (16, 16, 16) and p.intensity.dtype == torch.float32
+    idx = np.unravel_index(int(p.intensity.argmax()), p.intensity.shape)
+    assert tuple(int(i) for i in idx) == (8, 8, 8)
+    assert p.meta["hot_pixels"] == 1
+    assert p.origin == (2, 22, 4)
+    assert not p.mask.any()
+
+
+def test_padding_is_masked_and_4d_frames_accepted() -> None:
+    f = _frames(peak=(2, 30, 12))[:, None]  # (n, 1, rows, cols), peak near the first frame
+    p = prepare_frames(f, shape=(16, 16, 16))
+    assert p.origin[0] < 0
+    assert p.mask[: -p.origin[0]].all()
+    assert p.meta["padded_voxels"] == (-p.origin[0]) * 16 * 16
+
+
+def test_detector_mask_and_saturation() -> None:
+    f = _frames()
+    m = np.zeros(f.shape[1:], dtype=np.uint8)
+    m[30, 12] = 1
+    p = prepare_frames(f, m, shape=(8, 8, 8), saturation=9000)
+    assert p.mask[4, 4, 4]
+    assert p.intensity[4, 4, 4] == 0
+    assert p.meta["saturated_voxels"] >= 1
+
+
+def test_hot_pixel_detector_ignores_peak() -> None:
+    f = torch.as_tensor(_frames().astype(np.float32))
+    assert not find_hot_pixels(f).any()
+    with pytest.raises(ValueError, match="factor"):
+        find_hot_pixels(f, factor=0.5)
+
+
+@pytest.mark.parametrize(
+    ("frames", "mask", "message"),
+    [
+        (np.ones((4, 4)), None, "frames must be"),
+        (np.full((4, 8, 8), np.nan), None, "NaN"),
+        (np.zeros((4, 8, 8)), None, "no counts"),
+        (-np.ones((4, 8, 8)), None, "negative"),
+        (np.ones((4, 8, 8)), np.zeros((3, 3)), "mask shape"),
+    ],
+)
+def test_bad_input_one_line(frames, mask, message) -> None:
+    with pytest.raises(InputError, match=message) as err:
+        prepare_frames(frames, mask, shape=(4, 4, 4))
+    assert "\n" not in str(err.value)
+
+
+def test_shape_argument_checked() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        prepare_frames(np.ones((4, 8, 8)), shape=(4, 4))

@@ -1,0 +1,385 @@
+"""Tests of the strained-crystal simulator (small grids, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bcdi_stream.physics import centroid, fft_centered
+from bcdi_stream.simulation import (
+    DISLOCATION_MODELS,
+    SHAPES,
+    SMOOTH_MODELS,
+    STRAIN_MODELS,
+    CrystalSpec,
+    SimulatedBatch,
+    SimulatedCrystal,
+    simulate_batch,
+    simulate_crystal,
+)
+
+N = 32
+CPU = "cpu"
+
+
+def _wrap(x: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
+
+
+def _extent(support: torch.Tensor) -> list[int]:
+    out = []
+    for ax in range(3):
+        prof = support.any(dim=tuple(d for d in range(3) if d != ax))
+        idx = torch.nonzero(prof).flatten()
+        out.append(int(idx.max() - idx.min() + 1))
+    return out
+
+
+def _assert_valid(sim: SimulatedCrystal, n: int = N) -> None:
+    shape = (n, n, n)
+    assert sim.intensity.shape == shape and sim.intensity.dtype == torch.float32
+    assert sim.obj.shape == shape and sim.obj.dtype == torch.complex64
+    assert sim.phase.shape == shape and sim.phase.dtype == torch.float32
+    assert sim.support.shape == shape and sim.support.dtype == torch.bool
+    assert sim.phase_q.shape == shape and sim.phase_q.dtype == torch.float32
+    assert sim.mask.shape == shape and sim.mask.dtype == torch.bool
+    assert torch.isfinite(sim.intensity).all() and (sim.intensity >= 0).all()
+    assert torch.isfinite(sim.obj).all() and torch.isfinite(sim.phase).all()
+    assert int(sim.support.sum()) >= 20
+    assert float(sim.intensity.max()) > 0
+    json.dumps(sim.meta)  # JSON-able
+    ext = _extent(sim.support)
+    assert max(ext) <= n / sim.spec.oversampling + 1e-9, (ext, sim.spec.oversampling)
+    assert (centroid(sim.obj.abs()) - n // 2).abs().max() < 0.01
+
+
+# ------------------------------------------------------------------ reproducibility
+def test_same_seed_is_bit_identical_and_seeds_differ() -> None:
+    a = simulate_crystal(11, n=N, strain="strong", device=CPU)
+    b = simulate_crystal(11, n=N, strain="strong", device=CPU)
+    c = simulate_crystal(12, n=N, strain="strong", device=CPU)
+    assert a.spec == b.spec
+    for name in ("intensity", "obj", "phase", "support", "phase_q", "mask"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert a.meta == b.meta
+    assert not torch.equal(a.intensity, c.intensity)
+
+
+def test_spec_reproduces_the_crystal_and_round_trips_through_json() -> None:
+    spec = CrystalSpec.random(5, n=N, strain="any")
+    again = CrystalSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec
+    a = simulate_crystal(spec, device=CPU)
+    b = simulate_crystal(again, device=CPU)
+    assert torch.equal(a.intensity, b.intensity)
+    assert CrystalSpec.random(5, n=N, strain="any") == spec
+
+
+def test_batch_matches_single_crystals() -> None:
+    seeds = [1, 2, 3]
+    batch = simulate_batch(seeds, n=N, strain="any", device=CPU)
+    assert isinstance(batch, SimulatedBatch) and len(batch) == 3
+    assert batch.intensity.shape == (3, N, N, N)
+    assert batch.obj.shape == (3, N, N, N) and batch.obj.dtype == torch.complex64
+    assert batch.support.dtype == torch.bool and batch.mask.shape == (3, N, N, N)
+    for seed, sim in zip(seeds, batch, strict=True):
+        one = simulate_crystal(seed, n=N, strain="any", device=CPU)
+        assert sim.spec == one.spec
+        torch.testing.assert_close(sim.obj, one.obj)
+        torch.testing.assert_close(sim.intensity, one.intensity)
+
+
+def test_vectorised_heterogeneous_batch_matches_single_crystals() -> None:
+    # one chunk mixing every shape and strain model (the GPU code path, run on the CPU)
+    specs = [
+        CrystalSpec.random(s, n=N, strain=lvl, shapes=[shape], dislocation_probability=1.0)
+        for s, (shape, lvl) in enumerate(
+            zip(SHAPES, ["weak", "strong", "medium", "strong"] * 2, strict=True)
+        )
+    ]
+    specs.append(specs[0].replace(amp_modulation=0.08, gaps=((2, 3, 2),), blur_sigma=0.7))
+    kinds = {m["kind"] for s in specs for m in s.strain_models}
+    assert kinds == set(STRAIN_MODELS)
+    batch = simulate_batch(specs, device=CPU, chunk_size=len(specs))
+    for spec, sim in zip(specs, batch, strict=True):
+        one = simulate_crystal(spec, device=CPU)
+        torch.testing.assert_close(sim.obj, one.obj, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(sim.phase, one.phase, atol=1e-4, rtol=1e-4)
+        assert torch.equal(sim.support, one.support) and torch.equal(sim.mask, one.mask)
+        assert sim.meta["phase_span"] == pytest.approx(one.meta["phase_span"], rel=1e-5)
+
+
+def test_batch_accepts_specs_and_overrides() -> None:
+    specs = [CrystalSpec(n=N, seed=s) for s in range(2)]
+    batch = simulate_batch(specs, device=CPU)
+    assert [s.seed for s in batch.specs] == [0, 1]
+    clean = simulate_batch([4, 5], n=N, device=CPU, poisson=False, background=0.0)
+    assert all(not s.poisson for s in clean.specs)
+
+
+# ------------------------------------------------------------------ geometry
+@pytest.mark.parametrize("seed", range(6))
+def test_oversampling_and_exact_centring(seed: int) -> None:
+    sim = simulate_crystal(seed, n=N, strain="weak", device=CPU)
+    ext = _extent(sim.support)
+    assert max(ext) <= N / sim.spec.oversampling
+    assert sim.meta["extent"] == ext
+    assert (centroid(sim.obj.abs()) - N // 2).abs().max() < 0.01
+    assert torch.equal(sim.support, sim.obj.abs() > 0.5)
+
+
+def test_centring_with_substrate_and_modulation() -> None:
+    spec = CrystalSpec(
+        n=N,
+        shape="truncated_octahedron",
+        substrate_cut=0.4,
+        substrate_normal=(0.3, -1, 0.2),
+        amp_modulation=0.1,
+        oversampling=2.5,
+        rotation=(0.9, 0.1, 0.3, -0.2),
+        seed=3,
+    )
+    sim = simulate_crystal(spec, device=CPU)
+    assert (centroid(sim.obj.abs()) - N // 2).abs().max() < 0.01
+    assert max(_extent(sim.support)) <= N / 2.5
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_shape_gives_a_valid_crystal(shape: str) -> None:
+    spec = CrystalSpec.random(7, n=N, strain="medium", shapes=[shape])
+    assert spec.shape == shape
+    _assert_valid(simulate_crystal(spec, device=CPU))
+
+
+@pytest.mark.parametrize("kind", STRAIN_MODELS)
+def test_every_strain_model_gives_a_valid_crystal(kind: str) -> None:
+    span = 2.0 if kind in SMOOTH_MODELS else 0.0
+    spec = CrystalSpec(
+        n=N,
+        shape="cuboctahedron",
+        oversampling=2.5,
+        strain_models=({"kind": kind},),
+        phase_span=span,
+        rotation=(1.0, 0.2, -0.1, 0.3),
+        seed=2,
+    )
+    sim = simulate_crystal(spec, device=CPU)
+    _assert_valid(sim)
+    assert sim.meta["strain_models"] == [kind]
+    if kind in SMOOTH_MODELS:
+        assert sim.meta["phase_span"] == pytest.approx(span, rel=1e-4)
+    else:
+        assert len(sim.meta["dislocations"]) == 1
+
+
+def test_random_draws_only_allowed_models() -> None:
+    for seed in range(6):
+        spec = CrystalSpec.random(seed, n=N, strain="strong", strain_models=["screw"])
+        assert [m["kind"] for m in spec.strain_models][:1] == ["screw"]
+        assert spec.phase_span == 0.0
+        spec = CrystalSpec.random(seed, n=N, strain_models=["interface"], shapes=["cube"])
+        assert {m["kind"] for m in spec.strain_models} == {"interface"}
+
+
+# ------------------------------------------------------------------ forward model
+def test_intensity_is_scaled_modulus_squared_and_phase_q_matches() -> None:
+    spec = CrystalSpec.random(3, n=N, strain="strong").replace(
+        poisson=False, background=0.0, blur_sigma=0.0, gaps=()
+    )
+    sim = simulate_crystal(spec, device=CPU)
+    psi = fft_centered(sim.obj)
+    clean = psi.abs() ** 2
+    expected = clean * sim.meta["intensity_scale"]
+    torch.testing.assert_close(sim.intensity, expected.float(), rtol=1e-4, atol=1e-3)
+    assert float(sim.intensity.max()) == pytest.approx(spec.peak_counts, rel=1e-5)
+    # the Bragg peak (q = 0) at the grid centre, phase_q = angle(psi) where the field is not ~0
+    strong = clean > clean.max() * 1e-8
+    diff = _wrap(sim.phase_q - torch.angle(psi))[strong]
+    assert diff.abs().max() < 1e-3
+
+
+def test_bragg_peak_centre_of_mass_at_grid_centre() -> None:
+    # the linear phase ramp is removed, so the pattern's centre of mass sits on n // 2
+    for seed in range(3):
+        sim = simulate_crystal(seed, n=N, strain="weak", device=CPU)
+        clean = fft_centered(sim.obj).abs() ** 2
+        assert (centroid(clean) - N // 2).abs().max() < 0.25
+
+
+def test_weak_phase_span_below_pi_inside_support() -> None:
+    for seed in range(4):
+        sim = simulate_crystal(seed, n=N, strain="weak", device=CPU)
+        rho = sim.obj[sim.support]
+        ref = torch.angle(rho.sum())
+        rel = torch.angle(rho * torch.exp(-1j * ref))
+        assert float(rel.max() - rel.min()) < math.pi
+        assert sim.meta["phase_span"] < math.pi
+        assert not any(m["kind"] in DISLOCATION_MODELS for m in sim.spec.strain_models)
+        # the unwrapped phase field agrees with the object
+        ph = sim.phase[sim.support]
+        assert _wrap(ph - torch.angle(rho)).abs().max() < 1e-3
+
+
+def test_strong_phase_span_above_4pi_inside_support() -> None:
+    for seed in range(4):
+        sim = simulate_crystal(seed, n=N, strain="strong", device=CPU)
+        ph = sim.phase[sim.support]
+        assert float(ph.max() - ph.min()) > 4 * math.pi
+        assert sim.meta["phase_span"] == pytest.approx(float(ph.max() - ph.min()), rel=1e-5)
+        wrapped = torch.angle(sim.obj[sim.support])
+        assert float(wrapped.max() - wrapped.min()) > 1.9 * math.pi  # it wraps
+
+
+def test_strain_levels_of_random_specs() -> None:
+    for seed in range(20):
+        assert CrystalSpec.random(seed, n=N, strain="weak").phase_span < math.pi
+        assert CrystalSpec.random(seed, n=N, strain="strong").phase_span > 4 * math.pi
+        lo, hi = 1.0, 2.0
+        assert lo <= CrystalSpec.random(seed, n=N, strain=(lo, hi)).phase_span <= hi
+    kinds = [
+        m["kind"]
+        for s in range(30)
+        for m in CrystalSpec.random(s, n=N, strain="strong").strain_models
+    ]
+    assert set(kinds) & set(DISLOCATION_MODELS), "strong strain should include dislocations"
+
+
+def _loop_winding(obj: torch.Tensor, point: list[float], r: int = 3) -> float:
+    """Winding number of angle(obj) around a line along z through `point`, in the y→x sense."""
+    z, cy, cx = (round(v) for v in point)
+    pts = [(cy - r, x) for x in range(cx - r, cx + r)]
+    pts += [(y, cx + r) for y in range(cy - r, cy + r)]
+    pts += [(cy + r, x) for x in range(cx + r, cx - r, -1)]
+    pts += [(y, cx - r) for y in range(cy + r, cy - r, -1)]
+    ph = torch.stack([torch.angle(obj[z, y, x]) for y, x in pts])
+    steps = _wrap(torch.diff(torch.cat([ph, ph[:1]])))
+    return -float(steps.sum()) / (2 * math.pi)  # the loop above turns from +x to +y
+
+
+@pytest.mark.parametrize(("kind", "winding"), [("screw", 1), ("screw", -2), ("edge", 1)])
+def test_dislocation_phase_winding(kind: str, winding: int) -> None:
+    spec = CrystalSpec(
+        n=N,
+        shape="sphere",
+        oversampling=2.2,
+        seed=1,
+        strain_models=(
+            {"kind": kind, "winding": winding, "line": [1, 0, 0], "point": [0, 0.04, -0.03]},
+        ),
+    )
+    sim = simulate_crystal(spec, device=CPU)
+    point = sim.meta["dislocations"][0]["point"]
+    assert _loop_winding(sim.obj, point) == pytest.approx(winding, abs=1e-6)
+    # a loop that does not enclose the line has no winding
+    assert _loop_winding(sim.obj, [point[0], point[1] + 5, point[2]], r=2) == pytest.approx(
+        0, abs=1e-6
+    )
+
+
+def test_poisson_statistics() -> None:
+    spec = CrystalSpec(n=N, oversampling=3.0, peak_counts=1e4, background=0.5, seed=9)
+    noisy = simulate_crystal(spec, device=CPU)
+    clean = simulate_crystal(spec.replace(poisson=False), device=CPU)
+    counts, rate = noisy.intensity.double(), clean.intensity.double()
+    assert torch.equal(counts, counts.round())  # integer counts
+    assert torch.equal(noisy.obj, clean.obj)
+    z = (counts - rate) / rate.sqrt()
+    assert abs(float(z.mean())) < 0.02
+    assert float(z.var()) == pytest.approx(1.0, abs=0.03)
+    assert float(rate.min()) >= 0.5 - 1e-6  # the background is in the expected counts
+    bright = rate > 100
+    assert float(((counts - rate) / rate.sqrt())[bright].var()) == pytest.approx(1.0, abs=0.2)
+
+
+def test_detector_blur_keeps_flux_and_smooths() -> None:
+    spec = CrystalSpec(n=N, poisson=False, seed=4, peak_counts=1e5)
+    sharp = simulate_crystal(spec, device=CPU).intensity
+    blurred = simulate_crystal(spec.replace(blur_sigma=1.0), device=CPU).intensity
+    assert float(blurred.sum()) == pytest.approx(float(sharp.sum()), rel=1e-2)
+    assert float(blurred.max()) < float(sharp.max())
+    # blur acts on the detector axes only: a frame's sum is unchanged
+    frame = N // 2
+    assert float(blurred[frame].sum()) == pytest.approx(float(sharp[frame].sum()), rel=1e-2)
+
+
+def test_mask_and_detector_gaps() -> None:
+    spec = CrystalSpec(n=N, gaps=((1, 3, 2), (2, 25, 1)), seed=2)
+    sim = simulate_crystal(spec, device=CPU)
+    assert sim.mask.shape == (N, N, N) and sim.mask.dtype == torch.bool
+    assert sim.mask[:, 3:5, :].all() and sim.mask[:, :, 25].all()
+    assert int(sim.mask.sum()) == N * (2 * N + N - 2)
+    assert float(sim.intensity[sim.mask].abs().max()) == 0.0
+    assert not simulate_crystal(CrystalSpec(n=N), device=CPU).mask.any()
+
+
+# ------------------------------------------------------------------ argument checks
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"n": 8}, "n"),
+        ({"shape": "blob"}, "shape"),
+        ({"shape_params": {"ratio": 5.0}}, "shape_params"),
+        ({"shape_params": {"bogus": 1}}, "shape_params"),
+        ({"oversampling": 1.5}, "oversampling"),
+        ({"substrate_cut": 0.9}, "substrate_cut"),
+        ({"substrate_normal": (0, 0, 0)}, "substrate_normal"),
+        ({"rotation": (0, 0, 0, 0)}, "rotation"),
+        ({"g_hat": (1, 2)}, "g_hat"),
+        ({"peak_counts": -5.0}, "peak_counts"),
+        ({"background": -1.0}, "background"),
+        ({"blur_sigma": -0.1}, "blur_sigma"),
+        ({"gaps": ((3, 0, 1),)}, "gaps"),
+        ({"gaps": ((1, 62, 4),)}, "gaps"),
+        ({"amp_modulation": 0.5}, "amp_modulation"),
+        ({"strain_models": ({"kind": "twist"},)}, "strain_models"),
+        ({"strain_models": ({"kind": "screw", "winding": 0},)}, "strain_models"),
+        ({"strain_models": ({"kind": "smooth", "length": -1},)}, "strain_models"),
+        ({"phase_span": 3.0}, "phase_span"),
+        ({"seed": -1}, "seed"),
+        ({"poisson": "yes"}, "poisson"),
+    ],
+)
+def test_bad_spec_arguments_raise_value_error_naming_them(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        CrystalSpec(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: CrystalSpec.random(1, strain="huge"), "strain"),
+        (lambda: CrystalSpec.random(1, strain=(3.0, 1.0)), "strain"),
+        (lambda: CrystalSpec.random(1, shapes=["blob"]), "shapes"),
+        (lambda: CrystalSpec.random(1, strain_models=["twist"]), "strain_models"),
+        (lambda: CrystalSpec.random(1, strain="weak", strain_models=["screw"]), "strain_models"),
+        (lambda: CrystalSpec.random(1, peak_counts=(10.0, 1.0)), "peak_counts"),
+        (lambda: CrystalSpec.random(1, oversampling=(1.0, 3.0)), "oversampling"),
+        (lambda: CrystalSpec.random(-3), "seed"),
+        (lambda: simulate_crystal("abc"), "spec_or_seed"),
+        (lambda: simulate_crystal(CrystalSpec(n=N), blur_sigma=-1.0), "blur_sigma"),
+        (lambda: simulate_crystal(1, n=N, device="tpu"), "device"),
+        (lambda: simulate_batch([], n=N), "seeds"),
+        (lambda: simulate_batch([1], n=N, chunk_size=0), "chunk_size"),
+        (lambda: simulate_batch(3, n=N), "seeds"),
+        (lambda: simulate_batch([CrystalSpec(n=N), CrystalSpec(n=48)]), "seeds"),
+    ],
+)
+def test_bad_call_arguments_raise_value_error_naming_them(call, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu_geometry() -> None:  # pragma: no cover - GPU only
+    spec = CrystalSpec.random(3, n=N, strain="strong")
+    cpu = simulate_crystal(spec, device="cpu")
+    gpu = simulate_crystal(spec, device="cuda")
+    assert gpu.intensity.device.type == "cuda"
+    torch.testing.assert_close(gpu.obj.cpu(), cpu.obj, atol=2e-4, rtol=1e-4)
+    bright = (
+        fft_centered(cpu.obj).abs() ** 2 > 1e-6 * cpu.intensity.max() / cpu.meta["intensity_scale"]
+    )
+    assert _wrap(gpu.phase_q.cpu() - cpu.phase_q)[bright].abs().max() < 1e-2

@@ -1,0 +1,144 @@
+"""validate_intensity: accepted inputs, and a one-line InputError for each bad one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bcdi_stream.errors import InputError
+from bcdi_stream.validation import (
+    check_frames,
+    check_saturation,
+    data_warnings,
+    validate_intensity,
+)
+
+SHAPE = (16, 16, 16)
+
+
+def _peak(shape=SHAPE, scale: float = 1e4) -> np.ndarray:
+    """A Gaussian Bragg peak at the centre of the grid (float64 counts)."""
+    grids = np.meshgrid(*(np.arange(n) - n // 2 for n in shape), indexing="ij")
+    r2 = sum(g.astype(np.float64) ** 2 for g in grids)
+    return scale * np.exp(-r2 / 8.0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _peak().astype(np.uint32),
+        _peak().astype(np.float64),
+        torch.from_numpy(_peak()).to(torch.float16),
+        torch.from_numpy(_peak().astype(np.int64)),
+        _peak()[::-1],  # negative strides
+        _peak().astype(">f8"),  # big-endian
+    ],
+    ids=["uint32", "float64", "torch-float16", "torch-int64", "strided", "big-endian"],
+)
+def test_accepts_numeric_arrays(data):
+    x, m = validate_intensity(data)
+    assert x.dtype == torch.float32 and tuple(x.shape) == SHAPE and m is None
+    assert float(x.max()) > 0
+
+
+def test_mask_and_masked_bad_values():
+    data = _peak()
+    mask = np.zeros(SHAPE, dtype=np.uint8)
+    data[0, 0, :3] = [np.nan, -5.0, np.inf]
+    mask[0, 0, :3] = 1
+    x, m = validate_intensity(data, mask)
+    assert m.dtype == torch.bool and int(m.sum()) == 3
+    assert torch.isfinite(x).all() and float(x.min()) >= 0
+    assert torch.equal(x[0, 0, :3], torch.zeros(3))
+    _, m2 = validate_intensity(torch.from_numpy(_peak()), torch.from_numpy(mask).bool())
+    assert torch.equal(m2, m)
+
+
+def _with(value, where=(0, 0, slice(0, 3))):
+    d = _peak()
+    d[where] = value
+    return d
+
+
+def _mask_all_but(idx):
+    m = np.ones(SHAPE, dtype=bool)
+    m[idx] = False
+    return m
+
+
+BAD = [
+    ("2D", np.ones((16, 16)), None, {}, "(16, 16)"),
+    ("4D", np.ones((2, 16, 16, 16)), None, {}, "(2, 16, 16, 16)"),
+    ("NaN", _with(np.nan), None, {}, "3 NaN"),
+    ("inf", _with(np.inf, (1, 2, 3)), None, {}, "1 infinite"),
+    ("negative", _with(-2.0), None, {}, "3 negative"),
+    ("all zeros", np.zeros(SHAPE), None, {}, "all zeros"),
+    ("only masked counts", _with(0.0, (0, 0, 0)), _mask_all_but((0, 0, 0)), {},
+     "no counts in unmasked"),
+    ("mask excludes all", _peak(), np.ones(SHAPE), {}, "excludes every voxel"),
+    ("mask shape", _peak(), np.zeros((16, 16)), {}, "(16, 16) does not match"),
+    ("too small", np.ones((4, 16, 16)), None, {}, "too small"),
+    ("too large", np.ones((8, 8, 600)), None, {"min_size": 4}, "too large"),
+    ("too many voxels", _peak(), None, {"max_voxels": 1000}, "4096 voxels"),
+    ("complex", _peak().astype(np.complex64), None, {}, "complex"),
+    ("bool", _peak() > 1, None, {}, "bool"),
+    ("None", None, None, {}, "no intensity"),
+    ("strings", np.array([["a"]]), None, {}, "cannot be read"),
+    ("float64 overflow", _with(1e300), None, {}, "infinite"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "mask", "kwargs", "reason"), BAD,
+                         ids=[b[0] for b in BAD])
+def test_bad_input_raises_one_line_input_error(name, data, mask, kwargs, reason):
+    with pytest.raises(InputError) as err:
+        validate_intensity(data, mask, **kwargs)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert reason in msg
+    assert isinstance(err.value, ValueError)
+
+
+def test_mask_shape_message_names_both_shapes():
+    with pytest.raises(InputError, match=r"\(8, 8, 8\).*\(16, 16, 16\)"):
+        validate_intensity(_peak(), np.zeros((8, 8, 8)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"min_size": 0}, "min_size"), ({"max_size": 4}, "max_size"),
+     ({"max_voxels": -1}, "max_voxels"), ({"min_size": 2.5}, "min_size")],
+)
+def test_bad_parameters(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        validate_intensity(_peak(), **kwargs)
+
+
+def test_warnings_clean_data():
+    assert data_warnings(_peak()) == []
+
+
+def test_saturation_warnings():
+    d = np.minimum(_peak(), 5000.0)  # clipped: a plateau at the maximum
+    n_clipped = int((_peak() >= 5000.0).sum())
+    (w,) = check_saturation(d)
+    assert "saturation" in w and f"{n_clipped} voxels" in w
+    (w,) = check_saturation(_peak(), level=9000)
+    assert "9000" in w and "\n" not in w
+    assert check_saturation(_peak(scale=100.0)) == []
+    with pytest.raises(ValueError, match="level"):
+        check_saturation(_peak(), level=0)
+
+
+def test_frame_warnings():
+    d = _peak()
+    d[2:4] = 0
+    d[10] = 0
+    (w,) = check_frames(d)
+    assert "3 of 16 frames" in w and "2-3, 10" in w
+    cut = np.roll(_peak(), 7, axis=0)  # the peak near the last frame
+    msgs = check_frames(cut)
+    assert any("cut" in m and "last" in m for m in msgs)
+    assert any("far from the centre" in m for m in msgs)
+    assert all("\n" not in m for m in msgs)
