@@ -238,7 +238,7 @@ def bench_iteration(
     if quick:
         rows = run(sizes=(64,), batch=(1, 4), repeats=5, device=device or "cpu")
     else:
-        rows = run(device=device or "cpu")
+        rows = run(sizes=(32, 64, 128), device=device or "cpu")
     _print(rows, echo)
     return rows
 
