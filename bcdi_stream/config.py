@@ -35,6 +35,11 @@ class PhasingSettings(BaseModel):
     shrinkwrap_sigma_start: float = Field(2.0, gt=0)
     shrinkwrap_sigma_end: float = Field(0.5, gt=0)
     shrinkwrap_threshold: float = Field(0.2, gt=0, lt=1)
+    psf: Literal["auto", "off"] | float = Field(
+        "auto",
+        description="intensity blur (detector PSF / partial coherence): auto (estimate a "
+        "Gaussian per run), off, or a fixed width in px on the detector axes (y, x)",
+    )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="fused torch.compile kernels: auto (for long jobs), on, off"
     )

@@ -44,8 +44,9 @@ class Prepared:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def find_hot_pixels(frames: torch.Tensor, factor: float = 20.0, min_counts: float = 50.0
-                    ) -> torch.Tensor:
+def find_hot_pixels(
+    frames: torch.Tensor, factor: float = 20.0, min_counts: float = 50.0
+) -> torch.Tensor:
     """Detector pixels that are isolated outliers in the summed image.
 
     A pixel is hot when its summed counts exceed ``factor`` × (the 3×3 median of its neighbours
@@ -66,7 +67,9 @@ def find_hot_pixels(frames: torch.Tensor, factor: float = 20.0, min_counts: floa
         ``(rows, cols)`` bool.
     """
     if frames.ndim != 3:
-        raise ValueError(f"frames must be 3D (n_frames, rows, cols), got shape {tuple(frames.shape)}")
+        raise ValueError(
+            f"frames must be 3D (n_frames, rows, cols), got shape {tuple(frames.shape)}"
+        )
     if not factor > 1:
         raise ValueError(f"factor must be > 1, got {factor}")
     img = frames.to(torch.float32).sum(0)

@@ -113,7 +113,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
 
 def test_bad_inputs_one_line_nonzero(tmp_path: Path, capsys) -> None:
     for name, (path, word) in _bad_inputs(tmp_path).items():
-        code, out, err = _run(capsys, "reconstruct", path, "--out", tmp_path / "o.cxi",
+        code, _, err = _run(capsys, "reconstruct", path, "--out", tmp_path / "o.cxi",
                               "--runs", "1", "--n-raar", "2", "--n-er", "2")
         assert code == 2, (name, err)
         lines = err.strip().splitlines()

@@ -29,8 +29,9 @@ from bcdi_stream.phasing import (
 )
 from bcdi_stream.phasing._engine import Engine, default_block
 from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured
-from bcdi_stream.phasing._quality import llk_chi2
-from bcdi_stream.phasing._recipe import _build_plan
+from bcdi_stream.phasing._psf import blur, estimate_sigma, parse_psf
+from bcdi_stream.phasing._quality import _intensity_of, llk_chi2
+from bcdi_stream.phasing._recipe import _build_plan, _psf_marks
 from bcdi_stream.physics import fft_centered, twin
 
 DIMS = (-3, -2, -1)
@@ -411,3 +412,132 @@ def test_operators_reject_bad_arguments(small) -> None:
         refine_er(intensity, None, None)
     with pytest.raises(ValueError, match="support_init"):
         refine_er(intensity, None, obj, support_init=torch.zeros(obj.shape))
+
+
+# ----------------------------------------------------------------------------- PSF (blur)
+def test_blur_is_a_normalised_periodic_separable_gaussian() -> None:
+    x = torch.zeros(8, 16, 16)
+    x[0, 0, 0] = 1.0  # at the corner: the periodic kernel wraps around
+    b = blur(x, (0.0, 0.8, 0.8))
+    assert float(b.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(b[0, 1, 0], b[0, -1, 0]) and torch.allclose(b[0, 0, 1], b[0, 1, 0])
+    assert float(b[1:].abs().max()) == 0.0  # z untouched
+    var = float((b[0, :, 0] * torch.tensor([min(i, 16 - i) ** 2 for i in range(16)])).sum())
+    assert var / float(b[0, :, 0].sum()) == pytest.approx(0.8**2, rel=0.05)
+    assert torch.equal(blur(x, (0.0, 0.0, 0.0)), x)
+    assert parse_psf("off")[0] == parse_psf(None)[0] == parse_psf(0.0)[0] == "off"
+    assert parse_psf(0.7) == ("fixed", (0.0, 0.7, 0.7))
+    assert parse_psf((0.5, 0.6)) == ("fixed", (0.0, 0.5, 0.6))
+    assert parse_psf([0.4, 0.5, 0.6]) == ("fixed", (0.4, 0.5, 0.6))
+    assert parse_psf("auto") == ("auto", (0.0, 0.0, 0.0))
+    for bad in ("blurry", -1.0, (1.0,), True, float("nan")):
+        with pytest.raises(ValueError, match="psf"):
+            parse_psf(bad)
+
+
+@pytest.fixture(scope="module")
+def blurred(crystal) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float, float]]:
+    """The 32**3 crystal's pattern blurred on the detector axes, with Poisson noise."""
+    obj = crystal[0]
+    sigma = (0.0, 0.7, 0.9)
+    obj = scaled(obj, 1e8)
+    expected = blur(pattern(obj), sigma)
+    data = torch.poisson(expected, generator=torch.Generator().manual_seed(5))
+    return obj, data, sigma
+
+
+def test_blurred_modulus_projection_is_consistent(blurred) -> None:
+    obj, data, sigma = blurred
+    exact = blur(pattern(obj), sigma)
+    psi = fft_centered(obj)
+    # noise-free data made with the true PSF: the true field is a fixed point
+    out = modulus_projection(psi, exact.sqrt(), psf_sigma=sigma)
+    assert torch.allclose(out, psi, rtol=1e-3, atol=1e-4 * float(psi.abs().max()))
+    # the plain projection is not: it forces the blurred modulus on the sharp field
+    plain = modulus_projection(psi, exact.sqrt())
+    assert float((plain - psi).abs().norm()) > 100 * float((out - psi).abs().norm())
+    # masked pixels stay free; noisy data: a small, bounded change
+    mask = torch.zeros(data.shape, dtype=torch.bool)
+    mask[16, 16, 14:19] = True
+    noisy = modulus_projection(psi, data.sqrt(), mask, psf_sigma=sigma)
+    assert torch.equal(noisy[mask], psi.to(torch.complex64)[mask])
+    rel = float((noisy - psi).abs().norm() / psi.abs().norm())
+    assert rel < 0.05
+    # the LLK of the truth under the blurred model is the noise level (~1), not under the sharp
+    llk_psf = float(poisson_llk(obj, data, psf_sigma=sigma))
+    assert llk_psf == pytest.approx(float(poisson_llk(obj, data, psf_sigma=sigma)))
+    assert 0.3 < llk_psf < 1.5
+    assert float(poisson_llk(obj, data)) > 3 * llk_psf
+    assert float(chi2(obj, data, psf_sigma=sigma)) < float(chi2(obj, data))
+
+
+def test_blurred_engine_keeps_the_truth_and_reports_the_blurred_llk(blurred) -> None:
+    obj, data, sigma = blurred
+    shape = obj.abs() > 0
+    meas = prepare_measured(data, None)
+    eng = Engine(meas, obj[None].clone(), shape[None].clone(), Kernels(obj.device, False))
+    eng.set_psf(sigma)
+    assert eng.psf_sigma == [sigma]
+    llk0 = eng.quality()[0][0]
+    assert llk0 == pytest.approx(float(poisson_llk(obj, data, psf_sigma=sigma)), rel=1e-4)
+    eng.iterate("ER", 10)
+    assert phase_error(eng.rho[0], obj, shape) < 0.02
+    assert eng.quality()[0][0] <= llk0 * 1.02
+
+
+def test_sigma_estimation_recovers_a_known_blur(blurred) -> None:
+    obj, data, sigma = blurred
+    meas = prepare_measured(data, None)
+    i0 = _intensity_of(obj)
+    est = estimate_sigma(i0, meas, wide=True)
+    assert all(abs(e - s) < 0.15 for e, s in zip(est, sigma, strict=True)), est
+    # a later, local estimate from a nearby start also converges
+    est2 = estimate_sigma(i0, meas, (0.0, 0.4, 1.2), wide=False, sweeps=3)
+    assert all(abs(e - s) < 0.15 for e, s in zip(est2, sigma, strict=True)), est2
+    # without blur, no PSF
+    sharp = torch.poisson(pattern(obj), generator=torch.Generator().manual_seed(6))
+    assert estimate_sigma(i0, prepare_measured(sharp, None)) == (0.0, 0.0, 0.0)
+
+
+def test_psf_off_path_is_unchanged(small) -> None:
+    obj, shape, intensity = small
+    assert _psf_marks("off", 800) == _psf_marks("fixed", 800) == frozenset()
+    assert min(_psf_marks("auto", 800)) == 200 and max(_psf_marks("auto", 800)) == 750
+    plain = _build_plan(40, 10, 20, 10, 2.0, 0.5, shrinkwrap=True, detwin=True)
+    assert plain == _build_plan(
+        40, 10, 20, 10, 2.0, 0.5, shrinkwrap=True, detwin=True, psf_marks=frozenset()
+    )
+    assert not any(step[0] == "psf" for step in plain)
+    # engine: setting then clearing a PSF restores the plain iteration bit for bit
+    meas = prepare_measured(intensity, None)
+    gen = torch.Generator().manual_seed(2)
+    rho = obj * torch.exp(1j * 0.3 * torch.randn(obj.shape, generator=gen))
+    ref = Engine(meas, rho[None].clone(), dilate(shape)[None], Kernels(obj.device, False))
+    eng = Engine(meas, rho[None].clone(), dilate(shape)[None], Kernels(obj.device, False))
+    eng.set_psf((0.0, 0.8, 0.8))
+    eng.set_psf(None)
+    for e in (ref, eng):
+        e.iterate("RAAR", 5)
+        e.iterate("ER", 5)
+    assert torch.equal(ref.rho, eng.rho) and eng.psf_sigma == [(0.0, 0.0, 0.0)]
+    a = run_conventional(intensity, settings=SMALL, seed=3, psf="off")
+    b = run_conventional(intensity, settings=SMALL, seed=3, psf=0.0)
+    assert a.psf == "off" and a.psf_sigma == (0.0, 0.0, 0.0)
+    assert a.llk_runs == b.llk_runs and torch.equal(a.obj, b.obj)
+    assert "psf" not in {s[0] for s in plain}
+
+
+def test_recipe_with_psf_on_blurred_data(crystal) -> None:
+    obj, shape, _ = crystal
+    sigma = (0.0, 0.7, 0.9)
+    obj = scaled(obj, 1e6)  # peak ~2e4 counts, as the simulator's crystals
+    data = torch.poisson(blur(pattern(obj), sigma), generator=torch.Generator().manual_seed(5))
+    settings = PhasingSettings(runs=2, n_raar=200, n_er=100, shrinkwrap_every=20)
+    res = run_conventional(data, settings=settings, seed=1, psf="auto")
+    assert res.psf == "auto" and "psf" in res.timings
+    assert all(abs(e - s) < 0.35 for e, s in zip(res.psf_sigma, sigma, strict=True)), res.psf_sigma
+    assert res.llk < 2.0 and phase_error(res.obj, obj, shape) < 0.3
+    fixed = run_conventional(data, settings=settings, seed=1, psf=sigma[1:])
+    assert fixed.psf == "fixed" and fixed.psf_sigma == sigma
+    ref = refine_er(data, None, obj, dilate(shape), n_iter=20, shrinkwrap=False, psf=sigma[1:])
+    assert ref.psf_sigma == sigma and ref.llk < 1.5

@@ -29,6 +29,7 @@ import torch
 
 from ..physics import SPATIAL_DIMS
 from ._kernels import Kernels, Measured
+from ._psf import Psf, Sigma, estimate_sigma, project_blurred
 from ._quality import _intensity_of, llk_chi2
 from ._support import bounding_box
 
@@ -134,6 +135,41 @@ class Engine:
         blk = block if block is not None else default_block(rho.device, meas.voxels, self.batch)
         self.blocks = [(s, min(s + blk, self.batch)) for s in range(0, self.batch, blk)]
         self.set_support(support)
+        self.psfs: list[Psf | None] = [None] * self.batch
+        self._iobs_n2: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ PSF
+    @property
+    def psf_sigma(self) -> list[Sigma]:
+        """Per-run PSF widths ``(z, y, x)`` in pixels (zeros: no PSF)."""
+        return [p.sigma if p is not None else (0.0, 0.0, 0.0) for p in self.psfs]
+
+    def set_psf(self, sigma: Sigma | list[Sigma] | None) -> None:
+        """Set the PSF widths of every run (one triple, or one per run; None = off)."""
+        sigmas = sigma if isinstance(sigma, list) else [sigma] * self.batch
+        if len(sigmas) != self.batch:
+            raise ValueError(f"need {self.batch} PSF widths, got {len(sigmas)}")
+        for i, s in enumerate(sigmas):
+            p = Psf(s, self.meas.shape) if s is not None else None
+            self.psfs[i] = p if p is not None and p.active else None
+        if any(p is not None for p in self.psfs) and self._iobs_n2 is None:
+            n = float(self.meas.voxels)
+            self._iobs_n2 = (self.meas.iobs / (n * n)).contiguous()
+
+    def estimate_psf(self, wide: bool, axes: tuple[int, ...] = (0, 1, 2)) -> None:
+        """Re-estimate each run's PSF widths from its support-projected object (LLK search)."""
+        new: list[Sigma] = []
+        with torch.no_grad():
+            for i in range(self.batch):
+                i0 = _intensity_of(self.rho[i] * self.w[i])
+                new.append(estimate_sigma(i0, self.meas, self.psf_sigma[i], wide=wide, axes=axes))
+        self.set_psf(new)
+
+    def model_intensity(self, i: int) -> torch.Tensor:
+        """Model intensity of run ``i`` (FFT layout), blurred by its PSF when one is set."""
+        i0 = _intensity_of(self.rho[i])
+        p = self.psfs[i]
+        return i0 if p is None else p.apply(i0)
 
     # ------------------------------------------------------------------ support
     def set_support(self, support: torch.Tensor) -> None:
@@ -183,6 +219,11 @@ class Engine:
             self._er = None  # HIO/RAAR write outside the support
         with torch.no_grad():
             for k, (s, e) in enumerate(self.blocks):
+                if any(p is not None for p in self.psfs[s:e]):
+                    self._iterate_psf(k, s, e, er, n, a, b)
+                    if on_progress is not None:
+                        on_progress(n * (e - s))
+                    continue
                 one = e - s == 1
                 r = self.rho[s] if one else self.rho[s:e]
                 if er:
@@ -205,13 +246,41 @@ class Engine:
                 if on_progress is not None:
                     on_progress(n * (e - s))
 
+    def _iterate_psf(self, k: int, s: int, e: int, er: bool, n: int, a: float, b: float) -> None:
+        """The blur-aware branch: runs of the block one at a time (PSFs may differ)."""
+        free_n = self.meas.free_n
+        iobs_n2 = self._iobs_n2
+        assert iobs_n2 is not None
+        for i in range(s, e):
+            r = self.rho[i]
+            psf = self.psfs[i]
+            if er:
+                box, bits = self._er[k]  # type: ignore[index]
+                bits_i = bits if bits.ndim == 3 else bits[i - s]
+                idx = (Ellipsis, *box)
+                r_box = r.view(torch.int64)[idx]
+            for _ in range(n):
+                psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
+                if psf is None:
+                    self.kernels.modulus(psi, self.meas)
+                else:
+                    project_blurred(psi, psf, iobs_n2, free_n)
+                p = torch.fft.ifftn(psi, dim=SPATIAL_DIMS, norm="forward")
+                if er:
+                    torch.bitwise_and(p.view(torch.int64)[idx], bits_i, out=r_box)
+                else:
+                    self.kernels.update(r, p, self.w[i], self.keep[i], a, b)
+
     # ------------------------------------------------------------------ quality
     def quality(self) -> tuple[list[float], list[float]]:
-        """Per-run normalised Poisson LLK and chi-square of the current objects."""
+        """Per-run normalised Poisson LLK and chi-square of the current objects.
+
+        With a PSF set, the model intensity is the blurred one.
+        """
         llks, chis = [], []
         with torch.no_grad():
             for i in range(self.batch):
-                llk, chi = llk_chi2(_intensity_of(self.rho[i]), self.meas)
+                llk, chi = llk_chi2(self.model_intensity(i), self.meas)
                 llks.append(llk)
                 chis.append(chi)
         return llks, chis

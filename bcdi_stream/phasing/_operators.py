@@ -10,14 +10,20 @@ from ..arrays import resolve_device
 from ._common import check_int, check_intensity, check_mask, check_object, check_support, to_tensor
 from ._engine import Engine
 from ._kernels import Kernels, modulus_eager, prepare_measured
+from ._psf import Psf, parse_psf, project_blurred
 
 __all__ = ["er", "hio", "modulus_projection", "raar", "support_projection"]
 
 
-def modulus_projection(psi: Any, amplitude: Any, mask: Any = None) -> torch.Tensor:
+def modulus_projection(
+    psi: Any, amplitude: Any, mask: Any = None, *, psf_sigma: Any = None
+) -> torch.Tensor:
     """Modulus projection: give ``psi`` the measured amplitude, keep its phase.
 
     Elementwise, so any layout works as long as ``psi``, ``amplitude`` and ``mask`` share it.
+    With ``psf_sigma``, the blur-aware form ``psi * sqrt(I / Ic)``, ``Ic = |psi|**2 (*) PSF``
+    (periodic Gaussian PSF of widths ``psf_sigma``, see :func:`~bcdi_stream.phasing._psf.parse_psf`;
+    layout-independent too, the kernel being symmetric and periodic).
 
     Parameters
     ----------
@@ -27,6 +33,8 @@ def modulus_projection(psi: Any, amplitude: Any, mask: Any = None) -> torch.Tens
         Non-negative measured amplitude ``sqrt(I)``, broadcastable to ``psi``.
     mask : array-like, optional
         Free pixels (nonzero = masked): left unchanged.
+    psf_sigma : float or sequence, optional
+        Gaussian PSF widths in pixels: a number for the detector axes ``(y, x)``, or ``(z, y, x)``.
 
     Returns
     -------
@@ -61,7 +69,13 @@ def modulus_projection(psi: Any, amplitude: Any, mask: Any = None) -> torch.Tens
             ) from exc
         free = m.to(torch.float32)
         amp = torch.where(m, 0.0, amp)
-    modulus_eager(out, amp.contiguous(), free)
+    mode, sigma = parse_psf(psf_sigma)
+    if mode == "auto":
+        raise ValueError("psf_sigma must be widths or None, not 'auto'")
+    if mode == "fixed":
+        project_blurred(out, Psf(sigma, tuple(out.shape)), amp.square().contiguous(), free)
+    else:
+        modulus_eager(out, amp.contiguous(), free)
     return out
 
 

@@ -47,6 +47,17 @@ def llk_chi2(icalc: torch.Tensor, meas: Measured) -> tuple[float, float]:
     return llk, chi
 
 
+def _model(obj: torch.Tensor, psf_sigma: Any) -> torch.Tensor:
+    """Model intensity of one object, blurred when ``psf_sigma`` gives a PSF."""
+    from ._psf import Psf, parse_psf
+
+    i0 = _intensity_of(obj)
+    mode, sigma = parse_psf(psf_sigma)
+    if mode == "auto":
+        raise ValueError("psf_sigma must be widths or None, not 'auto'")
+    return Psf(sigma, tuple(i0.shape)).apply(i0) if mode == "fixed" else i0
+
+
 def _prepare(
     obj: Any, intensity: Any, mask: Any, device: str | torch.device | None
 ) -> tuple[torch.Tensor, Measured, bool]:
@@ -69,7 +80,12 @@ def _per_run(values: list[float], single: bool, device: torch.device) -> torch.T
 
 
 def poisson_llk(
-    obj: Any, intensity: Any, mask: Any = None, device: str | torch.device | None = None
+    obj: Any,
+    intensity: Any,
+    mask: Any = None,
+    device: str | torch.device | None = None,
+    *,
+    psf_sigma: Any = None,
 ) -> torch.Tensor:
     """PyNX-style normalised Poisson log-likelihood of an object against the data.
 
@@ -88,6 +104,9 @@ def poisson_llk(
         Bad pixels (nonzero = masked), excluded from the sum.
     device : str or torch.device, optional
         Compute device.
+    psf_sigma : float or sequence, optional
+        Gaussian PSF widths (pixels; a number for ``(y, x)``, or ``(z, y, x)``): the model is
+        then ``|fftn(obj)|**2`` blurred by that PSF.
 
     Returns
     -------
@@ -95,16 +114,22 @@ def poisson_llk(
         float64 scalar, or shape ``(B,)`` for a batch.
     """
     o, meas, single = _prepare(obj, intensity, mask, device)
-    vals = [llk_chi2(_intensity_of(o[i]), meas)[0] for i in range(o.shape[0])]
+    vals = [llk_chi2(_model(o[i], psf_sigma), meas)[0] for i in range(o.shape[0])]
     return _per_run(vals, single, o.device)
 
 
 def chi2(
-    obj: Any, intensity: Any, mask: Any = None, device: str | torch.device | None = None
+    obj: Any,
+    intensity: Any,
+    mask: Any = None,
+    device: str | torch.device | None = None,
+    *,
+    psf_sigma: Any = None,
 ) -> torch.Tensor:
     """Normalised chi-square ``1/N_obs * sum (Ic - I)**2 / (I + 1)`` (scaled model).
 
-    ~1 for a correct model with Poisson noise. Arguments as :func:`poisson_llk`.
+    ~1 for a correct model with Poisson noise. Arguments (``psf_sigma`` too) as
+    :func:`poisson_llk`.
 
     Returns
     -------
@@ -112,7 +137,7 @@ def chi2(
         float64 scalar, or shape ``(B,)`` for a batch.
     """
     o, meas, single = _prepare(obj, intensity, mask, device)
-    vals = [llk_chi2(_intensity_of(o[i]), meas)[1] for i in range(o.shape[0])]
+    vals = [llk_chi2(_model(o[i], psf_sigma), meas)[1] for i in range(o.shape[0])]
     return _per_run(vals, single, o.device)
 
 

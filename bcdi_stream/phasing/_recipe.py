@@ -25,6 +25,7 @@ from ._common import (
 )
 from ._engine import Engine, random_start
 from ._kernels import Kernels, is_warm, prepare_measured
+from ._psf import Sigma, parse_psf
 from ._support import AUTOCORR_THRESHOLD, autocorrelation_support, halve_support, shrinkwrap_support
 
 __all__ = ["PhasingResult", "refine_er", "run_conventional", "warmup"]
@@ -35,6 +36,13 @@ __all__ = ["PhasingResult", "refine_er", "run_conventional", "warmup"]
 AUTO_COMPILE_WORK = 2e9
 
 CompileOption = bool | Literal["auto", "on", "off"] | None
+PsfOption = str | float | tuple[float, ...] | None
+
+#: ``psf="auto"``: the PSF widths are first estimated after this fraction of the iterations
+#: (the object must already resemble the crystal), then every :data:`PSF_EVERY` iterations,
+#: the last :data:`PSF_EVERY` running with the final widths.
+PSF_START = 0.25
+PSF_EVERY = 50
 
 
 @dataclass
@@ -69,6 +77,11 @@ class PhasingResult:
         Compute device.
     compiled : bool
         Whether the fused torch.compile kernels ran.
+    psf_sigma : tuple of 3 floats
+        Gaussian PSF widths ``(z, y, x)`` in pixels of the kept run's intensity model (estimated
+        with ``psf="auto"``, given with a fixed ``psf``; zeros: no PSF).
+    psf : str
+        The PSF mode that ran: ``"off"``, ``"auto"`` or ``"fixed"``.
     """
 
     obj: torch.Tensor
@@ -84,6 +97,8 @@ class PhasingResult:
     seed: int = 0
     device: str = "cpu"
     compiled: bool = False
+    psf_sigma: Sigma = (0.0, 0.0, 0.0)
+    psf: str = "off"
 
     @property
     def runs(self) -> int:
@@ -155,6 +170,7 @@ def _build_plan(
     sigma_end: float,
     shrinkwrap: bool,
     detwin: bool,
+    psf_marks: frozenset[int] | set[int] = frozenset(),
 ) -> list[tuple]:
     """Segments and events of a recipe.
 
@@ -163,14 +179,18 @@ def _build_plan(
     width decreasing geometrically from ``sigma_start`` to ``sigma_end`` over the run. Detwinning
     halves the support right after the first shrink-wrap and restores it ``every // 2``
     iterations later (PyNX ``DetwinRAAR``/``DetwinHIO``), only within the RAAR/HIO stage.
+    ``("psf", wide)`` re-estimates the PSF widths at the iterations ``psf_marks`` (``wide`` at
+    the first one), before a shrink-wrap due at the same iteration.
     """
     total = n_raar + n_hio + n_er
     sw = set(range(every, total - every + 1, every)) if shrinkwrap else set()
     d_start, d_end = every, every + max(1, every // 2)
     use_detwin = detwin and every >= 2 and d_end <= n_raar + n_hio and d_end < total
     stage_ends = {n_raar, n_raar + n_hio}
-    marks = sorted({m for m in sw | stage_ends | ({d_start, d_end} if use_detwin else set())
-                    if 0 < m < total})
+    psf_set = {m for m in psf_marks if 0 < m < total}
+    first_psf = min(psf_set) if psf_set else -1
+    marks = sorted({m for m in sw | stage_ends | psf_set
+                    | ({d_start, d_end} if use_detwin else set()) if 0 < m < total})
 
     def algo_at(it: int) -> str:
         return "RAAR" if it < n_raar else ("HIO" if it < n_raar + n_hio else "ER")
@@ -185,6 +205,8 @@ def _build_plan(
             break
         if use_detwin and m == d_end:
             plan.append(("restore",))
+        if m in psf_set:
+            plan.append(("psf", m == first_psf))
         if m in sw and not (use_detwin and d_start < m < d_end):
             frac = m / total
             plan.append(("shrinkwrap", sigma_start * (sigma_end / sigma_start) ** frac))
@@ -216,7 +238,7 @@ def _sync(device: torch.device) -> None:
 class _Clock:
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.times = dict.fromkeys(("setup", "iterate", "support", "quality"), 0.0)
+        self.times = dict.fromkeys(("setup", "iterate", "support", "psf", "quality"), 0.0)
         self._t = time.perf_counter()
 
     def lap(self, key: str) -> None:
@@ -251,7 +273,25 @@ def _execute(
         elif kind == "restore" and saved is not None:
             eng.set_support(saved)
             saved = None
+        elif kind == "psf":
+            eng.estimate_psf(wide=step[1])
+            clock.lap("psf")
+            continue
         clock.lap("support")
+
+
+def _psf_marks(mode: str, total: int) -> frozenset[int]:
+    """Iterations at which ``psf="auto"`` re-estimates the PSF (none for other modes)."""
+    if mode != "auto" or total < 2 * PSF_EVERY:
+        return frozenset()
+    start = max(1, round(PSF_START * total))
+    return frozenset(range(start, total - PSF_EVERY + 1, PSF_EVERY))
+
+
+def _resolve_psf(option: Any, settings: PhasingSettings) -> tuple[str, Sigma]:
+    if option is None:
+        option = getattr(settings, "psf", "auto")
+    return parse_psf(option)
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -267,6 +307,7 @@ def run_conventional(
     obj_init: Any = None,
     detwin: bool = True,
     compile: CompileOption = None,
+    psf: PsfOption = None,
 ) -> PhasingResult:
     """PyNX-style conventional phasing: N random starts, RAAR/HIO/ER + shrink-wrap, best LLK.
 
@@ -306,6 +347,13 @@ def run_conventional(
     compile : bool, "auto", "on", "off" or None
         Fused torch.compile kernels (see :func:`resolve_compile`); ``None`` uses
         ``settings.compile`` when that setting exists, else ``"auto"``.
+    psf : "auto", "off", float, tuple or None
+        Blur-aware modulus constraint (detector PSF / partial coherence, see
+        :mod:`bcdi_stream.phasing._psf`): ``"auto"`` estimates a Gaussian PSF per run by LLK
+        from :data:`PSF_START` of the iterations on; ``"off"`` is the plain constraint; a number
+        fixes the width on the detector axes ``(y, x)``, a 2- or 3-sequence the widths
+        ``(y, x)`` or ``(z, y, x)``. ``None`` uses ``settings.psf`` when that setting exists,
+        else ``"auto"``.
 
     Returns
     -------
@@ -335,6 +383,7 @@ def run_conventional(
     if compile is None:
         compile = getattr(settings, "compile", None)
     kernels = Kernels(dev, resolve_compile(compile, dev, float(total) * meas.voxels))
+    psf_mode, psf_sigma0 = _resolve_psf(psf, settings)
     plan = _build_plan(
         settings.n_raar,
         settings.n_hio,
@@ -344,6 +393,7 @@ def run_conventional(
         settings.shrinkwrap_sigma_end,
         shrinkwrap=True,
         detwin=detwin,
+        psf_marks=_psf_marks(psf_mode, n_it),
     )
     chunk = _chunk_size(settings.batch, runs, meas.voxels, dev)
     clock.lap("setup")
@@ -358,7 +408,7 @@ def run_conventional(
 
     llks: list[float] = []
     chis: list[float] = []
-    best: tuple[float, int, torch.Tensor, torch.Tensor] | None = None
+    best: tuple[float, int, torch.Tensor, torch.Tensor, Sigma] | None = None
     for start in range(0, runs, chunk):
         ids = list(range(start, min(start + chunk, runs)))
         sup = s0[[0 if s0.shape[0] == 1 else r for r in ids]].contiguous()
@@ -367,6 +417,8 @@ def run_conventional(
         else:
             rho = (o0[[0 if o0.shape[0] == 1 else r for r in ids]] * sup).contiguous()
         eng = Engine(meas, rho, sup, kernels)
+        if psf_mode == "fixed":
+            eng.set_psf(psf_sigma0)
         clock.lap("setup")
         _execute(plan, eng, settings, ids, clock, tick)
         c_llk, c_chi = eng.quality()
@@ -375,7 +427,7 @@ def run_conventional(
         i_best = min(range(len(ids)), key=lambda i: c_llk[i])
         if best is None or c_llk[i_best] < best[0]:
             obj_b, sup_b = eng.rho[i_best].clone(), eng.support[i_best].clone()
-            best = (c_llk[i_best], ids[i_best], obj_b, sup_b)
+            best = (c_llk[i_best], ids[i_best], obj_b, sup_b, eng.psf_sigma[i_best])
         del eng, rho
         clock.lap("quality")
     assert best is not None
@@ -398,6 +450,8 @@ def run_conventional(
         seed=seed,
         device=str(dev),
         compiled=kernels.compiled,
+        psf_sigma=best[4],
+        psf=psf_mode,
     )
 
 
@@ -413,6 +467,7 @@ def refine_er(
     settings: PhasingSettings | None = None,
     progress: ProgressCallback | None = None,
     compile: CompileOption = None,
+    psf: PsfOption = None,
 ) -> PhasingResult:
     """Refine an initial guess (e.g. the AI prediction) by error reduction.
 
@@ -441,6 +496,8 @@ def refine_er(
         ``progress(done, total)`` in run-iterations.
     compile : bool, "auto", "on", "off" or None
         Fused kernels (see :func:`resolve_compile`).
+    psf : "auto", "off", float, tuple or None
+        Blur-aware modulus constraint, as in :func:`run_conventional`.
 
     Returns
     -------
@@ -471,6 +528,7 @@ def refine_er(
     if compile is None:
         compile = getattr(settings, "compile", None)
     kernels = Kernels(dev, resolve_compile(compile, dev, float(total) * meas.voxels))
+    psf_mode, psf_sigma0 = _resolve_psf(psf, settings)
     plan = _build_plan(
         0,
         0,
@@ -480,8 +538,11 @@ def refine_er(
         settings.shrinkwrap_sigma_end,
         shrinkwrap=bool(shrinkwrap),
         detwin=False,
+        psf_marks=_psf_marks(psf_mode, n_iter),
     )
     eng = Engine(meas, (o * s).contiguous(), s.contiguous(), kernels)
+    if psf_mode == "fixed":
+        eng.set_psf(psf_sigma0)
     clock.lap("setup")
     done = 0
 
@@ -512,4 +573,6 @@ def refine_er(
         seed=0,
         device=str(dev),
         compiled=kernels.compiled,
+        psf_sigma=eng.psf_sigma[i_best],
+        psf=psf_mode,
     )

@@ -1,0 +1,264 @@
+"""Blur-aware modulus constraint: a Gaussian point-spread function (PSF) of the intensity.
+
+Detector cross-talk and partial coherence blur the measured pattern: the model intensity is
+``Ic = |psi|**2 (*) PSF``, and the modulus projection becomes (PyNX's partial-coherence form)
+``psi' = psi * sqrt(I_obs / max(Ic, eps))`` on measured pixels, masked pixels staying free.
+Because the PSF includes the pixel itself with weight ``k0 > 0``, ``|psi'|**2 <= I_obs / k0``:
+the update is bounded without any regularisation.
+
+The PSF here is a separable, unit-sum Gaussian with one width per axis ``(z, y, x)`` (a width
+of 0 leaves that axis alone; the detector blurs ``y`` and ``x``). The convolution is periodic
+(so the FFT layout of the engine is fine: a symmetric periodic kernel commutes with the shift)
+and done in real space, one axis at a time: on a 2-core CPU at 64**3 a 5-tap pass over two axes
+costs ~0.7 ms, against ~1.1 ms for a 2D rfft pair and ~3 ms for a 3D one (an FFT pair of the
+complex field is ~3.3 ms).
+
+The widths are estimated during a run (:func:`estimate_sigma`) by minimising the Poisson LLK
+of the blurred model over a few candidates per axis (coordinate descent, then a parabola
+through the best candidate and its neighbours).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ._kernels import Measured
+
+__all__ = ["Psf", "blur", "estimate_sigma", "parse_psf"]
+
+#: Widths below this (pixels) count as no blur on that axis (the sampled Gaussian's side
+#: taps are then below 0.4 %).
+SIGMA_OFF = 0.3
+#: Largest width the estimation may return (pixels).
+SIGMA_MAX = 2.5
+#: Kernel half-width in standard deviations.
+TRUNCATE = 3.0
+#: Floor of the model intensity in the projection (prevents 0/0 only, see the module doc).
+EPS = 1e-30
+#: Candidates of a first ("wide") estimate, per axis.
+WIDE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+#: Offsets around the current width of a later ("local") estimate.
+LOCAL_STEPS = (-0.3, -0.15, 0.0, 0.15, 0.3)
+
+Sigma = tuple[float, float, float]
+
+
+def parse_psf(option: Any) -> tuple[str, Sigma]:
+    """Normalise a ``psf`` option to ``(mode, sigma)``.
+
+    ``"auto"`` (estimate, starting from no blur), ``"off"``/``None``/``False``/0 (no PSF), a
+    number ``s`` (fixed width ``s`` on the detector axes ``y, x``), or a sequence of 2 ``(y, x)``
+    or 3 ``(z, y, x)`` fixed widths in pixels.
+    """
+    if option is None or option is False or (isinstance(option, str) and option == "off"):
+        return "off", (0.0, 0.0, 0.0)
+    if isinstance(option, str):
+        if option == "auto":
+            return "auto", (0.0, 0.0, 0.0)
+        try:
+            option = float(option)
+        except ValueError as exc:
+            raise ValueError(
+                f"psf must be 'auto', 'off', a width or (z, y, x) widths, got {option!r}"
+            ) from exc
+    if isinstance(option, bool):
+        raise ValueError(f"psf must be 'auto', 'off', a width or widths, got {option!r}")
+    if isinstance(option, int | float):
+        vals: list[float] = [0.0, float(option), float(option)]
+    elif isinstance(option, Sequence) and len(option) in (2, 3):
+        vals = [float(v) for v in option]
+        if len(vals) == 2:
+            vals = [0.0, *vals]
+    else:
+        raise ValueError(f"psf must be 'auto', 'off', a width or (z, y, x) widths, got {option!r}")
+    if not all(math.isfinite(v) and 0.0 <= v <= SIGMA_MAX * 4 for v in vals):
+        raise ValueError(f"psf widths must be finite, >= 0 and <= {SIGMA_MAX * 4}, got {option!r}")
+    sigma = (vals[0], vals[1], vals[2])
+    if max(sigma) < SIGMA_OFF:
+        return "off", (0.0, 0.0, 0.0)
+    return "fixed", sigma
+
+
+def _taps(sigma: float, n: int) -> list[float] | None:
+    if sigma < SIGMA_OFF:
+        return None
+    half = max(1, min(math.ceil(TRUNCATE * sigma), (n - 1) // 2))
+    k = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-half, half + 1)]
+    s = sum(k)
+    return [v / s for v in k]
+
+
+def _conv_axis(x: torch.Tensor, dim: int, taps: list[float], out: torch.Tensor) -> None:
+    """``out <- periodic convolution of x with the symmetric taps along dim`` (out != x)."""
+    h = len(taps) // 2
+    n = x.shape[dim]
+    torch.mul(x, taps[h], out=out)
+    for s in range(1, h + 1):
+        w = taps[h + s]
+        # out[i] += w * (x[i - s] + x[i + s]), periodically
+        out.narrow(dim, s, n - s).add_(x.narrow(dim, 0, n - s), alpha=w)
+        out.narrow(dim, 0, s).add_(x.narrow(dim, n - s, s), alpha=w)
+        out.narrow(dim, 0, n - s).add_(x.narrow(dim, s, n - s), alpha=w)
+        out.narrow(dim, n - s, s).add_(x.narrow(dim, 0, s), alpha=w)
+
+
+class Psf:
+    """A separable periodic Gaussian PSF of widths ``sigma = (z, y, x)`` pixels on a grid.
+
+    :meth:`apply` convolves a real array ``(..., z, y, x)`` (any layout: the kernel is
+    symmetric and periodic) into preallocated buffers.
+    """
+
+    def __init__(self, sigma: Sequence[float], shape: Sequence[int]) -> None:
+        self.sigma: Sigma = (float(sigma[0]), float(sigma[1]), float(sigma[2]))
+        self.shape = tuple(int(n) for n in shape[-3:])
+        self.axes = [
+            (dim, t)
+            for dim, s, n in zip((-3, -2, -1), self.sigma, self.shape, strict=True)
+            if (t := _taps(s, n)) is not None
+        ]
+        self._buf: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any axis is blurred."""
+        return bool(self.axes)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Blurred copy of the real array ``x`` (a reused buffer: copy it to keep it)."""
+        if not self.axes:
+            return x
+        buf = self._buf
+        if buf is None or buf[0].shape != x.shape or buf[0].dtype != x.dtype:
+            buf = (torch.empty_like(x), torch.empty_like(x))
+            self._buf = buf
+        src = x
+        for k, (dim, taps) in enumerate(self.axes):
+            dst = buf[k % 2]
+            _conv_axis(src, dim, taps, dst)
+            src = dst
+        return src
+
+
+def blur(x: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
+    """Periodic separable Gaussian blur of a real array ``(..., z, y, x)`` (a new tensor)."""
+    return Psf(sigma, tuple(x.shape[-3:])).apply(x.to(torch.float32)).clone()
+
+
+def project_blurred(
+    psi: torch.Tensor, psf: Psf, iobs_n2: torch.Tensor, free_n: torch.Tensor | None
+) -> None:
+    """In place: ``psi <- psi * sqrt(iobs_n2 / max(Ic, EPS)) (+ free_n on free pixels)``.
+
+    ``Ic = psf(|psi|**2)``; ``iobs_n2`` is the measured intensity (0 on free pixels) divided by
+    the scale squared wanted on the output (``N**2`` in the engine, 1 for a plain projection).
+    """
+    r = torch.view_as_real(psi)
+    i0 = torch.mul(r[..., 0], r[..., 0])
+    i0.addcmul_(r[..., 1], r[..., 1])
+    f = psf.apply(i0).clamp_(min=EPS)
+    torch.div(iobs_n2, f, out=f).sqrt_()
+    if free_n is not None:
+        f.add_(free_n)
+    psi.mul_(f)
+
+
+def llk_fast(ic: torch.Tensor, meas: Measured) -> float:
+    """Normalised Poisson LLK (PyNX form, model scaled to the data) in float32, for searches."""
+    from ._quality import IMODEL_MIN
+
+    io = meas.iobs
+    if meas.valid is not None:
+        ic = ic * meas.valid
+    total = float(ic.sum())
+    if not total > 0:
+        return float("inf")
+    ic = ic * (float(io.sum()) / total)
+    if meas.valid is not None:
+        ic = ic * meas.valid
+    ic_floor = torch.where(ic < IMODEL_MIN, ic + IMODEL_MIN, ic)
+    pos = io > 0
+    term = ic - io + io * torch.log(torch.where(pos, io, 1.0) / ic_floor)
+    return 2.0 * float(term.sum()) / meas.n_valid
+
+
+def estimate_sigma(
+    i0: torch.Tensor,
+    meas: Measured,
+    start: Sequence[float] = (0.0, 0.0, 0.0),
+    *,
+    wide: bool = True,
+    axes: Sequence[int] = (0, 1, 2),
+    sweeps: int = 1,
+) -> Sigma:
+    """PSF widths ``(z, y, x)`` minimising the Poisson LLK of ``psf(i0)`` against the data.
+
+    Parameters
+    ----------
+    i0 : torch.Tensor
+        Unblurred model intensity ``|fftn(rho)|**2``, in the layout of ``meas`` (FFT layout).
+    meas : Measured
+        The measured data.
+    start : sequence of 3 floats
+        Current widths.
+    wide : bool
+        Search :data:`WIDE_GRID` (first estimate) in a first sweep, before the local ones.
+    axes : sequence of int
+        Axes (0 = z, 1 = y, 2 = x) to estimate; the others keep ``start``.
+    sweeps : int
+        Coordinate-descent sweeps over ``axes`` with :data:`LOCAL_STEPS` around the current
+        widths (after the wide sweep, if any).
+
+    Returns
+    -------
+    tuple of 3 floats
+    """
+    sigma = [max(0.0, float(v)) for v in start]
+    shape = tuple(i0.shape[-3:])
+    i0 = i0.to(torch.float32)
+    cache: dict[tuple[float, float, float], float] = {}
+
+    def llk_of(s: list[float]) -> float:
+        key = (round(s[0], 4), round(s[1], 4), round(s[2], 4))
+        if key not in cache:
+            cache[key] = llk_fast(Psf(key, shape).apply(i0), meas)
+        return cache[key]
+
+    # A wide first sweep visits the detector axes first (a z blur can partly mimic theirs),
+    # then the local sweeps refine every axis.
+    order = [ax for ax in (1, 2, 0) if ax in axes]
+    for sweep in range(max(1, sweeps) + (1 if wide else 0)):
+        for ax in order:
+            cur = sigma[ax]
+            if wide and sweep == 0:
+                cands = sorted(set(WIDE_GRID) | {round(cur, 4)})
+            else:
+                cands = sorted({round(min(SIGMA_MAX, max(0.0, cur + d)), 4) for d in LOCAL_STEPS})
+            vals = []
+            for c in cands:
+                trial = list(sigma)
+                trial[ax] = c
+                vals.append(llk_of(trial))
+            k = min(range(len(cands)), key=lambda j: vals[j])
+            best = cands[k]
+            if 0 < k < len(cands) - 1:
+                # parabola through the best candidate and its neighbours
+                x0, x1, x2 = cands[k - 1], cands[k], cands[k + 1]
+                y0, y1, y2 = vals[k - 1], vals[k], vals[k + 1]
+                den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+                a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+                b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
+                if a > 0:
+                    v = -b / (2 * a)
+                    if x0 <= v <= x2:
+                        trial = list(sigma)
+                        trial[ax] = v
+                        if llk_of(trial) <= vals[k]:
+                            best = v
+            sigma[ax] = min(SIGMA_MAX, max(0.0, best))
+    out = tuple(0.0 if v < SIGMA_OFF else round(v, 4) for v in sigma)
+    return out  # type: ignore[return-value]
