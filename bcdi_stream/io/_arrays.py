@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from bcdi_stream.arrays import to_numpy
 from bcdi_stream.errors import InputError
 from bcdi_stream.io._cxi import (
     CXIData,
@@ -16,6 +15,7 @@ from bcdi_stream.io._cxi import (
     _check_mask,
     _check_readable,
     _one_line,
+    checked_arrays,
     read_cxi,
     write_cxi_data,
 )
@@ -148,19 +148,7 @@ def save_intensity(
     if suffix in HDF5_SUFFIXES:
         write_cxi_data(path, intensity, mask, meta)
         return
-    arr = to_numpy(intensity)
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"intensity must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 3:
-        raise InputError(f"intensity must be a 3D array (z, y, x), got shape {arr.shape}")
-    m = None
-    if mask is not None:
-        m = to_numpy(mask)
-        if m.shape != arr.shape:
-            raise InputError(
-                f"mask shape {m.shape} does not match the intensity shape {arr.shape}"
-            )
-        m = (m != 0).astype(np.uint8)
+    arr, m = checked_arrays(intensity, mask)
     if suffix == ".npy" and (m is not None or meta):
         raise InputError(f"{path}: .npy holds one array: use .npz or .cxi to keep a mask/meta")
     if suffix == ".npz" and meta:

@@ -289,6 +289,30 @@ def _compressed(group: Any, name: str, data: np.ndarray) -> Any:
 # --------------------------------------------------------------------------------------------
 # input data
 # --------------------------------------------------------------------------------------------
+
+def checked_arrays(intensity: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Host arrays for writing: a real 3D intensity and a uint8 mask (1 = bad) of its shape.
+
+    Raises
+    ------
+    InputError
+        A non-numeric or non-3D intensity, or a mask of another shape.
+    """
+    arr = to_numpy(intensity)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"intensity must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 3:
+        raise InputError(f"intensity must be a 3D array (z, y, x), got shape {arr.shape}")
+    m = None
+    if mask is not None:
+        m = to_numpy(mask)
+        if m.shape != arr.shape:
+            raise InputError(
+                f"mask shape {m.shape} does not match the intensity shape {arr.shape}"
+            )
+        m = (m != 0).astype(np.uint8)
+    return arr, m
+
 def write_cxi_data(
     path: str | os.PathLike[str],
     intensity: Any,
@@ -316,19 +340,7 @@ def write_cxi_data(
         Bad arrays (a ``ValueError``) or a file that cannot be written.
     """
     path = Path(path)
-    arr = to_numpy(intensity)
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"intensity must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != 3:
-        raise InputError(f"intensity must be a 3D array (z, y, x), got shape {arr.shape}")
-    m = None
-    if mask is not None:
-        m = to_numpy(mask)
-        if m.shape != arr.shape:
-            raise InputError(
-                f"mask shape {m.shape} does not match the intensity shape {arr.shape}"
-            )
-        m = (m != 0).astype(np.uint8)
+    arr, m = checked_arrays(intensity, mask)
     clean, text = _meta_json(meta, "meta")
     for key in ("energy_kev", "wavelength", "detector_distance", "pixel_size"):
         v = clean.get(key)
