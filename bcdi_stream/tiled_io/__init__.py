@@ -1,0 +1,54 @@
+"""Tiled adapters: read rocking curves written by ``TiledWriter``, write reconstructions.
+
+- :func:`read_scan`: frames + start/stop documents + geometry of a raw run, with retries.
+- :func:`write_result`, :func:`write_failure`, :func:`read_result`: the ``processed/<raw_uid>``
+  contract (spec ``BCDIReconstruction``).
+- :func:`render_slices`: the PNG-exportable figure of central slices.
+- :func:`process_run`: the whole live job (read, preprocess, reconstruct, write).
+
+This package imports the Tiled client lazily (it receives client objects); it never imports
+bluesky or ophyd.
+"""
+
+from bcdi_stream.tiled_io._figures import draw_slices, png_bytes, render_slices
+from bcdi_stream.tiled_io._frames import (
+    RawScan,
+    TiledRefused,
+    find_image_field,
+    is_image_key,
+    read_scan,
+)
+from bcdi_stream.tiled_io._job import JobSettings, ScanResult, live_phasing, process_run
+from bcdi_stream.tiled_io._results import (
+    DEFAULT_PROCESSED_KEY,
+    RESULT_ARRAYS,
+    RESULT_SPEC,
+    jsonable,
+    processed_container,
+    read_result,
+    write_failure,
+    write_result,
+)
+
+__all__ = [
+    "DEFAULT_PROCESSED_KEY",
+    "RESULT_ARRAYS",
+    "RESULT_SPEC",
+    "JobSettings",
+    "RawScan",
+    "ScanResult",
+    "TiledRefused",
+    "draw_slices",
+    "find_image_field",
+    "is_image_key",
+    "jsonable",
+    "live_phasing",
+    "png_bytes",
+    "process_run",
+    "processed_container",
+    "read_result",
+    "read_scan",
+    "render_slices",
+    "write_failure",
+    "write_result",
+]

@@ -1,0 +1,354 @@
+"""``BCDICallback``: reconstruct every rocking curve live, off the RunEngine's thread.
+
+Subscribe it *after* ``TiledWriter``: callbacks run in subscription order in the RunEngine
+thread, so the raw run is in Tiled when this callback sees ``stop``. A run is a rocking curve
+when its start document carries ``bcdi`` metadata (the :meth:`Geometry.to_dict` layout); the
+detector image is the one 2D-per-event field of the ``primary`` stream's descriptor unless
+configured (``image_field=`` or ``start["bcdi"]["image_field"]``).
+
+At ``stop`` the callback only enqueues the job and returns (microseconds); nothing happens per
+event. Jobs run on a :class:`WorkerPool` (one worker per GPU, one on a CPU). Every exception is
+caught and logged (``make_class_safe``): the callback never raises into the RunEngine. Aborted or
+failed scans, and rocking curves without detector data, are recorded as skipped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from bluesky.callbacks.core import make_class_safe
+from event_model import DocumentRouter
+
+from bcdi_stream.errors import InputError
+from bcdi_stream.tiled_io import JobSettings, ScanResult, find_image_field, process_run
+from bcdi_stream.tiled_io._job import record_skipped
+from callbacks._executors import WorkerPool, WorkerState
+
+__all__ = ["BCDICallback"]
+
+log = logging.getLogger("bcdi_stream.live")
+
+Listener = Callable[[ScanResult], None]
+
+
+@dataclass
+class _Run:
+    start: Mapping[str, Any]
+    descriptors: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    field: str | None = None
+    field_error: str | None = None
+
+
+@make_class_safe(logger=log)
+class BCDICallback(DocumentRouter):
+    """Live BCDI reconstruction of rocking curves written to Tiled.
+
+    Parameters
+    ----------
+    tiled_client : tiled container client
+        The catalog ``TiledWriter`` writes to (read frames from, write ``processed/<uid>`` to).
+    image_field : str, optional
+        Detector image data key; default ``start["bcdi"]["image_field"]`` or the stream's one 2D
+        field.
+    stream_name : str
+        Event stream holding the frames.
+    settings : JobSettings, optional
+        Job settings (crop shape, method, phasing preset, read timeout...).
+    executor : WorkerPool or concurrent.futures.Executor, optional
+        Where jobs run (default a :class:`WorkerPool`: one worker per GPU, else one).
+    echo : callable(str), optional
+        Console output of the per-scan summary line (default ``print``; ``None`` to log only).
+    listeners : iterable of callable(ScanResult)
+        Called with each finished result (e.g. :class:`LiveStrainFigure`).
+    keep_arrays : int
+        Keep the arrays of the last ``keep_arrays`` results in memory.
+    publish_analysis : bool
+        Also write each result as a Bluesky analysis run (linked by ``raw_uid``).
+    record_skipped : bool
+        Write a record for aborted scans and scans without detector data.
+
+    Examples
+    --------
+    >>> RE.subscribe(TiledWriter(client))              # doctest: +SKIP
+    >>> bcdi_callback = BCDICallback(client)             # doctest: +SKIP
+    >>> RE.subscribe(bcdi_callback)                      # doctest: +SKIP
+    >>> RE(rocking_curve(det, eta))                      # doctest: +SKIP
+    >>> bcdi_callback.wait(60)                           # doctest: +SKIP
+    >>> bcdi_callback.results[-1].line()                 # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        tiled_client: Any,
+        *,
+        image_field: str | None = None,
+        stream_name: str = "primary",
+        settings: JobSettings | None = None,
+        executor: Any | None = None,
+        echo: Callable[[str], Any] | None = print,
+        listeners: Iterable[Listener] = (),
+        keep_arrays: int = 3,
+        publish_analysis: bool = False,
+        record_skipped: bool = True,
+    ) -> None:
+        if tiled_client is None:
+            raise ValueError("tiled_client is required")
+        if not stream_name:
+            raise ValueError("stream_name must be a non-empty string")
+        if keep_arrays < 0:
+            raise ValueError(f"keep_arrays must be >= 0, got {keep_arrays}")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise ValueError("executor must have a submit() method")
+        super().__init__()
+        self.client = tiled_client
+        self.image_field = image_field
+        self.stream_name = stream_name
+        self.settings = settings or JobSettings()
+        self._own_executor = executor is None
+        self.executor = executor if executor is not None else WorkerPool()
+        self.echo = echo
+        self.listeners: list[Listener] = list(listeners)
+        self.keep_arrays = keep_arrays
+        self.publish_analysis = publish_analysis
+        self.record_skipped = record_skipped
+        self._runs: dict[str, _Run] = {}
+        self._desc_run: dict[str, str] = {}
+        self._results: collections.OrderedDict[str, ScanResult] = collections.OrderedDict()
+        self._futures: dict[str, Future] = {}
+        self._pending = 0
+        self._cond = threading.Condition()
+        #: Seconds spent in each ``stop`` call (the time this callback adds to the RunEngine),
+        #: the latest 10,000.
+        self.stop_overheads: collections.deque[float] = collections.deque(maxlen=10_000)
+
+    # ---------------------------------------------------------------- documents
+    def start(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+        if isinstance(doc.get("bcdi"), Mapping):
+            self._runs[doc["uid"]] = _Run(start=doc)
+        return doc
+
+    def descriptor(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+        run = self._runs.get(doc.get("run_start", ""))
+        if run is None:
+            return doc
+        self._desc_run[doc["uid"]] = doc["run_start"]
+        if doc.get("name") != self.stream_name:
+            return doc
+        run.descriptors[doc["uid"]] = doc
+        data_keys = doc.get("data_keys") or {}
+        wanted = self.image_field or run.start["bcdi"].get("image_field")
+        if wanted:
+            if wanted in data_keys:
+                run.field = wanted
+            else:
+                run.field_error = f"no field '{wanted}' in the '{self.stream_name}' stream"
+        else:
+            try:
+                run.field = find_image_field(data_keys)
+            except InputError as exc:
+                run.field_error = str(exc)
+        return doc
+
+    def event(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+        return doc  # nothing per event: the frames are read from Tiled after stop
+
+    def event_page(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+        return doc
+
+    def stop(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+        t0 = time.perf_counter()
+        uid = doc.get("run_start", "")
+        run = self._runs.pop(uid, None)
+        for d in [d for d, r in self._desc_run.items() if r == uid]:
+            del self._desc_run[d]
+        if run is None:
+            return doc
+        stop_time = float(doc.get("time") or time.time())
+        status = doc.get("exit_status", "success")
+        n_events = (doc.get("num_events") or {}).get(self.stream_name)
+        skip = None
+        if status != "success":
+            reason = doc.get("reason") or ""
+            skip = f"scan {status}" + (f" ({reason})" if reason else "")
+        elif not run.descriptors:
+            skip = f"no '{self.stream_name}' stream (no detector data)"
+        elif run.field is None:
+            skip = run.field_error or "no detector image field"
+        elif n_events == 0:
+            skip = "no frames recorded"
+        if skip is not None:
+            self._submit(uid, self._skip_job, uid, skip, run.start, stop_time)
+        else:
+            self._submit(uid, self._job, uid, run.field, n_events, stop_time)
+        self.stop_overheads.append(time.perf_counter() - t0)
+        return doc
+
+    # ---------------------------------------------------------------- jobs
+    def submit(self, raw_uid: str, *, image_field: str | None = None) -> Future:
+        """Reconstruct a run that is already in Tiled (re-processing, or a missed scan)."""
+        if not raw_uid or not isinstance(raw_uid, str):
+            raise ValueError(f"raw_uid must be a non-empty string, got {raw_uid!r}")
+        return self._submit(raw_uid, self._job, raw_uid, image_field or self.image_field,
+                            None, None)
+
+    def _submit(self, uid: str, fn: Callable[..., ScanResult], *args: Any) -> Future:
+        with self._cond:
+            self._pending += 1
+        try:
+            if isinstance(self.executor, WorkerPool):
+                fut = self.executor.submit(fn, *args)
+            else:
+                fut = self.executor.submit(fn, *args, worker=None)
+        except Exception:
+            with self._cond:
+                self._pending -= 1
+                self._cond.notify_all()
+            raise
+        self._futures[uid] = fut
+        fut.add_done_callback(lambda f, u=uid: self._done(u, f))
+        return fut
+
+    def _job(self, uid: str, image_field: str | None, n_events: int | None,
+             stop_time: float | None, *, worker: WorkerState | None = None) -> ScanResult:
+        model = None
+        if worker is not None and self.settings.method != "conventional":
+            from bcdi_stream.tiled_io._job import resolve_method
+
+            if resolve_method(self.settings.method) != "conventional":
+                model = worker.model()
+        result = process_run(
+            self.client, uid, settings=self.settings, image_field=image_field,
+            stream=self.stream_name, expected_frames=n_events, stop_time=stop_time,
+            device=worker.device if worker is not None else None, model=model,
+            keep_arrays=self.keep_arrays > 0,
+        )
+        self._publish(result)
+        return result
+
+    def _skip_job(self, uid: str, reason: str, start: Mapping[str, Any], stop_time: float,
+                  *, worker: WorkerState | None = None) -> ScanResult:
+        if self.record_skipped:
+            result = record_skipped(self.client, uid, reason, start=start, stop_time=stop_time,
+                                    processed_key=self.settings.processed_key)
+        else:
+            result = ScanResult(raw_uid=uid, status="skipped", error=reason)
+        self._publish(result)
+        return result
+
+    def _publish(self, result: ScanResult) -> None:
+        if not self.publish_analysis:
+            return
+        try:
+            from callbacks._publish import publish_analysis_run
+
+            result.summary["analysis_uid"] = publish_analysis_run(self.client, result)
+        except Exception:
+            log.exception("could not publish the analysis run of %s", result.raw_uid)
+
+    def _done(self, uid: str, fut: Future) -> None:
+        try:
+            try:
+                result = fut.result()
+            except CancelledError:
+                result = ScanResult(raw_uid=uid, status="failed",
+                                    error="cancelled: the service shut down before this scan")
+            except Exception as exc:  # a bug in the job itself: still a result
+                log.exception("job for scan %s crashed", uid)
+                result = ScanResult(raw_uid=uid, status="failed",
+                                    error=f"internal: {type(exc).__name__}: {exc}")
+            with self._cond:
+                self._results[uid] = result
+                self._results.move_to_end(uid)
+                kept = [r for r in self._results.values() if r.arrays is not None]
+                for old in kept[: max(len(kept) - self.keep_arrays, 0)]:
+                    old.arrays = None
+                    old.figure = None
+            line = result.line()
+            (log.info if result.ok else log.warning)(line)
+            if self.echo is not None:
+                try:
+                    self.echo(line)
+                except Exception:
+                    log.exception("echo failed")
+            for listener in list(self.listeners):
+                try:
+                    listener(result)
+                except Exception:
+                    log.exception("listener %r failed on scan %s", listener, uid)
+        finally:
+            with self._cond:
+                self._pending -= 1
+                self._futures.pop(uid, None)
+                self._cond.notify_all()
+
+    # ---------------------------------------------------------------- inspection
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every submitted job has finished (results recorded, feedback given).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds; ``None`` waits for ever.
+
+        Returns
+        -------
+        bool
+            True when nothing is pending any more, False on timeout.
+        """
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, got {timeout}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet finished."""
+        with self._cond:
+            return self._pending
+
+    @property
+    def results(self) -> list[ScanResult]:
+        """Finished results, oldest first."""
+        with self._cond:
+            return list(self._results.values())
+
+    def result(self, raw_uid: str) -> ScanResult:
+        """The finished result of one scan (``KeyError`` if none yet)."""
+        with self._cond:
+            return self._results[raw_uid]
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(result)`` for every finished scan (from a worker thread)."""
+        if not callable(listener):
+            raise ValueError("listener must be callable")
+        self.listeners.append(listener)
+
+    def close(self, wait: bool = True, *, cancel: bool = False) -> None:
+        """Shut the workers down (the callback's own pool only).
+
+        Parameters
+        ----------
+        wait : bool
+            Block until the running (and, unless ``cancel``, the queued) jobs are done.
+        cancel : bool
+            Drop the queued jobs (they end as ``failed``, "cancelled").
+        """
+        if self._own_executor:
+            self.executor.shutdown(wait=wait, cancel=cancel)
+
+    def __repr__(self) -> str:
+        return (f"<BCDICallback {len(self._results)} results, {self.pending} pending, "
+                f"stream {self.stream_name!r}>")

@@ -1,0 +1,8 @@
+# Part 4: plans. `RE(rc())` measures a rocking curve of the crystal in the beam; the result
+# appears in Tiled at processed/<uid> a few seconds after the scan (bcdi_callback.results).
+from bcdi_stream.beamline import rocking_curve
+
+
+def rc(num=None, **md):
+    """Rocking curve on the simulated beamline (frames: det_image, motor: eta)."""
+    return (yield from rocking_curve(det, eta, num=num, md=md))  # noqa: F821

@@ -1,0 +1,366 @@
+"""BCDICallback end to end with real components: RunEngine + ophyd devices + TiledWriter + an
+embedded Tiled server. Happy path, stop/event overhead, back-to-back scans, and every failure
+path (NaN frames, empty frames, no detector stream, aborted/failed scans, Tiled refusing the
+write) followed by a scan that is still processed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import bluesky.plan_stubs as bps
+import bluesky.plans as bp
+import bluesky.preprocessors as bpp
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from bluesky.utils import RunEngineInterrupted
+from bluesky_tiled_plugins import TiledWriter
+from conftest_live import one_torch_thread, shared_server, tiny_settings, toy_source
+from ophyd import Component as Cpt
+from ophyd.sim import det as scalar_det
+from tiled.client import from_uri
+from tiled.queries import Key
+
+from bcdi_stream.beamline import ImageSignal, SimBCDIDetector, make_beamline
+from bcdi_stream.tiled_io import RESULT_ARRAYS, read_result
+from callbacks import BCDICallback, LiveStrainFigure, ScanResult
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def client():
+    return from_uri(shared_server().uri)
+
+
+@pytest.fixture()
+def rig(client):
+    """RunEngine -> TiledWriter -> BCDICallback, and a small simulated beamline."""
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None)
+    RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(64, 80), seed=1)
+    yield RE, cb, bl
+    cb.close()
+
+
+def _fresh():
+    return from_uri(shared_server().uri)
+
+
+def _scan(RE, bl, seed: int = 0) -> str:
+    bl.load(toy_source(32, seed=seed))
+    (uid,) = RE(bl.rocking_curve())
+    return uid
+
+
+def test_rocking_curve_reconstructed_into_tiled(rig) -> None:
+    RE, cb, bl = rig
+    uid = _scan(RE, bl)
+    assert cb.wait(120)
+    res = cb.result(uid)
+    assert isinstance(res, ScanResult)
+    assert res.status == "ok", res.error
+    assert res.path == f"processed/{uid}"
+    assert set(res.timings) >= {"read", "preprocess", "predict", "refine", "write", "latency"}
+    assert 0 < res.timings["latency"] < 120
+    assert res.summary["quality_flag"] in ("good", "poor")
+    assert "strain" in res.line() and "latency" in res.line()
+    assert res.arrays is not None and res.figure is not None
+    # the contract, from a fresh client
+    back = read_result(_fresh(), uid)
+    md = back["metadata"]
+    assert back["specs"] == ["BCDIReconstruction"]
+    assert md["status"] == "ok" and md["raw_uid"] == uid and md["method"] == "conventional"
+    assert md["model"] == {"name": None, "hash": None}
+    assert set(md["timings"]) >= {"read", "preprocess", "predict", "refine", "write"}
+    assert md["software"].startswith("bcdi-stream")
+    assert len(md["voxel_size_m"]) == 3 and all(v > 0 for v in md["voxel_size_m"])
+    assert md["quality"]["llk"] > 0 and "flag" in md["quality"]
+    assert md["geometry"]["energy_kev"] == 9.0
+    for key in RESULT_ARRAYS:
+        assert back["arrays"][key].shape == (32, 32, 32)
+    assert back["figures"] == ["slices"]
+    # RunEngine never held up: the stop call only enqueues
+    assert max(cb.stop_overheads) < 0.05
+
+
+def test_live_reconstruction_recovers_the_simulated_crystal(client) -> None:
+    """The whole live path is right, not just alive: a weakly strained simulated crystal, seen
+    through the simulated detector (noise, hot pixels, offset peak), TiledWriter and Tiled, comes
+    back from the callback with its true phase (after twin/shift/ramp alignment)."""
+    import torch
+
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.beamline import crystal_source
+    from bcdi_stream.simulation import simulate_crystal
+    from callbacks import JobSettings
+
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    cb = BCDICallback(client, settings=JobSettings(shape=(32, 32, 32), method="conventional",
+                                                   device="cpu"), echo=None)
+    RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(128, 160), seed=1)
+    bl.load(crystal_source(3, n=32, strain="weak"))
+    (uid,) = RE(bl.rocking_curve())
+    assert cb.wait(120)
+    res = cb.result(uid)
+    cb.close()
+    assert res.status == "ok", res.error
+    a = res.arrays
+    obj = (a["amplitude"] * np.exp(1j * np.nan_to_num(a["phase"]))).astype(np.complex64)
+    truth = simulate_crystal(3, n=32, strain="weak", device="cpu", poisson=False, gaps=())
+    m = compare(torch.as_tensor(obj), truth.obj, truth.support,
+                recon_support=torch.as_tensor(a["support"].astype(bool)))
+    assert m.phase_rmse < 0.15 and m.support_iou > 0.6, m
+
+
+def test_nothing_measurable_per_event(client) -> None:
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None)
+    try:
+        cb("start", {"uid": "u1", "time": 0.0, "bcdi": {"energy_kev": 9.0}})
+        cb("descriptor", {"uid": "d1", "run_start": "u1", "name": "primary", "time": 0.0,
+                          "data_keys": {"img": {"shape": [128, 128], "dtype": "array",
+                                                "source": "x"}}})
+        frame = np.zeros((128, 128), np.uint32)
+        docs = [{"uid": f"e{i}", "descriptor": "d1", "seq_num": i + 1, "time": 0.0,
+                 "data": {"img": frame}, "timestamps": {"img": 0.0}} for i in range(200)]
+        t0 = time.perf_counter()
+        for doc in docs:
+            cb("event", doc)
+        per_event = (time.perf_counter() - t0) / len(docs)
+        assert per_event < 1e-4, f"{per_event * 1e6:.1f} µs per event"
+    finally:
+        cb.close()
+
+
+def test_back_to_back_scans_all_get_results(rig) -> None:
+    RE, cb, bl = rig
+    uids = [_scan(RE, bl, seed=s) for s in range(10)]
+    assert cb.wait(240)
+    assert [cb.result(u).status for u in uids] == ["ok"] * 10
+    assert max(cb.stop_overheads) < 0.05
+    fresh = _fresh()
+    ok = set(fresh["processed"].search(Key("status") == "ok"))
+    assert set(uids) <= ok
+    # only the last keep_arrays results keep their arrays in memory
+    assert sum(cb.result(u).arrays is not None for u in uids) == cb.keep_arrays
+
+
+class _NaNDetector(SimBCDIDetector):
+    """A float detector whose frames hold NaN (a broken correction upstream)."""
+
+    def render(self, angle_deg: float) -> np.ndarray:
+        frame = super().render(angle_deg).astype(np.float32)
+        frame[3, 5] = np.nan
+        return frame
+
+
+def _failed_then_recovered(RE, cb, bl, uid: str, expect: str) -> None:
+    ok_uid = _scan(RE, bl, seed=7)
+    assert cb.wait(120)
+    res = cb.result(uid)
+    assert res.status == "failed" and expect in res.error, res.error
+    md = read_result(_fresh(), uid, arrays=False)["metadata"]
+    assert md["status"] == "failed" and expect in md["error"]
+    assert cb.result(ok_uid).status == "ok"
+
+
+def test_nan_frames_give_a_failure_record(rig) -> None:
+    RE, cb, bl = rig
+    nan_det = _NaNDetector(bl.motor, name="nandet", shape=(64, 80), seed=2)
+    nan_det.load(toy_source(32))
+    (uid,) = RE(_rc(nan_det, bl))
+    _failed_then_recovered(RE, cb, bl, uid, "NaN")
+
+
+def _rc(detector, bl):
+    from bcdi_stream.beamline import rocking_curve
+
+    return rocking_curve(detector, bl.motor)
+
+
+def test_empty_frames_give_a_failure_record(rig) -> None:
+    RE, cb, bl = rig
+    dark = SimBCDIDetector(bl.motor, name="dark", shape=(64, 80), n_hot_pixels=0,
+                           background=0.0)
+    (uid,) = RE(_rc(dark, bl))
+    _failed_then_recovered(RE, cb, bl, uid, "no counts")
+
+
+def test_run_without_detector_stream_is_skipped(rig) -> None:
+    RE, cb, bl = rig
+    md = {"bcdi": bl.geometry.to_dict()}
+    (no_stream,) = RE(bpp.run_wrapper(bps.null(), md=md))
+    (no_image,) = RE(bp.count([scalar_det], num=3, md=md))
+    ok_uid = _scan(RE, bl, seed=3)
+    assert cb.wait(120)
+    assert cb.result(no_stream).status == "skipped"
+    assert "no 'primary' stream" in cb.result(no_stream).error
+    assert "no 2D detector image" in cb.result(no_image).error
+    for uid in (no_stream, no_image):
+        md_back = read_result(_fresh(), uid, arrays=False)["metadata"]
+        assert md_back["status"] == "failed" and md_back["skipped"] is True
+    assert cb.result(ok_uid).status == "ok"
+
+
+def test_aborted_and_failed_scans_are_skipped(rig) -> None:
+    RE, cb, bl = rig
+    bl.load(toy_source(32, seed=4))
+
+    def paused_scan():
+        def per_step(detectors, step, pos_cache):
+            yield from bps.one_nd_step(detectors, step, pos_cache)
+            if next(iter(step.values())) > bl.detector.rocking_center_deg:
+                yield from bps.checkpoint()
+                yield from bps.pause()
+
+        return (yield from bp.scan([bl.detector], bl.motor, bl.detector.rocking_center_deg,
+                                   bl.detector.rocking_center_deg + 0.1, 8, per_step=per_step,
+                                   md={"bcdi": bl.geometry.to_dict()}))
+
+    with pytest.raises(RunEngineInterrupted):
+        RE(paused_scan())
+    assert RE.state == "paused"
+    RE.abort(reason="sample moved")
+
+    def failing_scan():
+        yield from bps.open_run(md={"bcdi": bl.geometry.to_dict()})
+        yield from bps.trigger_and_read([bl.detector, bl.motor])
+        raise RuntimeError("shutter closed")
+
+    with pytest.raises(RuntimeError, match="shutter"):
+        RE(failing_scan())
+    ok_uid = _scan(RE, bl, seed=5)
+    assert cb.wait(120)
+    skipped = [r for r in cb.results if r.status == "skipped"]
+    assert len(skipped) == 2
+    assert any(r.error.startswith("scan abort") for r in skipped)
+    assert any(r.error == "scan fail (shutter closed)" for r in skipped)
+    for r in skipped:
+        assert read_result(_fresh(), r.raw_uid, arrays=False)["metadata"]["skipped"] is True
+    assert cb.result(ok_uid).status == "ok"
+
+
+def test_tiled_refusing_the_write_is_logged_and_next_scan_processed(rig, client, caplog
+                                                                     ) -> None:
+    RE, cb, bl = rig
+    from bcdi_stream.tiled_io import processed_container
+
+    squatted: list[str] = []
+
+    def squatter(name, doc):
+        # a foreign node takes processed/<uid> as the scan starts: Tiled answers 409
+        if name == "start" and not squatted:
+            processed_container(client).write_array(np.zeros(2), key=doc["uid"])
+            squatted.append(doc["uid"])
+
+    token = RE.subscribe(squatter)
+    uid = _scan(RE, bl, seed=6)
+    RE.unsubscribe(token)
+    ok_uid = _scan(RE, bl, seed=8)
+    with caplog.at_level("WARNING", logger="bcdi_stream.live"):
+        assert cb.wait(120)
+    res = cb.result(uid)
+    assert res.status == "failed" and res.path is None
+    assert "409" in res.error and "failure record not written" in res.error
+    assert any(uid[:8] in rec.getMessage() for rec in caplog.records)
+    assert cb.result(ok_uid).status == "ok"
+
+
+def test_callback_never_raises_into_the_run_engine(client) -> None:
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None)
+    cb.close()  # a dead executor: submit() raises inside stop()
+    RE = RunEngine({})
+    RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(64, 80))
+    bl.load(toy_source(32))
+    (uid,) = RE(bl.rocking_curve(num=4))
+    assert uid
+    cb("stop", {"run_start": "unknown", "uid": "s", "time": 0.0})
+    cb("descriptor", {"no": "keys"})
+
+
+def test_two_image_fields_need_configuration(client) -> None:
+    class TwoCams(SimBCDIDetector):
+        image2 = Cpt(ImageSignal, value=np.zeros((8, 8), np.uint32), kind="normal")
+
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    bl = make_beamline(detector_shape=(64, 80))
+    cams = TwoCams(bl.motor, name="cams", shape=(64, 80))
+    cams.load(toy_source(32))
+    auto = BCDICallback(client, settings=tiny_settings(32, processed_key="processed_auto"),
+                        echo=None)
+    chosen = BCDICallback(client, image_field="cams_image",
+                          settings=tiny_settings(32, processed_key="processed_chosen"),
+                          echo=None)
+    RE.subscribe(auto)
+    RE.subscribe(chosen)
+    (uid,) = RE(_rc_md(cams, bl))
+    assert auto.wait(120) and chosen.wait(120)
+    assert "several 2D detector images" in auto.result(uid).error
+    assert chosen.result(uid).status == "ok"
+    auto.close()
+    chosen.close()
+
+
+def _rc_md(detector, bl):
+    from bcdi_stream.beamline import rocking_curve
+
+    return rocking_curve(detector, bl.motor, md={"bcdi": bl.geometry.to_dict()})
+
+
+def test_live_figure_and_analysis_run(client, tmp_path) -> None:
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    fig = LiveStrainFigure(save_dir=tmp_path, interactive=False)
+    lines: list[str] = []
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=lines.append,
+                      listeners=[fig], publish_analysis=True)
+    RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(64, 80), seed=3)
+    uid = _scan(RE, bl, seed=9)
+    assert cb.wait(120)
+    assert (tmp_path / f"{uid}.png").stat().st_size > 1000
+    assert fig.drawn == [uid]
+    assert len(lines) == 1 and uid[:8] in lines[0]
+    analysis = list(_fresh().search(Key("start.raw_uid") == uid))
+    assert len(analysis) == 1
+    assert cb.result(uid).summary["analysis_uid"] == analysis[0]
+    cb.close()
+
+
+def test_wait_reports_timeout_and_validates(rig) -> None:
+    RE, cb, bl = rig
+    _scan(RE, bl, seed=11)
+    assert cb.wait(0) is False or cb.pending == 0
+    assert cb.wait(120)
+    with pytest.raises(ValueError, match="timeout"):
+        cb.wait(-1)
+
+
+def test_any_executor_with_submit(client) -> None:
+    """A plain concurrent.futures executor works too (no per-worker state)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    cb = BCDICallback(client, settings=tiny_settings(32), executor=pool, echo=None)
+    RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(64, 80), seed=4)
+    uid = _scan(RE, bl, seed=12)
+    assert cb.wait(120)
+    assert cb.result(uid).status == "ok"
+    cb.close()  # does not shut down a pool it does not own
+    assert pool.submit(lambda: 1).result() == 1
+    pool.shutdown()

@@ -1,0 +1,195 @@
+"""Tiled adapters against a real embedded Tiled server: the processed/<uid> contract, figures
+exportable as PNG, failure records, refusals, and reading frames with retries."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from conftest_live import API_KEY, one_torch_thread, shared_server
+from tiled.client import from_uri
+from tiled.queries import Key
+
+from bcdi_stream.errors import InputError
+from bcdi_stream.tiled_io import (
+    RESULT_ARRAYS,
+    RESULT_SPEC,
+    TiledRefused,
+    find_image_field,
+    jsonable,
+    read_result,
+    read_scan,
+    render_slices,
+    write_failure,
+    write_result,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def client():
+    return from_uri(shared_server().uri)
+
+
+def _arrays(n: int = 16) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    sup = np.zeros((n, n, n), np.uint8)
+    sup[4:12, 4:12, 4:12] = 1
+    amp = rng.random((n, n, n)).astype(np.float32) * sup
+    nan = np.where(sup > 0, 0.0, np.nan).astype(np.float32)
+    return {"amplitude": amp, "phase": nan + 0.1, "support": sup,
+            "displacement": nan + 1e-11, "strain": nan + 1e-4}
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"det_image": {"shape": [128, 128]}, "eta": {"shape": []}}, "det_image"),
+        ({"cam": {"shape": [1, 64, 80]}, "eta": {"shape": []}}, "cam"),
+        ({"spectrum": {"shape": [100]}, "img": {"shape": [10, 12]}}, "img"),
+    ],
+)
+def test_find_image_field(keys: dict, expected: str) -> None:
+    assert find_image_field(keys) == expected
+
+
+@pytest.mark.parametrize(
+    ("keys", "match"),
+    [
+        ({"eta": {"shape": []}}, "no 2D detector image"),
+        ({"a": {"shape": [8, 8]}, "b": {"shape": [8, 8]}}, "several"),
+    ],
+)
+def test_find_image_field_errors(keys: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        find_image_field(keys)
+
+
+def test_jsonable_cleans_numpy_and_nan() -> None:
+    out = jsonable({"a": np.float32(1.5), "b": float("nan"), "c": (1, np.int64(2)),
+                    "d": np.arange(2)})
+    assert out == {"a": 1.5, "b": None, "c": [1, 2], "d": [0, 1]}
+
+
+def test_result_contract_and_png(client) -> None:
+    uid = "contract-test-uid"
+    fig = render_slices(*(_arrays()[k] for k in ("amplitude", "phase", "strain", "support")),
+                        voxel_size=(1e-8, 1e-8, 1e-8), title="test")
+    assert fig.dtype == np.uint8 and fig.ndim == 3 and fig.shape[2] == 3
+    md = {"method": "conventional", "timings": {"read": 0.1}, "quality": {"llk": 1.1},
+          "voxel_size_m": [1e-8] * 3, "software": "bcdi-stream test"}
+    node = write_result(client, uid, _arrays(), md, figures={"slices": fig},
+                        finalize=lambda w: {"timings": {"read": 0.1, "write": w}})
+    fresh = from_uri(shared_server().uri)
+    back = read_result(fresh, uid)
+    meta = back["metadata"]
+    assert back["specs"] == [RESULT_SPEC]
+    assert meta["status"] == "ok" and meta["raw_uid"] == uid
+    assert meta["timings"]["write"] > 0 and meta["timings"]["read"] == 0.1
+    for key in RESULT_ARRAYS:
+        arr = back["arrays"][key]
+        assert arr.shape == (16, 16, 16)
+        assert arr.dtype == (np.uint8 if key == "support" else np.float32)
+        assert list(fresh["processed"][uid][key].dims) == ["z", "y", "x"]
+    assert back["figures"] == ["slices"]
+    assert uid in fresh["processed"].search(Key("status") == "ok")
+    # a person opens the figure as PNG from the server
+    base = shared_server().uri.split("/api/v1")[0]
+    r = httpx.get(f"{base}/api/v1/array/full/processed/{uid}/figures/slices",
+                  params={"format": "image/png", "api_key": shared_server().api_key})
+    assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    png = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert png.shape[:2] == fig.shape[:2]
+    assert np.abs(png[..., :3].astype(int) - fig.astype(int)).mean() < 3  # identity scaling
+    # writing again replaces the previous result
+    write_failure(client, uid, "second try failed", {"method": "conventional"})
+    meta2 = read_result(from_uri(shared_server().uri), uid)["metadata"]
+    assert meta2["status"] == "failed" and meta2["error"] == "second try failed"
+    assert node is not None
+
+
+def test_write_refused_on_a_foreign_node(client) -> None:
+    uid = "foreign-node-uid"
+    from bcdi_stream.tiled_io import processed_container
+
+    processed_container(client).write_array(np.zeros(3), key=uid)
+    with pytest.raises(TiledRefused, match="409"):
+        write_result(client, uid, _arrays(), {"method": "conventional"})
+    with pytest.raises(TiledRefused):
+        write_failure(client, uid, "nope")
+
+
+def test_write_result_validates_arrays(client) -> None:
+    a = _arrays()
+    del a["strain"]
+    with pytest.raises(ValueError, match="strain"):
+        write_result(client, "x", a, {})
+
+
+def test_read_scan_gives_up_with_a_reason(client) -> None:
+    with pytest.raises(TimeoutError, match="not readable"):
+        read_scan(client, "no-such-run", timeout=0.3, poll=0.1)
+    with pytest.raises(ValueError, match="uid"):
+        read_scan(client, "")
+
+
+def test_read_only_client_is_refused(tmp_path) -> None:
+    """An in-process Tiled app that allows anonymous reads: writes are refused (401)."""
+    from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.client import Context, from_context
+    from tiled.config import Authentication
+    from tiled.server.app import build_app
+
+    d = tmp_path
+    catalog = catalog_from_uri(d / "c.db", writable_storage=[d / "data"], init_if_not_exists=True)
+    from tiled.server.settings import get_settings
+
+    shared_server()  # same process-wide auth settings: same key (see conftest_live.API_KEY)
+    app = build_app(catalog, authentication=Authentication(single_user_api_key=API_KEY,
+                                                           allow_anonymous_access=True))
+    try:
+        with Context.from_app(app, api_key=None) as ctx:
+            anon = from_context(ctx)
+            with pytest.raises(TiledRefused, match=r"401|403"):
+                write_result(anon, "ro-uid", _arrays(), {})
+    finally:
+        get_settings().allow_anonymous_access = False
+
+
+def test_read_scan_retries_until_the_run_is_written(client) -> None:
+    """The writer is behind: the run appears in Tiled only after the first attempts."""
+    import threading
+    import time
+
+    uid = "late-run-uid"
+    frames = np.random.default_rng(1).poisson(5, (6, 16, 20)).astype(np.uint32)
+    geometry = {"energy_kev": 9.0, "detector_distance": 1.0, "pixel_size": 55e-6,
+                "angular_step_deg": 0.005}
+
+    def late_writer() -> None:
+        time.sleep(0.6)
+        run = client.create_container(uid, metadata={"start": {"uid": uid, "bcdi": geometry},
+                                                      "stop": {"exit_status": "success"}})
+        stream = run.create_container("primary", metadata={
+            "data_keys": {"cam": {"shape": [16, 20], "dtype": "array"},
+                          "eta": {"shape": [], "dtype": "number"}}})
+        stream.write_array(frames, key="cam")
+
+    thread = threading.Thread(target=late_writer)
+    thread.start()
+    try:
+        raw = read_scan(client, uid, timeout=20, poll=0.1)
+    finally:
+        thread.join()
+    assert raw.attempts > 1 and raw.field == "cam"
+    np.testing.assert_array_equal(raw.frames, frames)
+    assert raw.geometry is not None and raw.geometry.energy_kev == 9.0
