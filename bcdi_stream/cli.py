@@ -90,6 +90,91 @@ def _apply_threads(threads: int) -> None:
 
 
 @app.command()
+def demo(
+    scans: Annotated[int, typer.Option(help="Rocking curves to measure (different crystals).")
+                     ] = 3,
+    serve: Annotated[
+        bool, typer.Option(help="Keep the embedded Tiled server up after the scans, until Ctrl-C.")
+    ] = False,
+    tiled_uri: Annotated[
+        str | None,
+        typer.Option(help="Use this Tiled server (http://host:port/api/v1) instead of an "
+                     "embedded one."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TILED_API_KEY", show_envvar=True,
+                     help="API key of --tiled-uri (with the embedded server: the key it accepts)."),
+    ] = None,
+    size: Annotated[int, typer.Option(help="Crystal grid N (N³ voxels, N rocking frames).")] = 64,
+    strains: Annotated[
+        str, typer.Option(help="Strain classes cycled over the scans, comma-separated "
+                          "(weak, medium, strong, any).")
+    ] = "weak,medium,weak",
+    seed: Annotated[int, typer.Option(help="Seed of the first crystal (scan k: seed + k).")] = 0,
+    exposure: Annotated[
+        float, typer.Option(help="Simulated exposure per frame in seconds.")
+    ] = 0.05,
+    directory: Annotated[
+        Path | None,
+        typer.Option(help="Keep the embedded server's data here (default: a temporary "
+                     "directory)."),
+    ] = None,
+    figures: Annotated[
+        Path | None, typer.Option(help="Also save each scan's live figure here (<uid>.png).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for all reconstructions.")
+    ] = 900.0,
+    threads: Annotated[int, typer.Option(help="CPU threads (0: default).")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the per-scan results as JSON (progress on "
+                           "stderr).")
+    ] = False,
+) -> None:
+    """The main job: live BCDI reconstruction of simulated rocking curves through Tiled.
+
+    Starts an embedded Tiled server (or uses --tiled-uri), measures rocking curves of different
+    simulated strained crystals on a simulated beamline (RunEngine + TiledWriter), reconstructs
+    each one live with the Bluesky callback, writes the results to Tiled (processed/<uid>),
+    prints per-scan latency and how to browse the results, then exits (--serve: keeps Tiled
+    up until Ctrl-C).
+    """
+    from bcdi_stream.demo import run_demo
+
+    strain_list = [s.strip() for s in strains.split(",") if s.strip()]
+    for name, value, lo in (("--scans", scans, 1), ("--size", size, 8), ("--threads", threads, 0)):
+        if value < lo:
+            _fail(f"{name} must be >= {lo}, got {value}")
+    if not exposure >= 0:
+        _fail(f"--exposure must be >= 0, got {exposure}")
+    if not timeout > 0:
+        _fail(f"--timeout must be > 0, got {timeout}")
+    if serve and tiled_uri is not None:
+        _fail("--serve keeps the embedded server up; it does not apply to --tiled-uri")
+    if directory is not None and tiled_uri is not None:
+        _fail("--directory is for the embedded server; it does not apply to --tiled-uri")
+    _apply_threads(threads)
+
+    def echo(line: str) -> None:
+        typer.echo(line, err=as_json)
+
+    try:
+        rows = run_demo(
+            n_scans=scans, serve=serve, tiled_uri=tiled_uri, api_key=api_key or None,
+            echo=echo, size=size, strains=strain_list, seed=seed, exposure_s=exposure,
+            directory=directory, timeout=timeout, live_figure_dir=figures,
+        )
+    except ValueError as exc:  # InputError included: bad option, unusable Tiled server
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+    n_ok = sum(1 for r in rows if r.get("status") == "ok" and r.get("readback"))
+    if n_ok < len(rows):
+        _fail(f"only {n_ok} of {len(rows)} scans were reconstructed and read back", code=1)
+
+
+@app.command()
 def simulate(
     out: Annotated[Path, typer.Argument(help="Output CXI file (the simulated measurement).")],
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same crystal).")] = 0,

@@ -1,0 +1,299 @@
+"""``bcdi-stream demo``: a simulated beamline, a Tiled server and live reconstructions.
+
+:func:`run_demo` starts an embedded Tiled server (``SimpleTiledServer``) unless given one, builds
+a RunEngine with ``TiledWriter`` and the live :class:`callbacks.BCDICallback`, measures several
+rocking curves of different simulated strained crystals on the simulated beamline, waits for
+their reconstructions, checks each one from a *fresh* Tiled client, prints per-scan latency and
+how to browse the results, and exits (or keeps serving with ``serve=True``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["run_demo"]
+
+_STAGES = ("read", "preprocess", "predict", "refine", "write")
+_STRAINS = ("weak", "medium", "strong", "any")
+
+
+def _base_url(uri: str) -> str:
+    base = uri.split("?", 1)[0].rstrip("/")
+    return base[: -len("/api/v1")] if base.endswith("/api/v1") else base
+
+
+def run_demo(
+    n_scans: int = 3,
+    serve: bool = False,
+    tiled_uri: str | None = None,
+    api_key: str | None = None,
+    echo: Callable[[str], Any] = print,
+    *,
+    size: int = 64,
+    detector_shape: Sequence[int] | None = None,
+    strains: Sequence[str] = ("weak", "medium", "weak"),
+    seed: int = 0,
+    exposure_s: float = 0.05,
+    settings: Any | None = None,
+    directory: str | Path | None = None,
+    timeout: float = 900.0,
+    publish_analysis: bool = True,
+    live_figure_dir: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Run the live BCDI demo.
+
+    Parameters
+    ----------
+    n_scans : int
+        Rocking curves to measure (different crystals), >= 1.
+    serve : bool
+        Keep the embedded Tiled server up after the scans, until Ctrl-C.
+    tiled_uri : str, optional
+        Use this Tiled server (``http://host:port/api/v1``) instead of an embedded one.
+    api_key : str, optional
+        API key for ``tiled_uri`` (default ``TILED_API_KEY`` from the environment); with the
+        embedded server, the key it accepts (default a random one). Tiled 0.2.20 shares server
+        auth settings process-wide: embedded servers in one process must use one key.
+    echo : callable(str)
+        Where the progress lines go.
+    size : int
+        Crystal grid (``size``³) and number of rocking frames.
+    detector_shape : (int, int), optional
+        Detector size in pixels, larger than ``size`` (default 128×160 up to ``size`` 64,
+        ``2·size × (2·size + 32)`` beyond).
+    strains : sequence of str
+        Strain classes cycled over the scans (``weak``, ``medium``, ``strong``).
+    seed : int
+        Seed of the first crystal (scan ``k`` uses ``seed + k``) and of the detector.
+    exposure_s : float
+        Simulated exposure per frame in seconds (0.05: a 64-frame scan takes ~3 s, about one
+        reconstruction, so results keep pace with the scans).
+    settings : JobSettings, optional
+        Live job settings (default: crop to ``size``³, the live phasing preset).
+    directory : str or Path, optional
+        Keep the embedded server's data there (default a temporary directory).
+    timeout : float
+        Seconds to wait for all reconstructions.
+    publish_analysis : bool
+        Also publish each result as a Bluesky analysis run linked to the raw uid.
+    live_figure_dir : str or Path, optional
+        Save the live figure of each scan there (headless :class:`LiveStrainFigure`).
+
+    Returns
+    -------
+    list of dict
+        One summary per scan: ``uid``, ``sample``, ``status``, ``latency``, ``timings``,
+        ``strain_rms``, ``quality_flag``, ``path``, ``readback`` (checked from a fresh client).
+    """
+    if int(n_scans) != n_scans or n_scans < 1:
+        raise ValueError(f"n_scans must be an integer >= 1, got {n_scans}")
+    if size < 8:
+        raise ValueError(f"size must be >= 8, got {size}")
+    if not strains:
+        raise ValueError("strains must name at least one strain class")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0, got {timeout}")
+    if serve and tiled_uri is not None:
+        raise ValueError("serve applies to the embedded server only; drop tiled_uri or serve")
+    if not exposure_s >= 0:
+        raise ValueError(f"exposure_s must be >= 0, got {exposure_s}")
+    bad = [s for s in strains if s not in _STRAINS]
+    if bad:
+        raise ValueError(f"strains must be among {', '.join(_STRAINS)}, got {', '.join(bad)}")
+    if detector_shape is None:
+        detector_shape = (max(128, 2 * size), max(160, 2 * size + 32))
+    if len(detector_shape) != 2 or min(detector_shape) < size:
+        raise ValueError(
+            f"detector_shape must be (rows, cols) of at least size={size} pixels, "
+            f"got {tuple(detector_shape)}"
+        )
+    if tiled_uri is not None and not tiled_uri.startswith(("http://", "https://")):
+        raise ValueError(f"tiled_uri must be an http(s) URL, got {tiled_uri!r}")
+
+    from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
+    from bluesky_tiled_plugins import TiledWriter
+    from tiled.client import from_uri
+
+    from bcdi_stream.beamline import crystal_source, make_beamline
+    from bcdi_stream.errors import InputError
+    from bcdi_stream.tiled_io import RESULT_ARRAYS, JobSettings
+    from callbacks import BCDICallback, LiveStrainFigure
+
+    server = None
+    bcdi_callback = None
+    t_setup = time.perf_counter()
+    try:
+        if tiled_uri is None:
+            from tiled.server import SimpleTiledServer
+
+            echo("starting an embedded Tiled server ...")
+            server = SimpleTiledServer(directory=directory, api_key=api_key)
+            uri = server.uri
+            client = from_uri(uri)
+        else:
+            uri = tiled_uri
+            _probe(tiled_uri)
+            try:
+                client = from_uri(tiled_uri, api_key=api_key)
+            except Exception as exc:  # unreachable, refused key, not a Tiled server...
+                text = " ".join(str(exc).split())[:200]
+                raise InputError(
+                    f"cannot use the Tiled server at {_base_url(tiled_uri)}: "
+                    f"{type(exc).__name__}: {text}"
+                ) from None
+        echo(f"Tiled: {_base_url(uri)} (ready in {time.perf_counter() - t_setup:.1f} s)")
+
+        settings = settings or JobSettings(shape=(size, size, size))
+        RE = RunEngine({})
+        RE.subscribe(TiledWriter(client))
+        bcdi_callback = BCDICallback(client, settings=settings,
+                                     echo=lambda line: echo("  " + line),
+                                     publish_analysis=publish_analysis)
+        RE.subscribe(bcdi_callback)
+        if live_figure_dir is not None:
+            bcdi_callback.add_listener(LiveStrainFigure(save_dir=live_figure_dir,
+                                                        interactive=False))
+        beamline = make_beamline(detector_shape=detector_shape, seed=seed,
+                                 exposure_s=exposure_s)
+        echo(f"beamline: rocking motor '{beamline.motor.name}', detector "
+             f"'{beamline.detector.name}' {beamline.detector.frame_shape[0]}x"
+             f"{beamline.detector.frame_shape[1]} px, {size} frames per rocking curve; "
+             f"method {settings.method}")
+
+        scans: list[dict[str, Any]] = []
+        for k in range(int(n_scans)):
+            strain = strains[k % len(strains)]
+            source = crystal_source(seed + k, n=size, strain=strain)
+            beamline.load(source)
+            t0 = time.perf_counter()
+            try:
+                (uid,) = RE(beamline.rocking_curve(md={"purpose": "bcdi-stream demo"}))
+            except RunEngineInterrupted:  # Ctrl-C during a scan: abort it and stop
+                RE.abort(reason="interrupted by the user")
+                raise KeyboardInterrupt from None
+            echo(f"scan {k + 1}/{n_scans} {uid[:8]}: {source.name} ({strain} strain), "
+                 f"{size} frames in {time.perf_counter() - t0:.1f} s -> reconstruction queued")
+            scans.append({"uid": uid, "sample": source.name, "strain_class": strain})
+        echo(f"waiting for {bcdi_callback.pending} reconstruction(s) ...")
+        if not bcdi_callback.wait(timeout):
+            echo(f"timed out after {timeout:.0f} s with {bcdi_callback.pending} still running")
+
+        fresh = from_uri(uri) if tiled_uri is None else from_uri(tiled_uri, api_key=api_key)
+        rows = [_readback(bcdi_callback, fresh, scan, settings.processed_key,
+                          RESULT_ARRAYS) for scan in scans]
+        _table(echo, rows)
+        n_ok = sum(1 for r in rows if r.get("status") == "ok" and r.get("readback"))
+        echo(f"{n_ok}/{len(rows)} scans reconstructed and read back from a fresh Tiled client")
+        _browse_help(echo, uri, scans, settings.processed_key, server is not None)
+
+        if serve and server is not None:
+            echo("serving; press Ctrl-C to stop")
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                echo("stopping")
+        return rows
+    finally:
+        if bcdi_callback is not None:
+            bcdi_callback.close(wait=False, cancel=True)
+        if server is not None:
+            server.close()
+
+
+def _readback(bcdi_callback: Any, fresh: Any, scan: dict[str, Any], pkey: str,
+              result_arrays: Sequence[str]) -> dict[str, Any]:
+    """One scan's row: the callback's result, checked against what a fresh client reads."""
+    from bcdi_stream.tiled_io import read_result
+
+    uid = scan["uid"]
+    try:
+        res = bcdi_callback.result(uid)
+    except KeyError:
+        return {**scan, "status": "pending", "readback": False}
+    row = {**scan, **res.to_dict()}
+    row["latency"] = res.timings.get("latency")
+    row["strain_rms"] = res.summary.get("strain_rms")
+    row["quality_flag"] = res.quality_flag
+    try:
+        back = read_result(fresh, uid, processed_key=pkey)
+        status = back["metadata"].get("status")
+        row["readback_arrays"] = {k: list(v.shape) for k, v in back["arrays"].items()}
+        if res.status == "ok":
+            row["readback"] = status == "ok" and set(back["arrays"]) == set(result_arrays)
+        else:  # skipped or failed scans leave a failure record
+            row["readback"] = status == "failed"
+    except Exception as exc:
+        row["readback"] = False
+        row["readback_error"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+def _table(echo: Callable[[str], Any], rows: list[dict[str, Any]]) -> None:
+    echo("")
+    echo("per-scan latency, stop -> result in Tiled (seconds; 'wait' = Tiled writer flush "
+         "+ queue behind earlier scans):")
+    echo(f"  {'scan':8} {'sample':22} {'status':7} {'latency':>7} {'wait':>6}  "
+         + " ".join(f"{s:>10}" for s in _STAGES) + "   strain rms  quality  readback")
+    for r in rows:
+        t = r.get("timings") or {}
+        rms = r.get("strain_rms")
+        lat, tot = r.get("latency"), t.get("total")
+        wait = lat - tot if isinstance(lat, float) and isinstance(tot, float) else None
+        echo(f"  {r['uid'][:8]:8} {r['sample'][:22]:22} {r.get('status', '?'):7} "
+             f"{_f(lat):>7} {_f(wait):>6}  "
+             + " ".join(f"{_f(t.get(s)):>10}" for s in _STAGES)
+             + f"   {(f'{rms:.2e}' if isinstance(rms, float) else 'n/a'):>10}"
+             f"  {r.get('quality_flag', 'none'):7}  {'ok' if r.get('readback') else 'NO'}")
+
+
+def _probe(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, with one line, when nothing answers at ``uri`` (the Tiled client would retry
+    for up to 45 s and print "Retrying…")."""
+    import httpx
+
+    from bcdi_stream.errors import InputError
+
+    try:
+        httpx.get(f"{_base_url(uri)}/api/v1/", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise InputError(f"cannot use the Tiled server at {_base_url(uri)}: "
+                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _f(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, (int, float)) else "n/a"
+
+
+def _browse_help(echo: Callable[[str], Any], uri: str, scans: list[dict[str, Any]], pkey: str,
+                 embedded: bool) -> None:
+    base = _base_url(uri)
+    key = ""
+    if "api_key=" in uri:
+        key = uri.split("api_key=", 1)[1].split("&", 1)[0]
+    q = f"?api_key={key}" if key else ""
+    amp = "&" if q else "?"
+    echo("")
+    echo("browse the results:")
+    echo("  from tiled.client import from_uri")
+    if embedded:
+        echo(f"  c = from_uri({uri!r})")
+    else:
+        echo(f"  c = from_uri({base + '/api/v1'!r}, api_key=...)   "
+             "# or set TILED_API_KEY and omit api_key")
+    if scans:
+        uid = scans[-1]["uid"]
+        echo(f"  r = c[{pkey!r}][{uid!r}]            # metadata: r.metadata")
+        echo("  strain = r['strain'].read()   # also amplitude, phase, support, displacement")
+        echo("  r['figures']['slices'].export('slices.png')   # central slices as PNG")
+        echo(f"  c[{uid!r}]['primary']                # the raw frames")
+        echo(f"  web UI: {base}/{q}")
+        echo(f"  PNG:    {base}/api/v1/array/full/{quote(pkey)}/{uid}/figures/slices"
+             f"{q}{amp}format=image/png")
+    if embedded:
+        echo("  (the embedded server lives as long as this command; use --serve to keep it)")
