@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from bcdi_stream._train_command import train_command
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -49,6 +51,7 @@ class BenchmarkName(StrEnum):
     iteration = "iteration"
     conventional = "conventional"
     simulator = "simulator"
+    model = "model"
     all = "all"
 
 
@@ -235,9 +238,11 @@ def simulate(
 def reconstruct(
     inp: Annotated[Path, typer.Argument(metavar="IN", help="Input: .cxi/.h5, .npy or .npz.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output CXI reconstruction.")],
-    method: Annotated[MethodChoice, typer.Option(help="Reconstruction method.")] = (
-        MethodChoice.conventional
-    ),
+    method: Annotated[MethodChoice | None, typer.Option(
+        help="Reconstruction method (default: ai when model weights are available, else "
+        "conventional).", show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="Model weights for ai/auto (default: the shipped weights).")] = None,
     runs: Annotated[
         int | None, typer.Option(min=1, help="Independent runs (conventional).")
     ] = None,
@@ -268,6 +273,12 @@ def reconstruct(
                  {"runs": runs, "n_raar": n_raar, "n_hio": n_hio, "n_er": n_er}.items()
                  if v is not None}
     phasing = settings.phasing.model_copy(update=overrides)
+    if model is not None:
+        settings = settings.model_copy(
+            update={"ai": settings.ai.model_copy(update={"model": str(model)})})
+    from bcdi_stream.pipeline import default_method
+
+    method_name = method.value if method is not None else default_method(settings)
     out = out.expanduser()
     if out.suffix.lower() not in (".cxi", ".h5", ".hdf5"):
         _fail(f"--out must end in .cxi, .h5 or .hdf5, got {out.name}")
@@ -276,13 +287,13 @@ def reconstruct(
     try:
         data = load_intensity(inp)
         truth_data = _load_truth(truth) if truth is not None else None
-        with _progress_bar(f"{method.value} phasing", not as_json) as bar:
+        with _progress_bar(f"{method_name} phasing", not as_json) as bar:
             task = bar.add_task("phasing", total=None)
 
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            rec = run_reconstruct(data.intensity, data.mask, method=method.value,
+            rec = run_reconstruct(data.intensity, data.mask, method=method_name,
                                   settings=settings, phasing=phasing, device=device,
                                   seed=seed, progress=progress)
     except (InputError, ValueError) as exc:
@@ -310,7 +321,7 @@ def reconstruct(
         typer.echo(json.dumps(summary, default=str))
     else:
         q = rec.quality
-        line = (f"{method.value}: LLK {q['llk']:.3f}, χ² {q['chi2']:.3f}, "
+        line = (f"{rec.method}: LLK {q['llk']:.3f}, χ² {q['chi2']:.3f}, "
                 f"{rec.timings['total']:.1f} s on {rec.meta['device']} -> {out}")
         if "metrics" in summary:
             m = summary["metrics"]
@@ -377,20 +388,41 @@ def benchmark(
     quick: Annotated[bool, typer.Option(help="Smaller, faster settings (smoke run).")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ...")] = None,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: default).")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the results as JSON here (model: after every crystal; an interrupted run "
+        "with the same settings resumes from it).")] = None,
+    n: Annotated[int, typer.Option(
+        "--n", min=1, help="model: test crystals per strain class (weak, strong).")] = 25,
+    model: Annotated[Path | None, typer.Option(
+        help="model: weights to score (default: the shipped weights).")] = None,
 ) -> None:
-    """Measure speed: ER iteration vs FFT pair, conventional recipe per scan, simulator rate."""
+    """Measure speed and skill: ER iteration vs FFT pair, conventional recipe per scan,
+    simulator rate, and (``model``) AI+ER / AI / random-start ER / conventional on the fixed
+    test set of weak and strong crystals. ``all`` runs the speed benchmarks."""
     from bcdi_stream import benchmarking
 
     _apply_threads(threads)
     names = (["iteration", "simulator", "conventional"] if name == BenchmarkName.all
              else [name.value])
     results: dict[str, Any] = {"machine": benchmarking.machine_info(device)}
-    for n in names:
-        typer.echo(f"== {n} ==", err=True)
+    if name == BenchmarkName.model:
+        from bcdi_stream.benchmarking._model import bench_model, format_summary
+
         try:
-            results[n] = benchmarking.run(n, quick=quick, device=device,
-                                          echo=lambda s: typer.echo(s, err=True))
+            res = bench_model(n_per_class=n, quick=quick, device=device, model=model, out=out,
+                              machine=results["machine"],
+                              echo=lambda s: typer.echo(s, err=True))
+        except ValueError as exc:
+            _fail(exc)
+        typer.echo(format_summary(res["summary"]))
+        if out is not None:
+            typer.echo(f"wrote {out}", err=True)
+        return
+    for bench in names:
+        typer.echo(f"== {bench} ==", err=True)
+        try:
+            results[bench] = benchmarking.run(bench, quick=quick, device=device,
+                                              echo=lambda s: typer.echo(s, err=True))
         except ValueError as exc:
             _fail(exc)
     text = json.dumps(results, indent=2, default=str)
@@ -399,6 +431,9 @@ def benchmark(
         out.write_text(text + "\n")
         typer.echo(f"wrote {out}", err=True)
     typer.echo(text)
+
+
+app.command("train")(train_command)
 
 
 def _print_version(value: bool) -> None:

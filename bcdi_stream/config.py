@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["PhasingSettings", "Settings", "load_settings"]
+__all__ = ["AISettings", "PhasingSettings", "Settings", "load_settings"]
 
 
 class PhasingSettings(BaseModel):
@@ -45,6 +45,29 @@ class PhasingSettings(BaseModel):
     )
 
 
+class AISettings(BaseModel):
+    """The ``ai`` and ``auto`` methods: model prediction + short refinement, and the fallback."""
+
+    model: str = Field(
+        "", description="weights file (empty: the shipped weights, or BCDI_MODEL)"
+    )
+    n_raar: int = Field(100, ge=0, description="RAAR iterations after the prediction")
+    n_er: int = Field(100, ge=0, description="ER iterations after the RAAR ones")
+    shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
+    fallback_llk: float = Field(
+        1.5,
+        gt=0,
+        description="auto: run the conventional recipe (seeded by the AI result) when the AI+ER "
+        "Poisson LLK exceeds this (≈1 for a correct model)",
+    )
+    fallback_runs: int | None = Field(
+        None,
+        ge=1,
+        description="auto: runs of the fallback recipe, run 0 starting from the AI phase "
+        "(default: the phasing recipe's runs)",
+    )
+
+
 class Settings(BaseSettings):
     """bcdi-stream settings; environment variables ``BCDI_*`` override the file."""
 
@@ -56,6 +79,7 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
     seed: int = 0
     phasing: PhasingSettings = PhasingSettings()
+    ai: AISettings = AISettings()
 
     @classmethod
     def settings_customise_sources(

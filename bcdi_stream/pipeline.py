@@ -17,13 +17,13 @@ import torch
 from bcdi_stream import __version__
 from bcdi_stream.analysis import PostProcessed, postprocess
 from bcdi_stream.arrays import resolve_device
-from bcdi_stream.config import PhasingSettings, Settings
+from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
 from bcdi_stream.phasing import run_conventional
 from bcdi_stream.validation import validate_intensity
 
-__all__ = ["METHODS", "Reconstruction", "reconstruct"]
+__all__ = ["METHODS", "Reconstruction", "default_method", "model_available", "reconstruct"]
 
 Method = Literal["conventional", "ai", "auto"]
 
@@ -74,6 +74,49 @@ class Reconstruction:
         }
 
 
+def model_available(settings: Settings | None = None) -> bool:
+    """Whether the ``ai``/``auto`` methods have weights (``settings.ai.model`` or shipped)."""
+    from bcdi_stream.model import default_weights_path
+    from bcdi_stream.model import model_available as _exists
+
+    path = (settings.ai.model if settings is not None else "") or default_weights_path()
+    return _exists(path)
+
+
+def default_method(settings: Settings | None = None) -> str:
+    """``"ai"`` when model weights are available (shipped or configured), else conventional."""
+    return "ai" if model_available(settings) else "conventional"
+
+
+def _load(model: Any, ai: AISettings, dev: torch.device) -> Any:
+    from bcdi_stream.ai_phasing import cached_model
+    from bcdi_stream.model import LoadedModel
+
+    if isinstance(model, LoadedModel):
+        return model
+    try:
+        return cached_model(model or ai.model or None, dev)
+    except ValueError as exc:
+        raise InputError(f"the ai method needs model weights: {exc}") from None
+
+
+def _seeded_starts(data: torch.Tensor, bad: torch.Tensor | None, phase_q: torch.Tensor,
+                   runs: int, seed: int) -> torch.Tensor:
+    """Run 0 starts from the AI phase, run r from it plus Gaussian noise of 2r/(runs-1) rad."""
+    from bcdi_stream import physics
+
+    amp = data.clamp_min(0).sqrt()
+    if bad is not None:
+        amp = amp.masked_fill(bad, 0.0)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) + 7919)
+    starts = []
+    for r in range(runs):
+        sigma = 2.0 * r / max(1, runs - 1)
+        noise = torch.randn(phase_q.shape, generator=gen).to(phase_q.device) * sigma
+        starts.append(physics.ifft_centered(torch.polar(amp, phase_q + noise)))
+    return torch.stack(starts).to(torch.complex64)
+
+
 @contextmanager
 def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     t0 = time.perf_counter()
@@ -94,6 +137,7 @@ def reconstruct(
     device: str | torch.device | None = None,
     seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    model: Any = None,
 ) -> Reconstruction:
     """Reconstruct one BCDI scan.
 
@@ -105,8 +149,11 @@ def reconstruct(
     mask : array-like, optional
         Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free.
     method : {"conventional", "ai", "auto"}
-        ``conventional``: the PyNX-style multi-run recipe. ``ai`` and ``auto`` need the
-        phase-prediction model's weights.
+        ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
+        ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +
+        ``settings.ai.n_er`` ER iterations, one run). ``auto``: ``ai``, then,
+        when its Poisson LLK exceeds ``settings.ai.fallback_llk``, the conventional recipe
+        with its runs seeded by the AI phase (the better of the two by LLK is kept).
     settings : Settings, optional
         Global settings (device, seed, phasing recipe); defaults from the environment.
     phasing : PhasingSettings, optional
@@ -119,6 +166,8 @@ def reconstruct(
         Overrides ``settings.seed``.
     progress : callable(done, total), optional
         Progress callback of the phasing stage.
+    model : str, Path or LoadedModel, optional
+        Weights for ``ai``/``auto`` (default: ``settings.ai.model``, else the shipped weights).
 
     Returns
     -------
@@ -137,11 +186,8 @@ def reconstruct(
     phasing = phasing or settings.phasing
     dev = resolve_device(device if device is not None else settings.device)
     seed = settings.seed if seed is None else int(seed)
-    if method in ("ai", "auto"):
-        raise InputError(
-            f"method '{method}' needs the phase-prediction model, which has no shipped weights "
-            "yet; use --method conventional"
-        )
+    ai = settings.ai
+    loaded = _load(model, ai, dev) if method in ("ai", "auto") else None
 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -150,10 +196,33 @@ def reconstruct(
         data = data.to(dev)
         bad = bad.to(dev) if bad is not None else None
 
+    used = method
+    fallback: dict[str, Any] | None = None
     with _stage(timings, "phase"):
-        result = run_conventional(
-            data, bad, settings=phasing, seed=seed, device=dev, progress=progress
-        )
+        if loaded is None:
+            result = run_conventional(
+                data, bad, settings=phasing, seed=seed, device=dev, progress=progress
+            )
+        else:
+            from bcdi_stream.ai_phasing import phase_ai
+
+            result, start = phase_ai(data, bad, loaded=loaded, n_er=ai.n_er,
+                                     n_raar=ai.n_raar, shrinkwrap=ai.shrinkwrap,
+                                     settings=phasing, seed=seed, device=dev)
+            timings["predict"] = round(start.seconds, 4)
+            timings["refine"] = round(result.timings["total"], 4)
+            used = "ai"
+            if method == "auto" and not result.llk <= ai.fallback_llk:
+                runs = ai.fallback_runs or phasing.runs
+                conv = run_conventional(
+                    data, bad, settings=phasing.model_copy(update={"runs": runs}),
+                    seed=seed, device=dev, progress=progress,
+                    obj_init=_seeded_starts(data, bad, start.phase_q, runs, seed),
+                )
+                fallback = {"reason": f"AI+ER LLK {result.llk:.3g} > {ai.fallback_llk:g}",
+                            "ai_llk": float(result.llk), "conventional_llk": float(conv.llk)}
+                if conv.llk < result.llk:
+                    result, used = conv, "auto:conventional"
 
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
     g_norm = geometry.g_norm if geometry is not None else None
@@ -168,6 +237,8 @@ def reconstruct(
         "chi2": float(result.chi2),
         "llk_runs": [float(v) for v in result.llk_runs],
     }
+    if fallback is not None:
+        quality["fallback"] = fallback
     meta: dict[str, Any] = {
         "software": f"bcdi-stream {__version__}",
         "device": str(dev),
@@ -177,11 +248,14 @@ def reconstruct(
         "geometry": geometry.to_dict() if geometry is not None else None,
         "settings": phasing.model_dump(),
     }
+    if loaded is not None:
+        meta["model"] = loaded.identity()
+        meta["ai"] = ai.model_dump()
     return Reconstruction(
         obj=post.obj,
         support=post.support.to(torch.bool),
         post=post,
-        method=method,
+        method=used,
         quality=quality,
         timings=timings,
         meta=meta,

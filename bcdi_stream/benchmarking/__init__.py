@@ -14,7 +14,7 @@ from bcdi_stream.benchmarking._machine import machine_info
 __all__ = ["BENCHMARKS", "machine_info", "run"]
 
 #: Names accepted by :func:`run`.
-BENCHMARKS: tuple[str, ...] = ("iteration", "simulator", "conventional")
+BENCHMARKS: tuple[str, ...] = ("iteration", "simulator", "conventional", "model")
 
 
 def run(
@@ -28,7 +28,7 @@ def run(
 
     Parameters
     ----------
-    name : {"iteration", "simulator", "conventional"}
+    name : {"iteration", "simulator", "conventional", "model"}
         Which benchmark.
     quick : bool
         Smaller settings for a smoke run (figures not for the record).
@@ -50,4 +50,8 @@ def run(
         from bcdi_stream.benchmarking._conventional import bench_conventional
 
         return bench_conventional(quick=quick, device=device, echo=echo)
+    if name == "model":
+        from bcdi_stream.benchmarking._model import bench_model
+
+        return bench_model(quick=quick, device=device, echo=echo)
     raise ValueError(f"name must be one of {', '.join(BENCHMARKS)}, got {name!r}")

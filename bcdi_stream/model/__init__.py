@@ -1,20 +1,49 @@
-"""Reciprocal-space phase prediction (Masto et al.): the 3D UNet and the WCA loss.
+"""Reciprocal-space phase prediction (Masto et al.): the 3D UNet, the WCA loss, the predictor."""
 
-Work in progress for the model issue: the network and the loss are here and tested; training,
-shipped weights and ``--method ai`` are not yet wired (see docs/MODEL_RESEARCH.md).
-"""
-
-from ._loss import log_minmax, shell_agreement, shell_index, wca, wca_loss
+from ._loss import (
+    log_minmax,
+    object_loss,
+    shell_agreement,
+    shell_index,
+    twin_object,
+    wca,
+    wca_loss,
+    wca_loss_phasor,
+    wca_phasor,
+)
+from ._phase_model import MODEL_KINDS, ModelConfig, PhaseModel, patterson_features
 from ._unet import UNet3D, UNetConfig, count_flops, count_parameters
+from ._weights import (
+    WEIGHTS_FORMAT,
+    LoadedModel,
+    default_weights_path,
+    export_weights,
+    load_model,
+    model_available,
+)
 
 __all__ = [
+    "MODEL_KINDS",
+    "WEIGHTS_FORMAT",
+    "LoadedModel",
+    "ModelConfig",
+    "PhaseModel",
     "UNet3D",
     "UNetConfig",
     "count_flops",
     "count_parameters",
+    "default_weights_path",
+    "export_weights",
+    "load_model",
     "log_minmax",
+    "model_available",
+    "object_loss",
+    "patterson_features",
     "shell_agreement",
     "shell_index",
+    "twin_object",
     "wca",
     "wca_loss",
+    "wca_loss_phasor",
+    "wca_phasor",
 ]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["log_minmax", "shell_agreement", "shell_index", "wca", "wca_loss"]
+__all__ = [
+    "log_minmax",
+    "object_loss",
+    "shell_agreement",
+    "shell_index",
+    "twin_object",
+    "wca",
+    "wca_loss",
+    "wca_loss_phasor",
+    "wca_phasor",
+]
 
 
 def log_minmax(intensity: torch.Tensor) -> torch.Tensor:
@@ -106,3 +116,62 @@ def shell_agreement(phi_true: torch.Tensor, phi_pred: torch.Tensor, weights: tor
         den = w[..., sel].sum(-1).clamp_min(1e-12)
         out.append(float((num / den).mean()))
     return out
+
+
+def wca_phasor(phi_true: torch.Tensor, phasor: torch.Tensor, weights: torch.Tensor
+               ) -> torch.Tensor:
+    """:func:`wca` for a prediction given as a unit phasor ``e^{iφp}`` (complex), per sample.
+
+    Equal to ``wca(phi_true, angle(phasor), weights)`` when ``|phasor| = 1``; differentiable
+    where the predicted field vanishes (no ``angle``).
+    """
+    w = weights / weights.flatten(-3).sum(-1).clamp_min(1e-12)[..., None, None, None]
+    c = phasor.conj()
+    e = torch.polar(torch.ones_like(phi_true), phi_true)
+    a1 = (w * e * c).flatten(-3).sum(-1).abs()
+    a2 = (w * e.conj() * c).flatten(-3).sum(-1).abs()
+    return torch.maximum(a1, a2)
+
+
+def wca_loss_phasor(phi_true: torch.Tensor, phasor: torch.Tensor, weights: torch.Tensor
+                    ) -> torch.Tensor:
+    """:func:`wca_loss` for a unit-phasor prediction (see :func:`wca_phasor`); batch mean."""
+    if phi_true.shape != phasor.shape or phi_true.shape != weights.shape:
+        raise ValueError(
+            "phi_true, phasor and weights must have one shape, got "
+            f"{tuple(phi_true.shape)}, {tuple(phasor.shape)}, {tuple(weights.shape)}"
+        )
+    return (1 - wca_phasor(phi_true, phasor, weights)).mean()
+
+
+def twin_object(obj: torch.Tensor) -> torch.Tensor:
+    """The twin ``ρ*(−r)`` of centred objects ``(..., z, y, x)``, built in Fourier space."""
+    from .. import physics
+
+    return physics.ifft_centered(physics.fft_centered(obj).conj())
+
+
+def object_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Real-space loss ``1 − |⟨p, t⟩|² / (‖p‖² ‖t‖²)``, twin-min, batch mean.
+
+    Invariant to a complex scale (global phase offset and amplitude); the min over ``t`` and
+    its twin handles the twin ambiguity. A smooth companion of the WCA loss for training the
+    ``"patterson"`` model (see docs/MODEL_CARD.md).
+
+    Parameters
+    ----------
+    pred, true : torch.Tensor
+        ``(B, z, y, x)`` complex centred objects.
+    """
+    if pred.shape != true.shape:
+        raise ValueError(
+            f"pred and true must have one shape, got {tuple(pred.shape)}, {tuple(true.shape)}"
+        )
+    p = pred.flatten(1)
+    pn = (p.abs() ** 2).sum(-1).clamp_min(1e-20)
+    out = []
+    for t in (true, twin_object(true)):
+        t = t.flatten(1).to(p.dtype)
+        tn = (t.abs() ** 2).sum(-1).clamp_min(1e-20)
+        out.append(1 - ((p.conj() * t).sum(-1).abs() ** 2) / (pn * tn))
+    return torch.minimum(out[0], out[1]).mean()

@@ -28,7 +28,10 @@ class UNetConfig:
     dilations : tuple of int
         Dilation of the convolutions at the bottleneck level (grows the receptive field).
     out_channels : int
-        1: the phase; 2: (cos φ, sin φ) read out with atan2.
+        1: the phase; 2: (cos φ, sin φ) read out with atan2 (or, inside
+        :class:`~bcdi_stream.model.PhaseModel`, the real and imaginary parts of the object).
+    in_channels : int
+        Input feature channels (1: the normalised log-intensity).
     norm : {"instance", "group", "batch"}
         Normalisation layer.
     """
@@ -40,6 +43,7 @@ class UNetConfig:
     dilations: tuple[int, ...] = (1, 2)
     out_channels: int = 1
     norm: str = "instance"
+    in_channels: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,6 +59,8 @@ class UNetConfig:
             raise ValueError(f"blocks must be >= 1, got {self.blocks}")
         if self.out_channels not in (1, 2):
             raise ValueError(f"out_channels must be 1 or 2, got {self.out_channels}")
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.norm not in ("instance", "group", "batch"):
             raise ValueError(f"norm must be instance, group or batch, got {self.norm!r}")
         div = self.stem_stride * 2 ** (len(self.channels) - 1)
@@ -111,7 +117,7 @@ class UNet3D(nn.Module):
         ch = cfg.channels
         s = cfg.stem_stride
         self.stem = nn.Sequential(
-            nn.Conv3d(1, ch[0], 3, stride=s, padding=1, bias=False),
+            nn.Conv3d(cfg.in_channels, ch[0], 3, stride=s, padding=1, bias=False),
             _norm(cfg.norm, ch[0]),
             nn.LeakyReLU(0.1, inplace=True),
         )
@@ -131,10 +137,12 @@ class UNet3D(nn.Module):
             self.head = nn.Sequential(
                 nn.ConvTranspose3d(ch[0], ch[0], 2, stride=2, bias=False),
                 nn.LeakyReLU(0.1, inplace=True),
-                nn.Conv3d(ch[0] + 1, cfg.out_channels, 3, padding=1),
+                nn.Conv3d(ch[0] + cfg.in_channels, cfg.out_channels, 3, padding=1),
             )
         else:
-            self.head = nn.Sequential(nn.Conv3d(ch[0] + 1, cfg.out_channels, 3, padding=1))
+            self.head = nn.Sequential(
+                nn.Conv3d(ch[0] + cfg.in_channels, cfg.out_channels, 3, padding=1)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict the phase (or (cos, sin) channels when ``out_channels == 2``)."""
@@ -182,7 +190,12 @@ def count_flops(model: nn.Module, grid: int) -> int:
     try:
         with torch.no_grad():
             p = next(model.parameters())
-            model(torch.zeros(1, 1, grid, grid, grid, device=p.device, dtype=p.dtype))
+            example = getattr(model, "example_input", None)
+            if example is not None:
+                model(example(grid).to(device=p.device, dtype=p.dtype))
+            else:
+                cin = getattr(getattr(model, "config", None), "in_channels", 1)
+                model(torch.zeros(1, cin, grid, grid, grid, device=p.device, dtype=p.dtype))
     finally:
         for h in handles:
             h.remove()

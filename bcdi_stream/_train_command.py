@@ -1,0 +1,119 @@
+"""``bcdi-stream train``: the command-line front of :func:`bcdi_stream.training.train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["train_command"]
+
+
+def _fail(reason: object) -> None:
+    typer.echo(f"bcdi-stream: error: {' '.join(str(reason).split())}", err=True)
+    raise typer.Exit(2)
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        _fail(f"{name} must be comma-separated integers, got {text!r}")
+    if not vals:
+        _fail(f"{name} must list at least one integer, got {text!r}")
+    return vals
+
+
+def train_command(
+    out_dir: Annotated[Path, typer.Argument(help="Run directory: last.pt, log.jsonl.")],
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 2400,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crystals per step.")] = 4,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine).")] = 2e-3,
+    kind: Annotated[str, typer.Option(help="Model kind: patterson or direct.")] = "patterson",
+    channels: Annotated[str, typer.Option(help="UNet channels per level.")] = "16,32,64,128",
+    blocks: Annotated[int, typer.Option(min=1, help="Conv blocks per level.")] = 2,
+    curriculum: Annotated[float, typer.Option(help="Fraction of the run ramping strain up.")
+                          ] = 0.3,
+    object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
+    val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")
+                                ] = 50,
+    seed: Annotated[int, typer.Option(help="Weight-initialisation seed.")] = 0,
+    threads: Annotated[int, typer.Option(
+        min=0, help="CPU threads (0: default; on a busy 2-core machine use 1).")] = 0,
+    max_minutes: Annotated[float | None, typer.Option(
+        help="Stop (after a checkpoint) after this many minutes; continue with --resume.")
+    ] = None,
+    until_step: Annotated[int | None, typer.Option(
+        min=1, help="Stop at this step (the schedule still spans --steps); --export then "
+        "exports that checkpoint.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/last.pt.")] = False,
+    export: Annotated[Path | None, typer.Option(
+        help="When the run is complete, write the weights file here (.pt).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train the phase-prediction model on crystals simulated on the fly (resumable)."""
+    import torch
+
+    from bcdi_stream.model import ModelConfig, UNetConfig, export_weights
+    from bcdi_stream.training import TrainConfig, train
+
+    try:
+        cfg = TrainConfig(
+            model=ModelConfig(kind=kind, unet=UNetConfig(channels=_ints(channels, "--channels"),
+                                                         blocks=blocks)),
+            steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
+            object_weight=object_weight, val_every=val_every,
+            checkpoint_every=checkpoint_every, seed=seed, threads=threads,
+        )
+    except ValueError as exc:
+        _fail(exc)
+    if export is not None and export.suffix != ".pt":
+        _fail(f"--export must end in .pt, got {export.name}")
+    if threads:
+        torch.set_num_threads(threads)
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                   TimeRemainingColumn(), disable=not progress)
+    with bar:
+        task = bar.add_task("train", total=cfg.steps, loss=float("nan"))
+
+        def tick(step: int, total: int, info: dict) -> None:
+            bar.update(task, completed=step, total=total, loss=info["loss"])
+            if "wca_weak" in info:
+                bar.console.log(f"step {step}: WCA weak {info['wca_weak']:.3f}, "
+                                f"strong {info.get('wca_strong', float('nan')):.3f}")
+
+        try:
+            res = train(cfg, out_dir, resume=resume, progress=tick, max_minutes=max_minutes,
+                        threads=threads or None, until_step=until_step)
+        except ValueError as exc:
+            _fail(exc)
+    typer.echo(json.dumps({"checkpoint": str(res.checkpoint), "step": res.step,
+                           "samples": res.samples, "wall_s": round(res.wall_s, 1),
+                           "val": res.val}))
+    ck = torch.load(res.checkpoint, map_location="cpu", weights_only=False)
+    done = res.step >= ck["train_config"]["steps"] or (
+        until_step is not None and res.step >= until_step)
+    if export is not None and done:
+        path = export_weights(ck, export)
+        typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    elif export is not None:
+        typer.echo(f"run stopped at step {res.step}: resume with --resume before exporting",
+                   err=True)
+
+
+if __name__ == "__main__":  # python -m bcdi_stream._train_command
+    typer.run(train_command)

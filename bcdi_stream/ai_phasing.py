@@ -1,0 +1,180 @@
+"""AI phasing: the model predicts φ(q), ψ = IFFT(√I·e^{iφ}) starts a short refinement.
+
+The refinement is ``n_raar`` RAAR then ``n_er`` ER iterations with shrink-wrap, one run, from the
+predicted start and its support (defaults: 100 + 100, see :class:`bcdi_stream.config.AISettings`;
+``n_raar = 0`` is the plain ER refinement of the paper).
+
+Grid handling: the model works on ``G³`` (64³ for the shipped weights) centred on the Bragg
+peak at ``N // 2``. Along an axis longer than ``G`` the model sees the central ``G`` pixels
+(most of the weight of a BCDI pattern); along a shorter axis the pattern is zero-padded. The
+predicted phase fills that central region of reciprocal space; outside it the start takes
+seeded uniform random phases, which ER then fixes. The preprocessor of the live service
+(:func:`bcdi_stream.preprocess.prepare_frames`) already crops scans to 64³.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import physics
+from .config import PhasingSettings
+from .model import LoadedModel, load_model
+from .phasing import PhasingResult, refine_er, run_conventional, shrinkwrap_support
+
+__all__ = ["AIStart", "cached_model", "phase_ai", "predict_start"]
+
+
+@dataclass
+class AIStart:
+    """The model's prediction turned into a starting point for ER.
+
+    Attributes
+    ----------
+    obj : torch.Tensor
+        ``IFFT(√I·e^{iφ})`` on the data grid, complex64.
+    support : torch.Tensor
+        Initial bool support (shrink-wrap of ``obj``).
+    phase_q : torch.Tensor
+        The predicted reciprocal-space phase on the data grid (random outside the model's
+        region, see the module docstring).
+    seconds : float
+        Wall time of the prediction (model forward pass included).
+    """
+
+    obj: torch.Tensor
+    support: torch.Tensor
+    phase_q: torch.Tensor
+    seconds: float
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str, device: str, mtime: float) -> LoadedModel:
+    del mtime  # part of the key: a rewritten file is loaded again
+    return load_model(path, device)
+
+
+def cached_model(path: str | Path | None = None, device: str | torch.device = "cpu"
+                 ) -> LoadedModel:
+    """Load a weights file once per (path, device) and keep it (the live worker's model).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Weights file (default: the shipped weights, see
+        :func:`bcdi_stream.model.default_weights_path`).
+    device : str or torch.device
+        Device the model runs on.
+    """
+    from .model import default_weights_path
+
+    p = Path(path or default_weights_path()).resolve()
+    if not p.is_file():
+        raise ValueError(f"model weights {p} do not exist")
+    return _cached(str(p), str(torch.device(device)), p.stat().st_mtime)
+
+
+def _windows(shape: tuple[int, ...], g: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices of the overlap between a centred data grid and a centred ``g³`` model grid."""
+    data, model = [], []
+    for n in shape:
+        if n >= g:
+            lo = n // 2 - g // 2
+            data.append(slice(lo, lo + g))
+            model.append(slice(0, g))
+        else:
+            lo = g // 2 - n // 2
+            data.append(slice(0, n))
+            model.append(slice(lo, lo + n))
+    return tuple(data), tuple(model)
+
+
+@torch.no_grad()
+def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tensor | None = None,
+                  *, seed: int = 0, settings: PhasingSettings | None = None) -> AIStart:
+    """Predict φ(q) and build the ER start ``IFFT(√I·e^{iφ})`` and its support.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        The model (see :func:`cached_model`).
+    intensity : torch.Tensor
+        Centred 3D intensity (counts), Bragg peak at ``N // 2``.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad): zero in the model input and in the start's modulus.
+    seed : int
+        Seed of the random phases outside the model's region.
+    settings : PhasingSettings, optional
+        Shrink-wrap width and threshold of the initial support.
+    """
+    if intensity.ndim != 3:
+        raise ValueError(f"intensity must be 3D, got shape {tuple(intensity.shape)}")
+    settings = settings or PhasingSettings()
+    t0 = time.perf_counter()
+    model = loaded.model
+    dev = next(model.parameters()).device
+    g = model.config.grid
+    data = intensity.to(dev, torch.float32).clamp_min(0)
+    if mask is not None:
+        data = data.masked_fill(mask.to(dev, torch.bool), 0.0)
+    d_sl, m_sl = _windows(tuple(data.shape), g)
+    x = torch.zeros((g, g, g), device=dev)
+    x[m_sl] = data[d_sl]
+    phi_m = model.predict_phase(x[None])[0]
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
+    phi[d_sl] = phi_m[m_sl]
+    obj = physics.ifft_centered(torch.polar(data.sqrt(), phi)).to(torch.complex64)
+    support = shrinkwrap_support(obj, settings.shrinkwrap_sigma_start,
+                                 settings.shrinkwrap_threshold)
+    return AIStart(obj=obj, support=support, phase_q=phi, seconds=time.perf_counter() - t0)
+
+
+def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,
+             n_raar: int = 100, shrinkwrap: bool = True,
+             settings: PhasingSettings | None = None, seed: int = 0,
+             device: str | torch.device | None = None) -> tuple[PhasingResult, AIStart]:
+    """AI + refinement: :func:`predict_start`, then ``n_raar`` RAAR and ``n_er`` ER iterations.
+
+    Parameters
+    ----------
+    intensity, mask : array-like
+        Centred intensity and bad-pixel mask (nonzero = bad).
+    loaded : LoadedModel
+        The model.
+    n_er : int
+        ER iterations.
+    n_raar : int
+        RAAR iterations before ER (0: ER only, no re-centring of the result).
+    shrinkwrap : bool
+        Update the support during the refinement (always on when ``n_raar > 0``).
+    settings : PhasingSettings, optional
+        Shrink-wrap parameters and PSF option.
+    seed : int
+        Seed of the random phases outside the model's region.
+    device : str or torch.device, optional
+        Where ER runs (the model's device is used for the prediction).
+
+    Returns
+    -------
+    (PhasingResult, AIStart)
+    """
+    settings = settings or PhasingSettings()
+    dev = torch.device(device) if device is not None else next(loaded.model.parameters()).device
+    i_t = torch.as_tensor(intensity).to(dev, torch.float32)
+    m_t = None if mask is None else torch.as_tensor(mask).to(dev).bool()
+    start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings)
+    if n_raar > 0:
+        s = settings.model_copy(update={"runs": 1, "n_raar": n_raar, "n_hio": 0, "n_er": n_er})
+        res = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev, obj_init=start.obj,
+                               support=start.support, detwin=False)
+    else:
+        res = refine_er(i_t, m_t, start.obj, start.support, n_iter=n_er, shrinkwrap=shrinkwrap,
+                        device=dev, settings=settings)
+    res.timings["predict"] = start.seconds
+    return res, start

@@ -1,0 +1,207 @@
+"""The model benchmark: AI+ER, AI alone, random-start ER and the conventional recipe, side by side.
+
+A fixed simulated test set (seeds from :data:`bcdi_stream.training.TEST_SEED0`, disjoint from
+training and validation) in two classes, ``weak`` (peak-to-peak phase < π) and ``strong``
+(> 4π, see :mod:`bcdi_stream.training._datasets`). Every method runs on every crystal in the
+same process, one after the other, so the time ratios are measured under the same load.
+Success: phase RMSE < 0.3 rad and support IoU > 0.6 after alignment
+(:func:`bcdi_stream.analysis.compare`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
+#: prediction, then RAAR + ER, :class:`~bcdi_stream.config.AISettings`); ``ai_er_only``: the
+#: prediction then ER alone (same iteration count); ``ai``: the prediction alone;
+#: ``random_er``: random phases in the autocorrelation support, then the same iterations as
+#: ``ai_er``, one run; ``conventional``: the 20-run recipe.
+MODEL_METHODS: tuple[str, ...] = ("ai_er", "ai_er_only", "ai", "random_er", "conventional")
+
+
+def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, Any]:
+    from bcdi_stream.analysis import compare
+
+    m = compare(obj.cpu(), crystal.obj.cpu(), crystal.support.cpu(), recon_support=support.cpu())
+    return {"phase_rmse": round(float(m.phase_rmse), 4),
+            "support_iou": round(float(m.support_iou), 3), "success": bool(m.success)}
+
+
+def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, seed: int,
+                dev: torch.device) -> dict[str, Any]:
+    from bcdi_stream.ai_phasing import phase_ai, predict_start
+    from bcdi_stream.phasing import run_conventional
+
+    i_t, m_t = crystal.intensity.to(dev), crystal.mask.to(dev)
+    t0 = time.perf_counter()
+    llk = None
+    if method in ("ai_er", "ai_er_only"):
+        n_raar, n_er = ai.n_raar, ai.n_er
+        if method == "ai_er_only":
+            n_raar, n_er = 0, ai.n_raar + ai.n_er
+        res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar,
+                          shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev)
+        obj, sup, llk = res.obj, res.support, res.llk
+    elif method == "ai":
+        start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings)
+        obj, sup = start.obj * start.support, start.support
+    elif method == "random_er":
+        # the same iterations as AI+ER, from random phases in the autocorrelation support
+        s = settings.model_copy(update={"runs": 1, "n_raar": ai.n_raar, "n_hio": 0,
+                                        "n_er": ai.n_er})
+        res = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev, detwin=False)
+        obj, sup, llk = res.obj, res.support, res.llk
+    elif method == "conventional":
+        res = run_conventional(i_t, m_t, settings=settings, seed=seed, device=dev)
+        obj, sup, llk = res.obj, res.support, res.llk
+    else:
+        raise ValueError(f"method must be one of {MODEL_METHODS}, got {method!r}")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    row = {"seconds": round(seconds, 3), **_score(obj, sup, crystal)}
+    if llk is not None:
+        row["llk"] = round(float(llk), 4)
+    return row
+
+
+def summarise(rows: list[dict[str, Any]], methods: tuple[str, ...] = MODEL_METHODS
+              ) -> dict[str, Any]:
+    """Success rate, median RMSE and median time per (class, method), and the key ratios."""
+    out: dict[str, Any] = {}
+    for cls in sorted({r["class"] for r in rows}):
+        sub = [r for r in rows if r["class"] == cls]
+        out[cls] = {}
+        for m in methods:
+            vals = [r[m] for r in sub if m in r]
+            if not vals:
+                continue
+            out[cls][m] = {
+                "n": len(vals),
+                "success_rate": round(sum(v["success"] for v in vals) / len(vals), 3),
+                "median_rmse": round(statistics.median(v["phase_rmse"] for v in vals), 4),
+                "median_seconds": round(statistics.median(v["seconds"] for v in vals), 3),
+            }
+        s = out[cls]
+        if "ai_er" in s and "conventional" in s:
+            s["speedup_ai_er_vs_conventional"] = round(
+                s["conventional"]["median_seconds"] / max(1e-9, s["ai_er"]["median_seconds"]), 1
+            )
+            conv = s["conventional"]["success_rate"]
+            s["success_ratio_ai_er_vs_conventional"] = (
+                round(s["ai_er"]["success_rate"] / conv, 2) if conv > 0 else None
+            )
+    return out
+
+
+def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | None = None,
+                model: str | Path | None = None, methods: tuple[str, ...] = MODEL_METHODS,
+                out: str | Path | None = None, machine: dict[str, Any] | None = None,
+                echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score the methods on the fixed test set; resumable through ``out`` (JSON).
+
+    Parameters
+    ----------
+    n_per_class : int
+        Crystals per strain class (25 + 25 = 50 by default).
+    quick : bool
+        Smoke run: 2 crystals per class, conventional recipe cut to 2 runs × (RAAR 60 + ER 30).
+    device : str, optional
+        Compute device (default: auto).
+    model : str or Path, optional
+        Weights (default: the shipped ones).
+    methods : tuple of str
+        Subset of :data:`MODEL_METHODS`.
+    out : str or Path, optional
+        JSON file written after every crystal; an existing file with the same settings is
+        resumed (crystals already scored are skipped).
+    machine : dict, optional
+        Machine description recorded with the results.
+    echo : callable
+        Receives one line per crystal.
+
+    Returns
+    -------
+    dict
+        ``settings``, ``rows`` (per crystal and method) and ``summary``.
+    """
+    from bcdi_stream.ai_phasing import cached_model
+    from bcdi_stream.arrays import resolve_device
+    from bcdi_stream.config import AISettings, PhasingSettings
+    from bcdi_stream.training import TEST_SEED0, fixed_set
+
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+    bad = [m for m in methods if m not in MODEL_METHODS]
+    if bad or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {MODEL_METHODS}, got {methods}")
+    dev = resolve_device(device)
+    settings = PhasingSettings()
+    ai = AISettings()
+    if quick:
+        n_per_class = min(n_per_class, 2)
+        settings = settings.model_copy(update={"runs": 2, "n_raar": 60, "n_er": 30})
+        ai = ai.model_copy(update={"n_raar": 20, "n_er": 10})
+    loaded = cached_model(model, dev) if {"ai", "ai_er", "ai_er_only"} & set(methods) else None
+    header = {
+        "n_per_class": n_per_class, "quick": quick, "device": str(dev),
+        "methods": list(methods), "conventional": settings.model_dump(), "ai": ai.model_dump(),
+        "model": loaded.identity() if loaded else None, "test_seed0": TEST_SEED0,
+        "threads": torch.get_num_threads(),
+    }
+    rows: list[dict[str, Any]] = []
+    path = Path(out) if out is not None else None
+    if path is not None and path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("settings") == header:
+            rows = old.get("rows", [])
+            echo(f"resuming {path}: {len(rows)} crystals already scored")
+    done = {(r["class"], r["seed"]) for r in rows}
+    counts = {"weak": n_per_class, "strong": n_per_class}
+    for cls, seed, crystal in fixed_set(TEST_SEED0, counts, 64):
+        if (cls, seed) in done:
+            continue
+        row: dict[str, Any] = {"class": cls, "seed": seed, "shape": crystal.spec.shape,
+                               "phase_span_pi": round(crystal.meta["phase_span"] / 3.14159265, 2),
+                               "dislocations": crystal.meta["dislocations"]}
+        for m in methods:
+            row[m] = _run_method(m, crystal, loaded, settings, ai, seed % 100_000, dev)
+        rows.append(row)
+        echo(f"{cls} {seed} ({crystal.spec.shape}): " + ", ".join(
+            f"{m} {row[m]['phase_rmse']:.2f} rad {'ok' if row[m]['success'] else 'FAIL'} "
+            f"{row[m]['seconds']:.2f} s" for m in methods))
+        result = {"settings": header, "machine": machine, "rows": rows,
+                  "summary": summarise(rows, methods)}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            tmp.replace(path)
+    return {"settings": header, "machine": machine, "rows": rows,
+            "summary": summarise(rows, methods)}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table (one row per class and method)."""
+    lines = ["| class | method | n | success | median phase RMSE (rad) | median s/scan |",
+             "|---|---|---|---|---|---|"]
+    for cls, s in summary.items():
+        for m in MODEL_METHODS:
+            if m in s:
+                r = s[m]
+                lines.append(f"| {cls} | {m} | {r['n']} | {100 * r['success_rate']:.0f} % | "
+                             f"{r['median_rmse']:.3f} | {r['median_seconds']:.2f} |")
+    for cls, s in summary.items():
+        if "speedup_ai_er_vs_conventional" in s:
+            lines.append(f"\n{cls}: AI+ER is {s['speedup_ai_er_vs_conventional']}× faster than "
+                         f"the conventional recipe; success ratio "
+                         f"{s['success_ratio_ai_er_vs_conventional']}")
+    return "\n".join(lines)

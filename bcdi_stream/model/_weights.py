@@ -1,0 +1,141 @@
+"""Shipped weights: export from a training checkpoint, load, and identify (name + hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._phase_model import ModelConfig, PhaseModel
+
+__all__ = [
+    "WEIGHTS_FORMAT",
+    "LoadedModel",
+    "default_weights_path",
+    "export_weights",
+    "load_model",
+    "model_available",
+]
+
+#: Format tag of a weights file.
+WEIGHTS_FORMAT = "bcdi-stream-weights/1"
+_DEFAULT_NAME = "bcdi-phase-v1.pt"
+
+
+def default_weights_path() -> Path:
+    """The weights shipped in the package (``BCDI_MODEL`` in the environment overrides it)."""
+    env = os.environ.get("BCDI_MODEL")
+    if env:
+        return Path(env)
+    return Path(__file__).with_name("weights") / _DEFAULT_NAME
+
+
+def model_available(path: str | Path | None = None) -> bool:
+    """Whether a weights file exists at ``path`` (default: :func:`default_weights_path`)."""
+    return Path(path or default_weights_path()).is_file()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_weights(checkpoint: str | Path | dict[str, Any], out: str | Path, *,
+                   name: str | None = None, meta: dict[str, Any] | None = None,
+                   half: bool = True) -> Path:
+    """Write a weights file (model config + state dict + provenance) from a checkpoint.
+
+    Parameters
+    ----------
+    checkpoint : str, Path or dict
+        A training checkpoint (``last.pt`` of :func:`bcdi_stream.training.train`) or its dict.
+    out : str or Path
+        Destination ``.pt`` file.
+    name : str, optional
+        Model name recorded in the file (default: the file stem).
+    meta : dict, optional
+        Extra provenance (command, wall time, hardware, validation figures).
+    half : bool
+        Store float tensors as float16 (halves the size; loaded back as float32).
+
+    Returns
+    -------
+    Path
+    """
+    if not isinstance(checkpoint, dict):
+        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if "state_dict" not in checkpoint or "model_config" not in checkpoint:
+        raise ValueError("checkpoint must hold 'state_dict' and 'model_config'")
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise ValueError(f"out must end in .pt, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sd = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in checkpoint["state_dict"].items()
+    }
+    info = {
+        "step": checkpoint.get("step"),
+        "samples": checkpoint.get("samples"),
+        "wall_s": checkpoint.get("wall_s"),
+        "val": checkpoint.get("val"),
+        "train_config": checkpoint.get("train_config"),
+        **(meta or {}),
+    }
+    tmp = out.with_suffix(".pt.tmp")
+    torch.save({"format": WEIGHTS_FORMAT, "name": name or out.stem,
+                "model_config": checkpoint["model_config"], "state_dict": sd, "meta": info}, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference and its identity (recorded with every result)."""
+
+    model: PhaseModel
+    name: str
+    sha256: str
+    path: Path
+    meta: dict[str, Any]
+
+    def identity(self) -> dict[str, str]:
+        """``{"name", "sha256"}`` for result metadata."""
+        return {"name": self.name, "sha256": self.sha256}
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu"
+               ) -> LoadedModel:
+    """Load a weights file (default: the shipped one) in eval mode on ``device``.
+
+    Raises
+    ------
+    ValueError
+        The file is missing or not a bcdi-stream weights file.
+    """
+    path = Path(path or default_weights_path())
+    if not path.is_file():
+        raise ValueError(f"model weights {path} do not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"model weights {path} cannot be read: {exc}") from exc
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path} is not a bcdi-stream weights file")
+    if blob.get("format") == WEIGHTS_FORMAT:
+        cfg, sd, name, meta = blob["model_config"], blob["state_dict"], blob["name"], blob["meta"]
+    elif "state_dict" in blob and "model_config" in blob:  # a training checkpoint
+        cfg, sd, name, meta = blob["model_config"], blob["state_dict"], path.stem, {}
+    else:
+        raise ValueError(f"{path} is not a bcdi-stream weights file")
+    model = PhaseModel(ModelConfig.from_dict(cfg))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.eval().to(device)
+    return LoadedModel(model, name, _sha256(path), path, meta)

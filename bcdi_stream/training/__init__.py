@@ -1,0 +1,30 @@
+"""Training the phase-prediction model on crystals simulated on the fly (``bcdi-stream train``)."""
+
+from ._config import TrainConfig
+from ._datasets import (
+    MAX_MEAN_GRADIENT,
+    STRAIN_CLASSES,
+    TEST_SEED0,
+    TRAIN_SEED0,
+    VAL_SEED0,
+    draw_crystal,
+    fixed_set,
+    training_batches,
+)
+from ._loop import TrainResult, load_checkpoint, train, validate
+
+__all__ = [
+    "MAX_MEAN_GRADIENT",
+    "STRAIN_CLASSES",
+    "TEST_SEED0",
+    "TRAIN_SEED0",
+    "VAL_SEED0",
+    "TrainConfig",
+    "TrainResult",
+    "draw_crystal",
+    "fixed_set",
+    "load_checkpoint",
+    "train",
+    "training_batches",
+    "validate",
+]

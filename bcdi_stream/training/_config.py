@@ -1,0 +1,88 @@
+"""Training configuration (stored in every checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..model import ModelConfig
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """What ``bcdi-stream train`` does.
+
+    Parameters
+    ----------
+    model : ModelConfig
+        Architecture of the model trained.
+    steps : int
+        Optimiser steps (the learning-rate schedule spans them).
+    batch_size : int
+        Crystals per step (each simulated fresh).
+    lr : float
+        Peak learning rate (AdamW, linear warm-up then cosine decay to ``lr / 20``).
+    weight_decay : float
+        AdamW weight decay.
+    warmup : int
+        Warm-up steps.
+    curriculum : float
+        Fraction of the run over which the strong-strain share ramps from 10 % to 50 %.
+    val_every : int
+        Steps between validations (and log lines with per-shell agreement).
+    checkpoint_every : int
+        Steps between checkpoints (``last.pt``, written atomically).
+    val_counts : dict
+        Validation crystals per strain class (seeds disjoint from training and test).
+    object_weight : float
+        ``"patterson"`` models: weight of the real-space :func:`~bcdi_stream.model.object_loss`
+        added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
+    threads : int
+        torch CPU threads (0: torch's default).
+    seed : int
+        Seed of the weight initialisation.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 4000
+    batch_size: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    curriculum: float = 0.3
+    val_every: int = 100
+    checkpoint_every: int = 50
+    val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
+    object_weight: float = 1.0
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0 <= self.curriculum <= 1:
+            raise ValueError(f"curriculum must be in [0, 1], got {self.curriculum}")
+        if self.object_weight < 0:
+            raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)

@@ -1,0 +1,149 @@
+"""Simulated crystals for training, validation and the model benchmark, from disjoint seeds.
+
+Seed ranges (``simulate_crystal(seed, ...)``): training ``TRAIN_SEED0 + k``, validation
+``VAL_SEED0 + k``, benchmark test set ``TEST_SEED0 + k``; a run never draws across ranges.
+
+Strain classes (peak-to-peak phase of the smooth part):
+
+- ``weak``: < π, no dislocation (the simulator's ``"weak"`` level).
+- ``medium``: π–4π (the simulator's ``"medium"`` level).
+- ``strong``: 4.2π–7π, ~35 % with dislocations, on the larger crystals of oversampling
+  2–2.6, and a mean phase gradient ≤ :data:`MAX_MEAN_GRADIENT` rad/voxel so that the
+  diffraction stays sampled (the simulator's own ``"strong"`` level reaches 1–2.3 rad/voxel,
+  near Nyquist: aliased, not a phasing test). Draws over the cap are replaced by the next seed.
+  The cap is for 64³ grids and scales as 64/N on other grids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..simulation import SimulatedCrystal, simulate_crystal
+
+__all__ = [
+    "MAX_MEAN_GRADIENT",
+    "STRAIN_CLASSES",
+    "TEST_SEED0",
+    "TRAIN_SEED0",
+    "VAL_SEED0",
+    "Batch",
+    "draw_crystal",
+    "fixed_set",
+    "training_batches",
+]
+
+TRAIN_SEED0 = 1_000_000_000
+VAL_SEED0 = 2_000_000_000
+TEST_SEED0 = 3_000_000_000
+#: Cap on the mean |∇φ| (rad/voxel) of the ``strong`` class.
+MAX_MEAN_GRADIENT = 0.9
+#: Strain classes and their simulator arguments.
+STRAIN_CLASSES: dict[str, dict] = {
+    "weak": {"strain": "weak"},
+    "medium": {"strain": "medium", "oversampling": (2.0, 3.0)},
+    "strong": {"strain": (4.2 * math.pi, 7.0 * math.pi), "oversampling": (2.0, 2.6)},
+}
+
+
+def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
+                 ) -> tuple[SimulatedCrystal, int]:
+    """Simulate the first acceptable crystal of ``strain_class`` from ``seed`` onwards.
+
+    Parameters
+    ----------
+    seed : int
+        First seed tried.
+    strain_class : {"weak", "medium", "strong"}
+        See the module docstring.
+    n : int
+        Grid side.
+    max_tries : int
+        Seeds tried before giving up.
+
+    Returns
+    -------
+    (SimulatedCrystal, int)
+        The crystal and the seed that produced it.
+    """
+    if strain_class not in STRAIN_CLASSES:
+        raise ValueError(
+            f"strain_class must be one of {tuple(STRAIN_CLASSES)}, got {strain_class!r}"
+        )
+    kw = STRAIN_CLASSES[strain_class]
+    cap = MAX_MEAN_GRADIENT * 64 / n  # the same crystals on a coarser grid are steeper per voxel
+    for k in range(max_tries):
+        c = simulate_crystal(seed + k, n=n, device="cpu", **kw)
+        if strain_class != "strong" or c.meta["phase_gradient_mean"] <= cap:
+            return c, seed + k
+    raise RuntimeError(f"no acceptable {strain_class} crystal in seeds {seed}..{seed + max_tries}")
+
+
+def fixed_set(seed0: int, counts: dict[str, int], n: int = 64, stride: int = 1000
+              ) -> Iterator[tuple[str, int, SimulatedCrystal]]:
+    """Yield ``(class, seed, crystal)`` for a fixed evaluation set (validation or test).
+
+    Crystal ``k`` of a class starts its seed search at ``seed0 + class_offset + k * stride``,
+    so each set is reproducible and adding crystals never changes the earlier ones.
+    """
+    for ci, (name, count) in enumerate(counts.items()):
+        for k in range(int(count)):
+            c, s = draw_crystal(seed0 + ci * 10_000_000 + k * stride, name, n)
+            yield name, s, c
+
+
+@dataclass
+class Batch:
+    """One training batch: ``intensity``, ``phase_q``, ``obj`` ``(B, N, N, N)``, seeds, classes."""
+
+    intensity: torch.Tensor
+    phase_q: torch.Tensor
+    obj: torch.Tensor
+    seeds: list[int]
+    classes: list[str]
+
+
+def class_mix(step: int, steps: int, curriculum: float) -> dict[str, float]:
+    """Class probabilities at ``step``: weak-heavy at first, then 25/25/50 weak/medium/strong.
+
+    The strong share ramps linearly from 0.1 to 0.5 over the first ``curriculum`` fraction of
+    the run.
+    """
+    ramp = 1.0 if curriculum <= 0 else min(1.0, step / max(1.0, curriculum * steps))
+    strong = 0.1 + 0.4 * ramp
+    rest = 1.0 - strong
+    return {"weak": rest / 2, "medium": rest / 2, "strong": strong}
+
+
+def training_batches(start_sample: int, batch_size: int, steps: int, curriculum: float,
+                     n: int = 64, start_step: int = 0) -> Iterator[Batch]:
+    """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
+
+    Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
+    seeds from ``TRAIN_SEED0 + 100 * k`` and draws its class from a generator seeded by ``k``.
+    """
+    k = start_sample
+    step = start_step
+    while True:
+        mix = class_mix(step, steps, curriculum)
+        names = list(mix)
+        probs = np.array([mix[c] for c in names])
+        items = []
+        for _ in range(batch_size):
+            rng = np.random.default_rng([k, 0xC1A55])
+            cls = names[int(rng.choice(len(names), p=probs / probs.sum()))]
+            c, s = draw_crystal(TRAIN_SEED0 + 100 * k, cls, n)
+            items.append((c, s, cls))
+            k += 1
+        step += 1
+        yield Batch(
+            intensity=torch.stack([c.intensity for c, _, _ in items]),
+            phase_q=torch.stack([c.phase_q for c, _, _ in items]),
+            obj=torch.stack([c.obj for c, _, _ in items]),
+            seeds=[s for _, s, _ in items],
+            classes=[cls for _, _, cls in items],
+        )

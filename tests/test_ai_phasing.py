@@ -1,0 +1,90 @@
+"""The ai/auto methods end to end with a (tiny, untrained) weights file: plumbing, not skill."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bcdi_stream.ai_phasing import cached_model, predict_start
+from bcdi_stream.config import AISettings, PhasingSettings, Settings
+from bcdi_stream.errors import InputError
+from bcdi_stream.model import ModelConfig, PhaseModel, UNetConfig, export_weights
+from bcdi_stream.pipeline import default_method, model_available, reconstruct
+from bcdi_stream.simulation import simulate_crystal
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    m = PhaseModel(ModelConfig(kind="patterson", grid=32, unet=UNetConfig(channels=(4, 8))))
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    return export_weights({"model_config": m.config.to_dict(), "state_dict": m.state_dict()},
+                          path)
+
+
+@pytest.fixture(scope="module")
+def crystal():
+    return simulate_crystal(11, n=32, strain="weak", device="cpu")
+
+
+def _settings(weights, **ai) -> Settings:
+    return Settings(device="cpu", ai=AISettings(model=str(weights), n_raar=10, n_er=10, **ai),
+                    phasing=PhasingSettings(runs=2, n_raar=20, n_er=10, psf="off"))
+
+
+def test_ai_method_runs_and_records_the_model(weights, crystal) -> None:
+    rec = reconstruct(crystal.intensity, crystal.mask, method="ai",
+                      settings=_settings(weights))
+    assert rec.method == "ai"
+    assert rec.obj.shape == (32, 32, 32) and rec.support.any()
+    assert rec.meta["model"]["name"] == "tiny" and len(rec.meta["model"]["sha256"]) == 64
+    assert rec.timings["predict"] > 0 and rec.timings["refine"] >= 0
+    assert rec.quality["llk"] > 0
+
+
+def test_auto_falls_back_when_llk_is_poor(weights, crystal) -> None:
+    rec = reconstruct(crystal.intensity, crystal.mask, method="auto",
+                      settings=_settings(weights, fallback_llk=1e-9, fallback_runs=2))
+    fb = rec.quality["fallback"]
+    assert fb["ai_llk"] > 1e-9 and "LLK" in fb["reason"]
+    assert rec.method in ("ai", "auto:conventional")
+    assert rec.quality["llk"] == pytest.approx(min(fb["ai_llk"], fb["conventional_llk"]))
+
+
+def test_auto_keeps_ai_when_llk_is_good(weights, crystal) -> None:
+    rec = reconstruct(crystal.intensity, crystal.mask, method="auto",
+                      settings=_settings(weights, fallback_llk=1e9))
+    assert rec.method == "ai" and "fallback" not in rec.quality
+
+
+def test_missing_weights_is_an_input_error(tmp_path, crystal) -> None:
+    s = Settings(device="cpu", ai=AISettings(model=str(tmp_path / "none.pt")))
+    assert not model_available(s) and default_method(s) == "conventional"
+    with pytest.raises(InputError, match="weights"):
+        reconstruct(crystal.intensity, method="ai", settings=s)
+
+
+def test_default_method_with_weights(weights) -> None:
+    s = _settings(weights)
+    assert model_available(s) and default_method(s) == "ai"
+
+
+@pytest.mark.parametrize("shape", [(40, 32, 24), (32, 32, 32), (16, 48, 32)])
+def test_predict_start_on_other_grids(weights, shape) -> None:
+    loaded = cached_model(weights)
+    g = torch.Generator().manual_seed(0)
+    i = torch.rand(shape, generator=g) * 100
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[0, 0, 0] = True
+    st = predict_start(loaded, i, mask, seed=3)
+    assert st.obj.shape == shape and st.support.shape == shape and st.phase_q.shape == shape
+    assert st.support.any() and torch.isfinite(st.obj.abs()).all()
+    # the same call again is deterministic, and the cached model is reused
+    assert torch.equal(predict_start(loaded, i, mask, seed=3).phase_q, st.phase_q)
+    assert cached_model(weights) is loaded

@@ -1,0 +1,93 @@
+"""`bcdi-stream train`, `benchmark model` and `reconstruct --method ai/auto` end to end (tiny)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bcdi_stream.cli import main
+
+
+def _run(capsys, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """Two real training steps of a tiny 64³ model through the CLI, exported."""
+    d = tmp_path_factory.mktemp("train")
+    code = main(["train", str(d / "run"), "--steps", "2", "--batch-size", "1",
+                 "--channels", "4,8", "--val-every", "1", "--checkpoint-every", "1",
+                 "--threads", "1", "--no-progress", "--export", str(d / "w.pt")])
+    assert code == 0
+    return d
+
+
+def test_train_writes_log_checkpoint_and_weights(trained: Path, capsys) -> None:
+    assert (trained / "w.pt").is_file() and (trained / "run" / "last.pt").is_file()
+    log = [json.loads(x) for x in (trained / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    # a finished run resumes as a no-op; a new run refuses to overwrite it
+    code, out, err = _run(capsys, "train", trained / "run", "--resume", "--no-progress")
+    assert code == 0 and json.loads(out.splitlines()[0])["step"] == 2
+    code, out, err = _run(capsys, "train", trained / "run", "--steps", "2", "--no-progress")
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--channels", "a,b"], "--channels"),
+    (["--kind", "vit"], "kind"),
+    (["--export", "w.bin"], ".pt"),
+    (["--curriculum", "3"], "curriculum"),
+])
+def test_train_bad_arguments(tmp_path: Path, capsys, args, needle) -> None:
+    code, _, err = _run(capsys, "train", tmp_path / "r", "--no-progress", *args)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    args = ["benchmark", "model", "--quick", "--n", "1", "--model", trained / "w.pt",
+            "--out", out, "--threads", "1"]
+    code, table, err = _run(capsys, *args)
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert [r["class"] for r in res["rows"]] == ["weak", "strong"]
+    for row in res["rows"]:
+        assert {"ai_er", "ai_er_only", "ai", "random_er", "conventional"} <= set(row)
+        assert row["ai_er"]["seconds"] > 0 and 0 <= row["ai_er"]["support_iou"] <= 1
+    assert "| weak | ai_er |" in table and res["machine"]["torch"]
+    # a second call with the same settings resumes: nothing is recomputed
+    code, _, err = _run(capsys, *args)
+    assert code == 0 and "resuming" in err and "2 crystals already scored" in err
+
+
+def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:
+    cxi = tmp_path / "c.cxi"
+    assert _run(capsys, "simulate", cxi, "--seed", "5", "--strain", "weak")[0] == 0
+    for method in ("ai", "auto"):
+        out = tmp_path / f"{method}.cxi"
+        code, text, err = _run(capsys, "reconstruct", cxi, "--out", out, "--method", method,
+                               "--model", trained / "w.pt", "--runs", "2", "--n-raar", "20",
+                               "--n-er", "10", "--json", "--device", "cpu")
+        assert code == 0, err
+        summary = json.loads(text)
+        assert summary["method"] in ("ai", "auto:conventional")
+        assert summary["model"]["name"] == "w"
+        assert "predict" in summary["timings"]
+    code, _, err = _run(capsys, "reconstruct", cxi, "--out", tmp_path / "x.cxi", "--method",
+                        "ai", "--model", tmp_path / "missing.pt")
+    assert code == 2 and "weights" in err

@@ -1,0 +1,131 @@
+"""The phase model (patterson/direct), its losses, weights files and the AI phasing path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bcdi_stream import physics
+from bcdi_stream.model import (
+    ModelConfig,
+    PhaseModel,
+    UNetConfig,
+    count_flops,
+    count_parameters,
+    export_weights,
+    load_model,
+    object_loss,
+    patterson_features,
+    twin_object,
+    wca,
+    wca_phasor,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def _object(n: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    obj = torch.zeros(n, n, n, dtype=torch.complex64)
+    q = n // 4
+    amp = torch.rand(2 * q - 1, 2 * q, 2 * q - 2, generator=g) + 0.5
+    ph = torch.rand(amp.shape, generator=g) * 3
+    obj[q:3 * q - 1, q:3 * q, q:3 * q - 2] = torch.polar(amp, ph)
+    return obj
+
+
+def _tiny(kind: str = "patterson", grid: int = 16) -> PhaseModel:
+    return PhaseModel(ModelConfig(kind=kind, grid=grid, unet=UNetConfig(channels=(4, 8))))
+
+
+@pytest.mark.parametrize("kind", ["patterson", "direct"])
+def test_phase_model_shapes_and_unit_phasor(kind: str) -> None:
+    m = _tiny(kind)
+    i = physics.fft_centered(_object()).abs()[None] ** 2
+    u = m(i)
+    assert u.shape == (1, 16, 16, 16) and u.dtype == torch.complex64
+    assert torch.allclose(u.abs(), torch.ones(()), atol=1e-3)
+    assert m.predict_phase(i).shape == (1, 16, 16, 16)
+    assert count_parameters(m) > 0 and count_flops(m, 16) > 0
+
+
+def test_patterson_object_confined_to_central_box() -> None:
+    m = _tiny()
+    i = physics.fft_centered(_object()).abs()[None] ** 2
+    obj = m.forward_object(i)[0]
+    box = torch.zeros(16, 16, 16, dtype=torch.bool)
+    box[4:12, 4:12, 4:12] = True
+    assert obj[~box].abs().max() == 0 and obj[box].abs().max() > 0
+
+
+def test_patterson_features_see_the_object_support_at_half_scale() -> None:
+    # a centrosymmetric box: A(2r) is non-zero exactly where the object is
+    n = 32
+    obj = torch.zeros(n, n, n, dtype=torch.complex64)
+    obj[12:21, 12:21, 12:21] = 1  # 9 voxels centred on 16
+    f = patterson_features(physics.fft_centered(obj).abs()[None] ** 2)[0]
+    far = f[2]  # sqrt|A(2r)| on the 16³ box (offsets -8..7, centre at 8)
+    inside = far[8 - 4:8 + 5, 8 - 4:8 + 5, 8 - 4:8 + 5]
+    # corner r = (4, 4, 4): one voxel of overlap in 729, sqrt -> 0.037
+    assert inside.min() > 0.03
+    assert far[13].max() < 1e-3 and far[3].max() < 1e-3  # |r_z| = 5: no overlap
+
+
+def test_model_config_roundtrip_and_errors() -> None:
+    cfg = ModelConfig(kind="patterson", grid=32, unet=UNetConfig(channels=(4, 8, 16)))
+    assert cfg.unet.grid == 16 and cfg.unet.in_channels == 6 and cfg.unet.out_channels == 2
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="kind"):
+        ModelConfig(kind="vit")
+    with pytest.raises(ValueError, match="grid"):
+        ModelConfig(grid=30)
+    with pytest.raises(ValueError, match="intensity"):
+        _tiny()(torch.ones(1, 8, 8, 8))
+
+
+def test_wca_phasor_equals_wca() -> None:
+    obj = _object()
+    psi = physics.fft_centered(obj)
+    phi = torch.angle(psi)[None]
+    w = torch.rand(1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    pred = phi + 0.7 * torch.rand(phi.shape, generator=torch.Generator().manual_seed(2))
+    a = wca_phasor(phi, torch.polar(torch.ones_like(pred), pred), w)
+    assert torch.allclose(a, wca(phi, pred, w), atol=1e-5)
+
+
+def test_object_loss_invariances_and_sensitivity() -> None:
+    t = _object()[None]
+    assert float(object_loss(t * (0.3 * torch.exp(torch.tensor(2.0j))), t)) < 1e-5
+    assert float(object_loss(twin_object(t), t)) < 1e-5
+    assert float(object_loss(torch.roll(t, 1, -1), t)) > 0.1
+    with pytest.raises(ValueError, match="shape"):
+        object_loss(t, t[..., :-1])
+
+
+def test_twin_object_has_same_intensity() -> None:
+    t = _object()
+    i1 = physics.fft_centered(t).abs()
+    i2 = physics.fft_centered(twin_object(t)).abs()
+    assert torch.allclose(i1, i2, atol=1e-3)
+
+
+def test_export_and_load_weights(tmp_path) -> None:
+    m = _tiny()
+    ck = {"model_config": m.config.to_dict(), "state_dict": m.state_dict(), "step": 3}
+    path = export_weights(ck, tmp_path / "w.pt", meta={"note": "test"})
+    loaded = load_model(path)
+    assert loaded.name == "w" and len(loaded.sha256) == 64 and loaded.meta["step"] == 3
+    i = physics.fft_centered(_object()).abs()[None] ** 2
+    # float16 storage: predictions agree to half precision
+    assert torch.allclose(loaded.model(i), m.eval()(i), atol=5e-2)
+    with pytest.raises(ValueError, match="do not exist"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_model(tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match=r"\.pt"):
+        export_weights(ck, tmp_path / "w.bin")

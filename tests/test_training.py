@@ -1,0 +1,120 @@
+"""Training: a few real steps on simulated crystals, checkpoint, resume, export, AI phasing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bcdi_stream.model import ModelConfig, UNetConfig, export_weights, load_model
+from bcdi_stream.training import (
+    STRAIN_CLASSES,
+    TEST_SEED0,
+    TRAIN_SEED0,
+    VAL_SEED0,
+    TrainConfig,
+    draw_crystal,
+    fixed_set,
+    train,
+    training_batches,
+)
+from bcdi_stream.training._datasets import MAX_MEAN_GRADIENT, class_mix
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(
+        model=ModelConfig(kind="patterson", grid=32, unet=UNetConfig(channels=(4, 8))),
+        steps=3, batch_size=1, val_every=2, checkpoint_every=1, warmup=1,
+        val_counts={"weak": 1, "strong": 1}, threads=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_seed_ranges_are_disjoint() -> None:
+    # training draws seeds TRAIN_SEED0 + 100 k (+ a few retries): far below VAL_SEED0
+    assert TRAIN_SEED0 + 100 * 5_000_000 < VAL_SEED0 < TEST_SEED0
+    assert TEST_SEED0 - VAL_SEED0 > 3 * 10_000_000
+
+
+def test_strong_class_is_strong_and_sampled() -> None:
+    c, seed = draw_crystal(TEST_SEED0 + 123, "strong", n=32)
+    assert seed >= TEST_SEED0 + 123
+    assert c.meta["phase_span"] > 4 * torch.pi * 0.999
+    assert c.meta["phase_gradient_mean"] <= MAX_MEAN_GRADIENT * 64 / 32
+    w, _ = draw_crystal(TEST_SEED0, "weak", n=32)
+    assert w.meta["phase_span"] < torch.pi
+    with pytest.raises(ValueError, match="strain_class"):
+        draw_crystal(0, "extreme")
+    assert set(STRAIN_CLASSES) == {"weak", "medium", "strong"}
+
+
+def test_fixed_set_is_reproducible() -> None:
+    a = [(c, s) for c, s, _ in fixed_set(VAL_SEED0, {"weak": 2}, n=32)]
+    b = [(c, s) for c, s, _ in fixed_set(VAL_SEED0, {"weak": 2}, n=32)]
+    assert a == b and len({s for _, s in a}) == 2
+
+
+def test_curriculum_mix() -> None:
+    start, end = class_mix(0, 100, 0.3), class_mix(100, 100, 0.3)
+    assert start["strong"] == pytest.approx(0.1) and end["strong"] == pytest.approx(0.5)
+    assert sum(end.values()) == pytest.approx(1.0)
+
+
+def test_training_batches_resume_the_sequence() -> None:
+    full = training_batches(0, 2, 10, 0.3, n=32)
+    next(full)
+    second = next(full)
+    resumed = next(training_batches(2, 2, 10, 0.3, n=32, start_step=1))
+    assert second.seeds == resumed.seeds
+    assert torch.equal(second.intensity, resumed.intensity)
+
+
+def test_train_checkpoint_resume_export(tmp_path) -> None:
+    out = tmp_path / "run"
+    r1 = train(_cfg(), out, max_minutes=1e-6)  # stops after the first step, checkpointed
+    assert r1.step == 1 and (out / "last.pt").is_file()
+    with pytest.raises(ValueError, match="exists"):
+        train(_cfg(), out)
+    r2 = train(_cfg(), out, resume=True)
+    assert r2.step == 3 and r2.samples == 3
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [2, 3]
+    assert {"wca_weak", "wca_strong", "shells_weak", "loss", "object_loss"} <= set(lines[-1])
+    assert 0 <= lines[-1]["wca_weak"] <= 1
+    w = export_weights(out / "last.pt", tmp_path / "w.pt")
+    loaded = load_model(w)
+    assert loaded.model.config.grid == 32 and loaded.meta["step"] == 3
+
+
+def test_resume_matches_uninterrupted_run(tmp_path) -> None:
+    a = train(_cfg(), tmp_path / "a")
+    train(_cfg(), tmp_path / "b", max_minutes=1e-6)
+    b = train(_cfg(), tmp_path / "b", resume=True)
+    sa = torch.load(a.checkpoint, weights_only=False)["state_dict"]
+    sb = torch.load(b.checkpoint, weights_only=False)["state_dict"]
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], atol=1e-5), k
+
+
+def test_until_step_stops_early_and_validates(tmp_path) -> None:
+    r = train(_cfg(val_every=5), tmp_path / "u", until_step=2)
+    assert r.step == 2 and "wca_weak" in r.val
+    assert train(_cfg(val_every=5), tmp_path / "u", resume=True).step == 3
+    with pytest.raises(ValueError, match="until_step"):
+        train(_cfg(), tmp_path / "v", until_step=0)
+
+
+def test_train_config_errors(tmp_path) -> None:
+    for kw, name in [({"steps": 0}, "steps"), ({"lr": 0}, "lr"), ({"curriculum": 2}, "curriculum"),
+                     ({"object_weight": -1}, "object_weight")]:
+        with pytest.raises(ValueError, match=name):
+            _cfg(**kw)
+    with pytest.raises(ValueError, match="does not exist"):
+        train(_cfg(), tmp_path / "none", resume=True)
