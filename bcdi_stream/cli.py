@@ -435,6 +435,10 @@ def benchmark(
 
 app.command("train")(train_command)
 
+from bcdi_stream._service_commands import register_service_commands  # noqa: E402
+
+register_service_commands(app)
+
 
 def _print_version(value: bool) -> None:
     if value:

@@ -16,6 +16,13 @@ from callbacks._callback import BCDICallback
 from callbacks._executors import WorkerPool, WorkerState, default_devices
 from callbacks._feedback import LiveStrainFigure, summary_line
 from callbacks._publish import analysis_documents, publish_analysis_run
+from callbacks._worker import (
+    find_unprocessed,
+    json_deserializer,
+    json_serializer,
+    make_publisher,
+    run_worker,
+)
 
 __all__ = [
     "BCDICallback",
@@ -26,7 +33,12 @@ __all__ = [
     "WorkerState",
     "analysis_documents",
     "default_devices",
+    "find_unprocessed",
+    "json_deserializer",
+    "json_serializer",
     "live_phasing",
+    "make_publisher",
     "publish_analysis_run",
+    "run_worker",
     "summary_line",
 ]

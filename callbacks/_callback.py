@@ -7,9 +7,18 @@ detector image is the one 2D-per-event field of the ``primary`` stream's descrip
 configured (``image_field=`` or ``start["bcdi"]["image_field"]``).
 
 At ``stop`` the callback only enqueues the job and returns (microseconds); nothing happens per
-event. Jobs run on a :class:`WorkerPool` (one worker per GPU, one on a CPU). Every exception is
-caught and logged (``make_class_safe``): the callback never raises into the RunEngine. Aborted or
-failed scans, and rocking curves without detector data, are recorded as skipped.
+event. Jobs run on a :class:`WorkerPool` (one worker per GPU, one on a CPU) or on a Dask cluster
+(a ``distributed.Client`` as ``executor``). Every exception is caught and logged
+(``make_class_safe``): the callback never raises into the RunEngine. Aborted or failed scans,
+and rocking curves without detector data, are recorded as skipped.
+
+Reliability (``state_dir``): results that cannot reach Tiled are spooled there and replayed
+every ``replay_interval`` seconds; every queued/running scan is journalled, and a new callback
+on the same ``state_dir`` re-runs what a killed process left (a scan that killed its worker
+``max_attempts`` times gets a failure record). The queue is bounded (``max_pending``): beyond
+it, ``overflow="record"`` (default) writes a failure record ``queue full`` for the scan (re-run
+it later with ``bcdi-stream reprocess``), ``overflow="block"`` holds ``stop`` until a slot
+frees (the RunEngine waits). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -19,16 +28,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bluesky.callbacks.core import make_class_safe
 from event_model import DocumentRouter
 
 from bcdi_stream.errors import InputError
-from bcdi_stream.tiled_io import JobSettings, ScanResult, find_image_field, process_run
+from bcdi_stream.tiled_io import (
+    JobSettings,
+    Journal,
+    ReplayReport,
+    ScanResult,
+    Spool,
+    check_uid,
+    find_image_field,
+    process_run,
+)
 from bcdi_stream.tiled_io._job import record_skipped
+from callbacks._dask import is_dask_client, tiled_job
 from callbacks._executors import WorkerPool, WorkerState
 
 __all__ = ["BCDICallback"]
@@ -73,6 +93,23 @@ class BCDICallback(DocumentRouter):
         Also write each result as a Bluesky analysis run (linked by ``raw_uid``).
     record_skipped : bool
         Write a record for aborted scans and scans without detector data.
+    state_dir : str or Path, optional
+        Reliability state: ``spool/`` (results kept while Tiled is unreachable) and
+        ``inflight/`` (journal of queued/running scans). Leftovers of a previous process are
+        re-run at once (``recover=True``).
+    replay_interval : float
+        Seconds between replays of the spool (0: only on :meth:`replay`).
+    max_pending : int
+        Most scans queued or running at once (0: unbounded).
+    overflow : {"record", "block"}
+        Beyond ``max_pending``: write a ``queue full`` failure record for the scan, or make
+        ``stop`` wait for a free slot.
+    max_attempts : int
+        Starts of one scan (crashes included) before it gets a failure record instead.
+    recover : bool
+        Re-run the journal's leftovers when the callback is created.
+    dask_resources : dict, optional
+        Resources each Dask task needs (``{"GPU": 1}``), with a ``distributed.Client``.
 
     Examples
     --------
@@ -97,6 +134,13 @@ class BCDICallback(DocumentRouter):
         keep_arrays: int = 3,
         publish_analysis: bool = False,
         record_skipped: bool = True,
+        state_dir: str | Path | None = None,
+        replay_interval: float = 30.0,
+        max_pending: int = 64,
+        overflow: str = "record",
+        max_attempts: int = 2,
+        recover: bool = True,
+        dask_resources: Mapping[str, float] | None = None,
     ) -> None:
         if tiled_client is None:
             raise ValueError("tiled_client is required")
@@ -106,6 +150,14 @@ class BCDICallback(DocumentRouter):
             raise ValueError(f"keep_arrays must be >= 0, got {keep_arrays}")
         if executor is not None and not callable(getattr(executor, "submit", None)):
             raise ValueError("executor must have a submit() method")
+        if replay_interval < 0:
+            raise ValueError(f"replay_interval must be >= 0, got {replay_interval}")
+        if max_pending < 0:
+            raise ValueError(f"max_pending must be >= 0, got {max_pending}")
+        if overflow not in ("record", "block"):
+            raise ValueError(f"overflow must be 'record' or 'block', got {overflow!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         super().__init__()
         self.client = tiled_client
         self.image_field = image_field
@@ -127,6 +179,28 @@ class BCDICallback(DocumentRouter):
         #: Seconds spent in each ``stop`` call (the time this callback adds to the RunEngine),
         #: the latest 10,000.
         self.stop_overheads: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.max_pending = max_pending
+        self.overflow = overflow
+        self.max_attempts = max_attempts
+        self.dask_resources = dict(dask_resources) if dask_resources else None
+        self._dask = is_dask_client(self.executor)
+        self._queued = 0
+        self._side: ThreadPoolExecutor | None = None
+        self.spool: Spool | None = None
+        self.journal: Journal | None = None
+        self.replay_interval = replay_interval
+        self._closing = threading.Event()
+        self._replayer: threading.Thread | None = None
+        if state_dir is not None:
+            root = Path(state_dir).expanduser()
+            self.spool = Spool(root / "spool")
+            self.journal = Journal(root / "inflight")
+            if recover:
+                self.recover()
+            if replay_interval > 0:
+                self._replayer = threading.Thread(target=self._replay_loop, daemon=True,
+                                                  name="bcdi-spool-replay")
+                self._replayer.start()
 
     # ---------------------------------------------------------------- documents
     def start(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -186,23 +260,77 @@ class BCDICallback(DocumentRouter):
         if skip is not None:
             self._submit(uid, self._skip_job, uid, skip, run.start, stop_time)
         else:
-            self._submit(uid, self._job, uid, run.field, n_events, stop_time)
+            self._submit_job(uid, run.field, n_events, stop_time)
         self.stop_overheads.append(time.perf_counter() - t0)
         return doc
 
     # ---------------------------------------------------------------- jobs
     def submit(self, raw_uid: str, *, image_field: str | None = None) -> Future:
         """Reconstruct a run that is already in Tiled (re-processing, or a missed scan)."""
-        if not raw_uid or not isinstance(raw_uid, str):
-            raise ValueError(f"raw_uid must be a non-empty string, got {raw_uid!r}")
-        return self._submit(raw_uid, self._job, raw_uid, image_field or self.image_field,
-                            None, None)
+        check_uid(raw_uid)
+        return self._submit_job(raw_uid, image_field or self.image_field, None, None)
 
-    def _submit(self, uid: str, fn: Callable[..., ScanResult], *args: Any) -> Future:
+    def _submit_job(self, uid: str, image_field: str | None, n_events: int | None,
+                    stop_time: float | None) -> Future:
+        with self._cond:
+            if self.max_pending and self._queued >= self.max_pending:
+                if self.overflow == "record":
+                    waiting = self._queued
+                    return self._submit(uid, self._overflow_job, uid, waiting, stop_time,
+                                        side=True)
+                log.warning("queue full (%d scans): stop of %s waits", self._queued, uid)
+                while self._queued >= self.max_pending:
+                    self._cond.wait()
+            self._queued += 1
+        try:
+            if self.journal is not None:
+                attempts = self.journal.begin(uid, image_field=image_field,
+                                              stream=self.stream_name, n_events=n_events,
+                                              stop_time=stop_time)
+                if attempts > self.max_attempts:
+                    return self._submit(uid, self._crashed_job, uid, attempts - 1, stop_time,
+                                        side=True, counted=True)
+            if self._dask:
+                return self._submit_dask(uid, image_field, n_events, stop_time)
+            return self._submit(uid, self._job, uid, image_field, n_events, stop_time,
+                                counted=True)
+        except BaseException:
+            with self._cond:
+                self._queued -= 1
+                self._cond.notify_all()
+            raise
+
+    def _submit_dask(self, uid: str, image_field: str | None, n_events: int | None,
+                     stop_time: float | None) -> Future:
+        uri = str(self.client.context.api_uri).rstrip("/")
+        spool_dir = str(self.spool.directory) if self.spool is not None else None
         with self._cond:
             self._pending += 1
         try:
-            if isinstance(self.executor, WorkerPool):
+            fut = self.executor.submit(
+                tiled_job, uri, uid, self.settings.model_dump_json(), image_field,
+                self.stream_name, n_events, stop_time, spool_dir, pure=False,
+                key=f"bcdi-{uid}-{time.time_ns()}", resources=self.dask_resources,
+            )
+        except Exception:
+            with self._cond:
+                self._pending -= 1
+                self._cond.notify_all()
+            raise
+        self._futures[uid] = fut
+        fut.add_done_callback(lambda f, u=uid: self._done(u, f, counted=True))
+        return fut
+
+    def _submit(self, uid: str, fn: Callable[..., ScanResult], *args: Any,
+                side: bool = False, counted: bool = False) -> Future:
+        with self._cond:
+            self._pending += 1
+        try:
+            if side or self._dask:  # records only: a small local thread
+                if self._side is None:
+                    self._side = ThreadPoolExecutor(1, thread_name_prefix="bcdi-records")
+                fut = self._side.submit(fn, *args, worker=None)
+            elif isinstance(self.executor, WorkerPool):
                 fut = self.executor.submit(fn, *args)
             else:
                 fut = self.executor.submit(fn, *args, worker=None)
@@ -212,7 +340,7 @@ class BCDICallback(DocumentRouter):
                 self._cond.notify_all()
             raise
         self._futures[uid] = fut
-        fut.add_done_callback(lambda f, u=uid: self._done(u, f))
+        fut.add_done_callback(lambda f, u=uid, c=counted: self._done(u, f, counted=c))
         return fut
 
     def _job(self, uid: str, image_field: str | None, n_events: int | None,
@@ -227,10 +355,34 @@ class BCDICallback(DocumentRouter):
             self.client, uid, settings=self.settings, image_field=image_field,
             stream=self.stream_name, expected_frames=n_events, stop_time=stop_time,
             device=worker.device if worker is not None else None, model=model,
-            keep_arrays=self.keep_arrays > 0,
+            keep_arrays=self.keep_arrays > 0, spool=self.spool,
         )
         self._publish(result)
         return result
+
+    def _overflow_job(self, uid: str, waiting: int, stop_time: float | None,
+                      *, worker: WorkerState | None = None) -> ScanResult:
+        from bcdi_stream.tiled_io._job import _failure
+
+        error = (f"queue full: {waiting} scans waiting (max_pending={self.max_pending}); not "
+                 f"reconstructed, run `bcdi-stream reprocess {uid}`")
+        result = ScanResult(raw_uid=uid, status="failed")
+        md = {"overflow": True, "method": None, "model": {"name": None, "hash": None}}
+        _failure(self.client, uid, error, md, self.settings.processed_key, result, self.spool)
+        if stop_time is not None:
+            result.timings["latency"] = round(time.time() - stop_time, 4)
+        return result
+
+    def _crashed_job(self, uid: str, crashes: int, stop_time: float | None,
+                     *, worker: WorkerState | None = None) -> ScanResult:
+        from bcdi_stream.tiled_io._job import _failure
+
+        error = (f"internal: the worker stopped {crashes} times while processing this scan; "
+                 f"not retried again (run `bcdi-stream reprocess {uid}`)")
+        result = ScanResult(raw_uid=uid, status="failed")
+        md = {"crashes": crashes, "method": None, "model": {"name": None, "hash": None}}
+        return _failure(self.client, uid, error, md, self.settings.processed_key, result,
+                        self.spool)
 
     def _skip_job(self, uid: str, reason: str, start: Mapping[str, Any], stop_time: float,
                   *, worker: WorkerState | None = None) -> ScanResult:
@@ -252,10 +404,12 @@ class BCDICallback(DocumentRouter):
         except Exception:
             log.exception("could not publish the analysis run of %s", result.raw_uid)
 
-    def _done(self, uid: str, fut: Future) -> None:
+    def _done(self, uid: str, fut: Future, counted: bool = False) -> None:
         try:
             try:
                 result = fut.result()
+                if self._dask and counted:
+                    self._publish(result)
             except CancelledError:
                 result = ScanResult(raw_uid=uid, status="failed",
                                     error="cancelled: the service shut down before this scan")
@@ -283,10 +437,63 @@ class BCDICallback(DocumentRouter):
                 except Exception:
                     log.exception("listener %r failed on scan %s", listener, uid)
         finally:
+            if counted and self.journal is not None and not self._closing.is_set():
+                try:
+                    self.journal.end(uid)
+                except Exception:
+                    log.exception("journal: could not end %s", uid)
             with self._cond:
                 self._pending -= 1
+                if counted:
+                    self._queued -= 1
                 self._futures.pop(uid, None)
                 self._cond.notify_all()
+
+    # ---------------------------------------------------------------- reliability
+    def recover(self) -> list[str]:
+        """Re-run the scans a previous process left queued or running (its journal).
+
+        Returns
+        -------
+        list of str
+            The uids resubmitted (a scan over ``max_attempts`` gets a failure record).
+        """
+        if self.journal is None:
+            return []
+        uids = []
+        for doc in self.journal.leftover():
+            uid = doc["raw_uid"]
+            log.warning("scan %s was left unfinished by a previous worker (start %s): "
+                        "re-running", uid, doc.get("attempts"))
+            self._submit_job(uid, doc.get("image_field"), doc.get("n_events"),
+                             doc.get("stop_time"))
+            uids.append(uid)
+        return uids
+
+    def replay(self) -> ReplayReport | None:
+        """Write the spooled results to Tiled now (re-run scans whose frames could not be
+        read); ``None`` without a ``state_dir``."""
+        if self.spool is None:
+            return None
+        report = self.spool.replay(self.client, rerun=lambda e: self.submit(e.raw_uid))
+        if report.written or report.rerun:
+            msg = (f"spool: {len(report.written)} written to Tiled, {len(report.rerun)} "
+                   f"re-run, {report.remaining} left")
+            log.info(msg)
+            if self.echo is not None:
+                try:
+                    self.echo(msg)
+                except Exception:
+                    log.exception("echo failed")
+        return report
+
+    def _replay_loop(self) -> None:
+        while not self._closing.wait(self.replay_interval):
+            if self.spool is not None and len(self.spool):
+                try:
+                    self.replay()
+                except Exception:
+                    log.exception("spool replay failed")
 
     # ---------------------------------------------------------------- inspection
     def wait(self, timeout: float | None = None) -> bool:
@@ -348,6 +555,9 @@ class BCDICallback(DocumentRouter):
         """
         if self._own_executor:
             self.executor.shutdown(wait=wait, cancel=cancel)
+        if self._side is not None:
+            self._side.shutdown(wait=wait, cancel_futures=cancel)
+        self._closing.set()
 
     def __repr__(self) -> str:
         return (f"<BCDICallback {len(self._results)} results, {self.pending} pending, "

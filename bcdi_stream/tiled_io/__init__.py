@@ -5,6 +5,8 @@
   contract (spec ``BCDIReconstruction``).
 - :func:`render_slices`: the PNG-exportable figure of central slices.
 - :func:`process_run`: the whole live job (read, preprocess, reconstruct, write).
+- :class:`Spool`: results kept locally while Tiled is unreachable, replayed when it returns;
+  :class:`Journal`: scans in progress, re-run after a crash.
 
 This package imports the Tiled client lazily (it receives client objects); it never imports
 bluesky or ophyd.
@@ -19,6 +21,7 @@ from bcdi_stream.tiled_io._frames import (
     read_scan,
 )
 from bcdi_stream.tiled_io._job import JobSettings, ScanResult, live_phasing, process_run
+from bcdi_stream.tiled_io._journal import Journal
 from bcdi_stream.tiled_io._results import (
     DEFAULT_PROCESSED_KEY,
     RESULT_ARRAYS,
@@ -29,18 +32,31 @@ from bcdi_stream.tiled_io._results import (
     write_failure,
     write_result,
 )
+from bcdi_stream.tiled_io._spool import (
+    ReplayReport,
+    Spool,
+    SpoolEntry,
+    check_uid,
+    is_unreachable,
+)
 
 __all__ = [
     "DEFAULT_PROCESSED_KEY",
     "RESULT_ARRAYS",
     "RESULT_SPEC",
     "JobSettings",
+    "Journal",
     "RawScan",
+    "ReplayReport",
     "ScanResult",
+    "Spool",
+    "SpoolEntry",
     "TiledRefused",
+    "check_uid",
     "draw_slices",
     "find_image_field",
     "is_image_key",
+    "is_unreachable",
     "jsonable",
     "live_phasing",
     "png_bytes",

@@ -35,6 +35,7 @@ from bcdi_stream.tiled_io._results import (
     write_failure,
     write_result,
 )
+from bcdi_stream.tiled_io._spool import Spool, is_unreachable
 
 __all__ = ["JobSettings", "ScanResult", "live_phasing", "process_run", "record_skipped",
            "resolve_method"]
@@ -112,8 +113,9 @@ class ScanResult:
     ----------
     raw_uid : str
         The raw run's uid.
-    status : {"ok", "failed", "skipped"}
-        ``skipped``: an aborted/failed scan or not a rocking curve with data.
+    status : {"ok", "failed", "skipped", "spooled"}
+        ``skipped``: an aborted/failed scan or not a rocking curve with data; ``spooled``:
+        Tiled was unreachable, the result (or record) waits in the local spool for replay.
     error : str or None
         One-line reason when not ``ok``.
     method : str or None
@@ -174,6 +176,9 @@ class ScanResult:
                 f"rms {_e(s.get('strain_rms'))}; {llk_s} [{self.quality_flag}]; "
                 f"latency {lat_s} ({stages} s) -> {self.path}"
             )
+        if self.status == "spooled":
+            return (f"{head}: SPOOLED (Tiled unreachable): {self.error}; kept in {self.path}, "
+                    f"written when Tiled is back")
         where = f" -> {self.path}" if self.path else " (no record written)"
         return f"{head}: {self.status.upper()}: {self.error}{where}"
 
@@ -223,12 +228,24 @@ def _scan_info(start: Mapping[str, Any], field_name: str | None, n_frames: int |
 
 
 def _failure(client: Any, uid: str, error: str, md: dict[str, Any], processed_key: str,
-             result: ScanResult) -> ScanResult:
+             result: ScanResult, spool: Spool | None = None, rerun: bool = False
+             ) -> ScanResult:
     result.error = error
     try:
         write_failure(client, uid, error, md, processed_key=processed_key)
         result.path = f"{processed_key}/{uid}"
     except Exception as exc:  # even the record was refused: the reason goes to the log
+        if spool is not None and is_unreachable(exc):
+            try:
+                path = spool.put_failure(uid, error, md, processed_key=processed_key,
+                                         reason=_short(exc), rerun=rerun)
+            except Exception as sexc:
+                log.exception("scan %s: could not spool the failure record", uid)
+                result.error = f"{error}; failure record not written: {_short(sexc)}"
+                return result
+            result.status = "spooled"
+            result.path = str(path)
+            return result
         result.error = f"{error}; failure record not written: {_short(exc)}"
         log.error("scan %s: %s", uid, result.error)
     return result
@@ -278,6 +295,7 @@ def process_run(
     device: Any | None = None,
     model: Any | None = None,
     keep_arrays: bool = True,
+    spool: Spool | None = None,
 ) -> ScanResult:
     """Reconstruct one raw run from Tiled and write ``processed/<raw_uid>``.
 
@@ -303,6 +321,10 @@ def process_run(
         A loaded phase-prediction model, passed to the pipeline when it accepts one.
     keep_arrays : bool
         Keep the result arrays and figure in the returned :class:`ScanResult`.
+    spool : Spool, optional
+        Where the result (or failure record) goes when Tiled does not answer at write time
+        (status ``spooled``); a read that timed out because Tiled was down is spooled as
+        "re-run on replay". Without a spool such a scan ends ``failed``.
 
     Returns
     -------
@@ -324,6 +346,7 @@ def process_run(
         "settings": settings.model_dump(mode="json"),
     }
     stage = "read"
+    rerun = False
 
     def _finish_latency() -> None:
         timings["total"] = round(time.perf_counter() - t_begin, 4)
@@ -335,6 +358,8 @@ def process_run(
         raw = read_scan(client, raw_uid, field=image_field, stream=stream,
                         expected_frames=expected_frames, timeout=settings.read_timeout)
         timings["read"] = round(time.perf_counter() - t0, 4)
+        log.debug("scan %s: read %d frames in %.2f s", raw_uid, raw.frames.shape[0],
+                  timings["read"])
         result.scan = _scan_info(raw.start, raw.field, int(raw.frames.shape[0]))
         md["scan"] = result.scan
         md["read_attempts"] = raw.attempts
@@ -418,10 +443,20 @@ def process_run(
             _finish_latency()
             return {"timings": dict(timings)}
 
-        write_result(client, raw_uid, arrays, md, figures=figures, processed_key=pkey,
-                     finalize=_finalize)
-        result.status = "ok"
-        result.path = f"{pkey}/{raw_uid}"
+        t_write = time.perf_counter()
+        try:
+            write_result(client, raw_uid, arrays, md, figures=figures, processed_key=pkey,
+                         finalize=_finalize)
+            result.status = "ok"
+            result.path = f"{pkey}/{raw_uid}"
+        except Exception as exc:
+            if spool is None or not is_unreachable(exc):
+                raise
+            md.update(_finalize(time.perf_counter() - t_write))
+            result.path = str(spool.put_result(raw_uid, arrays, md, figures=figures,
+                                               processed_key=pkey, reason=_short(exc)))
+            result.status = "spooled"
+            result.error = _short(exc)
         result.summary = summary
         if keep_arrays:
             result.arrays = arrays
@@ -433,10 +468,11 @@ def process_run(
         error = f"{stage}: {exc}"
     except TimeoutError as exc:
         error = f"{stage}: {exc}"
+        rerun = stage == "read" and is_unreachable(exc)
     except Exception as exc:  # anything else: keep the service alive, record the reason
         log.exception("scan %s failed in %s", raw_uid, stage)
         error = f"{stage}: {_short(exc)}"
     _finish_latency()
     md["failed_stage"] = stage
     md.pop("summary", None)
-    return _failure(client, raw_uid, error, md, pkey, result)
+    return _failure(client, raw_uid, error, md, pkey, result, spool, rerun)

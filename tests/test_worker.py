@@ -1,0 +1,132 @@
+"""``bcdi-stream worker`` out of the RunEngine's process, with real components: a
+``bluesky-0MQ-proxy`` subprocess, the worker as a subprocess (the CLI), a RunEngine publishing
+JSON documents to the proxy, TiledWriter and a Tiled server.
+
+Scans are reconstructed by the worker; a worker killed (SIGKILL) with scans queued and running
+loses none (its successor re-runs them from the journal); SIGTERM drains and exits 0; scans
+finished while no worker ran are caught up at start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bluesky import RunEngine
+from bluesky_tiled_plugins import TiledWriter
+from conftest_live import API_KEY, shared_server, tiny_settings, toy_source
+from conftest_service import ManagedProcess, free_port, nice_env, wait_for
+from tiled.client import from_uri
+
+from bcdi_stream.beamline import make_beamline
+from callbacks import make_publisher
+
+pytestmark = pytest.mark.timeout(400)
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory) -> Iterator[tuple[int, int]]:
+    exe = shutil.which("bluesky-0MQ-proxy")
+    assert exe, "bluesky-0MQ-proxy not on PATH"
+    p_in, p_out = free_port(), free_port()
+    proc = ManagedProcess([exe, "--in-address", str(p_in), "--out-address", str(p_out)],
+                          tmp_path_factory.mktemp("proxy") / "proxy.log").start()
+    time.sleep(1.0)
+    assert proc.alive, proc.log()
+    yield p_in, p_out
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client():
+    return from_uri(shared_server().uri)
+
+
+@pytest.fixture(scope="module")
+def rig(client, proxy):
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    RE.subscribe(make_publisher(("127.0.0.1", proxy[0])))  # after TiledWriter
+    time.sleep(1.0)  # 0MQ: let the publisher's connection settle
+    return RE, make_beamline(detector_shape=(64, 80), seed=1)
+
+
+def _worker(tmp: Path, proxy: tuple[int, int], name: str, *extra: str) -> ManagedProcess:
+    settings = tmp / "settings.json"
+    settings.write_text(tiny_settings(32).model_dump_json())
+    args = [sys.executable, "-m", "bcdi_stream.cli", "worker",
+            "--zmq", f"127.0.0.1:{proxy[1]}",
+            "--tiled-uri", shared_server().uri.split("?")[0], "--state-dir", str(tmp / "state"),
+            "--settings", str(settings), "--threads", "1", "--replay-interval", "0", *extra]
+    proc = ManagedProcess(args, tmp / f"{name}.log",
+                          env=nice_env(TILED_API_KEY=API_KEY)).start()
+    wait_for(lambda: "worker listening" in proc.log() or not proc.alive, 120, "worker start")
+    assert proc.alive, proc.log()
+    time.sleep(1.5)  # the subscription reaches the proxy
+    return proc
+
+
+def _status(client, uid: str) -> str | None:
+    try:
+        return from_uri(shared_server().uri)["processed"][uid].metadata.get("status")
+    except KeyError:
+        return None
+
+
+def _scans(rig, n: int, seed: int) -> list[str]:
+    RE, bl = rig
+    uids = []
+    for k in range(n):
+        bl.load(toy_source(32, seed=seed + k))
+        uids += list(RE(bl.rocking_curve()))
+    return uids
+
+
+def test_worker_reconstructs_published_scans_and_drains(rig, proxy, client, tmp_path) -> None:
+    worker = _worker(tmp_path, proxy, "w1")
+    try:
+        uids = _scans(rig, 2, seed=10)
+        wait_for(lambda: all(_status(client, u) == "ok" for u in uids), 180,
+                 "worker results in Tiled")
+    finally:
+        code = worker.stop(signal.SIGTERM, timeout=60)
+    log = worker.log()
+    assert code == 0, log
+    assert "worker stopped: 2 results" in log
+    assert all(u[:8] in log for u in uids)
+    assert "API" not in log and API_KEY not in log  # no secret in the logs
+
+
+def test_killed_worker_loses_no_scan(rig, proxy, client, tmp_path) -> None:
+    worker = _worker(tmp_path, proxy, "w1")
+    inflight = tmp_path / "state" / "inflight"
+    uids = _scans(rig, 3, seed=20)
+    try:
+        def all_received() -> bool:
+            journalled = {p.stem for p in inflight.glob("*.json")}
+            done = {u for u in uids if u not in journalled and _status(client, u) == "ok"}
+            return bool(journalled) and len(journalled | done) == len(uids)
+
+        wait_for(all_received, 60, "all scans received, some still in progress")
+    finally:
+        worker.stop(signal.SIGKILL)  # a crash: no drain
+    unfinished = [u for u in uids if _status(client, u) != "ok"]
+    assert unfinished, "the worker finished everything before it was killed"
+    assert {p.stem for p in inflight.glob("*.json")} >= set(unfinished)
+    # a scan finished while no worker runs: 0MQ does not keep it, the catch-up finds it
+    (late,) = _scans(rig, 1, seed=30)
+    successor = _worker(tmp_path, proxy, "w2", "--catch-up", "1")
+    try:
+        wait_for(lambda: all(_status(client, u) == "ok" for u in [*uids, late]), 240,
+                 "all results after the restart")
+    finally:
+        assert successor.stop(signal.SIGTERM, timeout=60) == 0, successor.log()
+    log = successor.log()
+    assert "left unfinished by a previous worker" in log
+    assert "catch-up:" in log
+    assert list(inflight.glob("*.json")) == []
