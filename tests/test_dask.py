@@ -44,6 +44,7 @@ def cluster() -> Iterator[distributed.Client]:
             os.environ["TILED_API_KEY"] = old
 
 
+@pytest.mark.slow
 def test_callback_runs_jobs_on_dask_processes(cluster) -> None:
     tiled = from_uri(shared_server().uri)
     RE = RunEngine({})
@@ -70,6 +71,7 @@ def test_callback_runs_jobs_on_dask_processes(cluster) -> None:
     assert sum(ran.values()) >= 1
 
 
+@pytest.mark.slow
 def test_killed_dask_worker_scan_is_rerun(cluster) -> None:
     tiled = from_uri(shared_server().uri)
     RE = RunEngine({})

@@ -112,6 +112,7 @@ def test_writes_are_idempotent(tiled) -> None:
     np.testing.assert_allclose(back["arrays"]["amplitude"], _arrays(2.0)["amplitude"])
 
 
+@pytest.mark.slow
 def test_tiled_down_result_spooled_then_replayed(tiled, scans, tmp_path) -> None:
     uid_write, uid_read = scans[0], scans[1]
     client = tiled.client()

@@ -52,6 +52,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           env=nice_env(TILED_API_KEY=API_KEY))
 
 
+@pytest.mark.slow
 def test_reprocess_replaces_a_failed_record(uri, settings_file, scan_uid) -> None:
     client = from_uri(shared_server().uri)
     write_failure(client, scan_uid, "an earlier failure")

@@ -87,6 +87,7 @@ def _scans(rig, n: int, seed: int) -> list[str]:
     return uids
 
 
+@pytest.mark.slow
 def test_worker_reconstructs_published_scans_and_drains(rig, proxy, client, tmp_path) -> None:
     worker = _worker(tmp_path, proxy, "w1")
     try:
@@ -102,6 +103,7 @@ def test_worker_reconstructs_published_scans_and_drains(rig, proxy, client, tmp_
     assert "API" not in log and API_KEY not in log  # no secret in the logs
 
 
+@pytest.mark.slow
 def test_killed_worker_loses_no_scan(rig, proxy, client, tmp_path) -> None:
     worker = _worker(tmp_path, proxy, "w1")
     inflight = tmp_path / "state" / "inflight"
