@@ -395,6 +395,11 @@ def benchmark(
         "--n", min=1, help="model: test crystals per strain class (weak, strong).")] = 25,
     model: Annotated[Path | None, typer.Option(
         help="model: weights to score (default: the shipped weights).")] = None,
+    classes: Annotated[str, typer.Option(
+        help="model: strain classes, comma-separated (weak,strong).")] = "weak,strong",
+    methods: Annotated[str, typer.Option(
+        help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional)."
+    )] = "ai_er,ai_er_only,ai,random_er,conventional",
 ) -> None:
     """Measure speed and skill: ER iteration vs FFT pair, conventional recipe per scan,
     simulator rate, and (``model``) AI+ER / AI / random-start ER / conventional on the fixed
@@ -411,6 +416,8 @@ def benchmark(
         try:
             res = bench_model(n_per_class=n, quick=quick, device=device, model=model, out=out,
                               machine=results["machine"],
+                              classes=tuple(c.strip() for c in classes.split(",") if c.strip()),
+                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
                               echo=lambda s: typer.echo(s, err=True))
         except ValueError as exc:
             _fail(exc)
