@@ -202,6 +202,7 @@ def reprocess_command(
             _fail(exc)
     job = _settings(settings, method, device)
     client = _client(tiled_uri, api_key)
+    explicit = list(todo)
     if failed:
         from tiled.queries import Key
 
@@ -214,9 +215,15 @@ def reprocess_command(
                  if u not in todo]
     if not todo:
         _fail("nothing to reprocess: give UIDs, --failed or --missing")
-    for uid in todo:
+    for uid in explicit:
         if uid not in client:
             _fail(f"no run {uid} in Tiled at {tiled_uri}")
+    gone = [u for u in todo if u not in explicit and u not in client]
+    for uid in gone:  # a failure record whose raw run was deleted: nothing to re-run
+        typer.echo(f"bcdi-stream: skipping {uid}: its raw run is no longer in Tiled", err=True)
+    todo = [u for u in todo if u not in gone]
+    if not todo:
+        _fail("nothing to reprocess: the failed/missing scans have no raw run in Tiled")
     cb = BCDICallback(client, settings=job, executor=WorkerPool(threads=threads),
                       echo=None if as_json else (lambda s: typer.echo(s)), max_pending=0)
     for uid in todo:

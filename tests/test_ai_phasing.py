@@ -43,7 +43,7 @@ def test_ai_method_runs_and_records_the_model(weights, crystal) -> None:
                       settings=_settings(weights))
     assert rec.method == "ai"
     assert rec.obj.shape == (32, 32, 32) and rec.support.any()
-    assert rec.meta["model"]["name"] == "tiny" and len(rec.meta["model"]["sha256"]) == 64
+    assert rec.meta["model"]["name"] == "tiny" and len(rec.meta["model"]["hash"]) == 64
     assert rec.timings["predict"] > 0 and rec.timings["refine"] >= 0
     assert rec.quality["llk"] > 0
 

@@ -129,7 +129,8 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
     for args, word in [
         (["reconstruct", good, "--out", tmp_path / "o.txt"], ".cxi"),
         (["reconstruct", good, "--out", tmp_path / "o.cxi", "--device", "nonsense"], "device"),
-        (["reconstruct", good, "--out", tmp_path / "o.cxi", "--method", "ai"], "model"),
+        (["reconstruct", good, "--out", tmp_path / "o.cxi", "--method", "ai", "--model",
+          tmp_path / "none.pt"], "weights"),
         (["simulate", tmp_path / "s.cxi", "--size", "3"], "n"),
     ]:
         code, _, err = _run(capsys, *args)

@@ -107,8 +107,8 @@ class LoadedModel:
     meta: dict[str, Any]
 
     def identity(self) -> dict[str, str]:
-        """``{"name", "sha256"}`` for result metadata."""
-        return {"name": self.name, "sha256": self.sha256}
+        """``{"name", "hash"}`` (SHA-256 of the file) for result metadata (the Tiled contract)."""
+        return {"name": self.name, "hash": self.sha256}
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu"
