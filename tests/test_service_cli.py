@@ -58,7 +58,11 @@ def test_reprocess_replaces_a_failed_record(uri, settings_file, scan_uid) -> Non
     write_failure(client, scan_uid, "an earlier failure")
     out = _cli("reprocess", "--failed", "--tiled-uri", uri, "--settings", str(settings_file),
                "--threads", "1")
-    assert out.returncode == 0, out.stderr
+    # the shared server also holds other tests' deliberate failures (NaN frames, no detector
+    # stream...): they fail again (exit 1, counted on stderr); ours must now be reconstructed
+    assert out.returncode in (0, 1), out.stderr
+    if out.returncode == 1:
+        assert "not reconstructed" in out.stderr
     assert scan_uid[:8] in out.stdout and "strain" in out.stdout
     back = read_result(from_uri(shared_server().uri), scan_uid, arrays=False)
     assert back["metadata"]["status"] == "ok" and "error" not in back["metadata"]
