@@ -53,15 +53,41 @@ def json_deserializer(data: bytes) -> Any:
     return json.loads(data)
 
 
-def make_publisher(address: str | tuple[str, int], *, prefix: bytes = b"") -> Any:
+def make_publisher(address: str | tuple[str, int], *, prefix: bytes = b"",
+                   linger_ms: int = 2000) -> Any:
     """A ``bluesky.callbacks.zmq.Publisher`` to the proxy's input, speaking JSON.
 
     Subscribe it *after* ``TiledWriter`` (``RE.subscribe(make_publisher("proxy:5577"))``): the raw
     run is then in Tiled when the worker receives ``stop``.
+
+    Parameters
+    ----------
+    address : str or (host, port)
+        The proxy's input address.
+    prefix : bytes
+        bluesky's topic prefix (no spaces).
+    linger_ms : int
+        How long ``close()`` may wait for queued documents to leave (0MQ ``LINGER``; the 0MQ
+        default, infinite, would hang process exit when the proxy is gone).
+
+    Returns
+    -------
+    bluesky.callbacks.zmq.Publisher
+        Call ``close()`` when done with it.
     """
+    import zmq
     from bluesky.callbacks.zmq import Publisher
 
-    return Publisher(address, prefix=prefix, serializer=json_serializer)
+    if linger_ms < 0:
+        raise ValueError(f"linger_ms must be >= 0, got {linger_ms}")
+    publisher = Publisher(address, prefix=prefix, serializer=json_serializer)
+    # 0MQ's default linger is infinite: documents still queued for a proxy that has gone away
+    # would block ``close()`` -- and the garbage collection of an unclosed publisher -- forever,
+    # hanging the RunEngine's process at exit. Bound it.
+    socket = getattr(publisher, "_socket", None)
+    if socket is not None:
+        socket.setsockopt(zmq.LINGER, int(linger_ms))
+    return publisher
 
 
 def find_unprocessed(client: Any, since_hours: float, *, processed_key: str = "processed",

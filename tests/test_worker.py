@@ -51,9 +51,11 @@ def client():
 def rig(client, proxy):
     RE = RunEngine({})
     RE.subscribe(TiledWriter(client))
-    RE.subscribe(make_publisher(("127.0.0.1", proxy[0])))  # after TiledWriter
+    publisher = make_publisher(("127.0.0.1", proxy[0]), linger_ms=0)
+    RE.subscribe(publisher)  # after TiledWriter
     time.sleep(1.0)  # 0MQ: let the publisher's connection settle
-    return RE, make_beamline(detector_shape=(64, 80), seed=1)
+    yield RE, make_beamline(detector_shape=(64, 80), seed=1)
+    publisher.close()  # an unclosed 0MQ context blocks in its garbage collection
 
 
 def _worker(tmp: Path, proxy: tuple[int, int], name: str, *extra: str) -> ManagedProcess:
@@ -132,3 +134,24 @@ def test_killed_worker_loses_no_scan(rig, proxy, client, tmp_path) -> None:
     assert "left unfinished by a previous worker" in log
     assert "catch-up:" in log
     assert list(inflight.glob("*.json")) == []
+
+
+
+@pytest.mark.timeout(60)
+def test_publisher_to_a_gone_proxy_closes(tmp_path) -> None:
+    """Documents queued for a proxy that has gone away must not block ``close()`` (0MQ's
+    default linger is infinite: bluesky's plain ``Publisher`` then hangs forever, in ``close``
+    or in the garbage collection of an unclosed one -- interpreter exit included)."""
+    with pytest.raises(ValueError, match="linger_ms"):
+        make_publisher(("127.0.0.1", free_port()), linger_ms=-1)
+    p_in, p_out = free_port(), free_port()
+    proxy = ManagedProcess([shutil.which("bluesky-0MQ-proxy"), "--in-address", str(p_in),
+                            "--out-address", str(p_out)], tmp_path / "proxy.log").start()
+    time.sleep(1.0)
+    publisher = make_publisher(("127.0.0.1", p_in), linger_ms=200)
+    time.sleep(1.0)  # connected, and the proxy has subscribed
+    publisher("start", {"uid": "x", "time": 0.0})
+    proxy.stop(signal.SIGKILL)
+    for _ in range(20):
+        publisher("event", {"uid": "y", "data": {"pad": "x" * 10_000}})
+    publisher.close()  # returns after at most the linger (pytest-timeout fails a hang)
