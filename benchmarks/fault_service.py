@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -112,7 +113,7 @@ def main() -> None:
         "journal_entries_at_worker_kill": left,
         "spool_entries_at_worker_kill": spooled_at_kill,
         "rerun_from_journal": log2.count("left unfinished by a previous worker"),
-        "note": "under nice -n 19 on a 2-core machine shared with a training job",
+        "machine": f"{os.cpu_count()} CPUs, {sys.platform}",
     }
     print(json.dumps(out, indent=1))
     proxy.stop()
