@@ -50,6 +50,12 @@ def train_command(
         min=1, help="Stop at this step (the schedule still spans --steps); --export then "
         "exports that checkpoint.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/last.pt.")] = False,
+    init_from: Annotated[Path | None, typer.Option(
+        help="Fine-tune: start from these weights (.pt weights file or checkpoint); the model "
+        "architecture is taken from it (--kind/--channels/--blocks ignored).")] = None,
+    first_sample: Annotated[int, typer.Option(
+        min=0, help="Index of the first training crystal (a fine-tune starts after its "
+        "parent's crystals).")] = 0,
     export: Annotated[Path | None, typer.Option(
         help="When the run is complete, write the weights file here (.pt).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -67,9 +73,13 @@ def train_command(
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
+            init_from=str(init_from) if init_from is not None else "",
+            first_sample=first_sample,
         )
     except ValueError as exc:
         _fail(exc)
+    if init_from is not None and not resume and not init_from.is_file():
+        _fail(f"--init-from {init_from} does not exist")
     if export is not None and export.suffix != ".pt":
         _fail(f"--export must end in .pt, got {export.name}")
     if threads:

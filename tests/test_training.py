@@ -111,9 +111,26 @@ def test_until_step_stops_early_and_validates(tmp_path) -> None:
         train(_cfg(), tmp_path / "v", until_step=0)
 
 
+def test_fine_tune_starts_from_parent_weights_and_new_crystals(tmp_path) -> None:
+    parent = train(_cfg(steps=1), tmp_path / "parent")
+    w = export_weights(parent.checkpoint, tmp_path / "parent.pt")
+    # the parent's architecture wins over the child's own model config
+    other = ModelConfig(kind="patterson", grid=32, unet=UNetConfig(channels=(2, 4)))
+    child = _cfg(model=other, steps=1, lr=1e-12, warmup=0, init_from=str(w), first_sample=5)
+    r = train(child, tmp_path / "child")
+    ck = torch.load(r.checkpoint, weights_only=False)
+    assert ck["model_config"]["unet"]["channels"] == [4, 8]
+    assert ck["train_config"]["init_from"] == str(w) and r.samples == 6  # crystal 5 only
+    sp = load_model(w).model.state_dict()
+    for k, v in ck["state_dict"].items():  # lr ~ 0: the child still holds the parent's weights
+        assert torch.allclose(v.float(), sp[k].float(), atol=1e-2), k
+    assert train(child, tmp_path / "child", resume=True).step == 1  # resume ignores init_from
+
+
 def test_train_config_errors(tmp_path) -> None:
     for kw, name in [({"steps": 0}, "steps"), ({"lr": 0}, "lr"), ({"curriculum": 2}, "curriculum"),
-                     ({"object_weight": -1}, "object_weight")]:
+                     ({"object_weight": -1}, "object_weight"), ({"first_sample": -1},
+                                                                "first_sample")]:
         with pytest.raises(ValueError, match=name):
             _cfg(**kw)
     with pytest.raises(ValueError, match="does not exist"):

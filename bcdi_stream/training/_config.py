@@ -43,6 +43,12 @@ class TrainConfig:
         torch CPU threads (0: torch's default).
     seed : int
         Seed of the weight initialisation.
+    init_from : str
+        Fine-tune: start from the weights of this weights file or training checkpoint (its
+        model configuration replaces ``model``); empty for a random initialisation.
+    first_sample : int
+        Index of the first training crystal (sample ``k`` uses seeds from
+        ``TRAIN_SEED0 + 100 k``): a fine-tune starts after the crystals its parent run saw.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -58,6 +64,8 @@ class TrainConfig:
     object_weight: float = 1.0
     threads: int = 0
     seed: int = 0
+    init_from: str = ""
+    first_sample: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -75,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.first_sample < 0:
+            raise ValueError(f"first_sample must be >= 0, got {self.first_sample}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""

@@ -141,9 +141,19 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     if n_threads:
         torch.set_num_threads(n_threads)
     torch.manual_seed(config.seed)
+    parent = None
+    if config.init_from and not resume:
+        from ..model import load_model
+
+        parent = load_model(config.init_from, "cpu")
+        config.model = parent.model.config
     model = PhaseModel(config.model)
+    if parent is not None:
+        model.load_state_dict(parent.model.state_dict())
+        del parent
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    step = samples = 0
+    step = 0
+    samples = config.first_sample
     wall_before = 0.0
     if resume:
         model.load_state_dict(ck["state_dict"])

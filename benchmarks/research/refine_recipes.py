@@ -23,6 +23,9 @@ RECIPES = {
     "k1_r300_e100": (1, 0.0, 300, 100),
     "k4_s05_r100_e100": (4, 0.5, 100, 100),
     "k4_s10_r100_e100": (4, 1.0, 100, 100),
+    "k2_s10_r100_e100": (2, 1.0, 100, 100),
+    "k2_s10_r150_e100": (2, 1.0, 150, 100),
+    "k3_s10_r100_e100": (3, 1.0, 100, 100),
 }
 
 
@@ -70,8 +73,9 @@ def main() -> None:
                                    support=torch.stack(sups), detwin=False)
             dt = time.perf_counter() - t0
             m = compare(res.obj, c.obj, c.support, recon_support=res.support)
-            row[name] = {"rmse": round(float(m.phase_rmse), 3), "iou": round(float(m.support_iou), 2),
-                         "ok": bool(m.success), "llk": round(float(res.llk), 2),
+            row[name] = {"rmse": round(float(m.phase_rmse), 3),
+                         "iou": round(float(m.support_iou), 2), "ok": bool(m.success),
+                         "llk": round(float(res.llk), 2),
                          "s": round(dt, 2), "best_run": res.best_run}
         rows.append(row)
         print(json.dumps(row), flush=True)
