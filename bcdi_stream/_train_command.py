@@ -49,6 +49,9 @@ def train_command(
     until_step: Annotated[int | None, typer.Option(
         min=1, help="Stop at this step (the schedule still spans --steps); --export then "
         "exports that checkpoint.")] = None,
+    device: Annotated[str, typer.Option(
+        help="auto (CUDA when present), cpu, cuda, cuda:1...: where the model trains and the "
+        "crystals are simulated (overrides the checkpoint's on --resume).")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT_DIR/last.pt.")] = False,
     init_from: Annotated[Path | None, typer.Option(
         help="Fine-tune: start from these weights (.pt weights file or checkpoint); the model "
@@ -73,11 +76,17 @@ def train_command(
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
-            init_from=str(init_from) if init_from is not None else "",
+            init_from=str(init_from) if init_from is not None else "", device=device,
             first_sample=first_sample,
         )
     except ValueError as exc:
         _fail(exc)
+    from bcdi_stream.arrays import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        _fail(f"--device: {exc}")
     if init_from is not None and not resume and not init_from.is_file():
         _fail(f"--init-from {init_from} does not exist")
     if export is not None and export.suffix != ".pt":
@@ -108,7 +117,7 @@ def train_command(
 
         try:
             res = train(cfg, out_dir, resume=resume, progress=tick, max_minutes=max_minutes,
-                        threads=threads or None, until_step=until_step)
+                        threads=threads or None, until_step=until_step, device=device)
         except ValueError as exc:
             _fail(exc)
     typer.echo(json.dumps({"checkpoint": str(res.checkpoint), "step": res.step,

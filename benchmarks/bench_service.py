@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def _rig(client, executor, n_pending, state_dir):
+def _rig(client, executor, n_pending, state_dir, job_raar=30):
     from bluesky import RunEngine
     from bluesky_tiled_plugins import TiledWriter
     from conftest_live import tiny_settings
@@ -30,18 +30,20 @@ def _rig(client, executor, n_pending, state_dir):
 
     RE = RunEngine({})
     RE.subscribe(TiledWriter(client))
-    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, executor=executor,
+    settings = tiny_settings(32)
+    settings.phasing.n_raar = job_raar
+    cb = BCDICallback(client, settings=settings, echo=None, executor=executor,
                       max_pending=n_pending, state_dir=state_dir, keep_arrays=0)
     RE.subscribe(cb)
     return RE, cb, make_beamline(detector_shape=(64, 80), seed=1)
 
 
-def run(n: int, executor, state_dir, seed0: int = 0) -> dict:
+def run(n: int, executor, state_dir, seed0: int = 0, job_raar: int = 30) -> dict:
     from conftest_live import shared_server, toy_source
     from tiled.client import from_uri
 
     client = from_uri(shared_server().uri)
-    RE, cb, bl = _rig(client, executor, n, state_dir)
+    RE, cb, bl = _rig(client, executor, n, state_dir, job_raar)
     t0 = time.perf_counter()
     uids = []
     for k in range(n):
@@ -76,15 +78,21 @@ def main() -> None:
     ap.add_argument("--scans", type=int, default=50)
     ap.add_argument("--dask", default="", help="worker counts to time, e.g. 1,2")
     ap.add_argument("--dask-scans", type=int, default=12)
+    ap.add_argument("--job-raar", type=int, default=30,
+                    help="RAAR iterations per job (30: I/O-bound jobs; 600: compute-bound)")
+    ap.add_argument("--skip-load", action="store_true", help="only the Dask runs")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     from callbacks import WorkerPool
 
-    out: dict = {"host_cpus": os.cpu_count(), "note": "run under nice on a shared machine"}
+    out: dict = {"host_cpus": os.cpu_count(), "job_raar": args.job_raar,
+                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with tempfile.TemporaryDirectory() as tmp:
-        out["load"] = run(args.scans, WorkerPool(["cpu"], threads=1), Path(tmp) / "load")
+        if not args.skip_load:
+            out["load"] = run(args.scans, WorkerPool(["cpu"], threads=1), Path(tmp) / "load",
+                              job_raar=args.job_raar)
         for nw in [int(v) for v in args.dask.split(",") if v.strip()]:
             import distributed
             from conftest_live import API_KEY
@@ -95,7 +103,7 @@ def main() -> None:
                                           dashboard_address=None) as lc, \
                     distributed.Client(lc) as dc:
                 out[f"dask_{nw}_workers"] = run(args.dask_scans, dc, Path(tmp) / f"d{nw}",
-                                                seed0=1000 * nw)
+                                                seed0=1000 * nw, job_raar=args.job_raar)
     print(json.dumps(out, indent=1))
     os._exit(0)  # the embedded server's thread
 

@@ -14,6 +14,7 @@ from bcdi_stream.training import (
     TRAIN_SEED0,
     VAL_SEED0,
     TrainConfig,
+    draw_batch,
     draw_crystal,
     fixed_set,
     train,
@@ -135,3 +136,27 @@ def test_train_config_errors(tmp_path) -> None:
             _cfg(**kw)
     with pytest.raises(ValueError, match="does not exist"):
         train(_cfg(), tmp_path / "none", resume=True)
+
+
+def test_draw_batch_matches_draw_crystal() -> None:
+    items = [(TRAIN_SEED0 + 7, "weak"), (TRAIN_SEED0 + 300, "strong"), (TRAIN_SEED0 + 9, "medium")]
+    got = draw_batch(items, n=32, device="cpu")
+    for (seed, cls), (c, s) in zip(items, got, strict=True):
+        ref, rs = draw_crystal(seed, cls, 32)
+        assert s == rs
+        assert torch.equal(c.intensity, ref.intensity) and torch.equal(c.phase_q, ref.phase_q)
+    with pytest.raises(ValueError, match="strain class"):
+        draw_batch([(1, "huge")], n=32)
+    with pytest.raises(ValueError, match="items"):
+        draw_batch([], n=32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_matches_the_cpu_batches(tmp_path) -> None:
+    cpu = next(training_batches(0, 2, 10, 0.3, n=32))
+    gpu = next(training_batches(0, 2, 10, 0.3, n=32, device="cuda"))
+    assert gpu.intensity.is_cuda and gpu.seeds == cpu.seeds and gpu.classes == cpu.classes
+    # the same crystals (the Poisson noise comes from the device's own generator)
+    assert torch.allclose(gpu.obj.cpu(), cpu.obj, atol=1e-4)
+    r = train(_cfg(device="cuda"), tmp_path / "gpu")
+    assert r.step == 3 and 0 <= r.val["wca_weak"] <= 1

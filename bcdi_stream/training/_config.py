@@ -41,6 +41,10 @@ class TrainConfig:
         added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
     threads : int
         torch CPU threads (0: torch's default).
+    device : str
+        Where the model trains and the crystals are simulated: ``"auto"`` (CUDA when present,
+        else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; what is learned does not depend
+        on it beyond float rounding.
     seed : int
         Seed of the weight initialisation.
     init_from : str
@@ -63,6 +67,7 @@ class TrainConfig:
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
     object_weight: float = 1.0
     threads: int = 0
+    device: str = "auto"
     seed: int = 0
     init_from: str = ""
     first_sample: int = 0

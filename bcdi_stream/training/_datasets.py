@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..simulation import SimulatedCrystal, simulate_crystal
+from ..simulation import CrystalSpec, SimulatedCrystal, simulate_batch, simulate_crystal
 
 __all__ = [
     "MAX_MEAN_GRADIENT",
@@ -32,6 +32,7 @@ __all__ = [
     "TRAIN_SEED0",
     "VAL_SEED0",
     "Batch",
+    "draw_batch",
     "draw_crystal",
     "fixed_set",
     "training_batches",
@@ -75,12 +76,67 @@ def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
             f"strain_class must be one of {tuple(STRAIN_CLASSES)}, got {strain_class!r}"
         )
     kw = STRAIN_CLASSES[strain_class]
-    cap = MAX_MEAN_GRADIENT * 64 / n  # the same crystals on a coarser grid are steeper per voxel
+    # the cap scales as 64/n: the same crystals on a coarser grid are steeper per voxel
     for k in range(max_tries):
         c = simulate_crystal(seed + k, n=n, device="cpu", **kw)
-        if strain_class != "strong" or c.meta["phase_gradient_mean"] <= cap:
+        if _accept(c, strain_class, n):
             return c, seed + k
     raise RuntimeError(f"no acceptable {strain_class} crystal in seeds {seed}..{seed + max_tries}")
+
+
+def _accept(c: SimulatedCrystal, strain_class: str, n: int) -> bool:
+    return strain_class != "strong" or c.meta["phase_gradient_mean"] <= MAX_MEAN_GRADIENT * 64 / n
+
+
+def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.device = "cpu",
+               max_tries: int = 50) -> list[tuple[SimulatedCrystal, int]]:
+    """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
+
+    Item ``i`` gets the same crystal as ``draw_crystal(*items[i], n)`` (to float rounding on
+    other devices): every round simulates the pending items together and moves the rejected
+    ones to their next seed.
+
+    Parameters
+    ----------
+    items : list of (int, str)
+        First seed tried and strain class of each crystal.
+    n : int
+        Grid side.
+    device : str or torch.device
+        Where the crystals are simulated (and stay): ``"cuda"`` vectorises 64 at a time.
+    max_tries : int
+        Seeds tried per item before giving up.
+
+    Returns
+    -------
+    list of (SimulatedCrystal, int)
+        The crystals and the seeds that produced them, in the order of ``items``.
+    """
+    if not items:
+        raise ValueError("items must not be empty")
+    for _, name in items:
+        if name not in STRAIN_CLASSES:
+            raise ValueError(
+                f"items: strain class must be one of {tuple(STRAIN_CLASSES)}, got {name!r}"
+            )
+    out: list[tuple[SimulatedCrystal, int] | None] = [None] * len(items)
+    seeds = [int(s) for s, _ in items]
+    pending = list(range(len(items)))
+    for _ in range(max_tries):
+        specs = [CrystalSpec.random(seeds[i], n=n, **STRAIN_CLASSES[items[i][1]])
+                 for i in pending]
+        batch = simulate_batch(specs, device=device)
+        rejected = []
+        for i, c in zip(pending, batch, strict=True):
+            if _accept(c, items[i][1], n):
+                out[i] = (c, seeds[i])
+            else:
+                seeds[i] += 1
+                rejected.append(i)
+        pending = rejected
+        if not pending:
+            return [o for o in out if o is not None]
+    raise RuntimeError(f"no acceptable crystal for items {[items[i] for i in pending]}")
 
 
 def fixed_set(seed0: int, counts: dict[str, int], n: int = 64, stride: int = 1000
@@ -120,25 +176,33 @@ def class_mix(step: int, steps: int, curriculum: float) -> dict[str, float]:
 
 
 def training_batches(start_sample: int, batch_size: int, steps: int, curriculum: float,
-                     n: int = 64, start_step: int = 0) -> Iterator[Batch]:
+                     n: int = 64, start_step: int = 0,
+                     device: str | torch.device = "cpu") -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
     seeds from ``TRAIN_SEED0 + 100 * k`` and draws its class from a generator seeded by ``k``.
+    On a CPU the crystals are simulated one by one; on another ``device`` (a GPU) the whole
+    batch is simulated there at once (:func:`draw_batch`, the same crystals) and stays there.
     """
+    dev = torch.device(device)
     k = start_sample
     step = start_step
     while True:
         mix = class_mix(step, steps, curriculum)
         names = list(mix)
         probs = np.array([mix[c] for c in names])
-        items = []
+        wanted = []
         for _ in range(batch_size):
             rng = np.random.default_rng([k, 0xC1A55])
             cls = names[int(rng.choice(len(names), p=probs / probs.sum()))]
-            c, s = draw_crystal(TRAIN_SEED0 + 100 * k, cls, n)
-            items.append((c, s, cls))
+            wanted.append((TRAIN_SEED0 + 100 * k, cls))
             k += 1
+        if dev.type == "cpu":
+            drawn = [draw_crystal(seed, cls, n) for seed, cls in wanted]
+        else:
+            drawn = draw_batch(wanted, n, dev)
+        items = [(c, s, cls) for (c, s), (_, cls) in zip(drawn, wanted, strict=True)]
         step += 1
         yield Batch(
             intensity=torch.stack([c.intensity for c, _, _ in items]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..arrays import resolve_device
 from ..model import (
     PhaseModel,
     log_minmax,
@@ -55,6 +57,13 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _to(c: Any, dev: torch.device) -> Any:
+    """A simulated crystal with the tensors the validation uses on ``dev``."""
+    if dev.type == "cpu":
+        return c
+    return dataclasses.replace(c, intensity=c.intensity.to(dev), phase_q=c.phase_q.to(dev))
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (``last.pt``) written by :func:`train`."""
     path = Path(path)
@@ -94,7 +103,7 @@ def validate(model: PhaseModel, val: list[tuple[str, int, Any]]) -> dict[str, An
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
           max_minutes: float | None = None, threads: int | None = None,
-          until_step: int | None = None) -> TrainResult:
+          until_step: int | None = None, device: str | None = None) -> TrainResult:
     """Train a :class:`~bcdi_stream.model.PhaseModel` on crystals simulated on the fly.
 
     Parameters
@@ -117,6 +126,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     threads : int, optional
         torch CPU threads for this call (overrides ``config.threads``, also on resume; the
         thread count does not change what is learned, only the speed).
+    device : str, optional
+        Overrides ``config.device`` (also on resume, e.g. to continue a CPU run on a GPU).
 
     Returns
     -------
@@ -137,6 +148,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         raise ValueError(f"max_minutes must be > 0, got {max_minutes}")
     if threads is not None and threads < 0:
         raise ValueError(f"threads must be >= 0, got {threads}")
+    dev = resolve_device(config.device if device is None else device)
     n_threads = config.threads if threads is None else threads
     if n_threads:
         torch.set_num_threads(n_threads)
@@ -151,6 +163,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     if parent is not None:
         model.load_state_dict(parent.model.state_dict())
         del parent
+    model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
     samples = config.first_sample
@@ -162,7 +175,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         torch.set_rng_state(ck["torch_rng"])
     model = model.to(memory_format=torch.channels_last_3d)
     model.train()
-    val = list(fixed_set(VAL_SEED0, config.val_counts, config.model.grid))
+    val = [(name, seed, _to(c, dev))
+           for name, seed, c in fixed_set(VAL_SEED0, config.val_counts, config.model.grid)]
     t0 = time.perf_counter()
 
     def checkpoint(extra: dict[str, Any]) -> None:
@@ -187,7 +201,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     running: list[float] = []
     running_obj: list[float] = []
     batches = training_batches(samples, config.batch_size, config.steps, config.curriculum,
-                               config.model.grid, start_step=step)
+                               config.model.grid, start_step=step, device=dev)
     while step < config.steps and (until_step is None or step < until_step):
         batch = next(batches)
         for g in opt.param_groups:
