@@ -193,3 +193,18 @@ def test_read_scan_retries_until_the_run_is_written(client) -> None:
     assert raw.attempts > 1 and raw.field == "cam"
     np.testing.assert_array_equal(raw.frames, frames)
     assert raw.geometry is not None and raw.geometry.energy_kev == 9.0
+
+
+def test_read_scan_refuses_an_oversized_array_before_reading(client) -> None:
+    uid = "big-run-uid"
+    frames = np.ones((8, 16, 20), np.uint32)  # 10,240 bytes
+    run = client.create_container(uid, metadata={"start": {"uid": uid},
+                                                  "stop": {"exit_status": "success"}})
+    stream = run.create_container("primary", metadata={
+        "data_keys": {"cam": {"shape": [16, 20], "dtype": "array"}}})
+    stream.write_array(frames, key="cam")
+    with pytest.raises(InputError, match="larger than"):
+        read_scan(client, uid, timeout=5, max_bytes=10_000)
+    assert read_scan(client, uid, timeout=5, max_bytes=10_240).frames.shape == (8, 16, 20)
+    with pytest.raises(ValueError, match="max_bytes"):
+        read_scan(client, uid, max_bytes=0)

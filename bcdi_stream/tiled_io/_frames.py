@@ -126,8 +126,27 @@ def _geometry(start: Mapping[str, Any]) -> Geometry | None:
         raise InputError(f"invalid bcdi geometry in the start document: {exc}") from None
 
 
+#: Largest detector array :func:`read_scan` reads (bytes): 4 GiB, e.g. 1,000 frames of
+#: 1024×1024 uint32; anything larger is refused before a byte is allocated.
+DEFAULT_MAX_BYTES = 4 * 2**30
+
+
+def _check_size(arr_node: Any, max_bytes: int) -> None:
+    """Refuse an array whose declared shape × itemsize exceeds ``max_bytes`` (before reading)."""
+    shape = tuple(int(v) for v in getattr(arr_node, "shape", ()) or ())
+    dtype = getattr(arr_node, "dtype", None)
+    itemsize = int(getattr(dtype, "itemsize", 8) or 8)
+    nbytes = int(np.prod(shape, dtype=np.float64)) * itemsize if shape else 0
+    if nbytes > max_bytes:
+        raise InputError(
+            f"detector array {shape} ({nbytes / 2**20:.0f} MiB) is larger than the "
+            f"{max_bytes / 2**20:.0f} MiB this job reads (max_bytes)"
+        )
+
+
 def _read_once(client: Any, uid: str, field_name: str | None, stream: str,
-               expected: int | None) -> tuple[np.ndarray, str, dict, dict]:
+               expected: int | None, max_bytes: int = DEFAULT_MAX_BYTES
+               ) -> tuple[np.ndarray, str, dict, dict]:
     run = client[uid]
     md = dict(run.metadata)
     start = dict(md.get("start") or {})
@@ -148,6 +167,7 @@ def _read_once(client: Any, uid: str, field_name: str | None, stream: str,
         if stop:
             raise InputError(f"stream '{stream}' has no field '{field_name}'")
         raise KeyError(field_name)
+    _check_size(arr_node, max_bytes)
     frames = np.asarray(arr_node.read())
     if frames.ndim == 4 and frames.shape[1] == 1:
         frames = frames[:, 0]
@@ -169,6 +189,7 @@ def read_scan(
     expected_frames: int | None = None,
     timeout: float = 30.0,
     poll: float = 0.2,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> RawScan:
     """Read a rocking curve's frames from Tiled, retrying while they are not readable yet.
 
@@ -193,6 +214,9 @@ def read_scan(
         Seconds to keep retrying.
     poll : float
         First pause between attempts (doubles up to 2 s).
+    max_bytes : int
+        Largest detector array read (its declared shape and dtype are checked first):
+        a larger one is an :class:`InputError`, nothing is allocated.
 
     Returns
     -------
@@ -213,6 +237,8 @@ def read_scan(
         raise ValueError(f"timeout must be >= 0, got {timeout}")
     if not poll > 0:
         raise ValueError(f"poll must be > 0, got {poll}")
+    if not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
     t0 = time.perf_counter()
     deadline = t0 + timeout
     pause = poll
@@ -221,7 +247,7 @@ def read_scan(
         attempts += 1
         try:
             frames, field_name, start, stop = _read_once(client, uid, field, stream,
-                                                         expected_frames)
+                                                         expected_frames, max_bytes)
             break
         except InputError:
             raise
