@@ -1,7 +1,7 @@
 """AI phasing: the model predicts φ(q), ψ = IFFT(√I·e^{iφ}) starts a short refinement.
 
 The refinement is ``n_raar`` RAAR then ``n_er`` ER iterations with shrink-wrap, one run, from the
-predicted start and its support (defaults: 300 + 100, see :class:`bcdi_stream.config.AISettings`;
+predicted start and its support (defaults: 100 + 100, see :class:`bcdi_stream.config.AISettings`;
 ``n_raar = 0`` is the plain ER refinement of the paper).
 
 Grid handling: the model works on ``G³`` (64³ for the shipped weights) centred on the Bragg
@@ -136,7 +136,7 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
 
 
 def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,
-             n_raar: int = 300, shrinkwrap: bool = True,
+             n_raar: int = 100, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
              device: str | torch.device | None = None) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_raar`` RAAR and ``n_er`` ER iterations.

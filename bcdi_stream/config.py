@@ -51,7 +51,7 @@ class AISettings(BaseModel):
     model: str = Field(
         "", description="weights file (empty: the shipped weights, or BCDI_MODEL)"
     )
-    n_raar: int = Field(300, ge=0, description="RAAR iterations after the prediction")
+    n_raar: int = Field(100, ge=0, description="RAAR iterations after the prediction")
     n_er: int = Field(100, ge=0, description="ER iterations after the RAAR ones")
     shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
     fallback_llk: float = Field(
