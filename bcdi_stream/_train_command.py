@@ -36,6 +36,9 @@ def train_command(
     blocks: Annotated[int, typer.Option(min=1, help="Conv blocks per level.")] = 2,
     curriculum: Annotated[float, typer.Option(help="Fraction of the run ramping strain up.")
                           ] = 0.3,
+    strong_share: Annotated[float, typer.Option(
+        help="Share of strongly strained crystals after the curriculum (rest: weak and "
+        "medium, half each).")] = 0.5,
     object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")
@@ -74,6 +77,7 @@ def train_command(
             model=ModelConfig(kind=kind, unet=UNetConfig(channels=_ints(channels, "--channels"),
                                                          blocks=blocks)),
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
+            strong_share=strong_share,
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
             init_from=str(init_from) if init_from is not None else "", device=device,

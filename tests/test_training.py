@@ -62,6 +62,18 @@ def test_fixed_set_is_reproducible() -> None:
     assert a == b and len({s for _, s in a}) == 2
 
 
+def test_strong_share_mix() -> None:
+    assert class_mix(100, 100, 0.3, strong_share=1.0) == {"weak": 0.0, "medium": 0.0,
+                                                          "strong": 1.0}
+    assert class_mix(0, 100, 0.3, strong_share=0.05)["strong"] == pytest.approx(0.05)
+    batch = next(training_batches(0, 3, 10, 0.0, n=32, strong_share=1.0))
+    assert batch.classes == ["strong"] * 3
+    with pytest.raises(ValueError, match="strong_share"):
+        class_mix(0, 10, 0.3, strong_share=1.5)
+    with pytest.raises(ValueError, match="strong_share"):
+        _cfg(strong_share=-0.1)
+
+
 def test_curriculum_mix() -> None:
     start, end = class_mix(0, 100, 0.3), class_mix(100, 100, 0.3)
     assert start["strong"] == pytest.approx(0.1) and end["strong"] == pytest.approx(0.5)

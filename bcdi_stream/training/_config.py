@@ -29,7 +29,11 @@ class TrainConfig:
     warmup : int
         Warm-up steps.
     curriculum : float
-        Fraction of the run over which the strong-strain share ramps from 10 % to 50 %.
+        Fraction of the run over which the strong-strain share ramps from 10 % to
+        ``strong_share``.
+    strong_share : float
+        Share of strongly strained crystals once the curriculum is over (the rest: weak and
+        medium, half each).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
@@ -62,6 +66,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup: int = 100
     curriculum: float = 0.3
+    strong_share: float = 0.5
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -84,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.curriculum <= 1:
             raise ValueError(f"curriculum must be in [0, 1], got {self.curriculum}")
+        if not 0 <= self.strong_share <= 1:
+            raise ValueError(f"strong_share must be in [0, 1], got {self.strong_share}")
         if self.object_weight < 0:
             raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
         if self.threads < 0:

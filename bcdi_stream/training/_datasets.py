@@ -163,21 +163,27 @@ class Batch:
     classes: list[str]
 
 
-def class_mix(step: int, steps: int, curriculum: float) -> dict[str, float]:
-    """Class probabilities at ``step``: weak-heavy at first, then 25/25/50 weak/medium/strong.
+def class_mix(step: int, steps: int, curriculum: float, strong_share: float = 0.5
+              ) -> dict[str, float]:
+    """Class probabilities at ``step``: weak-heavy at first, then ``strong_share`` strong and the
+    rest split evenly between weak and medium (25/25/50 by default).
 
-    The strong share ramps linearly from 0.1 to 0.5 over the first ``curriculum`` fraction of
-    the run.
+    The strong share ramps linearly from ``min(0.1, strong_share)`` to ``strong_share`` over the
+    first ``curriculum`` fraction of the run.
     """
+    if not 0 <= strong_share <= 1:
+        raise ValueError(f"strong_share must be in [0, 1], got {strong_share}")
     ramp = 1.0 if curriculum <= 0 else min(1.0, step / max(1.0, curriculum * steps))
-    strong = 0.1 + 0.4 * ramp
+    lo = min(0.1, strong_share)
+    strong = lo + (strong_share - lo) * ramp
     rest = 1.0 - strong
     return {"weak": rest / 2, "medium": rest / 2, "strong": strong}
 
 
 def training_batches(start_sample: int, batch_size: int, steps: int, curriculum: float,
                      n: int = 64, start_step: int = 0,
-                     device: str | torch.device = "cpu") -> Iterator[Batch]:
+                     device: str | torch.device = "cpu",
+                     strong_share: float = 0.5) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -189,8 +195,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     k = start_sample
     step = start_step
     while True:
-        mix = class_mix(step, steps, curriculum)
-        names = list(mix)
+        mix = class_mix(step, steps, curriculum, strong_share)
+        names = [c for c in mix if mix[c] > 0]
         probs = np.array([mix[c] for c in names])
         wanted = []
         for _ in range(batch_size):
