@@ -172,3 +172,26 @@ def test_training_on_cuda_matches_the_cpu_batches(tmp_path) -> None:
     assert torch.allclose(gpu.obj.cpu(), cpu.obj, atol=1e-4)
     r = train(_cfg(device="cuda"), tmp_path / "gpu")
     assert r.step == 3 and 0 <= r.val["wca_weak"] <= 1
+
+
+def test_device_train_script_smoke(tmp_path) -> None:
+    """The prepared device run (benchmarks/training/device_train.py) on the CPU, 2 tiny steps:
+    what the device tool brings back is there and loads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks/training/device_train.py"), "--out", str(out),
+         "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--steps", "2",
+         "--batch-size", "1", "--channels", "4,8", "--val", "1", "--val-every", "1"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["step"] == 2
+    assert load_model(out / summary["weights"]).model.config.unet.channels == (4, 8)
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2

@@ -1,0 +1,99 @@
+"""Prepared GPU training run for a session lent a device machine (see docs/MODEL_CARD.md).
+
+Runs :func:`bcdi_stream.training.train` on the device for a fixed wall-time budget, then puts
+what must come back in ``--out`` (the device tool returns at most 8 files of 16 MiB): the
+exported weights (float16), the validation log, the console log and a JSON summary. The full
+checkpoint (model + optimiser) stays behind when it is larger than 16 MiB, so size ``--steps``
+to finish inside ``--minutes`` (the schedule then completes and the weights are final).
+
+Needs only torch, numpy and scipy (what the device image has): run it from the repository root
+with ``PYTHONPATH=.``, e.g. through the device tool::
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/training/device_train.py \\
+        --out $OUT --minutes 8 --steps 3000 --batch-size 32 --channels 32,64,128,256
+
+and on a CPU, as a smoke test::
+
+    PYTHONPATH=. python benchmarks/training/device_train.py --out /tmp/dev --device cpu \\
+        --steps 2 --batch-size 1 --channels 4,8 --val 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+RETURN_LIMIT = 16 * 2**20  # bytes per file the device tool brings back
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="folder of what comes back ($OUT)")
+    ap.add_argument("--run-dir", type=Path, default=Path("/tmp/bcdi-train"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--minutes", type=float, default=8.0, help="wall-time budget of training")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--channels", default="32,64,128,256")
+    ap.add_argument("--strong-share", type=float, default=0.5)
+    ap.add_argument("--curriculum", type=float, default=0.3)
+    ap.add_argument("--init-from", default="", help="weights/checkpoint to fine-tune")
+    ap.add_argument("--first-sample", type=int, default=0)
+    ap.add_argument("--val", type=int, default=6, help="validation crystals per class")
+    ap.add_argument("--val-every", type=int, default=250)
+    args = ap.parse_args()
+
+    import torch
+
+    from bcdi_stream.model import ModelConfig, UNetConfig, export_weights
+    from bcdi_stream.training import TrainConfig, train
+
+    if args.run_dir.exists():
+        shutil.rmtree(args.run_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    channels = tuple(int(c) for c in args.channels.split(","))
+    cfg = TrainConfig(
+        model=ModelConfig(unet=UNetConfig(channels=channels)), steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, curriculum=args.curriculum,
+        strong_share=args.strong_share, val_every=args.val_every,
+        checkpoint_every=max(50, args.val_every), val_counts={"weak": args.val,
+                                                              "strong": args.val},
+        device=args.device, init_from=args.init_from, first_sample=args.first_sample,
+    )
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+    t0 = time.perf_counter()
+    console = (args.out / "train.out").open("w")
+
+    def tick(step: int, total: int, info: dict) -> None:
+        if "wca_weak" in info or step == 1:
+            line = (f"{time.strftime('%H:%M:%S')} step {step}/{total} loss {info['loss']:.4f} "
+                    f"WCA weak {info.get('wca_weak', float('nan')):.3f} strong "
+                    f"{info.get('wca_strong', float('nan')):.3f} "
+                    f"{time.perf_counter() - t0:.0f} s")
+            print(line, flush=True)
+            console.write(line + "\n")
+            console.flush()
+
+    res = train(cfg, args.run_dir, progress=tick, max_minutes=args.minutes)
+    ck = args.run_dir / "last.pt"
+    weights = export_weights(ck, args.out / f"weights-step{res.step}.pt")
+    shutil.copy(args.run_dir / "log.jsonl", args.out / "log.jsonl")
+    if ck.stat().st_size <= RETURN_LIMIT:
+        shutil.copy(ck, args.out / "last.pt")
+    summary = {"step": res.step, "steps": cfg.steps, "complete": res.step >= cfg.steps,
+               "samples": res.samples, "wall_s": round(res.wall_s, 1), "val": res.val,
+               "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available()
+               else "cpu", "weights": weights.name,
+               "weights_mb": round(weights.stat().st_size / 1e6, 2),
+               "train_config": cfg.to_dict()}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps({k: summary[k] for k in ("step", "complete", "samples", "wall_s", "val")}))
+
+
+if __name__ == "__main__":
+    main()
