@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bcdi_stream.model import ModelConfig, UNetConfig, export_weights, load_model
+from bcdi_stream.simulation import simulate_crystal
 from bcdi_stream.training import (
     STRAIN_CLASSES,
     TEST_SEED0,
@@ -157,6 +158,9 @@ def test_draw_batch_matches_draw_crystal() -> None:
         ref, rs = draw_crystal(seed, cls, 32)
         assert s == rs
         assert torch.equal(c.intensity, ref.intensity) and torch.equal(c.phase_q, ref.phase_q)
+        # the crystals every earlier run and the test set were drawn with
+        one = simulate_crystal(s, n=32, device="cpu", **STRAIN_CLASSES[cls])
+        assert torch.equal(c.intensity, one.intensity) and torch.equal(c.obj, one.obj)
     with pytest.raises(ValueError, match="strain class"):
         draw_batch([(1, "huge")], n=32)
     with pytest.raises(ValueError, match="items"):

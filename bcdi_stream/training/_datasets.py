@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..simulation import CrystalSpec, SimulatedCrystal, simulate_batch, simulate_crystal
+from ..simulation import CrystalSpec, SimulatedCrystal, simulate_batch
 
 __all__ = [
     "MAX_MEAN_GRADIENT",
@@ -75,16 +75,11 @@ def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
         raise ValueError(
             f"strain_class must be one of {tuple(STRAIN_CLASSES)}, got {strain_class!r}"
         )
-    kw = STRAIN_CLASSES[strain_class]
-    # the cap scales as 64/n: the same crystals on a coarser grid are steeper per voxel
-    for k in range(max_tries):
-        c = simulate_crystal(seed + k, n=n, device="cpu", **kw)
-        if _accept(c, strain_class, n):
-            return c, seed + k
-    raise RuntimeError(f"no acceptable {strain_class} crystal in seeds {seed}..{seed + max_tries}")
+    return draw_batch([(seed, strain_class)], n, "cpu", max_tries)[0]
 
 
 def _accept(c: SimulatedCrystal, strain_class: str, n: int) -> bool:
+    # the cap scales as 64/n: the same crystals on a coarser grid are steeper per voxel
     return strain_class != "strong" or c.meta["phase_gradient_mean"] <= MAX_MEAN_GRADIENT * 64 / n
 
 
@@ -136,7 +131,10 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
         pending = rejected
         if not pending:
             return [o for o in out if o is not None]
-    raise RuntimeError(f"no acceptable crystal for items {[items[i] for i in pending]}")
+    raise RuntimeError(
+        "no acceptable crystal in seeds "
+        + ", ".join(f"{items[i][0]}..{items[i][0] + max_tries} ({items[i][1]})" for i in pending)
+    )
 
 
 def fixed_set(seed0: int, counts: dict[str, int], n: int = 64, stride: int = 1000
@@ -188,8 +186,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
     seeds from ``TRAIN_SEED0 + 100 * k`` and draws its class from a generator seeded by ``k``.
-    On a CPU the crystals are simulated one by one; on another ``device`` (a GPU) the whole
-    batch is simulated there at once (:func:`draw_batch`, the same crystals) and stays there.
+    The batch is simulated on ``device`` (:func:`draw_batch`: one by one on a CPU, vectorised on
+    a GPU; the same crystals either way) and stays there.
     """
     dev = torch.device(device)
     k = start_sample
@@ -204,10 +202,7 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
             cls = names[int(rng.choice(len(names), p=probs / probs.sum()))]
             wanted.append((TRAIN_SEED0 + 100 * k, cls))
             k += 1
-        if dev.type == "cpu":
-            drawn = [draw_crystal(seed, cls, n) for seed, cls in wanted]
-        else:
-            drawn = draw_batch(wanted, n, dev)
+        drawn = draw_batch(wanted, n, dev)
         items = [(c, s, cls) for (c, s), (_, cls) in zip(drawn, wanted, strict=True)]
         step += 1
         yield Batch(

@@ -158,7 +158,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         from ..model import load_model
 
         parent = load_model(config.init_from, "cpu")
-        config.model = parent.model.config
+        config = dataclasses.replace(config, model=parent.model.config)  # not the caller's
     model = PhaseModel(config.model)
     if parent is not None:
         model.load_state_dict(parent.model.state_dict())

@@ -67,7 +67,7 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
-    console = (args.out / "train.out").open("w")
+    console_path = args.out / "train.out"
 
     def tick(step: int, total: int, info: dict) -> None:
         if "wca_weak" in info or step == 1:
@@ -76,8 +76,8 @@ def main() -> None:
                     f"{info.get('wca_strong', float('nan')):.3f} "
                     f"{time.perf_counter() - t0:.0f} s")
             print(line, flush=True)
-            console.write(line + "\n")
-            console.flush()
+            with console_path.open("a") as console:
+                console.write(line + "\n")
 
     res = train(cfg, args.run_dir, progress=tick, max_minutes=args.minutes)
     ck = args.run_dir / "last.pt"
