@@ -25,7 +25,13 @@ import torch
 from . import physics
 from .config import PhasingSettings
 from .model import LoadedModel, load_model
-from .phasing import PhasingResult, refine_er, run_conventional, shrinkwrap_support
+from .phasing import (
+    PhasingResult,
+    detector_blur_of,
+    refine_er,
+    run_conventional,
+    shrinkwrap_support,
+)
 
 __all__ = ["AIStart", "cached_model", "phase_ai", "predict_start"]
 
@@ -45,12 +51,17 @@ class AIStart:
         region, see the module docstring).
     seconds : float
         Wall time of the prediction (model forward pass included).
+    psf_sigma : tuple of 3 floats or None
+        Detector-blur hypothesis ``(0, s, s)`` made from the predicted object
+        (:func:`bcdi_stream.phasing.detector_blur_of`); None when not asked for or when the
+        prediction shows no detector blur.
     """
 
     obj: torch.Tensor
     support: torch.Tensor
     phase_q: torch.Tensor
     seconds: float
+    psf_sigma: tuple[float, float, float] | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -96,7 +107,8 @@ def _windows(shape: tuple[int, ...], g: int) -> tuple[tuple[slice, ...], tuple[s
 
 @torch.no_grad()
 def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tensor | None = None,
-                  *, seed: int = 0, settings: PhasingSettings | None = None) -> AIStart:
+                  *, seed: int = 0, settings: PhasingSettings | None = None,
+                  estimate_psf: bool = False) -> AIStart:
     """Predict φ(q) and build the ER start ``IFFT(√I·e^{iφ})`` and its support.
 
     Parameters
@@ -111,6 +123,9 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         Seed of the random phases outside the model's region.
     settings : PhasingSettings, optional
         Shrink-wrap width and threshold of the initial support.
+    estimate_psf : bool
+        Also make a detector-blur hypothesis from the predicted object (``"patterson"``
+        models; :attr:`AIStart.psf_sigma`), on the model's grid.
     """
     if intensity.ndim != 3:
         raise ValueError(f"intensity must be 3D, got shape {tuple(intensity.shape)}")
@@ -125,20 +140,31 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     d_sl, m_sl = _windows(tuple(data.shape), g)
     x = torch.zeros((g, g, g), device=dev)
     x[m_sl] = data[d_sl]
-    phi_m = model.predict_phase(x[None])[0]
+    psf_sigma = None
+    if model.config.kind == "patterson":
+        obj_m = model.forward_object(x[None])[0]
+        phi_m = torch.angle(model.phasor_of(obj_m[None])[0])
+        if estimate_psf:
+            bad = torch.ones((g, g, g), dtype=torch.bool, device=dev)
+            bad[m_sl] = False if mask is None else mask.to(dev, torch.bool)[d_sl]
+            psf_sigma = detector_blur_of(obj_m, x, bad)
+    else:
+        phi_m = model.predict_phase(x[None])[0]
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
     phi[d_sl] = phi_m[m_sl]
     obj = physics.ifft_centered(torch.polar(data.sqrt(), phi)).to(torch.complex64)
     support = shrinkwrap_support(obj, settings.shrinkwrap_sigma_start,
                                  settings.shrinkwrap_threshold)
-    return AIStart(obj=obj, support=support, phase_q=phi, seconds=time.perf_counter() - t0)
+    return AIStart(obj=obj, support=support, phase_q=phi, seconds=time.perf_counter() - t0,
+                   psf_sigma=psf_sigma)
 
 
 def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,
              n_raar: int = 100, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
-             device: str | torch.device | None = None) -> tuple[PhasingResult, AIStart]:
+             device: str | torch.device | None = None, psf_from_model: bool = True
+             ) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_raar`` RAAR and ``n_er`` ER iterations.
 
     Parameters
@@ -159,6 +185,13 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         Seed of the random phases outside the model's region.
     device : str or torch.device, optional
         Where ER runs (the model's device is used for the prediction).
+    psf_from_model : bool
+        With ``settings.psf == "auto"``: when the predicted object says the detector axes are
+        blurred (:func:`bcdi_stream.phasing.detector_blur_of`), refine a second run from the
+        same start with that PSF (half the iterations, PSF estimates local around it) and keep
+        the run with the lower LLK. An object refined without a PSF mimics the blur, after
+        which the LLK search finds too little of it, and strongly blurred crystals
+        (σ ≳ 0.7 px) fail; the second run is made for ~15 % of crystals.
 
     Returns
     -------
@@ -168,13 +201,29 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     dev = torch.device(device) if device is not None else next(loaded.model.parameters()).device
     i_t = torch.as_tensor(intensity).to(dev, torch.float32)
     m_t = None if mask is None else torch.as_tensor(mask).to(dev).bool()
-    start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings)
-    if n_raar > 0:
-        s = settings.model_copy(update={"runs": 1, "n_raar": n_raar, "n_hio": 0, "n_er": n_er})
-        res = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev, obj_init=start.obj,
-                               support=start.support, detwin=False)
-    else:
-        res = refine_er(i_t, m_t, start.obj, start.support, n_iter=n_er, shrinkwrap=shrinkwrap,
-                        device=dev, settings=settings)
+    auto_psf = psf_from_model and settings.psf == "auto"
+    start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf)
+
+    def refine(n_r: int, n_e: int, psf_start: Any) -> PhasingResult:
+        if n_raar > 0:
+            s = settings.model_copy(update={"runs": 1, "n_raar": n_r, "n_hio": 0, "n_er": n_e})
+            return run_conventional(i_t, m_t, settings=s, seed=seed, device=dev,
+                                    obj_init=start.obj, support=start.support, detwin=False,
+                                    psf_start=psf_start)
+        return refine_er(i_t, m_t, start.obj, start.support, n_iter=n_e, shrinkwrap=shrinkwrap,
+                         device=dev, settings=settings, psf_start=psf_start)
+
+    res = refine(n_raar, n_er, None)
+    if start.psf_sigma is not None:
+        # the blur hypothesis: a shorter second run from the same start, the lower LLK wins
+        alt = refine(n_raar // 2, max(1, n_er // 2), start.psf_sigma)
+        timings = dict(res.timings)
+        timings["psf_hypothesis"] = alt.timings.get("total", 0.0)
+        timings["total"] = timings.get("total", 0.0) + timings["psf_hypothesis"]
+        llks, chis = [res.llk, alt.llk], [res.chi2, alt.chi2]
+        if alt.llk < res.llk:
+            res = alt
+            res.best_run = 1
+        res.llk_runs, res.chi2_runs, res.timings = llks, chis, timings
     res.timings["predict"] = start.seconds
     return res, start

@@ -84,7 +84,27 @@ def test_predict_start_on_other_grids(weights, shape) -> None:
     mask[0, 0, 0] = True
     st = predict_start(loaded, i, mask, seed=3)
     assert st.obj.shape == shape and st.support.shape == shape and st.phase_q.shape == shape
+    assert st.psf_sigma is None  # not asked for
+    hyp = predict_start(loaded, i, mask, seed=3, estimate_psf=True).psf_sigma
+    assert hyp is None or (hyp[0] == 0.0 and hyp[1] == hyp[2] >= 0.5)
     assert st.support.any() and torch.isfinite(st.obj.abs()).all()
     # the same call again is deterministic, and the cached model is reused
     assert torch.equal(predict_start(loaded, i, mask, seed=3).phase_q, st.phase_q)
     assert cached_model(weights) is loaded
+
+
+def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:
+    """A validation crystal blurred by σ = 0.81 px on the detector: the blur hypothesis made from
+    the prediction is refined beside the plain run and wins by LLK (the plain run alone ends
+    at ≈ 0.6 rad, docs/MODEL_RESEARCH.md 2026-12-02)."""
+    from bcdi_stream.ai_phasing import phase_ai
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.training._datasets import draw_crystal
+
+    c, _ = draw_crystal(2_300_029_000, "weak", 64)
+    assert c.meta["blur_sigma"] > 0.8
+    res, start = phase_ai(c.intensity, c.mask, loaded=cached_model(), seed=0, device="cpu")
+    assert start.psf_sigma is not None and abs(start.psf_sigma[1] - 0.81) < 0.2
+    assert len(res.llk_runs) == 2 and res.llk == min(res.llk_runs) and res.best_run == 1
+    assert abs(res.psf_sigma[1] - 0.81) < 0.15 and res.timings["psf_hypothesis"] > 0
+    assert compare(res.obj, c.obj, c.support, recon_support=res.support).success

@@ -29,7 +29,13 @@ from bcdi_stream.phasing import (
 )
 from bcdi_stream.phasing._engine import Engine, default_block
 from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured
-from bcdi_stream.phasing._psf import blur, estimate_sigma, parse_psf
+from bcdi_stream.phasing._psf import (
+    blur,
+    detector_blur_of,
+    estimate_detector_sigma,
+    estimate_sigma,
+    parse_psf,
+)
 from bcdi_stream.phasing._quality import _intensity_of, llk_chi2
 from bcdi_stream.phasing._recipe import _build_plan, _psf_marks
 from bcdi_stream.physics import fft_centered, twin
@@ -541,3 +547,53 @@ def test_recipe_with_psf_on_blurred_data(crystal) -> None:
     assert fixed.psf == "fixed" and fixed.psf_sigma == sigma
     ref = refine_er(data, None, obj, dilate(shape), n_iter=20, shrinkwrap=False, psf=sigma[1:])
     assert ref.psf_sigma == sigma and ref.llk < 1.5
+
+
+def test_detector_sigma_estimate_recovers_a_shared_blur(blurred) -> None:
+    obj, data, _ = blurred
+    sigma = (0.0, 0.8, 0.8)
+    expected = blur(pattern(obj), sigma)
+    data = torch.poisson(expected, generator=torch.Generator().manual_seed(7))
+    est = estimate_detector_sigma(_intensity_of(obj), prepare_measured(data, None))
+    assert est[0] == 0.0 and est[1] == est[2] and abs(est[1] - 0.8) < 0.1, est
+    # the same from the centred object and data, with a masked band
+    mask = torch.zeros(data.shape, dtype=torch.bool)
+    mask[:, 3:5, :] = True
+    hyp = detector_blur_of(obj, data, mask)
+    assert hyp is not None and hyp[0] == 0.0 and abs(hyp[1] - 0.8) < 0.1
+    # the same blur on every axis is not a detector's: no hypothesis
+    iso = torch.poisson(blur(pattern(obj), (0.8, 0.8, 0.8)),
+                        generator=torch.Generator().manual_seed(9))
+    assert detector_blur_of(obj, iso) is None
+    # one axis only; no blur -> 0
+    z_only = estimate_detector_sigma(_intensity_of(obj), prepare_measured(data, None), axes=(0,))
+    assert z_only[1] == z_only[2] == 0.0
+    sharp = torch.poisson(pattern(obj), generator=torch.Generator().manual_seed(8))
+    assert detector_blur_of(obj, sharp) is None
+    with pytest.raises(ValueError, match="axes"):
+        estimate_detector_sigma(_intensity_of(obj), prepare_measured(data, None), axes=(3,))
+    with pytest.raises(ValueError, match="candidates"):
+        estimate_detector_sigma(_intensity_of(obj), prepare_measured(data, None), (-1.0, 0.5))
+    with pytest.raises(ValueError, match="same shape"):
+        detector_blur_of(obj[:8], data)
+
+
+def test_psf_start_makes_the_auto_estimates_local(blurred, small) -> None:
+    obj, data, sigma = blurred
+    settings = PhasingSettings(runs=1, n_raar=0, n_er=100, shrinkwrap_every=20)
+    start = (0.0, 0.6, 0.8)
+    res = refine_er(data, None, obj, obj.abs() > 0, n_iter=100, shrinkwrap=False,
+                    settings=settings, psf="auto", psf_start=start)
+    assert res.psf == "auto" and res.psf_sigma[0] <= 0.3, res.psf_sigma
+    assert abs(res.psf_sigma[1] - sigma[1]) < 0.15 and abs(res.psf_sigma[2] - sigma[2]) < 0.15
+    # the start is used as is by a run too short to re-estimate
+    short = run_conventional(data, settings=settings.model_copy(update={"n_er": 20}),
+                             obj_init=obj, support=obj.abs() > 0, detwin=False,
+                             psf="auto", psf_start=start)
+    assert short.psf_sigma == start
+    # a fixed or disabled PSF ignores the start
+    off = refine_er(data, None, obj, obj.abs() > 0, n_iter=5, psf="off", psf_start=start)
+    assert off.psf_sigma == (0.0, 0.0, 0.0)
+    for bad in ((0.0, 0.5), (0.0, -1.0, 0.5), (0.0, float("nan"), 0.5)):
+        with pytest.raises(ValueError, match="psf_start"):
+            refine_er(data, None, obj, n_iter=1, psf="auto", psf_start=bad)

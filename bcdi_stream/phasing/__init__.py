@@ -15,6 +15,7 @@ Main entry points
 
 from ._engine import ALGORITHMS
 from ._operators import er, hio, modulus_projection, raar, support_projection
+from ._psf import detector_blur_of
 from ._quality import chi2, fourier_error, poisson_llk
 from ._recipe import PhasingResult, refine_er, resolve_compile, run_conventional, warmup
 from ._support import autocorrelation_support, gaussian_smooth, shrinkwrap_support
@@ -24,6 +25,7 @@ __all__ = [
     "PhasingResult",
     "autocorrelation_support",
     "chi2",
+    "detector_blur_of",
     "er",
     "fourier_error",
     "gaussian_smooth",

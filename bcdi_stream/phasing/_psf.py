@@ -26,9 +26,16 @@ from typing import Any
 
 import torch
 
-from ._kernels import Measured
+from ._kernels import Measured, prepare_measured
 
-__all__ = ["Psf", "blur", "estimate_sigma", "parse_psf"]
+__all__ = [
+    "Psf",
+    "blur",
+    "detector_blur_of",
+    "estimate_detector_sigma",
+    "estimate_sigma",
+    "parse_psf",
+]
 
 #: Widths below this (pixels) count as no blur on that axis (the sampled Gaussian's side
 #: taps are then below 0.4 %).
@@ -262,3 +269,109 @@ def estimate_sigma(
             sigma[ax] = min(SIGMA_MAX, max(0.0, best))
     out = tuple(0.0 if v < SIGMA_OFF else round(v, 4) for v in sigma)
     return out  # type: ignore[return-value]
+
+
+def estimate_detector_sigma(
+    i0: torch.Tensor, meas: Measured, candidates: Sequence[float] = WIDE_GRID,
+    axes: Sequence[int] = (1, 2),
+    others: Sequence[float] = (0.0, 0.0, 0.0),
+) -> Sigma:
+    """One PSF width shared by ``axes`` (the detector's ``y, x``) minimising the Poisson LLK.
+
+    A fast first guess for :func:`estimate_sigma`: the candidates, then a parabola through the
+    best one and its neighbours (about ten blurs of ``i0``); the other axes stay unblurred.
+
+    Parameters
+    ----------
+    i0 : torch.Tensor
+        Unblurred model intensity ``|fftn(rho)|**2``, in the layout of ``meas`` (FFT layout).
+    meas : Measured
+        The measured data.
+    candidates : sequence of float
+        Widths tried (pixels).
+    axes : sequence of int
+        Axes sharing the width (0 = z, 1 = y, 2 = x).
+    others : sequence of 3 floats
+        Widths kept on the other axes (``(z, y, x)``; the entries of ``axes`` are ignored).
+
+    Returns
+    -------
+    tuple of 3 floats
+        ``s`` on ``axes`` (0 below :data:`SIGMA_OFF`), ``others`` elsewhere.
+    """
+    if not axes or any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"axes must be a non-empty subset of (0, 1, 2), got {axes!r}")
+    cands = sorted({float(c) for c in candidates})
+    if not cands or cands[0] < 0 or cands[-1] > SIGMA_MAX:
+        raise ValueError(f"candidates must lie in [0, {SIGMA_MAX}], got {candidates!r}")
+    shape = tuple(i0.shape[-3:])
+    i0 = i0.to(torch.float32)
+
+    base = [float(v) for v in others]
+
+    def widths(s: float) -> Sigma:
+        return (s if 0 in axes else base[0], s if 1 in axes else base[1],
+                s if 2 in axes else base[2])
+
+    def llk_of(s: float) -> float:
+        return llk_fast(Psf(widths(s), shape).apply(i0), meas)
+
+    vals = [llk_of(c) for c in cands]
+    k = min(range(len(cands)), key=lambda j: vals[j])
+    best = cands[k]
+    if 0 < k < len(cands) - 1:
+        x0, x1, x2 = cands[k - 1], cands[k], cands[k + 1]
+        y0, y1, y2 = vals[k - 1], vals[k], vals[k + 1]
+        den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+        a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+        b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
+        if a > 0 and x0 <= -b / (2 * a) <= x2 and llk_of(-b / (2 * a)) <= vals[k]:
+            best = -b / (2 * a)
+    return widths(0.0 if best < SIGMA_OFF else round(best, 4))
+
+
+def detector_blur_of(
+    obj: torch.Tensor,
+    intensity: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    floor: float = 0.5,
+    margin: float = 0.2,
+) -> Sigma | None:
+    """A detector-blur hypothesis ``(0, s, s)`` from an object predicted before any refinement.
+
+    An object fitted to blurred data without a PSF learns to mimic the blur (softer edges),
+    after which an LLK search from it finds little blur; a prediction made from the intensity
+    alone has no such bias, but it is imperfect, and the LLK then asks for some blur on every
+    axis. A detector PSF blurs the detector axes ``y, x`` only, not the rocking axis ``z``: the
+    hypothesis is made when the shared ``y, x`` width ``s`` (:func:`estimate_detector_sigma`)
+    is at least ``floor`` and exceeds by ``margin`` the ``z`` width estimated next to it. It
+    is a hypothesis for a second refinement to test by LLK, not a measurement.
+
+    Parameters
+    ----------
+    obj : torch.Tensor
+        Centred complex object ``(z, y, x)``.
+    intensity : torch.Tensor
+        Centred measured intensity, same shape.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), excluded from the LLK.
+    floor, margin : float
+        Smallest width, and smallest excess over the ``z`` width (pixels).
+
+    Returns
+    -------
+    tuple of 3 floats or None
+    """
+    if obj.ndim != 3 or tuple(obj.shape) != tuple(intensity.shape):
+        raise ValueError(
+            f"obj and intensity must be 3D of the same shape, got {tuple(obj.shape)} and "
+            f"{tuple(intensity.shape)}"
+        )
+    meas = prepare_measured(intensity.to(torch.float32), None if mask is None else mask.bool())
+    i0 = torch.fft.fftn(obj.to(torch.complex64)).abs().square()
+    s_yx = estimate_detector_sigma(i0, meas, axes=(1, 2))[1]
+    if s_yx < floor:
+        return None
+    s_z = estimate_detector_sigma(i0, meas, axes=(0,), others=(0.0, s_yx, s_yx))[0]
+    return (0.0, s_yx, s_yx) if s_yx - s_z >= margin else None

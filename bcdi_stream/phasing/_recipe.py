@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -288,6 +289,21 @@ def _psf_marks(mode: str, total: int) -> frozenset[int]:
     return frozenset(range(start, total - PSF_EVERY + 1, PSF_EVERY))
 
 
+def _psf_start(mode: str, sigma: Sigma, start: Sigma | None) -> tuple[Sigma, bool]:
+    """Widths to start from, and whether the ``auto`` estimates are local (a given start)."""
+    if start is None or mode != "auto":
+        return sigma, False
+    vals = tuple(float(v) for v in start)
+    if len(vals) != 3 or not all(math.isfinite(v) and v >= 0 for v in vals):
+        raise ValueError(f"psf_start must be 3 finite widths >= 0, got {start!r}")
+    return (vals[0], vals[1], vals[2]), True
+
+
+def _local_psf(plan: list[tuple]) -> list[tuple]:
+    """The plan with every PSF estimate local (around the current widths)."""
+    return [("psf", False) if step[0] == "psf" else step for step in plan]
+
+
 def _resolve_psf(option: Any, settings: PhasingSettings) -> tuple[str, Sigma]:
     if option is None:
         option = getattr(settings, "psf", "auto")
@@ -308,6 +324,7 @@ def run_conventional(
     detwin: bool = True,
     compile: CompileOption = None,
     psf: PsfOption = None,
+    psf_start: Sigma | None = None,
 ) -> PhasingResult:
     """PyNX-style conventional phasing: N random starts, RAAR/HIO/ER + shrink-wrap, best LLK.
 
@@ -354,6 +371,10 @@ def run_conventional(
         fixes the width on the detector axes ``(y, x)``, a 2- or 3-sequence the widths
         ``(y, x)`` or ``(z, y, x)``. ``None`` uses ``settings.psf`` when that setting exists,
         else ``"auto"``.
+    psf_start : tuple of 3 floats, optional
+        With ``psf="auto"``: the widths ``(z, y, x)`` the runs start with (e.g. estimated from
+        the AI prediction, :func:`bcdi_stream.phasing.estimate_detector_sigma`); the later
+        estimates then search locally around them instead of over a wide grid.
 
     Returns
     -------
@@ -384,6 +405,7 @@ def run_conventional(
         compile = getattr(settings, "compile", None)
     kernels = Kernels(dev, resolve_compile(compile, dev, float(total) * meas.voxels))
     psf_mode, psf_sigma0 = _resolve_psf(psf, settings)
+    psf_sigma0, local = _psf_start(psf_mode, psf_sigma0, psf_start)
     plan = _build_plan(
         settings.n_raar,
         settings.n_hio,
@@ -395,6 +417,8 @@ def run_conventional(
         detwin=detwin,
         psf_marks=_psf_marks(psf_mode, n_it),
     )
+    if local:
+        plan = _local_psf(plan)
     chunk = _chunk_size(settings.batch, runs, meas.voxels, dev)
     clock.lap("setup")
 
@@ -417,7 +441,7 @@ def run_conventional(
         else:
             rho = (o0[[0 if o0.shape[0] == 1 else r for r in ids]] * sup).contiguous()
         eng = Engine(meas, rho, sup, kernels)
-        if psf_mode == "fixed":
+        if psf_mode == "fixed" or local:
             eng.set_psf(psf_sigma0)
         clock.lap("setup")
         _execute(plan, eng, settings, ids, clock, tick)
@@ -468,6 +492,7 @@ def refine_er(
     progress: ProgressCallback | None = None,
     compile: CompileOption = None,
     psf: PsfOption = None,
+    psf_start: Sigma | None = None,
 ) -> PhasingResult:
     """Refine an initial guess (e.g. the AI prediction) by error reduction.
 
@@ -498,6 +523,8 @@ def refine_er(
         Fused kernels (see :func:`resolve_compile`).
     psf : "auto", "off", float, tuple or None
         Blur-aware modulus constraint, as in :func:`run_conventional`.
+    psf_start : tuple of 3 floats, optional
+        Starting widths with ``psf="auto"``, as in :func:`run_conventional`.
 
     Returns
     -------
@@ -529,6 +556,7 @@ def refine_er(
         compile = getattr(settings, "compile", None)
     kernels = Kernels(dev, resolve_compile(compile, dev, float(total) * meas.voxels))
     psf_mode, psf_sigma0 = _resolve_psf(psf, settings)
+    psf_sigma0, local = _psf_start(psf_mode, psf_sigma0, psf_start)
     plan = _build_plan(
         0,
         0,
@@ -540,8 +568,10 @@ def refine_er(
         detwin=False,
         psf_marks=_psf_marks(psf_mode, n_iter),
     )
+    if local:
+        plan = _local_psf(plan)
     eng = Engine(meas, (o * s).contiguous(), s.contiguous(), kernels)
-    if psf_mode == "fixed":
+    if psf_mode == "fixed" or local:
         eng.set_psf(psf_sigma0)
     clock.lap("setup")
     done = 0
