@@ -54,6 +54,12 @@ class AISettings(BaseModel):
     n_raar: int = Field(100, ge=0, description="RAAR iterations after the prediction")
     n_er: int = Field(100, ge=0, description="ER iterations after the RAAR ones")
     shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
+    psf_hypothesis: int = Field(
+        60,
+        ge=0,
+        description="iterations of the second run that tests a detector blur seen in the "
+        "prediction (half RAAR, half ER; the lower LLK wins; 0: never; needs phasing.psf = auto)",
+    )
     fallback_llk: float = Field(
         1.5,
         gt=0,

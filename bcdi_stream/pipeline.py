@@ -198,6 +198,7 @@ def reconstruct(
 
     used = method
     fallback: dict[str, Any] | None = None
+    hypothesis: dict[str, Any] | None = None
     with _stage(timings, "phase"):
         if loaded is None:
             result = run_conventional(
@@ -208,10 +209,15 @@ def reconstruct(
 
             result, start = phase_ai(data, bad, loaded=loaded, n_er=ai.n_er,
                                      n_raar=ai.n_raar, shrinkwrap=ai.shrinkwrap,
-                                     settings=phasing, seed=seed, device=dev)
+                                     settings=phasing, seed=seed, device=dev,
+                                     psf_hypothesis=ai.psf_hypothesis)
             timings["predict"] = round(start.seconds, 4)
             timings["refine"] = round(result.timings["total"], 4)
             used = "ai"
+            if start.psf_sigma is not None:
+                hypothesis = {"sigma": [float(v) for v in start.psf_sigma],
+                              "llk": [float(v) for v in result.llk_runs],
+                              "kept": result.best_run == 1}
             if method == "auto" and not result.llk <= ai.fallback_llk:
                 runs = ai.fallback_runs or phasing.runs
                 conv = run_conventional(
@@ -236,7 +242,10 @@ def reconstruct(
         "llk": float(result.llk),
         "chi2": float(result.chi2),
         "llk_runs": [float(v) for v in result.llk_runs],
+        "psf_sigma": [float(v) for v in result.psf_sigma],
     }
+    if hypothesis is not None:
+        quality["psf_hypothesis"] = hypothesis
     if fallback is not None:
         quality["fallback"] = fallback
     meta: dict[str, Any] = {

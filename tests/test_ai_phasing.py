@@ -45,7 +45,7 @@ def test_ai_method_runs_and_records_the_model(weights, crystal) -> None:
     assert rec.obj.shape == (32, 32, 32) and rec.support.any()
     assert rec.meta["model"]["name"] == "tiny" and len(rec.meta["model"]["hash"]) == 64
     assert rec.timings["predict"] > 0 and rec.timings["refine"] >= 0
-    assert rec.quality["llk"] > 0
+    assert rec.quality["llk"] > 0 and len(rec.quality["psf_sigma"]) == 3
 
 
 def test_auto_falls_back_when_llk_is_poor(weights, crystal) -> None:
@@ -108,3 +108,9 @@ def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:
     assert len(res.llk_runs) == 2 and res.llk == min(res.llk_runs) and res.best_run == 1
     assert abs(res.psf_sigma[1] - 0.81) < 0.15 and res.timings["psf_hypothesis"] > 0
     assert compare(res.obj, c.obj, c.support, recon_support=res.support).success
+    # without the hypothesis (or with psf off) the plain run alone is made
+    plain, _ = phase_ai(c.intensity, c.mask, loaded=cached_model(), seed=0, device="cpu",
+                        psf_hypothesis=0)
+    assert len(plain.llk_runs) == 1 and "psf_hypothesis" not in plain.timings
+    with pytest.raises(ValueError, match="psf_hypothesis"):
+        phase_ai(c.intensity, c.mask, loaded=cached_model(), psf_hypothesis=-1)

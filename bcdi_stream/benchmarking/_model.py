@@ -48,7 +48,8 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
         if method == "ai_er_only":
             n_raar, n_er = 0, ai.n_raar + ai.n_er
         res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar,
-                          shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev)
+                          shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev,
+                          psf_hypothesis=ai.psf_hypothesis)
         obj, sup, llk = res.obj, res.support, res.llk
     elif method == "ai":
         start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings)
@@ -163,7 +164,7 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     if quick:
         n_per_class = min(n_per_class, 2)
         settings = settings.model_copy(update={"runs": 2, "n_raar": 60, "n_er": 30})
-        ai = ai.model_copy(update={"n_raar": 20, "n_er": 10})
+        ai = ai.model_copy(update={"n_raar": 20, "n_er": 10, "psf_hypothesis": 10})
     loaded = cached_model(model, dev) if {"ai", "ai_er", "ai_er_only"} & set(methods) else None
     header = {
         "n_per_class": n_per_class, "quick": quick, "device": str(dev),
