@@ -1,4 +1,4 @@
-"""The AI refinement with and without the detector-blur hypothesis, side by side on validation crystals.
+"""The AI refinement with and without the detector-blur hypothesis, on validation crystals.
 
 For each crystal (validation seeds, disjoint from training and the benchmark test set): the
 shipped ``ai`` refinement without (``psf_hypothesis=0``) and with the blur hypothesis (default),
