@@ -21,7 +21,7 @@ through the best candidate and its neighbours).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -193,6 +193,23 @@ def llk_fast(ic: torch.Tensor, meas: Measured) -> float:
     return 2.0 * float(term.sum()) / meas.n_valid
 
 
+def _best_on_line(cands: Sequence[float], f: Callable[[float], float]) -> float:
+    """The candidate minimising ``f``, refined by the vertex of the parabola through it and its
+    neighbours when that vertex lies between them and is no worse."""
+    vals = [f(c) for c in cands]
+    k = min(range(len(cands)), key=lambda j: vals[j])
+    best = cands[k]
+    if 0 < k < len(cands) - 1:
+        x0, x1, x2 = cands[k - 1], cands[k], cands[k + 1]
+        y0, y1, y2 = vals[k - 1], vals[k], vals[k + 1]
+        den = (x0 - x1) * (x0 - x2) * (x1 - x2)
+        a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
+        b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
+        if a > 0 and x0 <= -b / (2 * a) <= x2 and f(-b / (2 * a)) <= vals[k]:
+            best = -b / (2 * a)
+    return best
+
+
 def estimate_sigma(
     i0: torch.Tensor,
     meas: Measured,
@@ -245,27 +262,13 @@ def estimate_sigma(
                 cands = sorted(set(WIDE_GRID) | {round(cur, 4)})
             else:
                 cands = sorted({round(min(SIGMA_MAX, max(0.0, cur + d)), 4) for d in LOCAL_STEPS})
-            vals = []
-            for c in cands:
+
+            def along(c: float, ax: int = ax) -> float:
                 trial = list(sigma)
                 trial[ax] = c
-                vals.append(llk_of(trial))
-            k = min(range(len(cands)), key=lambda j: vals[j])
-            best = cands[k]
-            if 0 < k < len(cands) - 1:
-                # parabola through the best candidate and its neighbours
-                x0, x1, x2 = cands[k - 1], cands[k], cands[k + 1]
-                y0, y1, y2 = vals[k - 1], vals[k], vals[k + 1]
-                den = (x0 - x1) * (x0 - x2) * (x1 - x2)
-                a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
-                b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
-                if a > 0:
-                    v = -b / (2 * a)
-                    if x0 <= v <= x2:
-                        trial = list(sigma)
-                        trial[ax] = v
-                        if llk_of(trial) <= vals[k]:
-                            best = v
+                return llk_of(trial)
+
+            best = _best_on_line(cands, along)
             sigma[ax] = min(SIGMA_MAX, max(0.0, best))
     out = tuple(0.0 if v < SIGMA_OFF else round(v, 4) for v in sigma)
     return out  # type: ignore[return-value]
@@ -279,7 +282,7 @@ def estimate_detector_sigma(
     """One PSF width shared by ``axes`` (the detector's ``y, x``) minimising the Poisson LLK.
 
     A fast first guess for :func:`estimate_sigma`: the candidates, then a parabola through the
-    best one and its neighbours (about ten blurs of ``i0``); the other axes stay unblurred.
+    best one and its neighbours (about ten blurs of ``i0``); the other axes keep ``others``.
 
     Parameters
     ----------
@@ -316,17 +319,7 @@ def estimate_detector_sigma(
     def llk_of(s: float) -> float:
         return llk_fast(Psf(widths(s), shape).apply(i0), meas)
 
-    vals = [llk_of(c) for c in cands]
-    k = min(range(len(cands)), key=lambda j: vals[j])
-    best = cands[k]
-    if 0 < k < len(cands) - 1:
-        x0, x1, x2 = cands[k - 1], cands[k], cands[k + 1]
-        y0, y1, y2 = vals[k - 1], vals[k], vals[k + 1]
-        den = (x0 - x1) * (x0 - x2) * (x1 - x2)
-        a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / den
-        b = (x2 * x2 * (y0 - y1) + x1 * x1 * (y2 - y0) + x0 * x0 * (y1 - y2)) / den
-        if a > 0 and x0 <= -b / (2 * a) <= x2 and llk_of(-b / (2 * a)) <= vals[k]:
-            best = -b / (2 * a)
+    best = _best_on_line(cands, llk_of)
     return widths(0.0 if best < SIGMA_OFF else round(best, 4))
 
 
