@@ -591,6 +591,12 @@ def test_psf_start_makes_the_auto_estimates_local(blurred, small) -> None:
                              obj_init=obj, support=obj.abs() > 0, detwin=False,
                              psf="auto", psf_start=start)
     assert short.psf_sigma == start
+    # the plan: the first estimate is wide unless a start is given
+    marks = frozenset({20, 40})
+    wide = [st for st in _build_plan(0, 0, 60, 20, 2.0, 0.5, True, False, marks) if st[0] == "psf"]
+    local = [st for st in _build_plan(0, 0, 60, 20, 2.0, 0.5, True, False, marks, psf_wide=False)
+             if st[0] == "psf"]
+    assert wide == [("psf", True), ("psf", False)] and local == [("psf", False)] * 2
     # a fixed or disabled PSF ignores the start
     off = refine_er(data, None, obj, obj.abs() > 0, n_iter=5, psf="off", psf_start=start)
     assert off.psf_sigma == (0.0, 0.0, 0.0)

@@ -361,8 +361,10 @@ def detector_blur_of(
             f"obj and intensity must be 3D of the same shape, got {tuple(obj.shape)} and "
             f"{tuple(intensity.shape)}"
         )
+    from ._quality import _intensity_of
+
     meas = prepare_measured(intensity.to(torch.float32), None if mask is None else mask.bool())
-    i0 = torch.fft.fftn(obj.to(torch.complex64)).abs().square()
+    i0 = _intensity_of(obj.to(torch.complex64))
     s_yx = estimate_detector_sigma(i0, meas, axes=(1, 2))[1]
     if s_yx < floor:
         return None

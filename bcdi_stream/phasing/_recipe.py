@@ -172,6 +172,7 @@ def _build_plan(
     shrinkwrap: bool,
     detwin: bool,
     psf_marks: frozenset[int] | set[int] = frozenset(),
+    psf_wide: bool = True,
 ) -> list[tuple]:
     """Segments and events of a recipe.
 
@@ -181,7 +182,8 @@ def _build_plan(
     halves the support right after the first shrink-wrap and restores it ``every // 2``
     iterations later (PyNX ``DetwinRAAR``/``DetwinHIO``), only within the RAAR/HIO stage.
     ``("psf", wide)`` re-estimates the PSF widths at the iterations ``psf_marks`` (``wide`` at
-    the first one), before a shrink-wrap due at the same iteration.
+    the first one unless ``psf_wide`` is False: local estimates around given starting widths),
+    before a shrink-wrap due at the same iteration.
     """
     total = n_raar + n_hio + n_er
     sw = set(range(every, total - every + 1, every)) if shrinkwrap else set()
@@ -207,7 +209,7 @@ def _build_plan(
         if use_detwin and m == d_end:
             plan.append(("restore",))
         if m in psf_set:
-            plan.append(("psf", m == first_psf))
+            plan.append(("psf", psf_wide and m == first_psf))
         if m in sw and not (use_detwin and d_start < m < d_end):
             frac = m / total
             plan.append(("shrinkwrap", sigma_start * (sigma_end / sigma_start) ** frac))
@@ -297,11 +299,6 @@ def _psf_start(mode: str, sigma: Sigma, start: Sigma | None) -> tuple[Sigma, boo
     if len(vals) != 3 or not all(math.isfinite(v) and v >= 0 for v in vals):
         raise ValueError(f"psf_start must be 3 finite widths >= 0, got {start!r}")
     return (vals[0], vals[1], vals[2]), True
-
-
-def _local_psf(plan: list[tuple]) -> list[tuple]:
-    """The plan with every PSF estimate local (around the current widths)."""
-    return [("psf", False) if step[0] == "psf" else step for step in plan]
 
 
 def _resolve_psf(option: Any, settings: PhasingSettings) -> tuple[str, Sigma]:
@@ -416,9 +413,8 @@ def run_conventional(
         shrinkwrap=True,
         detwin=detwin,
         psf_marks=_psf_marks(psf_mode, n_it),
+        psf_wide=not local,
     )
-    if local:
-        plan = _local_psf(plan)
     chunk = _chunk_size(settings.batch, runs, meas.voxels, dev)
     clock.lap("setup")
 
@@ -567,9 +563,8 @@ def refine_er(
         shrinkwrap=bool(shrinkwrap),
         detwin=False,
         psf_marks=_psf_marks(psf_mode, n_iter),
+        psf_wide=not local,
     )
-    if local:
-        plan = _local_psf(plan)
     eng = Engine(meas, (o * s).contiguous(), s.contiguous(), kernels)
     if psf_mode == "fixed" or local:
         eng.set_psf(psf_sigma0)
