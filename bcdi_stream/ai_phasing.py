@@ -32,8 +32,15 @@ from .phasing import (
     run_conventional,
     shrinkwrap_support,
 )
+from .preprocess import bragg_offset
 
-__all__ = ["AIStart", "cached_model", "phase_ai", "predict_start"]
+__all__ = ["OFFSET_MIN", "AIStart", "cached_model", "phase_ai", "predict_start"]
+
+#: Pixels the pattern's centre of mass must be off the grid centre (along some axis) before the
+#: prediction corrects for it. The training patterns themselves lie within ~0.75 px: the
+#: simulator centres a pattern by removing the object's mean (wrapped) phase gradient, which
+#: for strongly strained crystals differs from the centre of mass by up to that much.
+OFFSET_MIN: float = 1.0
 
 
 @dataclass
@@ -55,6 +62,11 @@ class AIStart:
         Detector-blur hypothesis ``(0, s, s)`` made from the predicted object
         (:func:`bcdi_stream.phasing.detector_blur_of`); None when not asked for or when the
         prediction shows no detector blur.
+    offset : tuple of 3 floats or None
+        Centre of mass of the model's input pattern in pixels from the grid centre
+        (:func:`bcdi_stream.preprocess.bragg_offset`, capped at G/8). When it reaches
+        :data:`OFFSET_MIN` along some axis, the prediction is made for the pattern centred
+        exactly and moved back. None for ``"direct"`` models.
     """
 
     obj: torch.Tensor
@@ -62,6 +74,7 @@ class AIStart:
     phase_q: torch.Tensor
     seconds: float
     psf_sigma: tuple[float, float, float] | None = None
+    offset: tuple[float, float, float] | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -141,12 +154,21 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     x = torch.zeros((g, g, g), device=dev)
     x[m_sl] = data[d_sl]
     psf_sigma = None
+    offset = None
     if model.config.kind == "patterson":
-        obj_m = model.forward_object(x[None])[0]
+        bad = torch.ones((g, g, g), dtype=torch.bool, device=dev)
+        bad[m_sl] = False if mask is None else mask.to(dev, torch.bool)[d_sl]
+        # the model was trained on patterns whose centre of mass lies within ~0.75 px of g // 2:
+        # a pattern further off is predicted as if centred, and the object is moved (a phase
+        # ramp) to where the data put it
+        offset = bragg_offset(x, bad).clamp(-g / 8, g / 8)
+        if float(offset.abs().max()) >= OFFSET_MIN:
+            obj_m = model.forward_object(x[None], offset[None].to(torch.float32))[0]
+            obj_m = obj_m * physics.shift_ramp(obj_m.shape, offset, dev)
+        else:
+            obj_m = model.forward_object(x[None])[0]
         phi_m = torch.angle(model.phasor_of(obj_m[None])[0])
         if estimate_psf:
-            bad = torch.ones((g, g, g), dtype=torch.bool, device=dev)
-            bad[m_sl] = False if mask is None else mask.to(dev, torch.bool)[d_sl]
             psf_sigma = detector_blur_of(obj_m, x, bad)
     else:
         phi_m = model.predict_phase(x[None])[0]
@@ -157,7 +179,8 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     support = shrinkwrap_support(obj, settings.shrinkwrap_sigma_start,
                                  settings.shrinkwrap_threshold)
     return AIStart(obj=obj, support=support, phase_q=phi, seconds=time.perf_counter() - t0,
-                   psf_sigma=psf_sigma)
+                   psf_sigma=psf_sigma,
+                   offset=None if offset is None else tuple(float(v) for v in offset))
 
 
 def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,

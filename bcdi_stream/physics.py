@@ -64,6 +64,7 @@ __all__ = [
     "ifft_centered",
     "reciprocal_phase",
     "scattering_vector_norm",
+    "shift_ramp",
     "twin",
     "voxel_size",
     "wavelength",
@@ -184,6 +185,42 @@ def fourier_shift(x: torch.Tensor, shift: Sequence[float] | torch.Tensor) -> tor
         view[len(batch) + ax] = n[ax]
         psi = psi * factor.reshape(view)
     return torch.fft.ifftn(psi, dim=SPATIAL_DIMS)
+
+
+def shift_ramp(shape: Sequence[int], shift: torch.Tensor, device: torch.device | None = None
+               ) -> torch.Tensor:
+    """Real-space phase ramp that translates a centred diffraction pattern by ``shift`` pixels.
+
+    ``fft_centered(obj * shift_ramp(obj.shape, s))`` is ``fft_centered(obj)`` moved by ``s``
+    pixels along ``(z, y, x)`` (positive: to higher indices; sub-pixel shifts interpolate). The
+    ramp is ``exp(2πi s·r/N)`` with ``r`` measured from the grid centre ``N // 2``, so it is 1
+    there; the autocorrelation ``ifft_centered(I)`` of the moved pattern is multiplied by it too.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(..., z, y, x)``; only the last three sizes are used.
+    shift : torch.Tensor
+        ``(3,)`` shift in pixels.
+    device : torch.device, optional
+        Where to build the ramp (default: ``shift``'s device).
+
+    Returns
+    -------
+    torch.Tensor
+        complex64 ``(z, y, x)``.
+    """
+    s = torch.as_tensor(shift, dtype=torch.float64, device=device)
+    if s.shape != (3,):
+        raise ValueError(f"shift must have shape (3,), got {tuple(s.shape)}")
+    n = tuple(int(v) for v in shape[-3:])
+    out = torch.zeros(n, dtype=torch.float64, device=s.device)
+    for ax in range(3):
+        r = torch.arange(n[ax], dtype=torch.float64, device=s.device) - n[ax] // 2
+        view = [1, 1, 1]
+        view[ax] = n[ax]
+        out = out + (2 * math.pi * s[ax] / n[ax] * r).reshape(view)
+    return torch.polar(torch.ones_like(out), out).to(torch.complex64)
 
 
 def centroid(weights: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bcdi_stream.ai_phasing import cached_model, predict_start
+from bcdi_stream.ai_phasing import OFFSET_MIN, cached_model, predict_start
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.model import ModelConfig, PhaseModel, UNetConfig, export_weights
@@ -114,3 +114,30 @@ def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:
     assert len(plain.llk_runs) == 1 and "psf_hypothesis" not in plain.timings
     with pytest.raises(ValueError, match="psf_hypothesis"):
         phase_ai(c.intensity, c.mask, loaded=cached_model(), psf_hypothesis=-1)
+
+
+def test_shipped_model_is_blind_to_where_the_pattern_sits() -> None:
+    """The model was trained on patterns centred exactly on their centre of mass; a pattern
+    two pixels off (a peak centred on its brightest pixel, a coarse crop) is predicted as if
+    centred and moved back. Before, this crystal ended at 0.71 rad (0.05 rad centred)."""
+    from bcdi_stream.ai_phasing import phase_ai
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.training._datasets import draw_crystal
+
+    c, _ = draw_crystal(2_300_007_000, "weak", 64)
+    shift = (0, 2, -2)
+    res, start = phase_ai(torch.roll(c.intensity, shift, (0, 1, 2)),
+                          torch.roll(c.mask, shift, (0, 1, 2)), loaded=cached_model(), seed=0,
+                          device="cpu")
+    assert start.offset is not None
+    assert max(abs(a - b) for a, b in zip(start.offset, shift, strict=True)) < 0.1
+    m = compare(res.obj, c.obj, c.support, recon_support=res.support)
+    assert m.success and m.phase_rmse < 0.1
+    # centred as in training: below OFFSET_MIN the prediction is the model's plain output
+    loaded = cached_model()
+    centred = predict_start(loaded, c.intensity, c.mask, seed=0)
+    assert max(abs(v) for v in centred.offset) < OFFSET_MIN
+    with torch.no_grad():
+        x = c.intensity.masked_fill(c.mask, 0.0)
+        plain = torch.angle(loaded.model(x[None])[0])
+    assert torch.equal(centred.phase_q, plain)

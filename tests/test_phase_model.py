@@ -129,3 +129,14 @@ def test_export_and_load_weights(tmp_path) -> None:
         load_model(tmp_path / "junk.pt")
     with pytest.raises(ValueError, match=r"\.pt"):
         export_weights(ck, tmp_path / "w.bin")
+
+
+def test_patterson_features_offset_undoes_a_pattern_shift() -> None:
+    i = physics.fft_centered(_object()).abs()[None] ** 2
+    moved = torch.roll(i, (1, -2, 0), (1, 2, 3))
+    plain = patterson_features(i)
+    assert not torch.allclose(patterson_features(moved), plain, atol=1e-3)
+    back = patterson_features(moved, torch.tensor([[1.0, -2.0, 0.0]]))
+    assert torch.allclose(back, plain, atol=1e-4)
+    with pytest.raises(ValueError, match="offset"):
+        patterson_features(i, torch.zeros(3))

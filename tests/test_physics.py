@@ -129,3 +129,15 @@ def test_settings_env_overrides_file(tmp_path, monkeypatch) -> None:
     assert Settings().phasing.runs == 5
     with pytest.raises(ValueError, match="does not exist"):
         load_settings(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("shift", [(0.0, 2.0, -3.0), (1.0, 0.0, 5.0)])
+def test_shift_ramp_moves_the_diffraction_pattern(shift) -> None:
+    x = _obj(16)
+    ramp = physics.shift_ramp(x.shape, torch.tensor(shift))
+    assert ramp.dtype == torch.complex64 and ramp[8, 8, 8] == 1
+    moved = physics.fft_centered(x * ramp)
+    rolled = torch.roll(physics.fft_centered(x), tuple(int(s) for s in shift), (0, 1, 2))
+    assert torch.allclose(moved, rolled, atol=1e-3 * float(rolled.abs().max()))
+    with pytest.raises(ValueError, match="shift"):
+        physics.shift_ramp(x.shape, torch.zeros(2))

@@ -74,3 +74,29 @@ def test_bad_input_one_line(frames, mask, message) -> None:
 def test_shape_argument_checked() -> None:
     with pytest.raises(ValueError, match="shape"):
         prepare_frames(np.ones((4, 8, 8)), shape=(4, 4))
+
+
+def test_bragg_offset_finds_the_centre_of_mass_under_background() -> None:
+    from bcdi_stream.preprocess import bragg_offset
+    from bcdi_stream.simulation import simulate_crystal
+
+    c = simulate_crystal(5, n=32, strain="medium", device="cpu")
+    g = torch.Generator().manual_seed(0)
+    data = c.intensity + torch.poisson(torch.full(c.intensity.shape, 2.0), generator=g)
+    base = bragg_offset(data, c.mask)
+    assert base.abs().max() < 0.2  # the simulator centres the pattern on its centre of mass
+    moved = bragg_offset(torch.roll(data, (2, 0, -3), (0, 1, 2)),
+                         torch.roll(c.mask, (2, 0, -3), (0, 1, 2)))
+    assert torch.allclose(moved - base, torch.tensor([2.0, 0.0, -3.0], dtype=torch.float64),
+                          atol=0.1)
+    # a hot bad pixel far from the peak is ignored when masked
+    hot = data.clone()
+    hot[0, 0, 0] = 1e9
+    mask = c.mask.clone()
+    mask[0, 0, 0] = True
+    assert torch.allclose(bragg_offset(hot, mask), base, atol=0.01)
+    assert torch.equal(bragg_offset(torch.zeros(8, 8, 8)), torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="intensity"):
+        bragg_offset(torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="outer"):
+        bragg_offset(data, outer=1.5)

@@ -84,7 +84,8 @@ class ModelConfig:
         return cls(**d)
 
 
-def patterson_features(intensity: torch.Tensor) -> torch.Tensor:
+def patterson_features(intensity: torch.Tensor, offset: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """Autocorrelation features on the central box, ``(B, 6, N/2, N/2, N/2)``.
 
     With ``A = IFFT(I) / A(0)`` (centred, so ``A(0)`` sits at ``N // 2``): Re, Im and √|·| of
@@ -95,11 +96,20 @@ def patterson_features(intensity: torch.Tensor) -> torch.Tensor:
     ----------
     intensity : torch.Tensor
         ``(B, N, N, N)`` centred intensities (counts, ≥ 0), N a multiple of 4.
+    offset : torch.Tensor, optional
+        ``(B, 3)`` centre of mass of each pattern in pixels from ``N // 2``
+        (:func:`bcdi_stream.preprocess.bragg_offset`): the autocorrelation is demodulated by
+        :func:`bcdi_stream.physics.shift_ramp` so that the features are those of the pattern
+        centred exactly, as in training.
     """
     n = intensity.shape[-1]
     i = intensity.clamp_min(0).to(torch.float32)
     i = i / i.flatten(1).sum(-1).clamp_min(1e-12)[:, None, None, None]
     a = physics.ifft_centered(i.to(torch.complex64))
+    if offset is not None:
+        if tuple(offset.shape) != (a.shape[0], 3):
+            raise ValueError(f"offset must have shape ({a.shape[0]}, 3), got {tuple(offset.shape)}")
+        a = a * torch.stack([physics.shift_ramp(a.shape, o, a.device) for o in offset]).conj()
     c = n // 2
     a = a / a[:, c, c, c].abs().clamp_min(1e-12)[:, None, None, None]
     far = a[:, 0::2, 0::2, 0::2]
@@ -144,12 +154,18 @@ class PhaseModel(nn.Module):
             )
         return intensity
 
-    def forward_object(self, intensity: torch.Tensor) -> torch.Tensor:
-        """``"patterson"`` kind: the predicted complex object ``(B, N, N, N)``."""
+    def forward_object(self, intensity: torch.Tensor, offset: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+        """``"patterson"`` kind: the predicted complex object ``(B, N, N, N)``.
+
+        With ``offset`` (``(B, 3)`` pixels, see :func:`patterson_features`) the object is
+        that of the exactly centred pattern: multiply it by
+        :func:`bcdi_stream.physics.shift_ramp` to match the given one.
+        """
         if self.config.kind != "patterson":
             raise ValueError("forward_object needs kind='patterson'")
         intensity = self._check(intensity)
-        out = self.unet(patterson_features(intensity))
+        out = self.unet(patterson_features(intensity, offset))
         n, q = self.config.grid, self.config.grid // 4
         obj = torch.zeros((out.shape[0], n, n, n), dtype=torch.complex64, device=out.device)
         c = n // 2

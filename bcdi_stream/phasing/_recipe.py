@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from ._common import (
     run_seed,
 )
 from ._engine import Engine, random_start
-from ._kernels import Kernels, is_warm, prepare_measured
+from ._kernels import Kernels, Measured, is_warm, prepare_measured
 from ._psf import Sigma, parse_psf
 from ._support import AUTOCORR_THRESHOLD, autocorrelation_support, halve_support, shrinkwrap_support
 
@@ -257,7 +258,7 @@ def _execute(
     settings: PhasingSettings,
     run_ids: list[int],
     clock: _Clock,
-    tick: ProgressCallback | None,
+    tick: Callable[[int], None] | None,
 ) -> None:
     saved: torch.Tensor | None = None
     for step in plan:
@@ -305,6 +306,66 @@ def _resolve_psf(option: Any, settings: PhasingSettings) -> tuple[str, Sigma]:
     if option is None:
         option = getattr(settings, "psf", "auto")
     return parse_psf(option)
+
+
+@dataclass
+class _Setup:
+    """What both recipes derive from their arguments: kernels, PSF handling and the plan."""
+
+    kernels: Kernels
+    psf_mode: str
+    psf_sigma0: Sigma
+    local_psf: bool
+    plan: list[tuple]
+
+    def engine(self, meas: Measured, rho: torch.Tensor, support: torch.Tensor) -> Engine:
+        """An engine on ``rho``/``support`` with the starting PSF set where one is given."""
+        eng = Engine(meas, rho, support, self.kernels)
+        if self.psf_mode == "fixed" or self.local_psf:
+            eng.set_psf(self.psf_sigma0)
+        return eng
+
+
+def _setup(settings: PhasingSettings, dev: torch.device, meas: Measured, total: int,
+           iterations: tuple[int, int, int], *, shrinkwrap: bool, detwin: bool,
+           compile: CompileOption, psf: PsfOption, psf_start: Sigma | None) -> _Setup:
+    """Resolve the kernels and the PSF option, and build the iteration plan."""
+    if compile is None:
+        compile = getattr(settings, "compile", None)
+    kernels = Kernels(dev, resolve_compile(compile, dev, float(total) * meas.voxels))
+    psf_mode, psf_sigma0 = _resolve_psf(psf, settings)
+    psf_sigma0, local = _psf_start(psf_mode, psf_sigma0, psf_start)
+    plan = _build_plan(
+        *iterations,
+        settings.shrinkwrap_every,
+        settings.shrinkwrap_sigma_start,
+        settings.shrinkwrap_sigma_end,
+        shrinkwrap=shrinkwrap,
+        detwin=detwin,
+        psf_marks=_psf_marks(psf_mode, sum(iterations)),
+        psf_wide=not local,
+    )
+    return _Setup(kernels, psf_mode, psf_sigma0, local, plan)
+
+
+def _ticker(total: int, progress: ProgressCallback | None) -> Callable[[int], None]:
+    """``tick(k)``: ``k`` more run-iterations done, reported to ``progress``."""
+    done = 0
+
+    def tick(k: int) -> None:
+        nonlocal done
+        done += k
+        if progress is not None:
+            progress(done, total)
+
+    return tick
+
+
+def _timings(clock: _Clock, t0: float, total: int) -> dict[str, float]:
+    timings = dict(clock.times)
+    timings["total"] = time.perf_counter() - t0
+    timings["per_iteration"] = timings["iterate"] / total if total else 0.0
+    return timings
 
 
 # ---------------------------------------------------------------------------- recipes
@@ -398,34 +459,12 @@ def run_conventional(
     s0 = s0 if s0.ndim == 4 else s0.unsqueeze(0)
     n_it = settings.n_raar + settings.n_hio + settings.n_er
     total = runs * n_it
-    if compile is None:
-        compile = getattr(settings, "compile", None)
-    kernels = Kernels(dev, resolve_compile(compile, dev, float(total) * meas.voxels))
-    psf_mode, psf_sigma0 = _resolve_psf(psf, settings)
-    psf_sigma0, local = _psf_start(psf_mode, psf_sigma0, psf_start)
-    plan = _build_plan(
-        settings.n_raar,
-        settings.n_hio,
-        settings.n_er,
-        settings.shrinkwrap_every,
-        settings.shrinkwrap_sigma_start,
-        settings.shrinkwrap_sigma_end,
-        shrinkwrap=True,
-        detwin=detwin,
-        psf_marks=_psf_marks(psf_mode, n_it),
-        psf_wide=not local,
-    )
+    setup = _setup(settings, dev, meas, total, (settings.n_raar, settings.n_hio, settings.n_er),
+                   shrinkwrap=True, detwin=detwin, compile=compile, psf=psf,
+                   psf_start=psf_start)
     chunk = _chunk_size(settings.batch, runs, meas.voxels, dev)
     clock.lap("setup")
-
-    done = 0
-
-    def tick(k: int) -> None:
-        nonlocal done
-        done += k
-        if progress is not None:
-            progress(done, total)
-
+    tick = _ticker(total, progress)
     llks: list[float] = []
     chis: list[float] = []
     best: tuple[float, int, torch.Tensor, torch.Tensor, Sigma] | None = None
@@ -436,11 +475,9 @@ def run_conventional(
             rho = random_start(meas, sup, [run_seed(seed, r) for r in ids])
         else:
             rho = (o0[[0 if o0.shape[0] == 1 else r for r in ids]] * sup).contiguous()
-        eng = Engine(meas, rho, sup, kernels)
-        if psf_mode == "fixed" or local:
-            eng.set_psf(psf_sigma0)
+        eng = setup.engine(meas, rho, sup)
         clock.lap("setup")
-        _execute(plan, eng, settings, ids, clock, tick)
+        _execute(setup.plan, eng, settings, ids, clock, tick)
         c_llk, c_chi = eng.quality()
         llks += c_llk
         chis += c_chi
@@ -453,9 +490,6 @@ def run_conventional(
     assert best is not None
     obj, sup_best = _recentre(best[2], best[3])
     clock.lap("quality")
-    timings = dict(clock.times)
-    timings["total"] = time.perf_counter() - t0
-    timings["per_iteration"] = timings["iterate"] / total if total else 0.0
     return PhasingResult(
         obj=obj,
         support=sup_best,
@@ -466,12 +500,12 @@ def run_conventional(
         best_run=best[1],
         iterations=n_it,
         algorithm=_algorithm_name(settings.n_raar, settings.n_hio, settings.n_er),
-        timings=timings,
+        timings=_timings(clock, t0, total),
         seed=seed,
         device=str(dev),
-        compiled=kernels.compiled,
+        compiled=setup.kernels.compiled,
         psf_sigma=best[4],
-        psf=psf_mode,
+        psf=setup.psf_mode,
     )
 
 
@@ -548,42 +582,14 @@ def refine_er(
         if s.shape[0] != o.shape[0]:
             raise ValueError(f"support_init has {s.shape[0]} runs but obj_init has {o.shape[0]}")
     total = o.shape[0] * n_iter
-    if compile is None:
-        compile = getattr(settings, "compile", None)
-    kernels = Kernels(dev, resolve_compile(compile, dev, float(total) * meas.voxels))
-    psf_mode, psf_sigma0 = _resolve_psf(psf, settings)
-    psf_sigma0, local = _psf_start(psf_mode, psf_sigma0, psf_start)
-    plan = _build_plan(
-        0,
-        0,
-        n_iter,
-        settings.shrinkwrap_every,
-        settings.shrinkwrap_sigma_start,
-        settings.shrinkwrap_sigma_end,
-        shrinkwrap=bool(shrinkwrap),
-        detwin=False,
-        psf_marks=_psf_marks(psf_mode, n_iter),
-        psf_wide=not local,
-    )
-    eng = Engine(meas, (o * s).contiguous(), s.contiguous(), kernels)
-    if psf_mode == "fixed" or local:
-        eng.set_psf(psf_sigma0)
+    setup = _setup(settings, dev, meas, total, (0, 0, n_iter), shrinkwrap=bool(shrinkwrap),
+                   detwin=False, compile=compile, psf=psf, psf_start=psf_start)
+    eng = setup.engine(meas, (o * s).contiguous(), s.contiguous())
     clock.lap("setup")
-    done = 0
-
-    def tick(k: int) -> None:
-        nonlocal done
-        done += k
-        if progress is not None:
-            progress(done, total)
-
-    _execute(plan, eng, settings, list(range(o.shape[0])), clock, tick)
+    _execute(setup.plan, eng, settings, list(range(o.shape[0])), clock, _ticker(total, progress))
     llks, chis = eng.quality()
     i_best = min(range(len(llks)), key=lambda i: llks[i])
     clock.lap("quality")
-    timings = dict(clock.times)
-    timings["total"] = time.perf_counter() - t0
-    timings["per_iteration"] = timings["iterate"] / total if total else 0.0
     return PhasingResult(
         obj=eng.rho[i_best].clone(),
         support=eng.support[i_best].clone(),
@@ -594,10 +600,10 @@ def refine_er(
         best_run=i_best,
         iterations=n_iter,
         algorithm=_algorithm_name(0, 0, n_iter),
-        timings=timings,
+        timings=_timings(clock, t0, total),
         seed=0,
         device=str(dev),
-        compiled=kernels.compiled,
+        compiled=setup.kernels.compiled,
         psf_sigma=eng.psf_sigma[i_best],
-        psf=psf_mode,
+        psf=setup.psf_mode,
     )
