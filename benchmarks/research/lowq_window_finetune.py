@@ -1,0 +1,77 @@
+"""Fine-tune the shipped model with the WCA weights windowed to low |q| (research probe).
+
+The refinement finishes the strong class once the phase is right out to |q| ≈ 24 px
+(``oracle_lowq.py --validation``), while the log-intensity weights put most of the loss
+beyond 16 px. This fine-tune multiplies the weights by ``exp(-|q|²/2qw²)`` (object loss
+unchanged) and logs the validation agreement per |q| shell every 100 steps, to compare with
+the unwindowed control ``benchmarks/training/experiments/v3-continue-log.jsonl``.
+
+    python benchmarks/research/lowq_window_finetune.py --qw 12 --minutes 45 --strong-share 0.75 \
+        --out benchmarks/training/experiments/v3-lowq-window-log.jsonl
+
+Result (2026-12-02, docs/MODEL_RESEARCH.md session 5): flat, within the control's band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--qw", type=float, default=12.0, help="window width (px)")
+    ap.add_argument("--minutes", type=float, default=45.0)
+    ap.add_argument("--strong-share", type=float, default=0.75)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--first-sample", type=int, default=40_000,
+                    help="training crystals start here (after those v2 and v3 saw)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    from bcdi_stream.ai_phasing import cached_model
+    from bcdi_stream.model import PhaseModel, object_loss, wca_loss_phasor
+    from bcdi_stream.model._loss import log_minmax
+    from bcdi_stream.training._datasets import VAL_SEED0, fixed_set, training_batches
+    from bcdi_stream.training._loop import validate
+
+    src = cached_model().model
+    model = PhaseModel(src.config)
+    model.load_state_dict(src.state_dict())
+    model = model.to(memory_format=torch.channels_last_3d)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    g = torch.meshgrid(*[torch.arange(64) - 32 for _ in range(3)], indexing="ij")
+    window = torch.exp(-sum(x.float() ** 2 for x in g) / (2 * args.qw ** 2))
+    val = list(fixed_set(VAL_SEED0, {"weak": 6, "strong": 6}))
+    batches = training_batches(args.first_sample, 4, 1_000_000, 0.0, 64,
+                               strong_share=args.strong_share)
+    t0 = time.perf_counter()
+    step = 0
+    with open(args.out, "w") as f:
+        while time.perf_counter() - t0 < 60 * args.minutes:
+            b = next(batches)
+            obj = model.forward_object(b.intensity)
+            u = model.phasor_of(obj)
+            loss = (wca_loss_phasor(b.phase_q, u, log_minmax(b.intensity) * window)
+                    + object_loss(obj, b.obj))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 100 == 0:
+                model.eval()
+                rec = validate(model, val)
+                model.train()
+                f.write(json.dumps({"step": step, "wall_s": round(time.perf_counter() - t0),
+                                    **rec}) + "\n")
+                f.flush()
+
+
+if __name__ == "__main__":
+    main()
