@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from bcdi_stream.arrays import as_tensor
 from bcdi_stream.errors import InputError
+from bcdi_stream.physics import centroid
 
 __all__ = ["Prepared", "bragg_offset", "find_hot_pixels", "prepare_frames"]
 
@@ -81,14 +82,10 @@ def bragg_offset(intensity: torch.Tensor, mask: torch.Tensor | None = None,
     shell = good & (r2 > outer * outer)
     bg = data[shell].mean() if bool(shell.any()) else data.new_zeros(())
     w = torch.where(good, (data - bg).clamp_min(0), 0.0)
-    total = w.sum()
-    if not total > 0:
+    if not w.sum() > 0:
         return torch.zeros(3, dtype=torch.float64, device=data.device)
-    out = []
-    for k in range(3):
-        other = tuple(d for d in range(3) if d != k)
-        out.append((w.sum(dim=other) * axes[k]).sum() / total)
-    return torch.stack(out)
+    centre = torch.tensor([n // 2 for n in data.shape], dtype=torch.float64, device=data.device)
+    return centroid(w) - centre
 
 
 def find_hot_pixels(
