@@ -4,7 +4,10 @@ A rocking curve arrives as ``(n_frames, rows, cols)`` (or ``(n_frames, 1, rows, 
 on a detector larger than the peak. :func:`prepare_frames` masks hot pixels, locates the Bragg
 peak by its intensity centre of mass, and crops (zero-padding where the box leaves the data,
 padded voxels masked = free for the phasing) a box of the requested shape centred on it, so that
-the peak sits at the grid centre ``N // 2`` as every other module expects.
+the peak sits at the grid centre ``N // 2`` as every other module expects. The centre is found
+in two passes: the centre of mass of the brightest region (robust on a large, noisy frame),
+then the background-subtracted centre of mass of the crop (:func:`bragg_offset`, the
+convention of the simulator and the model), re-cropping until it is within half a voxel.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from bcdi_stream.physics import centroid
 
 __all__ = ["Prepared", "bragg_offset", "find_hot_pixels", "prepare_frames"]
 
+#: Re-crops of :func:`prepare_frames` around the background-subtracted centre of mass.
+CENTRE_PASSES = 3
+
 
 @dataclass
 class Prepared:
@@ -36,7 +42,9 @@ class Prepared:
     origin : tuple of int
         Index in the input frames of the box's first voxel (may be negative when padded).
     meta : dict
-        JSON-able record: peak position, hot pixels, empty/saturated frames, padding.
+        JSON-able record: ``peak_com`` (coarse peak position in the frames), ``bragg_offset``
+        (the crop's background-subtracted centre of mass from its centre, within ±0.5 px unless
+        the box hit the frames' edge), hot pixels, empty/saturated frames, padding.
     """
 
     intensity: torch.Tensor
@@ -145,6 +153,21 @@ def _as_frames(frames: Any) -> torch.Tensor:
     return t
 
 
+def _crop(data: torch.Tensor, bad: torch.Tensor, origin: tuple[int, ...],
+          shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, tuple[slice, ...]]:
+    """The ``shape`` box at ``origin`` (may overhang: padded with zeros, marked bad)."""
+    out = torch.zeros(shape, dtype=torch.float32, device=data.device)
+    out_bad = torch.ones(shape, dtype=torch.bool, device=data.device)
+    src, dst = [], []
+    for o, s, full in zip(origin, shape, data.shape, strict=True):
+        lo, hi = max(o, 0), min(o + s, full)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - o, hi - o))
+    out[tuple(dst)] = data[tuple(src)]
+    out_bad[tuple(dst)] = bad[tuple(src)]
+    return out, out_bad, tuple(src)
+
+
 def prepare_frames(
     frames: Any,
     mask: Any | None = None,
@@ -219,30 +242,26 @@ def prepare_frames(
     if shape is None:
         return Prepared(clean, bad, (0, 0, 0), meta)
 
-    # Peak position: centre of mass of the brightest region (counts above 10 % of the max in a
-    # lightly smoothed volume), robust to a noisy background far from the peak.
+    # Peak position, coarse: centre of mass of the brightest region (counts above 10 % of the
+    # max in a lightly smoothed volume), robust to a noisy background far from the peak.
     smooth = F.avg_pool3d(clean[None, None], 3, stride=1, padding=1)[0, 0]
     w = torch.where(smooth >= 0.1 * smooth.max(), smooth, 0.0).to(torch.float64)
-    coords = [torch.arange(s, dtype=torch.float64, device=data.device) for s in data.shape]
-    wsum = w.sum()
-    com = [
-        float((w.sum(dim=tuple(d for d in range(3) if d != ax)) * coords[ax]).sum() / wsum)
-        for ax in range(3)
-    ]
-    centre = [round(c) for c in com]
-    origin = tuple(c - s // 2 for c, s in zip(centre, shape, strict=True))
-    out = torch.zeros(shape, dtype=torch.float32, device=data.device)
-    out_bad = torch.ones(shape, dtype=torch.bool, device=data.device)
-    src, dst = [], []
-    for o, s, full in zip(origin, shape, data.shape, strict=True):
-        lo, hi = max(o, 0), min(o + s, full)
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - o, hi - o))
-    out[tuple(dst)] = clean[tuple(src)]
-    out_bad[tuple(dst)] = bad[tuple(src)]
-    padded = int(out_bad.sum()) - int(bad[tuple(src)].sum())
+    com = centroid(w).tolist()
+    origin = tuple(round(c) - s // 2 for c, s in zip(com, shape, strict=True))
+    out, out_bad, src = _crop(clean, bad, origin, shape)
+    # Fine: the background-subtracted centre of mass of the whole crop (the convention the
+    # model was trained on, see bragg_offset); the brightest region of a strongly strained
+    # crystal can sit 3 px from it.
+    for _ in range(CENTRE_PASSES):
+        step = [round(float(v)) for v in bragg_offset(out, out_bad)]
+        if not any(step):
+            break
+        origin = tuple(o + d for o, d in zip(origin, step, strict=True))
+        out, out_bad, src = _crop(clean, bad, origin, shape)
+    padded = int(out_bad.sum()) - int(bad[src].sum())
     meta.update(
         peak_com=[round(c, 2) for c in com],
+        bragg_offset=[round(float(v), 2) for v in bragg_offset(out, out_bad)],
         origin=list(origin),
         shape=list(shape),
         padded_voxels=padded,

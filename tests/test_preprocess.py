@@ -100,3 +100,19 @@ def test_bragg_offset_finds_the_centre_of_mass_under_background() -> None:
         bragg_offset(torch.zeros(8, 8))
     with pytest.raises(ValueError, match="outer"):
         bragg_offset(data, outer=1.5)
+
+
+def test_crop_centres_a_strained_pattern_on_its_centre_of_mass() -> None:
+    """The brightest region of a strongly strained crystal lies pixels from its centre of mass;
+    the crop is re-centred on the latter (the model's convention) to the voxel."""
+    from bcdi_stream.training._datasets import draw_crystal
+
+    c, _ = draw_crystal(2_300_000_000, "strong", n=64)
+    frames = torch.zeros(72, 90, 100)
+    frames[3:67, 11:75, 30:94] = c.intensity  # the crystal's grid starts at (3, 11, 30)
+    p = prepare_frames(frames, shape=(64, 64, 64), hot_pixels=False)
+    coarse = torch.tensor(p.meta["peak_com"]) - torch.tensor([35.0, 43.0, 62.0])
+    assert coarse.abs().max() > 1.5  # the brightest region alone would crop it off-centre
+    assert p.origin == (3, 11, 30)
+    assert torch.equal(p.intensity, c.intensity)
+    assert max(abs(v) for v in p.meta["bragg_offset"]) < 0.5
