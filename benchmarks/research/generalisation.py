@@ -5,10 +5,13 @@ validation and the test set): photon-starved, high background, the largest cryst
 grid sizes, a medium strain span; and the validation crystals with the pattern centred on its
 brightest pixel instead of its centre of mass (what another pipeline may hand us). Each crystal
 is phased by AI + RAAR 100 + ER 100 (``phase_ai``) and, with ``--random``, by the same
-refinement from random phases. Prints one JSON line per crystal and a summary per variant.
+refinement from random phases; with ``--truth``, by the same refinement from the TRUE φ(q)
+with the measured modulus (the ceiling of any prediction). Prints one JSON line per crystal
+and a summary per variant.
 
     python benchmarks/research/generalisation.py --variants photons2e3 bg3 medium --n 10 --random
     python benchmarks/research/generalisation.py --variants max_centred --cls strong --n 20
+    python benchmarks/research/generalisation.py --variants photons2e3 medium --n 20 --truth
 """
 
 from __future__ import annotations
@@ -58,14 +61,17 @@ def main() -> None:
     ap.add_argument("--cls", default="weak", help="class of the *_centred variants")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--random", action="store_true", help="also refine from random phases")
+    ap.add_argument("--truth", action="store_true",
+                    help="also refine from the true phase (the ceiling of a prediction)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    from bcdi_stream import physics
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import PhasingSettings
-    from bcdi_stream.phasing import run_conventional
+    from bcdi_stream.phasing import run_conventional, shrinkwrap_support
 
     loaded = cached_model()
     for variant in args.variants:
@@ -85,6 +91,17 @@ def main() -> None:
                 r2 = run_conventional(data, mask, settings=s, seed=0, device="cpu")
                 m2 = compare(r2.obj, c.obj, c.support, recon_support=r2.support)
                 row.update(random_rmse=round(m2.phase_rmse, 3), random_ok=bool(m2.success))
+            if args.truth:
+                s = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
+                amp = data.clamp_min(0).sqrt()
+                start = physics.ifft_centered(
+                    torch.polar(amp, torch.roll(c.phase_q, shift, (0, 1, 2)))
+                ).to(torch.complex64)
+                r3 = run_conventional(data, mask, settings=s, seed=0, device="cpu",
+                                      obj_init=start, support=shrinkwrap_support(start, 2.0, 0.2),
+                                      detwin=False)
+                m3 = compare(r3.obj, c.obj, c.support, recon_support=r3.support)
+                row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
             rows.append(row)
             print(json.dumps(row), flush=True)
         line = (f"{variant}: AI+refinement {sum(r['ok'] for r in rows)}/{len(rows)}, median "
@@ -92,6 +109,8 @@ def main() -> None:
                 f"{statistics.median(r['s'] for r in rows):.2f} s")
         if args.random:
             line += f"; random start {sum(r['random_ok'] for r in rows)}/{len(rows)}"
+        if args.truth:
+            line += f"; true phase {sum(r['truth_ok'] for r in rows)}/{len(rows)}"
         print(line, flush=True)
 
 
