@@ -1,8 +1,8 @@
 """AI phasing: the model predicts φ(q), ψ = IFFT(√I·e^{iφ}) starts a short refinement.
 
-The refinement is ``n_raar`` RAAR then ``n_er`` ER iterations with shrink-wrap, one run, from the
-predicted start and its support (defaults: 100 + 100, see :class:`bcdi_stream.config.AISettings`;
-``n_raar = 0`` is the plain ER refinement of the paper).
+The refinement is ``n_raar`` RAAR, ``n_hio`` HIO, then ``n_er`` ER iterations with shrink-wrap,
+one run, from the predicted start and its support (see :class:`bcdi_stream.config.AISettings`
+for the defaults; ``n_raar = n_hio = 0`` is the plain ER refinement of the paper).
 
 Grid handling: the model works on ``G³`` (64³ for the shipped weights) centred on the Bragg
 peak at ``N // 2``. Along an axis longer than ``G`` the model sees the central ``G`` pixels
@@ -184,11 +184,12 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
 
 
 def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,
-             n_raar: int = 100, shrinkwrap: bool = True,
+             n_raar: int = 0, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
-             device: str | torch.device | None = None, psf_hypothesis: int = 60
-             ) -> tuple[PhasingResult, AIStart]:
-    """AI + refinement: :func:`predict_start`, then ``n_raar`` RAAR and ``n_er`` ER iterations.
+             device: str | torch.device | None = None, psf_hypothesis: int = 60,
+             n_hio: int = 100) -> tuple[PhasingResult, AIStart]:
+    """AI + refinement: :func:`predict_start`, then ``n_raar`` RAAR, ``n_hio`` HIO and ``n_er``
+    ER iterations.
 
     Parameters
     ----------
@@ -199,9 +200,10 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     n_er : int
         ER iterations.
     n_raar : int
-        RAAR iterations before ER (0: ER only, no re-centring of the result).
+        RAAR iterations first (with ``n_hio``: 0 for both is ER only, no re-centring of the
+        result).
     shrinkwrap : bool
-        Update the support during the refinement (always on when ``n_raar > 0``).
+        Update the support during the refinement (always on when ``n_raar + n_hio > 0``).
     settings : PhasingSettings, optional
         Shrink-wrap parameters and PSF option.
     seed : int
@@ -211,11 +213,15 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     psf_hypothesis : int
         With ``settings.psf == "auto"`` and > 0: when the predicted object says the detector
         axes are blurred (:func:`bcdi_stream.phasing.detector_blur_of`), a second run of this
-        many iterations (half RAAR, half ER; ER only when ``n_raar == 0``) refines the same
+        many iterations (half RAAR/HIO in the main run's proportion, half ER; ER only when
+        ``n_raar + n_hio == 0``) refines the same
         start with that PSF, and the run with the lower LLK is kept. An object refined without
         a PSF mimics the blur, after which the LLK search finds too little of it, and strongly
         blurred crystals (σ ≳ 0.7 px) fail. Made for ~20–40 % of crystals (those whose
         prediction looks blurred), ~0.35 s each on one CPU thread at 64³.
+
+    n_hio : int
+        HIO iterations after the RAAR ones.
 
     Returns
     -------
@@ -227,23 +233,26 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     m_t = None if mask is None else torch.as_tensor(mask).to(dev).bool()
     if psf_hypothesis < 0:
         raise ValueError(f"psf_hypothesis must be >= 0, got {psf_hypothesis}")
+    if n_raar < 0 or n_hio < 0 or n_er < 0:
+        raise ValueError(f"n_raar, n_hio and n_er must be >= 0, got {n_raar}, {n_hio}, {n_er}")
     auto_psf = psf_hypothesis > 0 and settings.psf == "auto"
     start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf)
 
-    def refine(n_r: int, n_e: int, psf_start: Any) -> PhasingResult:
-        if n_raar > 0:
-            s = settings.model_copy(update={"runs": 1, "n_raar": n_r, "n_hio": 0, "n_er": n_e})
+    def refine(n_r: int, n_h: int, n_e: int, psf_start: Any) -> PhasingResult:
+        if n_raar + n_hio > 0:
+            s = settings.model_copy(update={"runs": 1, "n_raar": n_r, "n_hio": n_h, "n_er": n_e})
             return run_conventional(i_t, m_t, settings=s, seed=seed, device=dev,
                                     obj_init=start.obj, support=start.support, detwin=False,
                                     psf_start=psf_start)
         return refine_er(i_t, m_t, start.obj, start.support, n_iter=n_e, shrinkwrap=shrinkwrap,
                          device=dev, settings=settings, psf_start=psf_start)
 
-    res = refine(n_raar, n_er, None)
+    res = refine(n_raar, n_hio, n_er, None)
     if start.psf_sigma is not None:
         # the blur hypothesis: a shorter second run from the same start, the lower LLK wins
-        n_r = psf_hypothesis // 2 if n_raar > 0 else 0
-        alt = refine(n_r, psf_hypothesis - n_r, start.psf_sigma)
+        first = psf_hypothesis // 2 if n_raar + n_hio > 0 else 0
+        n_h = round(first * n_hio / (n_raar + n_hio)) if first else 0
+        alt = refine(first - n_h, n_h, psf_hypothesis - first, start.psf_sigma)
         timings = dict(res.timings)
         timings["psf_hypothesis"] = alt.timings.get("total", 0.0)
         timings["total"] = timings.get("total", 0.0) + timings["psf_hypothesis"]

@@ -412,9 +412,13 @@ def benchmark(
     results: dict[str, Any] = {"machine": benchmarking.machine_info(device)}
     if name == BenchmarkName.model:
         from bcdi_stream.benchmarking._model import bench_model, format_summary
+        from bcdi_stream.config import load_settings
 
         try:
+            # the AI refinement as configured (BCDI_AI__*, [ai] in BCDI_CONFIG), as for
+            # `reconstruct`; the header of the results records it
             res = bench_model(n_per_class=n, quick=quick, device=device, model=model, out=out,
+                              ai=load_settings().ai,
                               machine=results["machine"],
                               classes=tuple(c.strip() for c in classes.split(",") if c.strip()),
                               methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

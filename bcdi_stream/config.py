@@ -51,7 +51,13 @@ class AISettings(BaseModel):
     model: str = Field(
         "", description="weights file (empty: the shipped weights, or BCDI_MODEL)"
     )
-    n_raar: int = Field(100, ge=0, description="RAAR iterations after the prediction")
+    n_raar: int = Field(0, ge=0, description="RAAR iterations after the prediction")
+    n_hio: int = Field(
+        100,
+        ge=0,
+        description="HIO iterations after the RAAR ones (HIO, not RAAR, since 2026-12-02: "
+        "32 % vs 24 % of the strong test crystals, docs/MODEL_RESEARCH.md session 6)",
+    )
     n_er: int = Field(100, ge=0, description="ER iterations after the RAAR ones")
     shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
     psf_hypothesis: int = Field(

@@ -151,9 +151,10 @@ def reconstruct(
     method : {"conventional", "ai", "auto"}
         ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +
-        ``settings.ai.n_er`` ER iterations, one run). ``auto``: ``ai``, then,
-        when its Poisson LLK exceeds ``settings.ai.fallback_llk``, the conventional recipe
-        with its runs seeded by the AI phase (the better of the two by LLK is kept).
+        ``settings.ai.n_hio`` HIO + ``settings.ai.n_er`` ER iterations, one run). ``auto``:
+        ``ai``, then, when its Poisson LLK exceeds ``settings.ai.fallback_llk``, the
+        conventional recipe with its runs seeded by the AI phase (the better of the two by LLK
+        is kept).
     settings : Settings, optional
         Global settings (device, seed, phasing recipe); defaults from the environment.
     phasing : PhasingSettings, optional
@@ -208,7 +209,8 @@ def reconstruct(
             from bcdi_stream.ai_phasing import phase_ai
 
             result, start = phase_ai(data, bad, loaded=loaded, n_er=ai.n_er,
-                                     n_raar=ai.n_raar, shrinkwrap=ai.shrinkwrap,
+                                     n_raar=ai.n_raar, n_hio=ai.n_hio,
+                                     shrinkwrap=ai.shrinkwrap,
                                      settings=phasing, seed=seed, device=dev,
                                      psf_hypothesis=ai.psf_hypothesis)
             timings["predict"] = round(start.seconds, 4)

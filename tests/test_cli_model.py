@@ -58,13 +58,18 @@ def test_train_bad_arguments(tmp_path: Path, capsys, args, needle) -> None:
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
 
 
-def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys) -> None:
+def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys,
+                                         monkeypatch) -> None:
     out = tmp_path / "bench.json"
     args = ["benchmark", "model", "--quick", "--n", "1", "--model", trained / "w.pt",
             "--out", out, "--threads", "1"]
+    # the AI refinement as configured (here RAAR instead of the default HIO), cut by --quick
+    monkeypatch.setenv("BCDI_AI__N_RAAR", "100")
+    monkeypatch.setenv("BCDI_AI__N_HIO", "0")
     code, table, err = _run(capsys, *args)
     assert code == 0, err
     res = json.loads(out.read_text())
+    assert res["settings"]["ai"]["n_raar"] == 20 and res["settings"]["ai"]["n_hio"] == 0
     assert [r["class"] for r in res["rows"]] == ["weak", "strong"]
     for row in res["rows"]:
         assert {"ai_er", "ai_er_only", "ai", "random_er", "conventional"} <= set(row)

@@ -15,9 +15,12 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from bcdi_stream.config import AISettings
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then RAAR + ER, :class:`~bcdi_stream.config.AISettings`); ``ai_er_only``: the
@@ -44,10 +47,10 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     t0 = time.perf_counter()
     llk = None
     if method in ("ai_er", "ai_er_only"):
-        n_raar, n_er = ai.n_raar, ai.n_er
+        n_raar, n_hio, n_er = ai.n_raar, ai.n_hio, ai.n_er
         if method == "ai_er_only":
-            n_raar, n_er = 0, ai.n_raar + ai.n_er
-        res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar,
+            n_raar, n_hio, n_er = 0, 0, ai.n_raar + ai.n_hio + ai.n_er
+        res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar, n_hio=n_hio,
                           shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev,
                           psf_hypothesis=ai.psf_hypothesis)
         obj, sup, llk = res.obj, res.support, res.llk
@@ -56,7 +59,7 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
         obj, sup = start.obj * start.support, start.support
     elif method == "random_er":
         # the same iterations as AI+ER, from random phases in the autocorrelation support
-        s = settings.model_copy(update={"runs": 1, "n_raar": ai.n_raar, "n_hio": 0,
+        s = settings.model_copy(update={"runs": 1, "n_raar": ai.n_raar, "n_hio": ai.n_hio,
                                         "n_er": ai.n_er})
         res = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev, detwin=False)
         obj, sup, llk = res.obj, res.support, res.llk
@@ -115,7 +118,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
                 model: str | Path | None = None, methods: tuple[str, ...] = MODEL_METHODS,
                 out: str | Path | None = None, machine: dict[str, Any] | None = None,
                 classes: tuple[str, ...] = ("weak", "strong"),
-                echo: Callable[[str], None] = print) -> dict[str, Any]:
+                echo: Callable[[str], None] = print,
+                ai: AISettings | None = None) -> dict[str, Any]:
     """Score the methods on the fixed test set; resumable through ``out`` (JSON).
 
     Parameters
@@ -140,6 +144,9 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
         side by side, one CPU thread each; :func:`summarise` merges their rows).
     echo : callable
         Receives one line per crystal.
+    ai : AISettings, optional
+        The AI refinement scored as ``ai_er`` (default: the defaults of
+        :class:`~bcdi_stream.config.AISettings`; ``quick`` cuts its iterations).
 
     Returns
     -------
@@ -160,11 +167,12 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
         raise ValueError(f"methods must be a non-empty subset of {MODEL_METHODS}, got {methods}")
     dev = resolve_device(device)
     settings = PhasingSettings()
-    ai = AISettings()
+    ai = ai if ai is not None else AISettings()
     if quick:
         n_per_class = min(n_per_class, 2)
         settings = settings.model_copy(update={"runs": 2, "n_raar": 60, "n_er": 30})
-        ai = ai.model_copy(update={"n_raar": 20, "n_er": 10, "psf_hypothesis": 10})
+        ai = ai.model_copy(update={"n_raar": min(ai.n_raar, 20), "n_hio": min(ai.n_hio, 20),
+                                   "n_er": 10, "psf_hypothesis": 10})
     loaded = cached_model(model, dev) if {"ai", "ai_er", "ai_er_only"} & set(methods) else None
     header = {
         "n_per_class": n_per_class, "quick": quick, "device": str(dev),

@@ -4,10 +4,10 @@ Variants of the simulator's weak class (seeds 4_100_000_000 + 1000 k, disjoint f
 validation and the test set): photon-starved, high background, the largest crystals, other
 grid sizes, a medium strain span; and the validation crystals with the pattern centred on its
 brightest pixel instead of its centre of mass (what another pipeline may hand us). Each crystal
-is phased by AI + RAAR 100 + ER 100 (``phase_ai``) and, with ``--random``, by the same
-refinement from random phases; with ``--truth``, by the same refinement from the TRUE φ(q)
-with the measured modulus (the ceiling of any prediction). Prints one JSON line per crystal
-and a summary per variant.
+is phased by AI + the shipped refinement (``phase_ai``: RAAR 100 + ER 100 until session 5,
+HIO 100 + ER 100 since) and, with ``--random``, by RAAR 100 + ER 100 from random phases;
+with ``--truth``, by RAAR 100 + ER 100 from the TRUE φ(q) with the measured modulus (the
+ceiling of any prediction). Prints one JSON line per crystal and a summary per variant.
 
     python benchmarks/research/generalisation.py --variants photons2e3 bg3 medium --n 10 --random
     python benchmarks/research/generalisation.py --variants max_centred --cls strong --n 20
