@@ -20,13 +20,12 @@ Validation crystals (seeds 2_300_000_000 + …), one thread.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from _probe import report
 
 from bcdi_stream import physics
-from bcdi_stream.analysis import compare
 from bcdi_stream.phasing import shrinkwrap_support
 
 
@@ -99,11 +98,7 @@ def main() -> None:
             rho = (physics.ifft_centered(torch.polar(amp, ph)) * sup).to(torch.complex64)
         t0 = time.perf_counter()
         rho, sup = phase(args.algo, amp, valid, rho, sup, args.iters, shrinkwrap=loaded is not None)
-        m = compare(rho, c.obj, c.support, recon_support=sup)
-        ok += bool(m.success)
-        print(json.dumps({"seed": seed, "rmse": round(m.phase_rmse, 3),
-                          "iou": round(m.support_iou, 2), "ok": bool(m.success),
-                          "s": round(time.perf_counter() - t0, 1)}), flush=True)
+        ok += report(seed, rho, sup, c, t0)
     print(f"{args.start} {args.algo} {args.iters}: {ok}/{args.n} solved")
 
 

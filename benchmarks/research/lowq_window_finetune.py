@@ -14,37 +14,23 @@ Result (2026-12-02, docs/MODEL_RESEARCH.md session 5): flat, within the control'
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
+from _probe import finetune_arguments, shipped_model_to_finetune
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = finetune_arguments(__doc__, minutes=45.0, first_sample=40_000)
     ap.add_argument("--qw", type=float, default=12.0, help="window width (px)")
-    ap.add_argument("--minutes", type=float, default=45.0)
-    ap.add_argument("--strong-share", type=float, default=0.75)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--first-sample", type=int, default=40_000,
-                    help="training crystals start here (after those v2 and v3 saw)")
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    from bcdi_stream.ai_phasing import cached_model
-    from bcdi_stream.model import PhaseModel, object_loss, wca_loss_phasor
+    from bcdi_stream.model import object_loss, wca_loss_phasor
     from bcdi_stream.model._loss import log_minmax
     from bcdi_stream.training._datasets import VAL_SEED0, fixed_set, training_batches
     from bcdi_stream.training._loop import validate
 
-    src = cached_model().model
-    model = PhaseModel(src.config)
-    model.load_state_dict(src.state_dict())
-    model = model.to(memory_format=torch.channels_last_3d)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    model, opt = shipped_model_to_finetune(args.lr)
     g = torch.meshgrid(*[torch.arange(64) - 32 for _ in range(3)], indexing="ij")
     window = torch.exp(-sum(x.float() ** 2 for x in g) / (2 * args.qw ** 2))
     val = list(fixed_set(VAL_SEED0, {"weak": 6, "strong": 6}))

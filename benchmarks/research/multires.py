@@ -15,13 +15,12 @@ Validation crystals (seeds 2_300_000_000 + …, disjoint from training and the t
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+from _probe import report
 
 from bcdi_stream import physics
-from bcdi_stream.analysis import compare
 from bcdi_stream.phasing import shrinkwrap_support
 
 
@@ -125,11 +124,7 @@ def main() -> None:
             mis = float(((physics.fft_centered(rho).abs() - c.intensity.sqrt()) ** 2).sum())
             if best is None or mis < best[0]:
                 best = (mis, rho, sup)
-        m = compare(best[1], c.obj, c.support, recon_support=best[2])
-        ok += bool(m.success)
-        print(json.dumps({"seed": seed, "rmse": round(m.phase_rmse, 3),
-                          "iou": round(m.support_iou, 2), "ok": bool(m.success),
-                          "s": round(time.perf_counter() - t0, 1)}), flush=True)
+        ok += report(seed, best[1], best[2], c, t0)
     print(f"{args.start} levels={args.levels}: {ok}/{args.n} solved")
 
 

@@ -16,11 +16,11 @@ control ``--refined-weight 0``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
+from _probe import finetune_arguments, shipped_model_to_finetune
 
 
 def unrolled_raar(intensity: torch.Tensor, phasor: torch.Tensor, k: int,
@@ -46,30 +46,17 @@ def unrolled_raar(intensity: torch.Tensor, phasor: torch.Tensor, k: int,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=30.0)
+    ap = finetune_arguments(__doc__, minutes=30.0, first_sample=80_000)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--refined-weight", type=float, default=1.0)
     ap.add_argument("--eps", type=float, default=0.1,
                     help="softening of the modulus projection (fraction of the mean amplitude)")
-    ap.add_argument("--strong-share", type=float, default=0.75)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--first-sample", type=int, default=80_000,
-                    help="training crystals start here (after those earlier runs saw)")
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    from bcdi_stream.ai_phasing import cached_model
-    from bcdi_stream.model import PhaseModel, object_loss, wca_loss_phasor
+    from bcdi_stream.model import object_loss, wca_loss_phasor
     from bcdi_stream.model._loss import log_minmax, wca_phasor
     from bcdi_stream.training._datasets import VAL_SEED0, fixed_set, training_batches
 
-    src = cached_model().model
-    model = PhaseModel(src.config)
-    model.load_state_dict(src.state_dict())
-    model = model.to(memory_format=torch.channels_last_3d)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    model, opt = shipped_model_to_finetune(args.lr)
     val = [c for _, _, c in fixed_set(VAL_SEED0, {"strong": 6})]
 
     def validation() -> dict:

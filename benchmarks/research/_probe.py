@@ -1,0 +1,55 @@
+"""Shared pieces of the research probes (imported by the scripts beside it, not by the package).
+
+- :func:`finetune_arguments`, :func:`shipped_model_to_finetune`: the fine-tune probes start
+  from the shipped weights with the same options (one thread, seeded, AdamW).
+- :func:`report`: one JSON line per phased crystal against its ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+
+
+def finetune_arguments(doc: str, *, minutes: float, first_sample: int) -> argparse.ArgumentParser:
+    """The options every fine-tune probe takes (``--minutes --strong-share --lr --first-sample
+    --out``); the caller adds its own and parses."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=minutes)
+    ap.add_argument("--strong-share", type=float, default=0.75)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--first-sample", type=int, default=first_sample,
+                    help="training crystals start here (after those earlier runs saw)")
+    ap.add_argument("--out", required=True)
+    return ap
+
+
+def shipped_model_to_finetune(lr: float) -> tuple[Any, torch.optim.Optimizer]:
+    """A trainable copy of the shipped model (channels-last, train mode) and its optimiser;
+    one torch thread, seed 0."""
+    from bcdi_stream.ai_phasing import cached_model
+    from bcdi_stream.model import PhaseModel
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    src = cached_model().model
+    model = PhaseModel(src.config)
+    model.load_state_dict(src.state_dict())
+    model = model.to(memory_format=torch.channels_last_3d)
+    model.train()
+    return model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+
+def report(seed: int, obj: torch.Tensor, support: torch.Tensor, crystal: Any, t0: float) -> bool:
+    """Score ``obj`` against the crystal's truth, print one JSON line, return the success."""
+    from bcdi_stream.analysis import compare
+
+    m = compare(obj, crystal.obj, crystal.support, recon_support=support)
+    print(json.dumps({"seed": seed, "rmse": round(m.phase_rmse, 3),
+                      "iou": round(m.support_iou, 2), "ok": bool(m.success),
+                      "s": round(time.perf_counter() - t0, 1)}), flush=True)
+    return bool(m.success)
