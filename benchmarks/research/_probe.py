@@ -53,3 +53,28 @@ def report(seed: int, obj: torch.Tensor, support: torch.Tensor, crystal: Any, t0
                       "iou": round(m.support_iou, 2), "ok": bool(m.success),
                       "s": round(time.perf_counter() - t0, 1)}), flush=True)
     return bool(m.success)
+
+
+def optimiser_step(model: Any, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Backward, clip the gradient norm to 1, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
+def log_line(f: Any, record: dict[str, Any]) -> None:
+    """One JSON line, flushed (the logs are read while the probe runs)."""
+    f.write(json.dumps(record) + "\n")
+    f.flush()
+
+
+def shipped_model_if(start: str) -> Any:
+    """The shipped model when the probe starts from it (``start == "ai"``), else None;
+    one torch thread either way."""
+    torch.set_num_threads(1)
+    if start != "ai":
+        return None
+    from bcdi_stream.ai_phasing import cached_model
+
+    return cached_model()

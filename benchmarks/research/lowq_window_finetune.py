@@ -14,11 +14,10 @@ Result (2026-12-02, docs/MODEL_RESEARCH.md session 5): flat, within the control'
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
-from _probe import finetune_arguments, shipped_model_to_finetune
+from _probe import finetune_arguments, log_line, optimiser_step, shipped_model_to_finetune
 
 
 def main() -> None:
@@ -45,18 +44,11 @@ def main() -> None:
             u = model.phasor_of(obj)
             loss = (wca_loss_phasor(b.phase_q, u, log_minmax(b.intensity) * window)
                     + object_loss(obj, b.obj))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            optimiser_step(model, opt, loss)
             step += 1
             if step % 100 == 0:
-                model.eval()
-                rec = validate(model, val)
-                model.train()
-                f.write(json.dumps({"step": step, "wall_s": round(time.perf_counter() - t0),
-                                    **rec}) + "\n")
-                f.flush()
+                rec = validate(model, val)  # restores the training mode
+                log_line(f, {"step": step, "wall_s": round(time.perf_counter() - t0), **rec})
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ import argparse
 import time
 
 import torch
-from _probe import report
+from _probe import report, shipped_model_if
 
 from bcdi_stream import physics
+from bcdi_stream.ai_phasing import predict_start
 from bcdi_stream.phasing import shrinkwrap_support
 
 
@@ -101,11 +102,7 @@ def main() -> None:
     ap.add_argument("--er", type=int, default=100)
     ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    loaded = None
-    if args.start == "ai":
-        from bcdi_stream.ai_phasing import cached_model, predict_start
-        loaded = cached_model()
+    loaded = shipped_model_if(args.start)
     ok = 0
     for _, seed, c in fixed_set(2_300_000_000, {args.cls: args.n}):
         t0 = time.perf_counter()

@@ -16,11 +16,10 @@ Compare the per-shell validation agreement with the plain control
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
-from _probe import finetune_arguments, shipped_model_to_finetune
+from _probe import finetune_arguments, log_line, optimiser_step, shipped_model_to_finetune
 
 
 def difference_objects(obj: torch.Tensor) -> list[torch.Tensor]:
@@ -69,9 +68,8 @@ def main() -> None:
     step = 0
     with open(args.out, "w") as f:
         model.eval()
-        f.write(json.dumps({"step": 0, **validate(model, val),
-                            "diff_strong": round(diff_agreement(), 4)}) + "\n")
-        f.flush()
+        log_line(f, {"step": 0, **validate(model, val),
+                     "diff_strong": round(diff_agreement(), 4)})
         model.train()
         while time.perf_counter() - t0 < 60 * args.minutes:
             b = next(batches)
@@ -80,19 +78,13 @@ def main() -> None:
             pd = phase_difference_loss(obj, b.obj)
             loss = (wca_loss_phasor(b.phase_q, u, log_minmax(b.intensity))
                     + object_loss(obj, b.obj) + args.weight * pd)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            optimiser_step(model, opt, loss)
             step += 1
             if step % 100 == 0:
-                model.eval()
-                rec = validate(model, val)
-                model.train()
-                f.write(json.dumps({"step": step, "wall_s": round(time.perf_counter() - t0),
-                                    "loss": round(float(loss), 4), "pd": round(float(pd), 4),
-                                    **rec, "diff_strong": round(diff_agreement(), 4)}) + "\n")
-                f.flush()
+                rec = validate(model, val)  # restores the training mode
+                log_line(f, {"step": step, "wall_s": round(time.perf_counter() - t0),
+                             "loss": round(float(loss), 4), "pd": round(float(pd), 4),
+                             **rec, "diff_strong": round(diff_agreement(), 4)})
 
 
 if __name__ == "__main__":

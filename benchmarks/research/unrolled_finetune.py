@@ -16,11 +16,10 @@ control ``--refined-weight 0``.
 
 from __future__ import annotations
 
-import json
 import time
 
 import torch
-from _probe import finetune_arguments, shipped_model_to_finetune
+from _probe import finetune_arguments, log_line, optimiser_step, shipped_model_to_finetune
 
 
 def unrolled_raar(intensity: torch.Tensor, phasor: torch.Tensor, k: int,
@@ -79,8 +78,7 @@ def main() -> None:
     t0 = time.perf_counter()
     step = 0
     with open(args.out, "w") as f:
-        f.write(json.dumps({"step": 0, **validation()}) + "\n")
-        f.flush()
+        log_line(f, {"step": 0, **validation()})
         model.train()
         while time.perf_counter() - t0 < 60 * args.minutes:
             b = next(batches)
@@ -92,15 +90,11 @@ def main() -> None:
                 r = unrolled_raar(b.intensity, u, args.k, eps=args.eps)
                 loss = loss + args.refined_weight * (
                     wca_loss_phasor(b.phase_q, model.phasor_of(r), w) + object_loss(r, b.obj))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            optimiser_step(model, opt, loss)
             step += 1
             if step % 100 == 0:
-                f.write(json.dumps({"step": step, "wall_s": round(time.perf_counter() - t0),
-                                    "loss": round(float(loss), 4), **validation()}) + "\n")
-                f.flush()
+                log_line(f, {"step": step, "wall_s": round(time.perf_counter() - t0),
+                             "loss": round(float(loss), 4), **validation()})
 
 
 if __name__ == "__main__":
