@@ -214,14 +214,14 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         With ``settings.psf == "auto"`` and > 0: when the predicted object says the detector
         axes are blurred (:func:`bcdi_stream.phasing.detector_blur_of`), a second run of this
         many iterations (half RAAR/HIO in the main run's proportion, half ER; ER only when
-        ``n_raar + n_hio == 0``) refines the same
-        start with that PSF, and the run with the lower LLK is kept. An object refined without
-        a PSF mimics the blur, after which the LLK search finds too little of it, and strongly
-        blurred crystals (σ ≳ 0.7 px) fail. Made for ~20–40 % of crystals (those whose
-        prediction looks blurred), ~0.35 s each on one CPU thread at 64³.
-
+        ``n_raar + n_hio == 0``) refines the same start with that PSF, and the run with the
+        lower LLK is kept. An object refined without a PSF mimics the blur, after which the
+        LLK search finds too little of it, and strongly blurred crystals (σ ≳ 0.7 px) fail.
+        Made for ~20–40 % of crystals (those whose prediction looks blurred), ~0.35 s each on
+        one CPU thread at 64³.
     n_hio : int
-        HIO iterations after the RAAR ones.
+        HIO iterations after the RAAR ones (the default refinement is HIO 100 + ER 100:
+        docs/MODEL_RESEARCH.md, session 6).
 
     Returns
     -------

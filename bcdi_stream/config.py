@@ -58,13 +58,14 @@ class AISettings(BaseModel):
         description="HIO iterations after the RAAR ones (HIO, not RAAR, since 2026-12-02: "
         "32 % vs 24 % of the strong test crystals, docs/MODEL_RESEARCH.md session 6)",
     )
-    n_er: int = Field(100, ge=0, description="ER iterations after the RAAR ones")
+    n_er: int = Field(100, ge=0, description="ER iterations after the RAAR and HIO ones")
     shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
     psf_hypothesis: int = Field(
         60,
         ge=0,
         description="iterations of the second run that tests a detector blur seen in the "
-        "prediction (half RAAR, half ER; the lower LLK wins; 0: never; needs phasing.psf = auto)",
+        "prediction (half RAAR/HIO as in the main run, half ER; the lower LLK wins; 0: never; "
+        "needs phasing.psf = auto)",
     )
     fallback_llk: float = Field(
         1.5,

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from bcdi_stream.config import AISettings
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
-#: prediction, then RAAR + ER, :class:`~bcdi_stream.config.AISettings`); ``ai_er_only``: the
-#: prediction then ER alone (same iteration count); ``ai``: the prediction alone;
+#: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);
+#: ``ai_er_only``: the prediction then ER alone (same iteration count); ``ai``: the prediction
+#: alone;
 #: ``random_er``: random phases in the autocorrelation support, then the same iterations as
 #: ``ai_er``, one run; ``conventional``: the 20-run recipe.
 MODEL_METHODS: tuple[str, ...] = ("ai_er", "ai_er_only", "ai", "random_er", "conventional")
