@@ -252,16 +252,18 @@ def prepare_frames(
     # Fine: the background-subtracted centre of mass of the whole crop (the convention the
     # model was trained on, see bragg_offset); the brightest region of a strongly strained
     # crystal can sit 3 px from it.
+    offset = bragg_offset(out, out_bad)
     for _ in range(CENTRE_PASSES):
-        step = [round(float(v)) for v in bragg_offset(out, out_bad)]
+        step = [round(float(v)) for v in offset]
         if not any(step):
             break
         origin = tuple(o + d for o, d in zip(origin, step, strict=True))
         out, out_bad, src = _crop(clean, bad, origin, shape)
+        offset = bragg_offset(out, out_bad)
     padded = int(out_bad.sum()) - int(bad[src].sum())
     meta.update(
         peak_com=[round(c, 2) for c in com],
-        bragg_offset=[round(float(v), 2) for v in bragg_offset(out, out_bad)],
+        bragg_offset=[round(float(v), 2) for v in offset],
         origin=list(origin),
         shape=list(shape),
         padded_voxels=padded,
