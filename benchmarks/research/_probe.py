@@ -3,6 +3,9 @@
 - :func:`finetune_arguments`, :func:`shipped_model_to_finetune`: the fine-tune probes start
   from the shipped weights with the same options (one thread, seeded, AdamW).
 - :func:`report`: one JSON line per phased crystal against its ground truth.
+- :func:`modulus`: the plain-torch modulus projection of the algorithm probes (the package's
+  ``modulus_projection`` differs in its zero handling by float rounding, and HIO amplifies
+  that: the probes keep their own so that their logged figures reproduce).
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ def shipped_model_to_finetune(lr: float) -> tuple[Any, torch.optim.Optimizer]:
     model = model.to(memory_format=torch.channels_last_3d)
     model.train()
     return model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+
+def modulus(rho: torch.Tensor, amp: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``P_M ρ`` of a centred object: the measured modulus on valid pixels, the current one
+    elsewhere."""
+    from bcdi_stream import physics
+
+    psi = physics.fft_centered(rho)
+    return physics.ifft_centered(torch.where(valid, psi * (amp / (psi.abs() + 1e-12)), psi))
 
 
 def report(seed: int, obj: torch.Tensor, support: torch.Tensor, crystal: Any, t0: float) -> bool:

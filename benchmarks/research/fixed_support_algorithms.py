@@ -23,17 +23,11 @@ import argparse
 import time
 
 import torch
-from _probe import report, shipped_model_if
+from _probe import modulus, report, shipped_model_if
 
 from bcdi_stream import physics
 from bcdi_stream.ai_phasing import predict_start
 from bcdi_stream.phasing import shrinkwrap_support
-
-
-def modulus(rho: torch.Tensor, amp: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``P_M ρ``: the measured modulus on valid pixels, the current one elsewhere."""
-    psi = physics.fft_centered(rho)
-    return physics.ifft_centered(torch.where(valid, psi * (amp / (psi.abs() + 1e-12)), psi))
 
 
 def phase(algo: str, amp: torch.Tensor, valid: torch.Tensor, rho: torch.Tensor,

@@ -18,7 +18,7 @@ import argparse
 import time
 
 import torch
-from _probe import report, shipped_model_if
+from _probe import modulus, report, shipped_model_if
 
 from bcdi_stream import physics
 from bcdi_stream.ai_phasing import predict_start
@@ -44,14 +44,11 @@ def pad(x: torch.Tensor, n: int) -> torch.Tensor:
 def phase_level(amp: torch.Tensor, valid: torch.Tensor, rho: torch.Tensor, sup: torch.Tensor,
                 n_raar: int, n_er: int, beta: float = 0.9, sw_every: int = 20,
                 sigma: tuple[float, float] = (2.0, 1.0), thr: float = 0.2,
-                fixed_support: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """RAAR then ER with shrink-wrap on a centred grid; returns object, support, misfit."""
+                fixed_support: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """RAAR then ER with shrink-wrap on a centred grid; returns the object and its support."""
     total = n_raar + n_er
     for it in range(total):
-        psi = physics.fft_centered(rho)
-        ap = psi.abs()
-        pm = torch.where(valid, psi * (amp / (ap + 1e-12)), psi)
-        p = physics.ifft_centered(pm)
+        p = modulus(rho, amp, valid)
         if it < n_raar:
             rho = torch.where(sup, p, beta * rho + (1 - 2 * beta) * p)
         else:
@@ -59,9 +56,7 @@ def phase_level(amp: torch.Tensor, valid: torch.Tensor, rho: torch.Tensor, sup: 
         if not fixed_support and it % sw_every == sw_every - 1 and it < total - 10:
             s = sigma[0] + (sigma[1] - sigma[0]) * it / total
             sup = shrinkwrap_support(rho, s, thr, previous=sup)
-    ap = physics.fft_centered(rho).abs()
-    mis = float(((ap - amp)[valid] ** 2).sum() / (amp[valid] ** 2).sum())
-    return rho, sup, mis
+    return rho, sup
 
 
 def multires(intensity: torch.Tensor, mask: torch.Tensor, rho0: torch.Tensor, sup0: torch.Tensor,
@@ -85,7 +80,7 @@ def multires(intensity: torch.Tensor, mask: torch.Tensor, rho0: torch.Tensor, su
             r = physics.ifft_centered(pad(physics.fft_centered(rho), m)).to(torch.complex64)
             s = shrinkwrap_support(r, 1.0, 0.2)
         last = li == len(levels) - 1
-        rho, sup, _ = phase_level(amp, valid, r, s, n_raar, n_er if last else n_er // 2,
+        rho, sup = phase_level(amp, valid, r, s, n_raar, n_er if last else n_er // 2,
                                   fixed_support=fixed_support and li == 0 and m == n)
     return rho, sup
 
