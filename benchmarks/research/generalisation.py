@@ -74,6 +74,9 @@ def main() -> None:
     from bcdi_stream.phasing import run_conventional, shrinkwrap_support
 
     loaded = cached_model()
+    # the refinement of the random-start and true-phase comparisons (the AI method's until
+    # session 5)
+    raar = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
     for variant in args.variants:
         rows = []
         for seed, c, shift in crystals(variant, args.n, args.cls):
@@ -87,18 +90,17 @@ def main() -> None:
                    "offset": [round(v, 2) for v in start.offset or ()],
                    "rmse": round(m.phase_rmse, 3), "ok": bool(m.success), "s": round(dt, 2)}
             if args.random:
-                s = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
-                r2 = run_conventional(data, mask, settings=s, seed=0, device="cpu")
+                r2 = run_conventional(data, mask, settings=raar, seed=0, device="cpu")
                 m2 = compare(r2.obj, c.obj, c.support, recon_support=r2.support)
                 row.update(random_rmse=round(m2.phase_rmse, 3), random_ok=bool(m2.success))
             if args.truth:
-                s = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
                 amp = data.clamp_min(0).sqrt()
-                start = physics.ifft_centered(
+                true_start = physics.ifft_centered(
                     torch.polar(amp, torch.roll(c.phase_q, shift, (0, 1, 2)))
                 ).to(torch.complex64)
-                r3 = run_conventional(data, mask, settings=s, seed=0, device="cpu",
-                                      obj_init=start, support=shrinkwrap_support(start, 2.0, 0.2),
+                r3 = run_conventional(data, mask, settings=raar, seed=0, device="cpu",
+                                      obj_init=true_start,
+                                      support=shrinkwrap_support(true_start, 2.0, 0.2),
                                       detwin=False)
                 m3 = compare(r3.obj, c.obj, c.support, recon_support=r3.support)
                 row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
