@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from . import physics
-from .config import PhasingSettings
+from .config import AISettings, PhasingSettings
 from .model import LoadedModel, load_model
 from .phasing import (
     PhasingResult,
@@ -34,7 +34,8 @@ from .phasing import (
 )
 from .preprocess import bragg_offset
 
-__all__ = ["OFFSET_MIN", "AIStart", "cached_model", "phase_ai", "predict_start"]
+__all__ = ["OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model", "phase_ai", "phase_auto",
+           "predict_start", "seeded_starts"]
 
 #: Pixels the pattern's centre of mass must be off the grid centre (along some axis) before the
 #: prediction corrects for it. The training patterns themselves lie within ~0.75 px: the
@@ -263,3 +264,120 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         res.llk_runs, res.chi2_runs, res.timings = llks, chis, timings
     res.timings["predict"] = start.seconds
     return res, start
+
+
+@dataclass
+class AutoOutcome:
+    """What :func:`phase_auto` did.
+
+    Attributes
+    ----------
+    result : PhasingResult
+        The kept reconstruction.
+    start : AIStart
+        The prediction.
+    ai_result : PhasingResult
+        The AI + refinement result (``result`` itself unless the fallback won).
+    used : str
+        ``"ai"`` or ``"auto:conventional"`` (the fallback had the lower LLK).
+    fallback : dict or None
+        ``reason``, ``ai_llk``, ``conventional_llk`` when the fallback ran, else None.
+    """
+
+    result: PhasingResult
+    start: AIStart
+    ai_result: PhasingResult
+    used: str
+    fallback: dict[str, Any] | None
+
+
+def seeded_starts(data: torch.Tensor, bad: torch.Tensor | None, phase_q: torch.Tensor,
+                  runs: int, seed: int) -> torch.Tensor:
+    """Starts of the ``auto`` fallback: run 0 from the AI phase, run r from it plus Gaussian
+    noise of 2r/(runs − 1) rad.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        Centred intensity (counts).
+    bad : torch.Tensor or None
+        Bad pixels (True = bad): zero modulus.
+    phase_q : torch.Tensor
+        The predicted reciprocal-space phase (:attr:`AIStart.phase_q`).
+    runs : int
+        Number of starts (>= 1).
+    seed : int
+        Seed of the noise.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(runs, *data.shape)`` complex64 objects.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    amp = data.clamp_min(0).sqrt()
+    if bad is not None:
+        amp = amp.masked_fill(bad, 0.0)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) + 7919)
+    starts = []
+    for r in range(runs):
+        sigma = 2.0 * r / max(1, runs - 1)
+        noise = torch.randn(phase_q.shape, generator=gen).to(phase_q.device) * sigma
+        starts.append(physics.ifft_centered(torch.polar(amp, phase_q + noise)))
+    return torch.stack(starts).to(torch.complex64)
+
+
+def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: LoadedModel,
+               ai: AISettings, settings: PhasingSettings, seed: int = 0,
+               device: str | torch.device | None = None, progress: Any = None,
+               fallback: bool = True) -> AutoOutcome:
+    """The ``ai`` method and, with ``fallback``, the ``auto`` method's fallback.
+
+    :func:`phase_ai` with the iterations of ``ai``; then, when ``fallback`` is set and the
+    result's Poisson LLK exceeds ``ai.fallback_llk``, the conventional recipe
+    (``settings``, ``ai.fallback_runs`` or ``settings.runs`` runs) started from the AI phase
+    (:func:`seeded_starts`); the lower LLK is kept.
+
+    Parameters
+    ----------
+    intensity, mask : torch.Tensor
+        Centred intensity (counts) and bad pixels (True = bad), on ``device``.
+    loaded : LoadedModel
+        The model.
+    ai : AISettings
+        Iterations, blur hypothesis, fallback threshold and runs.
+    settings : PhasingSettings
+        Shrink-wrap, PSF and the fallback recipe.
+    seed : int
+        Seed of the refinement and of the fallback's starts.
+    device : str or torch.device, optional
+        Where the refinement runs.
+    progress : callable(done, total), optional
+        Progress of the fallback recipe.
+    fallback : bool
+        False: the ``ai`` method (never falls back).
+
+    Returns
+    -------
+    AutoOutcome
+    """
+    result, start = phase_ai(intensity, mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
+                             n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
+                             seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis)
+    out = AutoOutcome(result=result, start=start, ai_result=result, used="ai", fallback=None)
+    if not fallback or result.llk <= ai.fallback_llk:
+        return out
+    runs = ai.fallback_runs or settings.runs
+    data = torch.as_tensor(intensity)
+    bad = None if mask is None else torch.as_tensor(mask).to(data.device).bool()
+    conv = run_conventional(
+        data, bad, settings=settings.model_copy(update={"runs": runs}), seed=seed,
+        device=device, progress=progress,
+        obj_init=seeded_starts(data, bad, start.phase_q.to(data.device), runs, seed),
+    )
+    out.fallback = {"reason": f"AI+ER LLK {result.llk:.3g} > {ai.fallback_llk:g}",
+                    "ai_llk": float(result.llk), "conventional_llk": float(conv.llk)}
+    if conv.llk < result.llk:
+        out.result, out.used = conv, "auto:conventional"
+    return out

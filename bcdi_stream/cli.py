@@ -398,7 +398,8 @@ def benchmark(
     classes: Annotated[str, typer.Option(
         help="model: strain classes, comma-separated (weak,strong).")] = "weak,strong",
     methods: Annotated[str, typer.Option(
-        help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional)."
+        help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional,"
+        "auto; auto runs the conventional recipe after each AI failure)."
     )] = "ai_er,ai_er_only,ai,random_er,conventional",
 ) -> None:
     """Measure speed and skill: ER iteration vs FFT pair, conventional recipe per scan,

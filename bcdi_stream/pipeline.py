@@ -100,23 +100,6 @@ def _load(model: Any, ai: AISettings, dev: torch.device) -> Any:
         raise InputError(f"the ai method needs model weights: {exc}") from None
 
 
-def _seeded_starts(data: torch.Tensor, bad: torch.Tensor | None, phase_q: torch.Tensor,
-                   runs: int, seed: int) -> torch.Tensor:
-    """Run 0 starts from the AI phase, run r from it plus Gaussian noise of 2r/(runs-1) rad."""
-    from bcdi_stream import physics
-
-    amp = data.clamp_min(0).sqrt()
-    if bad is not None:
-        amp = amp.masked_fill(bad, 0.0)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed) + 7919)
-    starts = []
-    for r in range(runs):
-        sigma = 2.0 * r / max(1, runs - 1)
-        noise = torch.randn(phase_q.shape, generator=gen).to(phase_q.device) * sigma
-        starts.append(physics.ifft_centered(torch.polar(amp, phase_q + noise)))
-    return torch.stack(starts).to(torch.complex64)
-
-
 @contextmanager
 def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     t0 = time.perf_counter()
@@ -206,31 +189,19 @@ def reconstruct(
                 data, bad, settings=phasing, seed=seed, device=dev, progress=progress
             )
         else:
-            from bcdi_stream.ai_phasing import phase_ai
+            from bcdi_stream.ai_phasing import phase_auto
 
-            result, start = phase_ai(data, bad, loaded=loaded, n_er=ai.n_er,
-                                     n_raar=ai.n_raar, n_hio=ai.n_hio,
-                                     shrinkwrap=ai.shrinkwrap,
-                                     settings=phasing, seed=seed, device=dev,
-                                     psf_hypothesis=ai.psf_hypothesis)
+            outcome = phase_auto(data, bad, loaded=loaded, ai=ai, settings=phasing, seed=seed,
+                                 device=dev, progress=progress, fallback=method == "auto")
+            start, result, used = outcome.start, outcome.result, outcome.used
+            fallback = outcome.fallback
             timings["predict"] = round(start.seconds, 4)
-            timings["refine"] = round(result.timings["total"], 4)
-            used = "ai"
+            timings["refine"] = round(outcome.ai_result.timings["total"], 4)
             if start.psf_sigma is not None:
+                first = outcome.ai_result
                 hypothesis = {"sigma": [float(v) for v in start.psf_sigma],
-                              "llk": [float(v) for v in result.llk_runs],
-                              "kept": result.best_run == 1}
-            if method == "auto" and not result.llk <= ai.fallback_llk:
-                runs = ai.fallback_runs or phasing.runs
-                conv = run_conventional(
-                    data, bad, settings=phasing.model_copy(update={"runs": runs}),
-                    seed=seed, device=dev, progress=progress,
-                    obj_init=_seeded_starts(data, bad, start.phase_q, runs, seed),
-                )
-                fallback = {"reason": f"AI+ER LLK {result.llk:.3g} > {ai.fallback_llk:g}",
-                            "ai_llk": float(result.llk), "conventional_llk": float(conv.llk)}
-                if conv.llk < result.llk:
-                    result, used = conv, "auto:conventional"
+                              "llk": [float(v) for v in first.llk_runs],
+                              "kept": first.best_run == 1}
 
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
     g_norm = geometry.g_norm if geometry is not None else None

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bcdi_stream.ai_phasing import OFFSET_MIN, cached_model, predict_start
+from bcdi_stream import physics
+from bcdi_stream.ai_phasing import (
+    OFFSET_MIN,
+    cached_model,
+    phase_auto,
+    predict_start,
+    seeded_starts,
+)
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.model import ModelConfig, PhaseModel, UNetConfig, export_weights
@@ -61,6 +68,35 @@ def test_auto_keeps_ai_when_llk_is_good(weights, crystal) -> None:
     rec = reconstruct(crystal.intensity, crystal.mask, method="auto",
                       settings=_settings(weights, fallback_llk=1e9))
     assert rec.method == "ai" and "fallback" not in rec.quality
+
+
+def test_phase_auto_without_fallback_is_the_ai_method(weights, crystal) -> None:
+    s = _settings(weights, fallback_llk=1e-9, fallback_runs=2)
+    loaded = cached_model(weights)
+    out = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s.ai,
+                     settings=s.phasing, fallback=False)
+    assert out.used == "ai" and out.fallback is None and out.result is out.ai_result
+    fb = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s.ai,
+                    settings=s.phasing)
+    # the same AI refinement, then the fallback; the lower LLK is kept
+    assert fb.ai_result.llk == pytest.approx(out.ai_result.llk)
+    assert fb.fallback is not None and fb.result.llk == pytest.approx(
+        min(fb.fallback["ai_llk"], fb.fallback["conventional_llk"]))
+
+
+def test_seeded_starts_keep_the_measured_modulus_and_the_ai_phase(crystal) -> None:
+    data = crystal.intensity.clamp_min(0)
+    phase = torch.rand(data.shape, generator=torch.Generator().manual_seed(1)) * 6 - 3
+    starts = seeded_starts(data, None, phase, 3, seed=0)
+    assert starts.shape == (3, *data.shape) and starts.dtype == torch.complex64
+    psi = physics.fft_centered(starts)
+    assert torch.allclose(psi.abs(), data.sqrt().expand_as(psi), rtol=1e-3, atol=1e-2)
+    # run 0 is the AI phase itself; later runs add noise that grows with the run index
+    d0 = torch.angle(psi[0] * torch.exp(-1j * phase))[data > 1].abs().mean()
+    d2 = torch.angle(psi[2] * torch.exp(-1j * phase))[data > 1].abs().mean()
+    assert float(d0) < 1e-3 < float(d2)
+    with pytest.raises(ValueError, match="runs"):
+        seeded_starts(data, None, phase, 0, seed=0)
 
 
 def test_missing_weights_is_an_input_error(tmp_path, crystal) -> None:

@@ -80,6 +80,25 @@ def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys,
     assert code == 0 and "resuming" in err and "2 crystals already scored" in err
 
 
+def test_benchmark_model_scores_auto_with_its_fallback(trained: Path, tmp_path: Path, capsys,
+                                                      monkeypatch) -> None:
+    out = tmp_path / "auto.json"
+    # every AI result "fails" the LLK test: auto runs the (quick) conventional fallback
+    monkeypatch.setenv("BCDI_AI__FALLBACK_LLK", "1e-9")
+    code, table, err = _run(capsys, "benchmark", "model", "--quick", "--n", "1", "--model",
+                            trained / "w.pt", "--out", out, "--threads", "1", "--classes",
+                            "weak", "--methods", "ai_er,auto")
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    (row,) = res["rows"]
+    auto, ai_er = row["auto"], row["ai_er"]
+    assert auto["fell_back"] and auto["used"] in ("ai", "auto:conventional")
+    # the same AI refinement first, then the lower LLK of it and the fallback is kept
+    assert auto["llk"] <= ai_er["llk"]
+    assert auto["seconds"] > ai_er["seconds"]
+    assert res["summary"]["weak"]["auto"]["fell_back"] == 1 and "| weak | auto |" in table
+
+
 def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:
     cxi = tmp_path / "c.cxi"
     assert _run(capsys, "simulate", cxi, "--seed", "5", "--strain", "weak")[0] == 0

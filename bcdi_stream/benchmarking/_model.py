@@ -27,8 +27,13 @@ if TYPE_CHECKING:
 #: ``ai_er_only``: the prediction then ER alone (same iteration count); ``ai``: the prediction
 #: alone;
 #: ``random_er``: random phases in the autocorrelation support, then the same iterations as
-#: ``ai_er``, one run; ``conventional``: the 20-run recipe.
-MODEL_METHODS: tuple[str, ...] = ("ai_er", "ai_er_only", "ai", "random_er", "conventional")
+#: ``ai_er``, one run; ``conventional``: the 20-run recipe; ``auto``: ``ai_er``, then the
+#: conventional recipe seeded by the AI phase when the LLK exceeds ``ai.fallback_llk``
+#: (:func:`bcdi_stream.ai_phasing.phase_auto`, the ``auto`` method of ``reconstruct``).
+MODEL_METHODS: tuple[str, ...] = ("ai_er", "ai_er_only", "ai", "random_er", "conventional",
+                                  "auto")
+#: Methods scored when none are named (``auto`` costs a conventional run per AI failure).
+DEFAULT_METHODS: tuple[str, ...] = MODEL_METHODS[:5]
 
 
 def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, Any]:
@@ -41,12 +46,13 @@ def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, 
 
 def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, seed: int,
                 dev: torch.device) -> dict[str, Any]:
-    from bcdi_stream.ai_phasing import phase_ai, predict_start
+    from bcdi_stream.ai_phasing import phase_ai, phase_auto, predict_start
     from bcdi_stream.phasing import run_conventional
 
     i_t, m_t = crystal.intensity.to(dev), crystal.mask.to(dev)
     t0 = time.perf_counter()
     llk = None
+    extra: dict[str, Any] = {}
     if method in ("ai_er", "ai_er_only"):
         n_raar, n_hio, n_er = ai.n_raar, ai.n_hio, ai.n_er
         if method == "ai_er_only":
@@ -67,6 +73,11 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     elif method == "conventional":
         res = run_conventional(i_t, m_t, settings=settings, seed=seed, device=dev)
         obj, sup, llk = res.obj, res.support, res.llk
+    elif method == "auto":
+        out = phase_auto(i_t, m_t, loaded=loaded, ai=ai, settings=settings, seed=seed,
+                         device=dev)
+        obj, sup, llk = out.result.obj, out.result.support, out.result.llk
+        extra = {"fell_back": out.fallback is not None, "used": out.used}
     else:
         raise ValueError(f"method must be one of {MODEL_METHODS}, got {method!r}")
     if dev.type == "cuda":
@@ -75,7 +86,7 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     row = {"seconds": round(seconds, 3), **_score(obj, sup, crystal)}
     if llk is not None:
         row["llk"] = round(float(llk), 4)
-    return row
+    return {**row, **extra}
 
 
 def summarise(rows: list[dict[str, Any]], methods: tuple[str, ...] = MODEL_METHODS
@@ -95,6 +106,8 @@ def summarise(rows: list[dict[str, Any]], methods: tuple[str, ...] = MODEL_METHO
                 "median_rmse": round(statistics.median(v["phase_rmse"] for v in vals), 4),
                 "median_seconds": round(statistics.median(v["seconds"] for v in vals), 3),
             }
+            if m == "auto":
+                out[cls][m]["fell_back"] = sum(v["fell_back"] for v in vals)
         paired = [r for r in sub if "ai_er" in r and "conventional" in r]
         if paired:
             # measured side by side on the same crystals, in the same process
@@ -116,7 +129,7 @@ def summarise(rows: list[dict[str, Any]], methods: tuple[str, ...] = MODEL_METHO
 
 
 def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | None = None,
-                model: str | Path | None = None, methods: tuple[str, ...] = MODEL_METHODS,
+                model: str | Path | None = None, methods: tuple[str, ...] = DEFAULT_METHODS,
                 out: str | Path | None = None, machine: dict[str, Any] | None = None,
                 classes: tuple[str, ...] = ("weak", "strong"),
                 echo: Callable[[str], None] = print,
@@ -134,7 +147,7 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     model : str or Path, optional
         Weights (default: the shipped ones).
     methods : tuple of str
-        Subset of :data:`MODEL_METHODS`.
+        Subset of :data:`MODEL_METHODS` (default :data:`DEFAULT_METHODS`: all but ``auto``).
     out : str or Path, optional
         JSON file written after every crystal; an existing file with the same settings is
         resumed (crystals already scored are skipped).
@@ -174,7 +187,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
         settings = settings.model_copy(update={"runs": 2, "n_raar": 60, "n_er": 30})
         ai = ai.model_copy(update={"n_raar": min(ai.n_raar, 20), "n_hio": min(ai.n_hio, 20),
                                    "n_er": 10, "psf_hypothesis": 10})
-    loaded = cached_model(model, dev) if {"ai", "ai_er", "ai_er_only"} & set(methods) else None
+    uses_model = {"ai", "ai_er", "ai_er_only", "auto"} & set(methods)
+    loaded = cached_model(model, dev) if uses_model else None
     header = {
         "n_per_class": n_per_class, "quick": quick, "device": str(dev),
         "methods": list(methods), "conventional": settings.model_dump(), "ai": ai.model_dump(),
