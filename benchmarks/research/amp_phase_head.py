@@ -15,7 +15,9 @@ learning curve compares step for step with a control trained side by side (``--h
 
 Result (2026-12-02, session 7, docs/MODEL_RESEARCH.md): no gain. At step 1,000 (4,000
 crystals, side by side) strong WCA 0.086 vs the control's 0.084 (the two curves cross
-throughout, 0.073–0.090), weak 0.44 vs 0.49 (behind all the way).
+throughout, 0.073–0.090), weak 0.44 vs 0.49 (behind all the way). Each run writes
+``OUT/log.jsonl``; the two logs are kept as
+``benchmarks/training/experiments/v4-ampphase-log.jsonl`` and ``v4-reim-control-log.jsonl``.
 """
 
 from __future__ import annotations

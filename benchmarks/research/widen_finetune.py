@@ -13,6 +13,9 @@ control (the shipped model, same crystals, same steps).
         --out benchmarks/training/experiments/v4-widen01x2-log.jsonl
     python benchmarks/research/widen_finetune.py --factor 1 --minutes 60 \
         --out benchmarks/training/experiments/v4-widen-control-log.jsonl
+
+Result (2026-12-02, session 7, docs/MODEL_RESEARCH.md): flat. Strong WCA over steps 100–800
+(3,200 crystals) mean 0.165 (0.143–0.179) against the control's 0.163 (0.145–0.181).
 """
 
 from __future__ import annotations
