@@ -3,6 +3,8 @@
 - :func:`finetune_arguments`, :func:`shipped_model_to_finetune`: the fine-tune probes start
   from the shipped weights with the same options (one thread, seeded, AdamW).
 - :func:`report`: one JSON line per phased crystal against its ground truth.
+- :func:`timed_finetune`: the fine-tune loop (fresh crystals, a validation line every 100
+  steps) shared by the fine-tune probes.
 - :func:`modulus`: the plain-torch modulus projection of the algorithm probes (the package's
   ``modulus_projection`` differs in its zero handling by float rounding, and HIO amplifies
   that: the probes keep their own so that their logged figures reproduce).
@@ -90,3 +92,30 @@ def shipped_model_if(start: str) -> Any:
     from bcdi_stream.ai_phasing import cached_model
 
     return cached_model()
+
+
+def timed_finetune(model: Any, opt: torch.optim.Optimizer, args: argparse.Namespace,
+                   loss_of: Any, f: Any, *, log_start: bool = False) -> int:
+    """Fine-tune for ``args.minutes`` on fresh crystals (batches of 4 from
+    ``args.first_sample``, strong share ``args.strong_share``); every 100 steps one line
+    with the validation agreement (6 weak + 6 strong crystals) is written to ``f``.
+
+    ``loss_of(model, batch)`` returns the loss. Returns the number of steps made.
+    """
+    from bcdi_stream.training._datasets import VAL_SEED0, fixed_set, training_batches
+    from bcdi_stream.training._loop import validate
+
+    val = list(fixed_set(VAL_SEED0, {"weak": 6, "strong": 6}))
+    batches = training_batches(args.first_sample, 4, 1_000_000, 0.0, 64,
+                               strong_share=args.strong_share)
+    if log_start:
+        log_line(f, {"step": 0, "wall_s": 0, **validate(model, val)})
+    t0 = time.perf_counter()
+    step = 0
+    while time.perf_counter() - t0 < 60 * args.minutes:
+        optimiser_step(model, opt, loss_of(model, next(batches)))
+        step += 1
+        if step % 100 == 0:
+            rec = validate(model, val)  # restores the training mode
+            log_line(f, {"step": step, "wall_s": round(time.perf_counter() - t0), **rec})
+    return step

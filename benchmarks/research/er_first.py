@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
+from generalisation import crystals
 
 
 def main() -> None:
@@ -35,15 +35,11 @@ def main() -> None:
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import PhasingSettings
     from bcdi_stream.phasing import run_conventional
-    from bcdi_stream.simulation import simulate_crystal
     from bcdi_stream.training._datasets import fixed_set
 
     loaded = cached_model()
-    if args.cls == "medium":  # the generalisation probe's medium-strain crystals
-        items = [(4_100_000_000 + 1000 * k,
-                  simulate_crystal(4_100_000_000 + 1000 * k, device="cpu", n=64,
-                                   strain=(1.0 * math.pi, 2.5 * math.pi)))
-                 for k in range(args.n)]
+    if args.cls == "medium":  # the generalisation probe's medium-strain (1–2.5π) crystals
+        items = [(seed, c) for seed, c, _ in crystals("medium", args.n, "weak")]
     else:
         items = [(seed, c) for _, seed, c in fixed_set(2_300_000_000, {args.cls: args.n})]
     base_s = PhasingSettings(runs=1, n_raar=0, n_hio=100, n_er=100)

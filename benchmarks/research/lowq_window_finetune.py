@@ -14,10 +14,10 @@ Result (2026-12-02, docs/MODEL_RESEARCH.md session 5): flat, within the control'
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import torch
-from _probe import finetune_arguments, log_line, optimiser_step, shipped_model_to_finetune
+from _probe import finetune_arguments, shipped_model_to_finetune, timed_finetune
 
 
 def main() -> None:
@@ -26,30 +26,19 @@ def main() -> None:
     args = ap.parse_args()
     from bcdi_stream.model import object_loss, wca_loss_phasor
     from bcdi_stream.model._loss import log_minmax
-    from bcdi_stream.training._datasets import VAL_SEED0, fixed_set, training_batches
-    from bcdi_stream.training._loop import validate
 
     model, opt = shipped_model_to_finetune(args.lr)
     g = torch.meshgrid(*[torch.arange(64) - 32 for _ in range(3)], indexing="ij")
     window = torch.exp(-sum(x.float() ** 2 for x in g) / (2 * args.qw ** 2))
-    val = list(fixed_set(VAL_SEED0, {"weak": 6, "strong": 6}))
-    batches = training_batches(args.first_sample, 4, 1_000_000, 0.0, 64,
-                               strong_share=args.strong_share)
-    t0 = time.perf_counter()
-    step = 0
-    with open(args.out, "w") as f:
-        while time.perf_counter() - t0 < 60 * args.minutes:
-            b = next(batches)
-            obj = model.forward_object(b.intensity)
-            u = model.phasor_of(obj)
-            loss = (wca_loss_phasor(b.phase_q, u, log_minmax(b.intensity) * window)
-                    + object_loss(obj, b.obj))
-            optimiser_step(model, opt, loss)
-            step += 1
-            if step % 100 == 0:
-                rec = validate(model, val)  # restores the training mode
-                log_line(f, {"step": step, "wall_s": round(time.perf_counter() - t0), **rec})
 
+    def loss_of(model: Any, b: Any) -> torch.Tensor:
+        obj = model.forward_object(b.intensity)
+        return (wca_loss_phasor(b.phase_q, model.phasor_of(obj),
+                                log_minmax(b.intensity) * window)
+                + object_loss(obj, b.obj))
+
+    with open(args.out, "w") as f:
+        timed_finetune(model, opt, args, loss_of, f)
 
 if __name__ == "__main__":
     main()

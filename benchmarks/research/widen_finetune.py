@@ -21,10 +21,10 @@ Result (2026-12-02, session 7, docs/MODEL_RESEARCH.md): flat. Strong WCA over st
 from __future__ import annotations
 
 import dataclasses
-import time
+from typing import Any
 
 import torch
-from _probe import finetune_arguments, log_line, optimiser_step, shipped_model_to_finetune
+from _probe import finetune_arguments, shipped_model_to_finetune, timed_finetune
 from torch import nn
 
 
@@ -104,11 +104,9 @@ def main() -> None:
     args = ap.parse_args()
     from bcdi_stream.model import count_parameters, object_loss, wca_loss_phasor
     from bcdi_stream.model._loss import log_minmax
-    from bcdi_stream.training._datasets import VAL_SEED0, fixed_set, training_batches
-    from bcdi_stream.training._loop import validate
+    from bcdi_stream.training._datasets import VAL_SEED0, fixed_set
 
     model, opt = shipped_model_to_finetune(args.lr)
-    val = list(fixed_set(VAL_SEED0, {"weak": 6, "strong": 6}))
     if args.factor > 1:
         base = model
         model = base.to(memory_format=torch.contiguous_format)
@@ -116,7 +114,8 @@ def main() -> None:
             model = widen(model, level, args.factor, args.eps, seed=k)
         model = model.to(memory_format=torch.channels_last_3d)
         model.train()
-        x = val[0][2].intensity[None]
+        _, _, check = next(iter(fixed_set(VAL_SEED0, {"weak": 1})))
+        x = check.intensity[None]
         with torch.no_grad():
             base.eval()
             model.eval()
@@ -127,22 +126,14 @@ def main() -> None:
         model.train()
         del base
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    batches = training_batches(args.first_sample, 4, 1_000_000, 0.0, 64,
-                               strong_share=args.strong_share)
-    t0 = time.perf_counter()
-    step = 0
+
+    def loss_of(model: Any, b: Any) -> torch.Tensor:
+        obj = model.forward_object(b.intensity)
+        return (wca_loss_phasor(b.phase_q, model.phasor_of(obj), log_minmax(b.intensity))
+                + object_loss(obj, b.obj))
+
     with open(args.out, "w") as f:
-        log_line(f, {"step": 0, "wall_s": 0, **validate(model, val)})
-        while time.perf_counter() - t0 < 60 * args.minutes:
-            b = next(batches)
-            obj = model.forward_object(b.intensity)
-            loss = (wca_loss_phasor(b.phase_q, model.phasor_of(obj), log_minmax(b.intensity))
-                    + object_loss(obj, b.obj))
-            optimiser_step(model, opt, loss)
-            step += 1
-            if step % 100 == 0:
-                rec = validate(model, val)  # restores the training mode
-                log_line(f, {"step": step, "wall_s": round(time.perf_counter() - t0), **rec})
+        step = timed_finetune(model, opt, args, loss_of, f, log_start=True)
         if args.factor > 1:
             torch.save({"model_config": model.config.to_dict(), "state_dict": model.state_dict(),
                         "step": step}, args.out.replace("-log.jsonl", ".pt"))
