@@ -156,7 +156,18 @@ def test_demo_command_serves_results_to_a_fresh_client(tmp_path) -> None:
             assert "primary" in c[uid]  # the raw run beside it
         assert len(list(figures.glob("*.png"))) == 3
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=90) == 0, "".join(seen)
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            # say what the demo was doing when it did not stop (its last lines), then kill it
+            proc.kill()
+            proc.wait()
+            reader.join(timeout=5)
+            while not lines.empty():
+                seen.append(lines.get())
+            pytest.fail("the demo did not exit within 90 s of Ctrl-C; its output:\n"
+                        + "".join(seen[-40:]))
+        assert code == 0, "".join(seen)
     finally:
         if proc.poll() is None:
             proc.kill()
