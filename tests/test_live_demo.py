@@ -124,6 +124,9 @@ def test_demo_command_serves_results_to_a_fresh_client(tmp_path) -> None:
         [sys.executable, "-m", "bcdi_stream.cli", "demo", "--scans", "3", "--size", "32",
          "--exposure", "0", "--threads", "1", "--serve", "--figures", str(figures)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        # Ctrl-C must reach it as at a terminal, even when the suite itself runs in the
+        # background (`cmd &` in a script starts with SIGINT ignored, and children inherit that)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True)
