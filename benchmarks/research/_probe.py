@@ -3,6 +3,8 @@
 - :func:`finetune_arguments`, :func:`shipped_model_to_finetune`: the fine-tune probes start
   from the shipped weights with the same options (one thread, seeded, AdamW).
 - :func:`report`: one JSON line per phased crystal against its ground truth.
+- :func:`refine_from_phase`: one refinement run started from a given φ(q) with the measured
+  modulus (the ceiling probes start from the true phase).
 - :func:`timed_finetune`: the fine-tune loop (fresh crystals, a validation line every 100
   steps) shared by the fine-tune probes.
 - :func:`modulus`: the plain-torch modulus projection of the algorithm probes (the package's
@@ -56,6 +58,20 @@ def modulus(rho: torch.Tensor, amp: torch.Tensor, valid: torch.Tensor) -> torch.
 
     psi = physics.fft_centered(rho)
     return physics.ifft_centered(torch.where(valid, psi * (amp / (psi.abs() + 1e-12)), psi))
+
+
+def refine_from_phase(data: torch.Tensor, mask: torch.Tensor | None, phase_q: torch.Tensor,
+                      settings: Any) -> Any:
+    """One run of ``settings`` (a ``PhasingSettings``) from ``IFFT(√I·e^{iφ})`` and its
+    shrink-wrap support (σ 2, threshold 0.2), no detwinning, seed 0, on the CPU."""
+    from bcdi_stream import physics
+    from bcdi_stream.phasing import run_conventional, shrinkwrap_support
+
+    start = physics.ifft_centered(torch.polar(data.clamp_min(0).sqrt(), phase_q)
+                                  ).to(torch.complex64)
+    return run_conventional(data, mask, settings=settings, seed=0, device="cpu",
+                            obj_init=start, support=shrinkwrap_support(start, 2.0, 0.2),
+                            detwin=False)
 
 
 def report(seed: int, obj: torch.Tensor, support: torch.Tensor, crystal: Any, t0: float) -> bool:

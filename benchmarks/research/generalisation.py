@@ -23,6 +23,7 @@ import statistics
 import time
 
 import torch
+from _probe import refine_from_phase
 
 VARIANTS: dict[str, dict] = {
     "base": {"n": 64, "strain": "weak"},
@@ -67,11 +68,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    from bcdi_stream import physics
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import PhasingSettings
-    from bcdi_stream.phasing import run_conventional, shrinkwrap_support
+    from bcdi_stream.phasing import run_conventional
 
     loaded = cached_model()
     # the refinement of the random-start and true-phase comparisons (the AI method's until
@@ -94,14 +94,8 @@ def main() -> None:
                 m2 = compare(r2.obj, c.obj, c.support, recon_support=r2.support)
                 row.update(random_rmse=round(m2.phase_rmse, 3), random_ok=bool(m2.success))
             if args.truth:
-                amp = data.clamp_min(0).sqrt()
-                true_start = physics.ifft_centered(
-                    torch.polar(amp, torch.roll(c.phase_q, shift, (0, 1, 2)))
-                ).to(torch.complex64)
-                r3 = run_conventional(data, mask, settings=raar, seed=0, device="cpu",
-                                      obj_init=true_start,
-                                      support=shrinkwrap_support(true_start, 2.0, 0.2),
-                                      detwin=False)
+                r3 = refine_from_phase(data, mask, torch.roll(c.phase_q, shift, (0, 1, 2)),
+                                       raar)
                 m3 = compare(r3.obj, c.obj, c.support, recon_support=r3.support)
                 row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
             rows.append(row)

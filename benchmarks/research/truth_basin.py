@@ -18,6 +18,7 @@ import json
 import time
 
 import torch
+from _probe import refine_from_phase
 
 
 def main() -> None:
@@ -29,11 +30,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    from bcdi_stream import physics
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import PhasingSettings
-    from bcdi_stream.phasing import run_conventional, shrinkwrap_support
     from bcdi_stream.training._datasets import fixed_set
 
     loaded = cached_model()
@@ -44,11 +43,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
         m = compare(res.obj, c.obj, c.support, recon_support=res.support)
-        start = physics.ifft_centered(
-            torch.polar(c.intensity.clamp_min(0).sqrt(), c.phase_q)).to(torch.complex64)
-        tru = run_conventional(c.intensity, c.mask, settings=recipe, seed=0, device="cpu",
-                               obj_init=start, support=shrinkwrap_support(start, 2.0, 0.2),
-                               detwin=False)
+        tru = refine_from_phase(c.intensity, c.mask, c.phase_q, recipe)
         mt = compare(tru.obj, c.obj, c.support, recon_support=tru.support)
         row = {"seed": seed, "ai_ok": bool(m.success), "ai_rmse": round(m.phase_rmse, 3),
                "ai_llk": round(res.llk, 3), "truth_ok": bool(mt.success),
