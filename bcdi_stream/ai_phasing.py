@@ -28,6 +28,7 @@ from .model import LoadedModel, load_model
 from .phasing import (
     PhasingResult,
     detector_blur_of,
+    excess_misfit,
     refine_er,
     run_conventional,
     shrinkwrap_support,
@@ -281,7 +282,10 @@ class AutoOutcome:
     used : str
         ``"ai"`` or ``"auto:conventional"`` (the fallback had the lower LLK).
     fallback : dict or None
-        ``reason``, ``ai_llk``, ``conventional_llk`` when the fallback ran, else None.
+        ``reason``, ``ai_llk``, ``conventional_llk``, ``ai_misfit``, ``conventional_misfit``
+        when the fallback ran, else None.
+    misfit : float
+        Excess misfit of ``result`` (:func:`bcdi_stream.phasing.excess_misfit`).
     """
 
     result: PhasingResult
@@ -289,6 +293,7 @@ class AutoOutcome:
     ai_result: PhasingResult
     used: str
     fallback: dict[str, Any] | None
+    misfit: float = float("nan")
 
 
 def seeded_starts(data: torch.Tensor, bad: torch.Tensor | None, phase_q: torch.Tensor,
@@ -335,7 +340,9 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
     """The ``ai`` method and, with ``fallback``, the ``auto`` method's fallback.
 
     :func:`phase_ai` with the iterations of ``ai``; then, when ``fallback`` is set and the
-    result's Poisson LLK exceeds ``ai.fallback_llk``, the conventional recipe
+    result's excess misfit (:func:`bcdi_stream.phasing.excess_misfit`, the share of the
+    measured intensity left unexplained beyond Poisson noise) exceeds ``ai.fallback_misfit``,
+    the conventional recipe
     (``settings``, ``ai.fallback_runs`` or ``settings.runs`` runs) started from the AI phase
     (:func:`seeded_starts`); the lower LLK is kept.
 
@@ -365,19 +372,23 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
     result, start = phase_ai(intensity, mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
                              n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
                              seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis)
-    out = AutoOutcome(result=result, start=start, ai_result=result, used="ai", fallback=None)
-    if not fallback or result.llk <= ai.fallback_llk:
-        return out
-    runs = ai.fallback_runs or settings.runs
     data = torch.as_tensor(intensity)
     bad = None if mask is None else torch.as_tensor(mask).to(data.device).bool()
+    misfit = float(excess_misfit(result.obj, data, bad, psf_sigma=result.psf_sigma))
+    out = AutoOutcome(result=result, start=start, ai_result=result, used="ai", fallback=None,
+                      misfit=misfit)
+    if not fallback or misfit <= ai.fallback_misfit:
+        return out
+    runs = ai.fallback_runs or settings.runs
     conv = run_conventional(
         data, bad, settings=settings.model_copy(update={"runs": runs}), seed=seed,
         device=device, progress=progress,
         obj_init=seeded_starts(data, bad, start.phase_q.to(data.device), runs, seed),
     )
-    out.fallback = {"reason": f"AI+ER LLK {result.llk:.3g} > {ai.fallback_llk:g}",
-                    "ai_llk": float(result.llk), "conventional_llk": float(conv.llk)}
+    conv_misfit = float(excess_misfit(conv.obj, data, bad, psf_sigma=conv.psf_sigma))
+    out.fallback = {"reason": f"AI+ER excess misfit {misfit:.3g} > {ai.fallback_misfit:g}",
+                    "ai_llk": float(result.llk), "conventional_llk": float(conv.llk),
+                    "ai_misfit": misfit, "conventional_misfit": conv_misfit}
     if conv.llk < result.llk:
-        out.result, out.used = conv, "auto:conventional"
+        out.result, out.used, out.misfit = conv, "auto:conventional", conv_misfit
     return out

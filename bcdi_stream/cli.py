@@ -322,6 +322,7 @@ def reconstruct(
     else:
         q = rec.quality
         line = (f"{rec.method}: LLK {q['llk']:.3f}, χ² {q['chi2']:.3f}, "
+                f"excess misfit {q['excess_misfit']:.2g}, "
                 f"{rec.timings['total']:.1f} s on {rec.meta['device']} -> {out}")
         if "metrics" in summary:
             m = summary["metrics"]
@@ -416,10 +417,12 @@ def benchmark(
         from bcdi_stream.config import load_settings
 
         try:
-            # the AI refinement as configured (BCDI_AI__*, [ai] in BCDI_CONFIG), as for
-            # `reconstruct`; the header of the results records it
+            # the AI refinement and the conventional recipe as configured (BCDI_AI__*,
+            # BCDI_PHASING__*, [ai] and [phasing] in BCDI_CONFIG), as for `reconstruct`; the
+            # header of the results records both
+            cfg = load_settings()
             res = bench_model(n_per_class=n, quick=quick, device=device, model=model, out=out,
-                              ai=load_settings().ai,
+                              ai=cfg.ai, phasing=cfg.phasing,
                               machine=results["machine"],
                               classes=tuple(c.strip() for c in classes.split(",") if c.strip()),
                               methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

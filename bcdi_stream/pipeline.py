@@ -20,7 +20,7 @@ from bcdi_stream.arrays import resolve_device
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
-from bcdi_stream.phasing import run_conventional
+from bcdi_stream.phasing import excess_misfit, run_conventional
 from bcdi_stream.validation import validate_intensity
 
 __all__ = ["METHODS", "Reconstruction", "default_method", "model_available", "reconstruct"]
@@ -135,7 +135,8 @@ def reconstruct(
         ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +
         ``settings.ai.n_hio`` HIO + ``settings.ai.n_er`` ER iterations, one run). ``auto``:
-        ``ai``, then, when its Poisson LLK exceeds ``settings.ai.fallback_llk``, the
+        ``ai``, then, when its excess misfit (the share of the measured intensity left
+        unexplained beyond Poisson noise) exceeds ``settings.ai.fallback_misfit``, the
         conventional recipe with its runs seeded by the AI phase (the better of the two by LLK
         is kept).
     settings : Settings, optional
@@ -188,6 +189,7 @@ def reconstruct(
             result = run_conventional(
                 data, bad, settings=phasing, seed=seed, device=dev, progress=progress
             )
+            misfit = float(excess_misfit(result.obj, data, bad, psf_sigma=result.psf_sigma))
         else:
             from bcdi_stream.ai_phasing import phase_auto
 
@@ -195,6 +197,7 @@ def reconstruct(
                                  device=dev, progress=progress, fallback=method == "auto")
             start, result, used = outcome.start, outcome.result, outcome.used
             fallback = outcome.fallback
+            misfit = outcome.misfit
             timings["predict"] = round(start.seconds, 4)
             timings["refine"] = round(outcome.ai_result.timings["total"], 4)
             if start.psf_sigma is not None:
@@ -214,6 +217,7 @@ def reconstruct(
     quality = {
         "llk": float(result.llk),
         "chi2": float(result.chi2),
+        "excess_misfit": misfit,
         "llk_runs": [float(v) for v in result.llk_runs],
         "psf_sigma": [float(v) for v in result.psf_sigma],
     }

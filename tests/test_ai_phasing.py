@@ -55,23 +55,26 @@ def test_ai_method_runs_and_records_the_model(weights, crystal) -> None:
     assert rec.quality["llk"] > 0 and len(rec.quality["psf_sigma"]) == 3
 
 
-def test_auto_falls_back_when_llk_is_poor(weights, crystal) -> None:
+def test_auto_falls_back_when_the_misfit_is_poor(weights, crystal) -> None:
     rec = reconstruct(crystal.intensity, crystal.mask, method="auto",
-                      settings=_settings(weights, fallback_llk=1e-9, fallback_runs=2))
+                      settings=_settings(weights, fallback_misfit=1e-9, fallback_runs=2))
     fb = rec.quality["fallback"]
-    assert fb["ai_llk"] > 1e-9 and "LLK" in fb["reason"]
+    assert fb["ai_misfit"] > 1e-9 and "excess misfit" in fb["reason"]
     assert rec.method in ("ai", "auto:conventional")
     assert rec.quality["llk"] == pytest.approx(min(fb["ai_llk"], fb["conventional_llk"]))
+    kept = "conventional" if rec.method == "auto:conventional" else "ai"
+    assert rec.quality["excess_misfit"] == pytest.approx(fb[f"{kept}_misfit"])
 
 
-def test_auto_keeps_ai_when_llk_is_good(weights, crystal) -> None:
+def test_auto_keeps_ai_when_the_misfit_is_good(weights, crystal) -> None:
     rec = reconstruct(crystal.intensity, crystal.mask, method="auto",
-                      settings=_settings(weights, fallback_llk=1e9))
+                      settings=_settings(weights, fallback_misfit=1e9))
     assert rec.method == "ai" and "fallback" not in rec.quality
+    assert rec.quality["excess_misfit"] < 1e9
 
 
 def test_phase_auto_without_fallback_is_the_ai_method(weights, crystal) -> None:
-    s = _settings(weights, fallback_llk=1e-9, fallback_runs=2)
+    s = _settings(weights, fallback_misfit=1e-9, fallback_runs=2)
     loaded = cached_model(weights)
     out = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s.ai,
                      settings=s.phasing, fallback=False)

@@ -84,6 +84,10 @@ def test_rocking_curve_reconstructed_into_tiled(rig) -> None:
     assert md["software"].startswith("bcdi-stream")
     assert len(md["voxel_size_m"]) == 3 and all(v > 0 for v in md["voxel_size_m"])
     assert md["quality"]["llk"] > 0 and "flag" in md["quality"]
+    # the flag follows the excess misfit (count-independent), not the LLK
+    misfit = md["quality"]["excess_misfit"]
+    assert md["quality"]["flag"] == ("good" if misfit <= 0.0025 else "poor")
+    assert res.summary["excess_misfit"] == pytest.approx(misfit) and "misfit" in res.line()
     assert md["geometry"]["energy_kev"] == 9.0
     for key in RESULT_ARRAYS:
         assert back["arrays"][key].shape == (32, 32, 32)

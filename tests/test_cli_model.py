@@ -63,13 +63,16 @@ def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys,
     out = tmp_path / "bench.json"
     args = ["benchmark", "model", "--quick", "--n", "1", "--model", trained / "w.pt",
             "--out", out, "--threads", "1"]
-    # the AI refinement as configured (here RAAR instead of the default HIO), cut by --quick
+    # the AI refinement and the conventional recipe as configured (here RAAR instead of the
+    # default HIO, and HIO in the recipe), cut by --quick
     monkeypatch.setenv("BCDI_AI__N_RAAR", "100")
     monkeypatch.setenv("BCDI_AI__N_HIO", "0")
+    monkeypatch.setenv("BCDI_PHASING__N_HIO", "200")
     code, table, err = _run(capsys, *args)
     assert code == 0, err
     res = json.loads(out.read_text())
     assert res["settings"]["ai"]["n_raar"] == 20 and res["settings"]["ai"]["n_hio"] == 0
+    assert res["settings"]["conventional"]["n_hio"] == 20
     assert [r["class"] for r in res["rows"]] == ["weak", "strong"]
     for row in res["rows"]:
         assert {"ai_er", "ai_er_only", "ai", "random_er", "conventional"} <= set(row)
@@ -83,8 +86,8 @@ def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys,
 def test_benchmark_model_scores_auto_with_its_fallback(trained: Path, tmp_path: Path, capsys,
                                                       monkeypatch) -> None:
     out = tmp_path / "auto.json"
-    # every AI result "fails" the LLK test: auto runs the (quick) conventional fallback
-    monkeypatch.setenv("BCDI_AI__FALLBACK_LLK", "1e-9")
+    # every AI result "fails" the misfit test: auto runs the (quick) conventional fallback
+    monkeypatch.setenv("BCDI_AI__FALLBACK_MISFIT", "1e-9")
     code, table, err = _run(capsys, "benchmark", "model", "--quick", "--n", "1", "--model",
                             trained / "w.pt", "--out", out, "--threads", "1", "--classes",
                             "weak", "--methods", "ai_er,auto")
@@ -94,7 +97,7 @@ def test_benchmark_model_scores_auto_with_its_fallback(trained: Path, tmp_path: 
     auto, ai_er = row["auto"], row["ai_er"]
     assert auto["fell_back"] and auto["used"] in ("ai", "auto:conventional")
     # the same AI refinement first, then the lower LLK of it and the fallback is kept
-    assert auto["llk"] <= ai_er["llk"]
+    assert auto["llk"] <= ai_er["llk"] and auto["excess_misfit"] > 1e-9
     assert auto["seconds"] > ai_er["seconds"]
     assert res["summary"]["weak"]["auto"]["fell_back"] == 1 and "| weak | auto |" in table
 

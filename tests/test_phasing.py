@@ -15,10 +15,12 @@ from bcdi_stream.phasing import (
     autocorrelation_support,
     chi2,
     er,
+    excess_misfit,
     fourier_error,
     gaussian_smooth,
     hio,
     modulus_projection,
+    poisson_amplitude_floor,
     poisson_llk,
     raar,
     refine_er,
@@ -294,6 +296,39 @@ def test_llk_is_about_one_for_poisson_data_and_larger_for_a_wrong_model(crystal)
     assert llk == pytest.approx(1.0, abs=0.03) and chi == pytest.approx(1.0, abs=0.05)
     # batched figures of merit
     both = poisson_llk(torch.stack([true_obj, wrong]), data)
+    assert both.shape == (2,) and float(both[0]) < float(both[1])
+
+
+def test_poisson_amplitude_floor_matches_sampled_counts() -> None:
+    gen = torch.Generator().manual_seed(3)
+    lam = torch.tensor([0.0, 1e-3, 0.05, 1.0, 4.0, 30.0, 500.0, 1e6], dtype=torch.float64)
+    k = torch.poisson(lam[:, None].expand(-1, 200_000).contiguous(), generator=gen)
+    sampled = (k.sqrt() - lam[:, None].sqrt()).square().mean(1)
+    floor = poisson_amplitude_floor(lam)
+    assert torch.allclose(floor, sampled, rtol=0.03, atol=2e-5)
+    assert float(floor[-1]) == pytest.approx(0.25) and float(floor[0]) == 0.0
+    assert float(poisson_amplitude_floor(torch.tensor(1e-6))) == pytest.approx(2e-6, rel=0.01)
+
+
+def test_excess_misfit_is_flux_independent_where_the_llk_is_not(crystal) -> None:
+    """A correct model scores ≈ 0 (unbiased; the spread falls with the total counts) from 30
+    to 10⁸ photons in the pattern's brightest pixel, whereas its LLK grows with the flux once
+    the model carries a small error; a wrong model scores far above the ``auto`` threshold at
+    every flux."""
+    gen = torch.Generator().manual_seed(9)
+    obj = crystal[0]
+    wrong = obj * torch.exp(1j * torch.roll(torch.angle(obj), 3, dims=0))
+    rough = obj * torch.exp(0.05j * torch.randn(obj.shape, generator=gen))  # 5 % error
+    for peak in (30.0, 1e4, 1e8):
+        expected = pattern(obj) * (peak / float(pattern(obj).max()))
+        data = torch.poisson(expected, generator=gen)
+        good = float(excess_misfit(obj, data))
+        assert abs(good) < (0.02 if peak < 100 else 1e-3), (peak, good)  # 1.2e3 photons in all
+        assert float(excess_misfit(wrong, data)) > 0.05
+        if peak == 1e8:  # the same small model error: LLK ≫ 1, misfit still small
+            assert float(poisson_llk(rough, data)) > 10 * float(poisson_llk(obj, data))
+            assert float(excess_misfit(rough, data)) < 0.01
+    both = excess_misfit(torch.stack([obj, wrong]), data)
     assert both.shape == (2,) and float(both[0]) < float(both[1])
 
 

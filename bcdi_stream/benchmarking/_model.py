@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from bcdi_stream.config import AISettings
+    from bcdi_stream.config import AISettings, PhasingSettings
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 #: alone;
 #: ``random_er``: random phases in the autocorrelation support, then the same iterations as
 #: ``ai_er``, one run; ``conventional``: the 20-run recipe; ``auto``: ``ai_er``, then the
-#: conventional recipe seeded by the AI phase when the LLK exceeds ``ai.fallback_llk``
+#: conventional recipe seeded by the AI phase when the excess misfit exceeds
+#: ``ai.fallback_misfit``
 #: (:func:`bcdi_stream.ai_phasing.phase_auto`, the ``auto`` method of ``reconstruct``).
 MODEL_METHODS: tuple[str, ...] = ("ai_er", "ai_er_only", "ai", "random_er", "conventional",
                                   "auto")
@@ -47,11 +48,12 @@ def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, 
 def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, seed: int,
                 dev: torch.device) -> dict[str, Any]:
     from bcdi_stream.ai_phasing import phase_ai, phase_auto, predict_start
-    from bcdi_stream.phasing import run_conventional
+    from bcdi_stream.phasing import excess_misfit, run_conventional
 
     i_t, m_t = crystal.intensity.to(dev), crystal.mask.to(dev)
     t0 = time.perf_counter()
     llk = None
+    res = None
     extra: dict[str, Any] = {}
     if method in ("ai_er", "ai_er_only"):
         n_raar, n_hio, n_er = ai.n_raar, ai.n_hio, ai.n_er
@@ -77,7 +79,8 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
         out = phase_auto(i_t, m_t, loaded=loaded, ai=ai, settings=settings, seed=seed,
                          device=dev)
         obj, sup, llk = out.result.obj, out.result.support, out.result.llk
-        extra = {"fell_back": out.fallback is not None, "used": out.used}
+        extra = {"fell_back": out.fallback is not None, "used": out.used,
+                 "excess_misfit": round(out.misfit, 5)}
     else:
         raise ValueError(f"method must be one of {MODEL_METHODS}, got {method!r}")
     if dev.type == "cuda":
@@ -86,6 +89,9 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     row = {"seconds": round(seconds, 3), **_score(obj, sup, crystal)}
     if llk is not None:
         row["llk"] = round(float(llk), 4)
+    if res is not None:  # outside the timing, as auto's is inside it
+        row["excess_misfit"] = round(float(excess_misfit(obj, i_t, m_t,
+                                                         psf_sigma=res.psf_sigma)), 5)
     return {**row, **extra}
 
 
@@ -133,7 +139,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
                 out: str | Path | None = None, machine: dict[str, Any] | None = None,
                 classes: tuple[str, ...] = ("weak", "strong"),
                 echo: Callable[[str], None] = print,
-                ai: AISettings | None = None) -> dict[str, Any]:
+                ai: AISettings | None = None,
+                phasing: PhasingSettings | None = None) -> dict[str, Any]:
     """Score the methods on the fixed test set; resumable through ``out`` (JSON).
 
     Parameters
@@ -141,7 +148,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     n_per_class : int
         Crystals per strain class (25 + 25 = 50 by default).
     quick : bool
-        Smoke run: 2 crystals per class, conventional recipe cut to 2 runs × (RAAR 60 + ER 30).
+        Smoke run: 2 crystals per class, conventional recipe cut to 2 runs × (RAAR 60 + HIO
+        ≤ 20 + ER 30).
     device : str, optional
         Compute device (default: auto).
     model : str or Path, optional
@@ -161,6 +169,9 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     ai : AISettings, optional
         The AI refinement scored as ``ai_er`` (default: the defaults of
         :class:`~bcdi_stream.config.AISettings`; ``quick`` cuts its iterations).
+    phasing : PhasingSettings, optional
+        The conventional recipe (and the shrink-wrap and PSF settings of every method;
+        default: the defaults of :class:`~bcdi_stream.config.PhasingSettings`).
 
     Returns
     -------
@@ -180,11 +191,12 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     if bad or not methods:
         raise ValueError(f"methods must be a non-empty subset of {MODEL_METHODS}, got {methods}")
     dev = resolve_device(device)
-    settings = PhasingSettings()
+    settings = phasing if phasing is not None else PhasingSettings()
     ai = ai if ai is not None else AISettings()
     if quick:
         n_per_class = min(n_per_class, 2)
-        settings = settings.model_copy(update={"runs": 2, "n_raar": 60, "n_er": 30})
+        settings = settings.model_copy(update={"runs": 2, "n_raar": 60,
+                                               "n_hio": min(settings.n_hio, 20), "n_er": 30})
         ai = ai.model_copy(update={"n_raar": min(ai.n_raar, 20), "n_hio": min(ai.n_hio, 20),
                                    "n_er": 10, "psf_hypothesis": 10})
     uses_model = {"ai", "ai_er", "ai_er_only", "auto"} & set(methods)

@@ -16,7 +16,7 @@ Main entry points
 from ._engine import ALGORITHMS
 from ._operators import er, hio, modulus_projection, raar, support_projection
 from ._psf import detector_blur_of
-from ._quality import chi2, fourier_error, poisson_llk
+from ._quality import chi2, excess_misfit, fourier_error, poisson_amplitude_floor, poisson_llk
 from ._recipe import PhasingResult, refine_er, resolve_compile, run_conventional, warmup
 from ._support import autocorrelation_support, gaussian_smooth, shrinkwrap_support
 
@@ -27,10 +27,12 @@ __all__ = [
     "chi2",
     "detector_blur_of",
     "er",
+    "excess_misfit",
     "fourier_error",
     "gaussian_smooth",
     "hio",
     "modulus_projection",
+    "poisson_amplitude_floor",
     "poisson_llk",
     "raar",
     "refine_er",

@@ -76,8 +76,13 @@ class JobSettings(BaseModel):
         Tiled key of the container of results.
     figures : bool
         Render and store the PNG-exportable slice figure.
+    misfit_good : float
+        Excess misfit (:func:`bcdi_stream.phasing.excess_misfit`: the share of the measured
+        intensity left unexplained beyond Poisson noise, ≈ 0 for a correct model at any flux)
+        at or below which the quality flag is ``good``.
     llk_good : float
-        Poisson LLK at or below which the quality flag is ``good``.
+        Poisson LLK at or below which the quality flag is ``good`` when the reconstruction
+        reports no excess misfit (a reconstruct function of one's own).
     """
 
     shape: tuple[int, int, int] = (64, 64, 64)
@@ -88,6 +93,7 @@ class JobSettings(BaseModel):
     read_timeout: float = Field(30.0, ge=0)
     processed_key: str = DEFAULT_PROCESSED_KEY
     figures: bool = True
+    misfit_good: float = Field(0.0025, gt=0)
     llk_good: float = Field(3.0, gt=0)
 
     @field_validator("shape")
@@ -171,6 +177,9 @@ class ScanResult:
             stages = " ".join(f"{k} {t.get(k, 0.0):.2f}" for k in STAGES)
             llk = s.get("llk")
             llk_s = f"LLK {llk:.2f}" if isinstance(llk, (int, float)) else "LLK n/a"
+            misfit = s.get("excess_misfit")
+            if isinstance(misfit, (int, float)):
+                llk_s += f", misfit {misfit:.2g}"
             return (
                 f"{head}: strain {_e(s.get('strain_min'))} .. {_e(s.get('strain_max'))}, "
                 f"rms {_e(s.get('strain_rms'))}; {llk_s} [{self.quality_flag}]; "
@@ -403,7 +412,12 @@ def process_run(
         pmeta = dict(rec.post.meta)
         quality = dict(rec.quality)
         llk = quality.get("llk")
-        good = isinstance(llk, (int, float)) and math.isfinite(llk) and llk <= settings.llk_good
+        misfit = quality.get("excess_misfit")
+        if isinstance(misfit, (int, float)):
+            good = math.isfinite(misfit) and misfit <= settings.misfit_good
+        else:
+            good = (isinstance(llk, (int, float)) and math.isfinite(llk)
+                    and llk <= settings.llk_good)
         flag = "good" if good else "poor"
         quality["flag"] = flag
         summary = {
@@ -411,6 +425,7 @@ def process_run(
                                          "strain_mean", "support_voxels")},
             "llk": llk,
             "chi2": quality.get("chi2"),
+            "excess_misfit": misfit,
             "quality_flag": flag,
             "voxel_size_m": rec.meta.get("voxel_size_m"),
             "shape": list(arrays["amplitude"].shape),

@@ -3,6 +3,8 @@
 - :func:`finetune_arguments`, :func:`shipped_model_to_finetune`: the fine-tune probes start
   from the shipped weights with the same options (one thread, seeded, AdamW).
 - :func:`report`: one JSON line per phased crystal against its ground truth.
+- :func:`score_into`, :func:`print_totals`: the per-method columns ``[rmse, ok, llk]`` of the
+  probes that compare refinements crystal by crystal, and their closing line.
 - :func:`refine_from_phase`: one refinement run started from a given φ(q) with the measured
   modulus (the ceiling probes start from the true phase).
 - :func:`timed_finetune`: the fine-tune loop (fresh crystals, a validation line every 100
@@ -135,3 +137,19 @@ def timed_finetune(model: Any, opt: torch.optim.Optimizer, args: argparse.Namesp
             rec = validate(model, val)  # restores the training mode
             log_line(f, {"step": step, "wall_s": round(time.perf_counter() - t0), **rec})
     return step
+
+
+def score_into(row: dict[str, Any], totals: dict[str, int], name: str, result: Any,
+               crystal: Any) -> None:
+    """``row[name] = [phase RMSE, success, LLK]`` of ``result`` against the crystal's truth;
+    ``totals[name]`` counts the successes."""
+    from bcdi_stream.analysis import compare
+
+    m = compare(result.obj, crystal.obj, crystal.support, recon_support=result.support)
+    row[name] = [round(m.phase_rmse, 3), bool(m.success), round(result.llk, 2)]
+    totals[name] += bool(m.success)
+
+
+def print_totals(label: str, totals: dict[str, int], n: int) -> None:
+    """The closing line: successes per method out of ``n``."""
+    print(f"{label}: " + ", ".join(f"{k} {v}/{n}" for k, v in totals.items()), flush=True)

@@ -18,6 +18,7 @@ import json
 import time
 
 import torch
+from _probe import print_totals, score_into
 from generalisation import crystals
 
 
@@ -32,7 +33,6 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     from bcdi_stream.ai_phasing import cached_model, predict_start
-    from bcdi_stream.analysis import compare
     from bcdi_stream.config import PhasingSettings
     from bcdi_stream.phasing import run_conventional
     from bcdi_stream.training._datasets import fixed_set
@@ -59,14 +59,11 @@ def main() -> None:
         keep = snap if snap.llk < end.llk else end
         row = {"seed": seed, "s": 0.0}
         for name, r in (("base", base), ("snapshot", snap), ("end", end), ("er_first", keep)):
-            m = compare(r.obj, c.obj, c.support, recon_support=r.support)
-            row[name] = [round(m.phase_rmse, 3), bool(m.success), round(r.llk, 2)]
-            tot[name] += bool(m.success)
+            score_into(row, tot, name, r, c)
         row["kept"] = "snapshot" if keep is snap else "end"
         row["s"] = round(time.perf_counter() - t0, 1)
         print(json.dumps(row), flush=True)
-    print(f"{args.cls}: " + ", ".join(f"{k} {v}/{len(items)}" for k, v in tot.items()),
-          flush=True)
+    print_totals(args.cls, tot, len(items))
 
 
 if __name__ == "__main__":
