@@ -7,11 +7,13 @@ brightest pixel instead of its centre of mass (what another pipeline may hand us
 is phased by AI + the shipped refinement (``phase_ai``: RAAR 100 + ER 100 until session 5,
 HIO 100 + ER 100 since) and, with ``--random``, by RAAR 100 + ER 100 from random phases;
 with ``--truth``, by RAAR 100 + ER 100 from the TRUE φ(q) with the measured modulus (the
-ceiling of any prediction). Prints one JSON line per crystal and a summary per variant.
+ceiling of any prediction). Prints one JSON line per crystal (with the AI result's LLK and
+excess misfit, the ``auto`` trigger) and a summary per variant.
 
     python benchmarks/research/generalisation.py --variants photons2e3 bg3 medium --n 10 --random
     python benchmarks/research/generalisation.py --variants max_centred --cls strong --n 20
     python benchmarks/research/generalisation.py --variants photons2e3 medium --n 20 --truth
+    python benchmarks/research/generalisation.py --variants bg3 photons2e3 medium --n 10
 """
 
 from __future__ import annotations
@@ -70,13 +72,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
-    from bcdi_stream.config import PhasingSettings
-    from bcdi_stream.phasing import run_conventional
+    from bcdi_stream.config import AISettings, PhasingSettings
+    from bcdi_stream.phasing import excess_misfit, run_conventional
 
     loaded = cached_model()
     # the refinement of the random-start and true-phase comparisons (the AI method's until
     # session 5)
     raar = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
+    trigger = AISettings().fallback_misfit
     for variant in args.variants:
         rows = []
         for seed, c, shift in crystals(variant, args.n, args.cls):
@@ -88,7 +91,10 @@ def main() -> None:
             m = compare(res.obj, c.obj, c.support, recon_support=res.support)
             row = {"variant": variant, "seed": seed, "shift": list(shift),
                    "offset": [round(v, 2) for v in start.offset or ()],
-                   "rmse": round(m.phase_rmse, 3), "ok": bool(m.success), "s": round(dt, 2)}
+                   "rmse": round(m.phase_rmse, 3), "ok": bool(m.success), "s": round(dt, 2),
+                   "llk": round(res.llk, 3),
+                   "misfit": round(float(excess_misfit(res.obj, data, mask,
+                                                       psf_sigma=res.psf_sigma)), 5)}
             if args.random:
                 r2 = run_conventional(data, mask, settings=raar, seed=0, device="cpu")
                 m2 = compare(r2.obj, c.obj, c.support, recon_support=r2.support)
@@ -103,6 +109,11 @@ def main() -> None:
         line = (f"{variant}: AI+refinement {sum(r['ok'] for r in rows)}/{len(rows)}, median "
                 f"{statistics.median(r['rmse'] for r in rows):.3f} rad, "
                 f"{statistics.median(r['s'] for r in rows):.2f} s")
+        ok = [r for r in rows if r["ok"]]
+        line += (f"; excess misfit > {trigger:g} (auto falls back) on "
+                 f"{sum(r['misfit'] > trigger for r in ok)}/{len(ok)} successes and "
+                 f"{sum(r['misfit'] > trigger for r in rows if not r['ok'])}/"
+                 f"{len(rows) - len(ok)} failures")
         if args.random:
             line += f"; random start {sum(r['random_ok'] for r in rows)}/{len(rows)}"
         if args.truth:
