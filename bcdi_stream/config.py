@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -82,6 +82,16 @@ class AISettings(BaseModel):
         description="auto: runs of the fallback recipe, run 0 starting from the AI phase "
         "(default: the phasing recipe's runs)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "fallback_llk" in data:
+            raise ValueError(
+                "ai.fallback_llk was replaced by ai.fallback_misfit (2026-12-03): the LLK of a "
+                "correct result grows with the counts; set BCDI_AI__FALLBACK_MISFIT instead"
+            )
+        return data
 
 
 class Settings(BaseSettings):

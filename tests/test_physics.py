@@ -131,6 +131,20 @@ def test_settings_env_overrides_file(tmp_path, monkeypatch) -> None:
         load_settings(tmp_path / "missing.toml")
 
 
+def test_settings_name_the_replaced_fallback_key(tmp_path, monkeypatch) -> None:
+    """The LLK trigger of ``auto`` is gone: its old key fails loudly instead of being ignored."""
+    cfg = tmp_path / "bcdi.toml"
+    cfg.write_text("[ai]\nfallback_llk = 3.0\n")
+    with pytest.raises(ValueError, match=r"replaced by ai\.fallback_misfit"):
+        load_settings(cfg)
+    monkeypatch.setenv("BCDI_AI__FALLBACK_LLK", "3")
+    with pytest.raises(ValueError, match="BCDI_AI__FALLBACK_MISFIT"):
+        load_settings()
+    monkeypatch.delenv("BCDI_AI__FALLBACK_LLK")
+    monkeypatch.setenv("BCDI_AI__FALLBACK_MISFIT", "0.004")
+    assert load_settings().ai.fallback_misfit == 0.004
+
+
 @pytest.mark.parametrize("shift", [(0.0, 2.0, -3.0), (1.0, 0.0, 5.0)])
 def test_shift_ramp_moves_the_diffraction_pattern(shift) -> None:
     x = _obj(16)
