@@ -293,7 +293,7 @@ class AutoOutcome:
     ai_result: PhasingResult
     used: str
     fallback: dict[str, Any] | None
-    misfit: float = float("nan")
+    misfit: float
 
 
 def seeded_starts(data: torch.Tensor, bad: torch.Tensor | None, phase_q: torch.Tensor,
