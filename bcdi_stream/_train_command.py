@@ -26,6 +26,16 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
     return vals
 
 
+def _counts(text: str, name: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not (key and sep and value.isdigit()):
+            _fail(f"{name} must be class=count pairs separated by commas, got {text!r}")
+        out[key] = int(value)
+    return out
+
+
 def train_command(
     out_dir: Annotated[Path, typer.Argument(help="Run directory: last.pt, log.jsonl.")],
     steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = 2400,
@@ -39,6 +49,12 @@ def train_command(
     strong_share: Annotated[float, typer.Option(
         help="Share of strongly strained crystals after the curriculum (rest: weak and "
         "medium, half each).")] = 0.5,
+    dislocations: Annotated[float | None, typer.Option(
+        help="Odds of 1-2 dislocations in a training crystal, in every "
+        "strain class (default: the simulator's: weak 0, medium 0.15, strong 0.35).")] = None,
+    val: Annotated[str, typer.Option(
+        help="Validation crystals per class, e.g. weak=6,strong=6,weak+disl=6 (a +disl class: "
+        "every crystal with dislocations).")] = "weak=6,strong=6",
     object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")
@@ -77,7 +93,8 @@ def train_command(
             model=ModelConfig(kind=kind, unet=UNetConfig(channels=_ints(channels, "--channels"),
                                                          blocks=blocks)),
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
-            strong_share=strong_share,
+            strong_share=strong_share, dislocation_probability=dislocations,
+            val_counts=_counts(val, "--val"),
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
             init_from=str(init_from) if init_from is not None else "", device=device,
@@ -115,9 +132,10 @@ def train_command(
 
         def tick(step: int, total: int, info: dict) -> None:
             bar.update(task, completed=step, total=total, loss=info["loss"])
-            if "wca_weak" in info:
-                bar.console.log(f"step {step}: WCA weak {info['wca_weak']:.3f}, "
-                                f"strong {info.get('wca_strong', float('nan')):.3f}")
+            wca = {k.removeprefix("wca_"): v for k, v in info.items() if k.startswith("wca_")}
+            if wca:
+                bar.console.log(f"step {step}: WCA "
+                                + ", ".join(f"{k} {v:.3f}" for k, v in wca.items()))
 
         try:
             res = train(cfg, out_dir, resume=resume, progress=tick, max_minutes=max_minutes,

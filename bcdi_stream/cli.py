@@ -397,7 +397,8 @@ def benchmark(
     model: Annotated[Path | None, typer.Option(
         help="model: weights to score (default: the shipped weights).")] = None,
     classes: Annotated[str, typer.Option(
-        help="model: strain classes, comma-separated (weak,strong).")] = "weak,strong",
+        help="model: test classes, comma-separated: weak, strong, and weak+disl, medium+disl "
+        "(every crystal with 1-2 dislocations).")] = "weak,strong",
     methods: Annotated[str, typer.Option(
         help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional,"
         "auto; auto runs the conventional recipe after each AI failure)."

@@ -52,6 +52,9 @@ def test_train_writes_log_checkpoint_and_weights(trained: Path, capsys) -> None:
     (["--kind", "vit"], "kind"),
     (["--export", "w.bin"], ".pt"),
     (["--curriculum", "3"], "curriculum"),
+    (["--dislocations", "1.5"], "dislocation_probability"),
+    (["--val", "weak:6"], "--val"),
+    (["--val", "weak=6,huge=2"], "strain_class"),
 ])
 def test_train_bad_arguments(tmp_path: Path, capsys, args, needle) -> None:
     code, _, err = _run(capsys, "train", tmp_path / "r", "--no-progress", *args)
@@ -100,6 +103,23 @@ def test_benchmark_model_scores_auto_with_its_fallback(trained: Path, tmp_path: 
     assert auto["llk"] <= ai_er["llk"] and auto["excess_misfit"] > 1e-9
     assert auto["seconds"] > ai_er["seconds"]
     assert res["summary"]["weak"]["auto"]["fell_back"] == 1 and "| weak | auto |" in table
+
+
+def test_benchmark_model_dislocated_class(trained: Path, tmp_path: Path, capsys) -> None:
+    from bcdi_stream.training import TEST_SEED0
+
+    out = tmp_path / "disl.json"
+    code, table, err = _run(capsys, "benchmark", "model", "--quick", "--n", "1", "--model",
+                            trained / "w.pt", "--out", out, "--threads", "1", "--classes",
+                            "weak+disl", "--methods", "ai")
+    assert code == 0, err
+    (row,) = json.loads(out.read_text())["rows"]
+    # its own seed range (third in the order), every crystal with dislocations
+    assert row["class"] == "weak+disl" and row["seed"] >= TEST_SEED0 + 20_000_000
+    assert 1 <= len(row["dislocations"]) <= 2 and "| weak+disl | ai |" in table
+    code, _, err = _run(capsys, "benchmark", "model", "--quick", "--classes", "huge",
+                        "--model", trained / "w.pt")
+    assert code == 2 and "classes" in err and len(err.strip().splitlines()) == 1
 
 
 def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:

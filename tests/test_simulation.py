@@ -383,3 +383,22 @@ def test_cuda_matches_cpu_geometry() -> None:  # pragma: no cover - GPU only
         fft_centered(cpu.obj).abs() ** 2 > 1e-6 * cpu.intensity.max() / cpu.meta["intensity_scale"]
     )
     assert _wrap(gpu.phase_q.cpu() - cpu.phase_q)[bright].abs().max() < 1e-2
+
+
+def test_dislocation_probability_applies_at_every_strain_level() -> None:
+    def kinds(spec: CrystalSpec) -> set[str]:
+        return {m["kind"] for m in spec.strain_models}
+
+    for seed in range(6):
+        weak = CrystalSpec.random(seed, n=N, strain="weak")
+        assert not kinds(weak) & set(DISLOCATION_MODELS)  # the level's odds: none
+        forced = CrystalSpec.random(seed, n=N, strain="weak", dislocation_probability=1.0)
+        assert kinds(forced) & set(DISLOCATION_MODELS)
+        assert forced.phase_span < math.pi  # the smooth part stays weak
+        # the same geometry and smooth part; the dislocations come on top
+        assert forced.shape == weak.shape and forced.rotation == weak.rotation
+        assert [m for m in forced.strain_models if m["kind"] not in DISLOCATION_MODELS] == [
+            m for m in weak.strain_models
+        ]
+        none = CrystalSpec.random(seed, n=N, strain="strong", dislocation_probability=0.0)
+        assert not kinds(none) & set(DISLOCATION_MODELS)

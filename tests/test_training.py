@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from bcdi_stream.model import ModelConfig, UNetConfig, export_weights, load_model
-from bcdi_stream.simulation import simulate_crystal
+from bcdi_stream.simulation import DISLOCATION_MODELS, simulate_crystal
 from bcdi_stream.training import (
     STRAIN_CLASSES,
     TEST_SEED0,
     TRAIN_SEED0,
     VAL_SEED0,
     TrainConfig,
+    class_arguments,
     draw_batch,
     draw_crystal,
     fixed_set,
@@ -144,7 +145,11 @@ def test_fine_tune_starts_from_parent_weights_and_new_crystals(tmp_path) -> None
 def test_train_config_errors(tmp_path) -> None:
     for kw, name in [({"steps": 0}, "steps"), ({"lr": 0}, "lr"), ({"curriculum": 2}, "curriculum"),
                      ({"object_weight": -1}, "object_weight"), ({"first_sample": -1},
-                                                                "first_sample")]:
+                                                                "first_sample"),
+                     ({"dislocation_probability": 1.5}, "dislocation_probability"),
+                     ({"val_counts": {"huge": 1}}, "strain_class"),
+                     ({"val_counts": {"weak": 0}}, "val_counts"),
+                     ({"val_counts": {}}, "val_counts")]:
         with pytest.raises(ValueError, match=name):
             _cfg(**kw)
     with pytest.raises(ValueError, match="does not exist"):
@@ -192,10 +197,51 @@ def test_device_train_script_smoke(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks/training/device_train.py"), "--out", str(out),
          "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--steps", "2",
-         "--batch-size", "1", "--channels", "4,8", "--val", "1", "--val-every", "1"],
+         "--batch-size", "1", "--channels", "4,8", "--val", "1", "--val-every", "1",
+         "--dislocations", "0.4"],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["step"] == 2
     assert load_model(out / summary["weights"]).model.config.unet.channels == (4, 8)
-    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and "wca_medium+disl" in log[-1]
+
+
+def _dislocated(c) -> bool:
+    return any(m["kind"] in DISLOCATION_MODELS for m in c.spec.strain_models)
+
+
+def test_dislocation_classes_and_odds() -> None:
+    assert class_arguments("weak") == STRAIN_CLASSES["weak"]
+    forced = {**STRAIN_CLASSES["weak"], "dislocation_probability": 1.0}
+    assert class_arguments("weak+disl") == forced
+    assert class_arguments("strong", 0.0)["dislocation_probability"] == 0.0
+    for bad, name in [("huge+disl", "strain_class"), ("weak+twin", "strain_class")]:
+        with pytest.raises(ValueError, match=name):
+            class_arguments(bad)
+    with pytest.raises(ValueError, match="dislocation_probability"):
+        class_arguments("weak", 2.0)
+    # a "+disl" class: every crystal, every level (weak too, which the simulator's odds never
+    # give a dislocation), and the crystals of the class without the suffix stay as they were
+    items = [(TRAIN_SEED0 + 7, "weak+disl"), (TRAIN_SEED0 + 300, "strong+disl")]
+    assert all(_dislocated(c) for c, _ in draw_batch(items, n=32))
+    plain, _ = draw_crystal(TRAIN_SEED0 + 7, "weak", 32)
+    assert not _dislocated(plain)
+    # the training stream's odds apply to every class
+    got = draw_batch([(TRAIN_SEED0 + k, "weak") for k in range(3)], n=32,
+                     dislocation_probability=1.0)
+    assert all(_dislocated(c) for c, _ in got)
+    name, _, c = next(fixed_set(VAL_SEED0, {"medium+disl": 1}, n=32))
+    assert name == "medium+disl" and _dislocated(c)
+
+
+def test_training_with_dislocations_validates_the_dislocated_class(tmp_path) -> None:
+    res = train(_cfg(steps=2, dislocation_probability=1.0,
+                     val_counts={"weak": 1, "weak+disl": 1}), tmp_path / "run")
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    val = [r for r in log if "wca_weak+disl" in r]
+    assert val and "wca_weak" in val[-1] and res.step == 2
+    ck = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["train_config"]["dislocation_probability"] == 1.0
+    assert TrainConfig.from_dict(ck["train_config"]).val_counts == {"weak": 1, "weak+disl": 1}

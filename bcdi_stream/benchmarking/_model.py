@@ -2,8 +2,10 @@
 
 A fixed simulated test set (seeds from :data:`bcdi_stream.training.TEST_SEED0`, disjoint from
 training and validation) in two classes, ``weak`` (peak-to-peak phase < π) and ``strong``
-(> 4π, see :mod:`bcdi_stream.training._datasets`). Every method runs on every crystal in the
-same process, one after the other, so the time ratios are measured under the same load.
+(> 4π, see :mod:`bcdi_stream.training._datasets`), and on request two more whose crystals all
+carry 1–2 dislocations, ``weak+disl`` and ``medium+disl`` (:data:`BENCH_CLASSES`). Every
+method runs on every crystal in the same process, one after the other, so the time ratios are
+measured under the same load.
 Success: phase RMSE < 0.3 rad and support IoU > 0.6 after alignment
 (:func:`bcdi_stream.analysis.compare`).
 """
@@ -21,6 +23,9 @@ import torch
 
 if TYPE_CHECKING:
     from bcdi_stream.config import AISettings, PhasingSettings
+
+#: Test classes, in the order that fixes each one's seed range (adding one never moves another).
+BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl")
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);
@@ -162,8 +167,9 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     machine : dict, optional
         Machine description recorded with the results.
     classes : tuple of str
-        Strain classes scored (``("weak",)`` and ``("strong",)`` can run as two processes
-        side by side, one CPU thread each; :func:`summarise` merges their rows).
+        Test classes scored, a subset of :data:`BENCH_CLASSES` (``("weak",)`` and
+        ``("strong",)`` can run as two processes side by side, one CPU thread each;
+        :func:`summarise` merges their rows).
     echo : callable
         Receives one line per crystal.
     ai : AISettings, optional
@@ -183,8 +189,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     from bcdi_stream.config import AISettings, PhasingSettings
     from bcdi_stream.training import TEST_SEED0, fixed_set
 
-    if not classes or any(c not in ("weak", "strong") for c in classes):
-        raise ValueError(f"classes must be a non-empty subset of (weak, strong), got {classes}")
+    if not classes or any(c not in BENCH_CLASSES for c in classes):
+        raise ValueError(f"classes must be a non-empty subset of {BENCH_CLASSES}, got {classes}")
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
     bad = [m for m in methods if m not in MODEL_METHODS]
@@ -215,9 +221,10 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
             rows = old.get("rows", [])
             echo(f"resuming {path}: {len(rows)} crystals already scored")
     done = {(r["class"], r["seed"]) for r in rows}
-    counts = {"weak": n_per_class, "strong": n_per_class}
+    # every class keeps its place (its seed range); the classes not scored draw nothing
+    counts = {c: n_per_class if c in classes else 0 for c in BENCH_CLASSES}
     for cls, seed, crystal in fixed_set(TEST_SEED0, counts, 64):
-        if cls not in classes or (cls, seed) in done:
+        if (cls, seed) in done:
             continue
         row: dict[str, Any] = {"class": cls, "seed": seed, "shape": crystal.spec.shape,
                                "phase_span_pi": round(crystal.meta["phase_span"] / 3.14159265, 2),

@@ -364,16 +364,17 @@ class CrystalSpec:
         n : int
             Grid side.
         strain : {"weak", "medium", "strong", "any"} or (lo, hi)
-            Peak-to-peak phase of the smooth part: "weak" < π (no dislocation), "medium" π–4π,
-            "strong" 4.5π–10π (with dislocations in about a third of the crystals), "any" one
-            of the three with equal odds, or a range in radians (dislocations only when
-            ``lo >= 4π``).
+            Peak-to-peak phase of the smooth part: "weak" < π (no dislocation), "medium" π–4π
+            (dislocations in 15 % of the crystals), "strong" 4.5π–10π (in 35 %), "any" one of
+            the three with equal odds, or a range in radians (dislocations in 35 % when
+            ``lo >= 4π``, else none); ``dislocation_probability`` overrides these odds.
         shapes : sequence of str, optional
             Shape kinds to draw from (uniformly); default all of them.
         strain_models : sequence of str, optional
             Strain models allowed; default all. The smooth ones present are a random non-empty
             subset; when only dislocation models are allowed, every crystal gets 1–2
-            dislocations and no smooth phase (not possible with "weak").
+            dislocations and no smooth phase (not possible where the odds of dislocations are
+            0, as for "weak" without ``dislocation_probability``).
         peak_counts : float or (lo, hi), optional
             Fixed peak counts, or a range drawn log-uniformly; default (1e4, 1e7).
         oversampling : (lo, hi), optional
@@ -381,7 +382,8 @@ class CrystalSpec:
         g_hat : tuple of 3 floats
             Scattering-vector direction.
         dislocation_probability : float, optional
-            Override the chance of dislocations where they are allowed.
+            Chance that the crystal gets 1–2 dislocations (screw or edge, among the allowed
+            ``strain_models``), at any strain level: overrides the level's odds above.
 
         Returns
         -------
@@ -449,7 +451,7 @@ class CrystalSpec:
             span_range = (lo, hi)
             level = "range"
             p_disl = 0.35 if lo >= 4 * math.pi else 0.0
-        if dislocation_probability is not None and p_disl > 0:
+        if dislocation_probability is not None:
             p_disl = dislocation_probability
         if not smooth_ok:
             if p_disl == 0.0:

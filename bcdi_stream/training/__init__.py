@@ -2,11 +2,13 @@
 
 from ._config import TrainConfig
 from ._datasets import (
+    DISLOCATED,
     MAX_MEAN_GRADIENT,
     STRAIN_CLASSES,
     TEST_SEED0,
     TRAIN_SEED0,
     VAL_SEED0,
+    class_arguments,
     draw_batch,
     draw_crystal,
     fixed_set,
@@ -15,6 +17,7 @@ from ._datasets import (
 from ._loop import TrainResult, load_checkpoint, train, validate
 
 __all__ = [
+    "DISLOCATED",
     "MAX_MEAN_GRADIENT",
     "STRAIN_CLASSES",
     "TEST_SEED0",
@@ -22,6 +25,7 @@ __all__ = [
     "VAL_SEED0",
     "TrainConfig",
     "TrainResult",
+    "class_arguments",
     "draw_batch",
     "draw_crystal",
     "fixed_set",

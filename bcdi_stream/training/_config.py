@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..model import ModelConfig
+from ._datasets import class_arguments
 
 __all__ = ["TrainConfig"]
 
@@ -34,12 +35,16 @@ class TrainConfig:
     strong_share : float
         Share of strongly strained crystals once the curriculum is over (the rest: weak and
         medium, half each).
+    dislocation_probability : float or None
+        Odds that a training crystal carries 1–2 dislocations, in every strain class (None:
+        the simulator's odds: weak 0, medium 15 %, strong 35 %).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
         Steps between checkpoints (``last.pt``, written atomically).
     val_counts : dict
-        Validation crystals per strain class (seeds disjoint from training and test).
+        Validation crystals per strain class (seeds disjoint from training and test); a class
+        name may carry the suffix ``"+disl"`` (every crystal with dislocations).
     object_weight : float
         ``"patterson"`` models: weight of the real-space :func:`~bcdi_stream.model.object_loss`
         added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
@@ -67,6 +72,7 @@ class TrainConfig:
     warmup: int = 100
     curriculum: float = 0.3
     strong_share: float = 0.5
+    dislocation_probability: float | None = None
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -91,6 +97,18 @@ class TrainConfig:
             raise ValueError(f"curriculum must be in [0, 1], got {self.curriculum}")
         if not 0 <= self.strong_share <= 1:
             raise ValueError(f"strong_share must be in [0, 1], got {self.strong_share}")
+        if self.dislocation_probability is not None and not (
+            0 <= self.dislocation_probability <= 1
+        ):
+            raise ValueError(
+                f"dislocation_probability must be in [0, 1], got {self.dislocation_probability}"
+            )
+        if not self.val_counts:
+            raise ValueError("val_counts must name at least one strain class")
+        for name, count in self.val_counts.items():
+            class_arguments(name)
+            if int(count) < 1:
+                raise ValueError(f"val_counts[{name!r}] must be >= 1, got {count}")
         if self.object_weight < 0:
             raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
         if self.threads < 0:

@@ -12,6 +12,11 @@ Strain classes (peak-to-peak phase of the smooth part):
   diffraction stays sampled (the simulator's own ``"strong"`` level reaches 1–2.3 rad/voxel,
   near Nyquist: aliased, not a phasing test). Draws over the cap are replaced by the next seed.
   The cap is for 64³ grids and scales as 64/N on other grids.
+
+A class name with the suffix :data:`DISLOCATED` (``"weak+disl"``, ``"medium+disl"``,
+``"strong+disl"``) is that class with 1–2 dislocations in every crystal (for validation and
+evaluation sets); ``dislocation_probability`` of the training stream sets the odds of
+dislocations in every class at once (by default the simulator's: 0, 15 %, 35 %).
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import torch
 from ..simulation import CrystalSpec, SimulatedCrystal, simulate_batch
 
 __all__ = [
+    "DISLOCATED",
     "MAX_MEAN_GRADIENT",
     "STRAIN_CLASSES",
     "TEST_SEED0",
     "TRAIN_SEED0",
     "VAL_SEED0",
     "Batch",
+    "class_arguments",
     "draw_batch",
     "draw_crystal",
     "fixed_set",
@@ -51,6 +58,45 @@ STRAIN_CLASSES: dict[str, dict] = {
 }
 
 
+#: Suffix of a strain-class name whose crystals all carry dislocations.
+DISLOCATED = "+disl"
+
+
+def class_arguments(strain_class: str, dislocation_probability: float | None = None
+                    ) -> dict:
+    """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
+
+    Parameters
+    ----------
+    strain_class : str
+        A key of :data:`STRAIN_CLASSES`, optionally with the suffix :data:`DISLOCATED`
+        (every crystal gets 1–2 dislocations).
+    dislocation_probability : float, optional
+        Odds of dislocations for a class without the suffix (default: the simulator's odds
+        for that strain level).
+
+    Returns
+    -------
+    dict
+    """
+    base = strain_class.removesuffix(DISLOCATED)
+    if base not in STRAIN_CLASSES:
+        raise ValueError(
+            f"strain_class: strain class must be one of {tuple(STRAIN_CLASSES)}, optionally "
+            f"with the suffix {DISLOCATED!r}, got {strain_class!r}"
+        )
+    if dislocation_probability is not None and not 0 <= dislocation_probability <= 1:
+        raise ValueError(
+            f"dislocation_probability must be in [0, 1], got {dislocation_probability}"
+        )
+    kw = dict(STRAIN_CLASSES[base])
+    if base != strain_class:
+        kw["dislocation_probability"] = 1.0
+    elif dislocation_probability is not None:
+        kw["dislocation_probability"] = float(dislocation_probability)
+    return kw
+
+
 def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
                  ) -> tuple[SimulatedCrystal, int]:
     """Simulate the first acceptable crystal of ``strain_class`` from ``seed`` onwards.
@@ -59,8 +105,9 @@ def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
     ----------
     seed : int
         First seed tried.
-    strain_class : {"weak", "medium", "strong"}
-        See the module docstring.
+    strain_class : str
+        ``"weak"``, ``"medium"`` or ``"strong"``, optionally with the suffix
+        :data:`DISLOCATED` (see the module docstring).
     n : int
         Grid side.
     max_tries : int
@@ -71,20 +118,20 @@ def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
     (SimulatedCrystal, int)
         The crystal and the seed that produced it.
     """
-    if strain_class not in STRAIN_CLASSES:
-        raise ValueError(
-            f"strain_class must be one of {tuple(STRAIN_CLASSES)}, got {strain_class!r}"
-        )
+    class_arguments(strain_class)
     return draw_batch([(seed, strain_class)], n, "cpu", max_tries)[0]
 
 
 def _accept(c: SimulatedCrystal, strain_class: str, n: int) -> bool:
     # the cap scales as 64/n: the same crystals on a coarser grid are steeper per voxel
-    return strain_class != "strong" or c.meta["phase_gradient_mean"] <= MAX_MEAN_GRADIENT * 64 / n
+    if strain_class.removesuffix(DISLOCATED) != "strong":
+        return True
+    return c.meta["phase_gradient_mean"] <= MAX_MEAN_GRADIENT * 64 / n
 
 
 def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.device = "cpu",
-               max_tries: int = 50) -> list[tuple[SimulatedCrystal, int]]:
+               max_tries: int = 50, *, dislocation_probability: float | None = None
+               ) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
     Item ``i`` gets the same crystal as ``draw_crystal(*items[i], n)`` (to float rounding on
@@ -101,6 +148,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
         Where the crystals are simulated (and stay): ``"cuda"`` vectorises 64 at a time.
     max_tries : int
         Seeds tried per item before giving up.
+    dislocation_probability : float, optional
+        Odds of dislocations in every class without the :data:`DISLOCATED` suffix (default:
+        the simulator's odds of each strain level).
 
     Returns
     -------
@@ -109,17 +159,15 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     """
     if not items:
         raise ValueError("items must not be empty")
-    for _, name in items:
-        if name not in STRAIN_CLASSES:
-            raise ValueError(
-                f"items: strain class must be one of {tuple(STRAIN_CLASSES)}, got {name!r}"
-            )
+    try:
+        kwargs = {name: class_arguments(name, dislocation_probability) for _, name in items}
+    except ValueError as exc:
+        raise ValueError(f"items: {exc}") from exc
     out: list[tuple[SimulatedCrystal, int] | None] = [None] * len(items)
     seeds = [int(s) for s, _ in items]
     pending = list(range(len(items)))
     for _ in range(max_tries):
-        specs = [CrystalSpec.random(seeds[i], n=n, **STRAIN_CLASSES[items[i][1]])
-                 for i in pending]
+        specs = [CrystalSpec.random(seeds[i], n=n, **kwargs[items[i][1]]) for i in pending]
         batch = simulate_batch(specs, device=device)
         rejected = []
         for i, c in zip(pending, batch, strict=True):
@@ -181,13 +229,15 @@ def class_mix(step: int, steps: int, curriculum: float, strong_share: float = 0.
 def training_batches(start_sample: int, batch_size: int, steps: int, curriculum: float,
                      n: int = 64, start_step: int = 0,
                      device: str | torch.device = "cpu",
-                     strong_share: float = 0.5) -> Iterator[Batch]:
+                     strong_share: float = 0.5,
+                     dislocation_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
     seeds from ``TRAIN_SEED0 + 100 * k`` and draws its class from a generator seeded by ``k``.
     The batch is simulated on ``device`` (:func:`draw_batch`: one by one on a CPU, vectorised on
-    a GPU; the same crystals either way) and stays there.
+    a GPU; the same crystals either way) and stays there. ``dislocation_probability`` sets the
+    odds of dislocations in every class (default: the simulator's odds of each strain level).
     """
     dev = torch.device(device)
     k = start_sample
@@ -202,7 +252,7 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
             cls = names[int(rng.choice(len(names), p=probs / probs.sum()))]
             wanted.append((TRAIN_SEED0 + 100 * k, cls))
             k += 1
-        drawn = draw_batch(wanted, n, dev)
+        drawn = draw_batch(wanted, n, dev, dislocation_probability=dislocation_probability)
         items = [(c, s, cls) for (c, s), (_, cls) in zip(drawn, wanted, strict=True)]
         step += 1
         yield Batch(

@@ -202,7 +202,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     running_obj: list[float] = []
     batches = training_batches(samples, config.batch_size, config.steps, config.curriculum,
                                config.model.grid, start_step=step, device=dev,
-                               strong_share=config.strong_share)
+                               strong_share=config.strong_share,
+                               dislocation_probability=config.dislocation_probability)
     while step < config.steps and (until_step is None or step < until_step):
         batch = next(batches)
         for g in opt.param_groups:

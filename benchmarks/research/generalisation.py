@@ -1,8 +1,9 @@
 """The shipped AI refinement on crystals outside the training distribution.
 
 Variants of the simulator's weak class (seeds 4_100_000_000 + 1000 k, disjoint from training,
-validation and the test set): photon-starved, high background, the largest crystals, other
-grid sizes, a medium strain span; and the validation crystals with the pattern centred on its
+validation and the test set): photon-starved or very bright, high background, the largest
+crystals, one shape only, other grid sizes, a medium strain span, 1–2 dislocations in every
+crystal (weak or medium smooth strain); and the validation crystals with the pattern centred on its
 brightest pixel instead of its centre of mass (what another pipeline may hand us). Each crystal
 is phased by AI + the shipped refinement (``phase_ai``: RAAR 100 + ER 100 until session 5,
 HIO 100 + ER 100 since) and, with ``--random``, by RAAR 100 + ER 100 from random phases;
@@ -14,6 +15,7 @@ excess misfit, the ``auto`` trigger) and a summary per variant.
     python benchmarks/research/generalisation.py --variants max_centred --cls strong --n 20
     python benchmarks/research/generalisation.py --variants photons2e3 medium --n 20 --truth
     python benchmarks/research/generalisation.py --variants bg3 photons2e3 medium --n 10
+    python benchmarks/research/generalisation.py --variants weak_disl medium_disl --n 10 --truth
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ VARIANTS: dict[str, dict] = {
     "grid48": {"n": 48, "strain": "weak"},
     "grid128": {"n": 128, "strain": "weak", "oversampling": (4.0, 4.4)},
     "medium": {"n": 64, "strain": (1.0 * math.pi, 2.5 * math.pi)},
+    "photons1e8": {"n": 64, "strain": "weak", "peak_counts": 1e8},
+    "photons1e9": {"n": 64, "strain": "weak", "peak_counts": 1e9},
+    "sphere": {"n": 64, "strain": "weak", "shapes": ("sphere",)},
+    "rod": {"n": 64, "strain": "weak", "shapes": ("rod",)},
+    "platelet": {"n": 64, "strain": "weak", "shapes": ("platelet",)},
+    "weak_disl": {"n": 64, "strain": "weak", "dislocation_probability": 1.0},
+    "medium_disl": {"n": 64, "strain": "medium", "dislocation_probability": 1.0},
 }
 
 

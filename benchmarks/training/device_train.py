@@ -10,7 +10,8 @@ Needs only torch, numpy and scipy (what the device image has): run it from the r
 with ``PYTHONPATH=.``, e.g. through the device tool::
 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/training/device_train.py \\
-        --out $OUT --minutes 8 --steps 3000 --batch-size 32 --channels 32,64,128,256
+        --out $OUT --minutes 8 --steps 3000 --batch-size 32 --channels 32,64,128,256 \\
+        --dislocations 0.4
 
 and on a CPU, as a smoke test::
 
@@ -41,9 +42,13 @@ def main() -> None:
     ap.add_argument("--channels", default="32,64,128,256")
     ap.add_argument("--strong-share", type=float, default=0.5)
     ap.add_argument("--curriculum", type=float, default=0.3)
+    ap.add_argument("--dislocations", type=float, default=None,
+                    help="odds of dislocations in every strain class (default: the "
+                    "simulator's, weak 0, medium 0.15, strong 0.35)")
     ap.add_argument("--init-from", default="", help="weights/checkpoint to fine-tune")
     ap.add_argument("--first-sample", type=int, default=0)
-    ap.add_argument("--val", type=int, default=6, help="validation crystals per class")
+    ap.add_argument("--val", type=int, default=6,
+                    help="validation crystals per class (weak, strong, weak+disl, medium+disl)")
     ap.add_argument("--val-every", type=int, default=250)
     args = ap.parse_args()
 
@@ -60,8 +65,9 @@ def main() -> None:
         model=ModelConfig(unet=UNetConfig(channels=channels)), steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, curriculum=args.curriculum,
         strong_share=args.strong_share, val_every=args.val_every,
-        checkpoint_every=max(50, args.val_every), val_counts={"weak": args.val,
-                                                              "strong": args.val},
+        checkpoint_every=max(50, args.val_every),
+        val_counts=dict.fromkeys(("weak", "strong", "weak+disl", "medium+disl"), args.val),
+        dislocation_probability=args.dislocations,
         device=args.device, init_from=args.init_from, first_sample=args.first_sample,
     )
     if torch.cuda.is_available():
@@ -73,7 +79,9 @@ def main() -> None:
         if "wca_weak" in info or step == 1:
             line = (f"{time.strftime('%H:%M:%S')} step {step}/{total} loss {info['loss']:.4f} "
                     f"WCA weak {info.get('wca_weak', float('nan')):.3f} strong "
-                    f"{info.get('wca_strong', float('nan')):.3f} "
+                    f"{info.get('wca_strong', float('nan')):.3f} weak+disl "
+                    f"{info.get('wca_weak+disl', float('nan')):.3f} medium+disl "
+                    f"{info.get('wca_medium+disl', float('nan')):.3f} "
                     f"{time.perf_counter() - t0:.0f} s")
             print(line, flush=True)
             with console_path.open("a") as console:
