@@ -15,7 +15,8 @@ excess misfit, the ``auto`` trigger) and a summary per variant.
     python benchmarks/research/generalisation.py --variants max_centred --cls strong --n 20
     python benchmarks/research/generalisation.py --variants photons2e3 medium --n 20 --truth
     python benchmarks/research/generalisation.py --variants bg3 photons2e3 medium --n 10
-    python benchmarks/research/generalisation.py --variants weak_disl medium_disl --n 10 --truth
+    python benchmarks/research/generalisation.py --variants weak_disl medium_disl --n 10 \\
+        --truth --random
 """
 
 from __future__ import annotations

@@ -26,8 +26,6 @@ def main() -> None:
                     help="weights files or training checkpoints")
     ap.add_argument("--classes", nargs="+", default=["weak=10", "strong=10"],
                     help="class=count (a class may end in +disl)")
-    ap.add_argument("--first", type=int, default=0,
-                    help="skip this many crystals of each class (to split a run in two)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -40,19 +38,17 @@ def main() -> None:
     models = {Path(m).parent.name if Path(m).name == "last.pt" else Path(m).stem:
               load_model(m) for m in args.models}
     totals = {cls: dict.fromkeys(models, 0) for cls in counts}
-    seen = dict.fromkeys(counts, 0)
-    # the class order fixes each class's seed range (fixed_set), so keep it between runs
+    # the class order fixes each class's seed range (fixed_set), so keep it between runs; a
+    # count of 0 keeps a class's place (to split the classes over two processes)
     for cls, seed, c in fixed_set(VAL_SEED0, counts):
-        seen[cls] += 1
-        if seen[cls] <= args.first:
-            continue
         row: dict = {"class": cls, "seed": seed}
         for label, loaded in models.items():
             res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
             score_into(row, totals[cls], label, res, c)
         print(json.dumps(row), flush=True)
     for cls, t in totals.items():
-        print_totals(cls, t, seen[cls] - min(seen[cls], args.first))
+        print_totals(cls, t, counts[cls])
+
 
 if __name__ == "__main__":
     main()

@@ -76,13 +76,12 @@ def main() -> None:
     console_path = args.out / "train.out"
 
     def tick(step: int, total: int, info: dict) -> None:
-        if "wca_weak" in info or step == 1:
+        wca = {k.removeprefix("wca_"): v for k, v in info.items() if k.startswith("wca_")}
+        if wca or step == 1:
             line = (f"{time.strftime('%H:%M:%S')} step {step}/{total} loss {info['loss']:.4f} "
-                    f"WCA weak {info.get('wca_weak', float('nan')):.3f} strong "
-                    f"{info.get('wca_strong', float('nan')):.3f} weak+disl "
-                    f"{info.get('wca_weak+disl', float('nan')):.3f} medium+disl "
-                    f"{info.get('wca_medium+disl', float('nan')):.3f} "
-                    f"{time.perf_counter() - t0:.0f} s")
+                    + ("WCA " + ", ".join(f"{k} {v:.3f}" for k, v in wca.items()) + " "
+                       if wca else "")
+                    + f"{time.perf_counter() - t0:.0f} s")
             print(line, flush=True)
             with console_path.open("a") as console:
                 console.write(line + "\n")
