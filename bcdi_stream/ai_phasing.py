@@ -10,6 +10,12 @@ peak at ``N // 2``. Along an axis longer than ``G`` the model sees the central `
 predicted phase fills that central region of reciprocal space; outside it the start takes
 seeded uniform random phases, which ER then fixes. The preprocessor of the live service
 (:func:`bcdi_stream.preprocess.prepare_frames`) already crops scans to 64³.
+
+Views: reflecting the pattern along some axes reflects the object along the same axes, so the
+model can be asked the same question eight ways (:data:`N_VIEWS`, :func:`view_axes`): the
+prediction for a reflected pattern, reflected back, is another start of about the same quality
+whose refinement succeeds or fails on its own. The ``auto`` method refines further views when
+the first one's result does not fit the data (:func:`phase_auto`).
 """
 
 from __future__ import annotations
@@ -35,14 +41,31 @@ from .phasing import (
 )
 from .preprocess import bragg_offset
 
-__all__ = ["OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model", "phase_ai", "phase_auto",
-           "predict_start", "seeded_starts"]
+__all__ = ["N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model", "phase_ai",
+           "phase_auto", "predict_start", "seeded_starts", "view_axes"]
 
 #: Pixels the pattern's centre of mass must be off the grid centre (along some axis) before the
 #: prediction corrects for it. The training patterns themselves lie within ~0.75 px: the
 #: simulator centres a pattern by removing the object's mean (wrapped) phase gradient, which
 #: for strongly strained crystals differs from the centre of mass by up to that much.
 OFFSET_MIN: float = 1.0
+
+#: Views of a pattern the model can be asked about: view ``v`` reflects the axes whose bit is
+#: set in ``v`` (:func:`view_axes`); view 0 is the pattern as measured.
+N_VIEWS: int = 8
+
+
+def view_axes(view: int) -> tuple[int, ...]:
+    """The spatial axes (0, 1, 2 = z, y, x) that view ``view`` reflects about the grid centre.
+
+    Parameters
+    ----------
+    view : int
+        ``0 … N_VIEWS − 1``; axis ``a`` is reflected when bit ``a`` of ``view`` is set.
+    """
+    if not 0 <= int(view) < N_VIEWS:
+        raise ValueError(f"view must be in 0..{N_VIEWS - 1}, got {view}")
+    return tuple(a for a in range(3) if (int(view) >> a) & 1)
 
 
 @dataclass
@@ -66,9 +89,13 @@ class AIStart:
         prediction shows no detector blur.
     offset : tuple of 3 floats or None
         Centre of mass of the model's input pattern in pixels from the grid centre
-        (:func:`bcdi_stream.preprocess.bragg_offset`, capped at G/8). When it reaches
-        :data:`OFFSET_MIN` along some axis, the prediction is made for the pattern centred
-        exactly and moved back. None for ``"direct"`` models.
+        (:func:`bcdi_stream.preprocess.bragg_offset`, capped at G/8; of the reflected pattern
+        for a view other than 0). When it reaches :data:`OFFSET_MIN` along some axis, the
+        prediction is made for the pattern centred exactly and moved back. None for
+        ``"direct"`` models.
+    view : int
+        Which view of the pattern the model saw (:func:`view_axes`); the prediction is
+        reflected back, so ``obj`` and ``phase_q`` belong to the pattern as given.
     """
 
     obj: torch.Tensor
@@ -77,6 +104,7 @@ class AIStart:
     seconds: float
     psf_sigma: tuple[float, float, float] | None = None
     offset: tuple[float, float, float] | None = None
+    view: int = 0
 
 
 @functools.lru_cache(maxsize=4)
@@ -123,7 +151,7 @@ def _windows(shape: tuple[int, ...], g: int) -> tuple[tuple[slice, ...], tuple[s
 @torch.no_grad()
 def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tensor | None = None,
                   *, seed: int = 0, settings: PhasingSettings | None = None,
-                  estimate_psf: bool = False) -> AIStart:
+                  estimate_psf: bool = False, view: int = 0) -> AIStart:
     """Predict φ(q) and build the ER start ``IFFT(√I·e^{iφ})`` and its support.
 
     Parameters
@@ -141,9 +169,13 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     estimate_psf : bool
         Also make a detector-blur hypothesis from the predicted object (``"patterson"``
         models; :attr:`AIStart.psf_sigma`), on the model's grid.
+    view : int
+        Show the model the pattern reflected along :func:`view_axes` ``(view)`` and reflect
+        its prediction back (0: as measured).
     """
     if intensity.ndim != 3:
         raise ValueError(f"intensity must be 3D, got shape {tuple(intensity.shape)}")
+    axes = view_axes(view)
     settings = settings or PhasingSettings()
     t0 = time.perf_counter()
     model = loaded.model
@@ -155,11 +187,13 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     d_sl, m_sl = _windows(tuple(data.shape), g)
     x = torch.zeros((g, g, g), device=dev)
     x[m_sl] = data[d_sl]
+    x = physics.reflect(x, axes)
     psf_sigma = None
     offset = None
     if model.config.kind == "patterson":
         bad = torch.ones((g, g, g), dtype=torch.bool, device=dev)
         bad[m_sl] = False if mask is None else mask.to(dev, torch.bool)[d_sl]
+        bad = physics.reflect(bad, axes)
         # the model was trained on patterns whose centre of mass lies within ~0.75 px of g // 2:
         # a pattern further off is predicted as if centred, and the object is moved (a phase
         # ramp) to where the data put it
@@ -174,6 +208,7 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
             psf_sigma = detector_blur_of(obj_m, x, bad)
     else:
         phi_m = model.predict_phase(x[None])[0]
+    phi_m = physics.reflect(phi_m, axes)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
     phi[d_sl] = phi_m[m_sl]
@@ -182,14 +217,15 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
                                  settings.shrinkwrap_threshold)
     return AIStart(obj=obj, support=support, phase_q=phi, seconds=time.perf_counter() - t0,
                    psf_sigma=psf_sigma,
-                   offset=None if offset is None else tuple(float(v) for v in offset))
+                   offset=None if offset is None else tuple(float(v) for v in offset),
+                   view=int(view))
 
 
 def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,
              n_raar: int = 0, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
              device: str | torch.device | None = None, psf_hypothesis: int = 60,
-             n_hio: int = 100) -> tuple[PhasingResult, AIStart]:
+             n_hio: int = 100, view: int = 0) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_raar`` RAAR, ``n_hio`` HIO and ``n_er``
     ER iterations.
 
@@ -224,6 +260,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     n_hio : int
         HIO iterations after the RAAR ones (the default refinement is HIO 100 + ER 100:
         docs/MODEL_RESEARCH.md, session 6).
+    view : int
+        Which view of the pattern the model predicts (:func:`view_axes`; 0: as measured).
 
     Returns
     -------
@@ -238,7 +276,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     if n_raar < 0 or n_hio < 0 or n_er < 0:
         raise ValueError(f"n_raar, n_hio and n_er must be >= 0, got {n_raar}, {n_hio}, {n_er}")
     auto_psf = psf_hypothesis > 0 and settings.psf == "auto"
-    start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf)
+    start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf,
+                          view=view)
 
     def refine(n_r: int, n_h: int, n_e: int, psf_start: Any) -> PhasingResult:
         if n_raar + n_hio > 0:
@@ -276,14 +315,16 @@ class AutoOutcome:
     result : PhasingResult
         The kept reconstruction.
     start : AIStart
-        The prediction.
+        The prediction of view 0 (the pattern as measured).
     ai_result : PhasingResult
-        The AI + refinement result (``result`` itself unless the fallback won).
+        The AI + refinement result of view 0 (``result`` itself unless the fallback won).
     used : str
-        ``"ai"`` or ``"auto:conventional"`` (the fallback had the lower LLK).
+        ``"ai"``, ``"auto:view<v>"`` (view ``v``'s refinement had the lowest LLK) or
+        ``"auto:conventional"`` (the conventional recipe had it).
     fallback : dict or None
-        ``reason``, ``ai_llk``, ``conventional_llk``, ``ai_misfit``, ``conventional_misfit``
-        when the fallback ran, else None.
+        When the fallback ran: ``reason``, ``ai_llk``, ``ai_misfit``, ``views`` (one
+        ``{"view", "llk", "misfit"}`` per view refined) and, when the conventional recipe
+        ran, ``conventional_llk`` and ``conventional_misfit``; else None.
     misfit : float
         Excess misfit of ``result`` (:func:`bcdi_stream.phasing.excess_misfit`).
     """
@@ -339,12 +380,16 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
                fallback: bool = True) -> AutoOutcome:
     """The ``ai`` method and, with ``fallback``, the ``auto`` method's fallback.
 
-    :func:`phase_ai` with the iterations of ``ai``; then, when ``fallback`` is set and the
+    :func:`phase_ai` with the iterations of ``ai``. Then, when ``fallback`` is set and the
     result's excess misfit (:func:`bcdi_stream.phasing.excess_misfit`, the share of the
-    measured intensity left unexplained beyond Poisson noise) exceeds ``ai.fallback_misfit``,
-    the conventional recipe
-    (``settings``, ``ai.fallback_runs`` or ``settings.runs`` runs) started from the AI phase
-    (:func:`seeded_starts`); the lower LLK is kept.
+    measured intensity left unexplained beyond Poisson noise) exceeds ``ai.fallback_misfit``:
+
+    1. the other views of the pattern (:func:`view_axes`), ``1 … ai.views − 1`` in turn, each
+       predicted and refined like the first, until one fits (excess misfit at most
+       ``ai.fallback_misfit``); the lowest LLK so far is kept. Each costs what the first did;
+    2. if none fits and ``ai.fallback_conventional`` is set, the conventional recipe
+       (``settings``, ``ai.fallback_runs`` or ``settings.runs`` runs) started from the kept
+       view's phase (:func:`seeded_starts`); the lower LLK is kept.
 
     Parameters
     ----------
@@ -353,7 +398,7 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
     loaded : LoadedModel
         The model.
     ai : AISettings
-        Iterations, blur hypothesis, fallback threshold and runs.
+        Iterations, blur hypothesis, views, fallback threshold, recipe and runs.
     settings : PhasingSettings
         Shrink-wrap, PSF and the fallback recipe.
     seed : int
@@ -369,26 +414,43 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
     -------
     AutoOutcome
     """
-    result, start = phase_ai(intensity, mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
-                             n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
-                             seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis)
     data = torch.as_tensor(intensity)
     bad = None if mask is None else torch.as_tensor(mask).to(data.device).bool()
-    misfit = float(excess_misfit(result.obj, data, bad, psf_sigma=result.psf_sigma))
+
+    def refined(view: int) -> tuple[PhasingResult, AIStart, float]:
+        res, st = phase_ai(intensity, mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
+                           n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
+                           seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis,
+                           view=view)
+        return res, st, float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma))
+
+    result, start, misfit = refined(0)
     out = AutoOutcome(result=result, start=start, ai_result=result, used="ai", fallback=None,
                       misfit=misfit)
     if not fallback or misfit <= ai.fallback_misfit:
+        return out
+    out.fallback = {"reason": f"AI+ER excess misfit {misfit:.3g} > {ai.fallback_misfit:g}",
+                    "ai_llk": float(result.llk), "ai_misfit": misfit, "views": []}
+    kept_phase = start.phase_q
+    for view in range(1, ai.views):
+        res_v, start_v, misfit_v = refined(view)
+        out.fallback["views"].append({"view": view, "llk": float(res_v.llk),
+                                      "misfit": misfit_v})
+        if res_v.llk < out.result.llk:
+            out.result, out.used, out.misfit = res_v, f"auto:view{view}", misfit_v
+            kept_phase = start_v.phase_q
+        if misfit_v <= ai.fallback_misfit:
+            return out
+    if not ai.fallback_conventional:
         return out
     runs = ai.fallback_runs or settings.runs
     conv = run_conventional(
         data, bad, settings=settings.model_copy(update={"runs": runs}), seed=seed,
         device=device, progress=progress,
-        obj_init=seeded_starts(data, bad, start.phase_q.to(data.device), runs, seed),
+        obj_init=seeded_starts(data, bad, kept_phase.to(data.device), runs, seed),
     )
     conv_misfit = float(excess_misfit(conv.obj, data, bad, psf_sigma=conv.psf_sigma))
-    out.fallback = {"reason": f"AI+ER excess misfit {misfit:.3g} > {ai.fallback_misfit:g}",
-                    "ai_llk": float(result.llk), "conventional_llk": float(conv.llk),
-                    "ai_misfit": misfit, "conventional_misfit": conv_misfit}
-    if conv.llk < result.llk:
+    out.fallback.update(conventional_llk=float(conv.llk), conventional_misfit=conv_misfit)
+    if conv.llk < out.result.llk:
         out.result, out.used, out.misfit = conv, "auto:conventional", conv_misfit
     return out

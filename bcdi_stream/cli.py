@@ -51,6 +51,7 @@ class BenchmarkName(StrEnum):
     iteration = "iteration"
     conventional = "conventional"
     simulator = "simulator"
+    training = "training"
     model = "model"
     all = "all"
 
@@ -401,16 +402,18 @@ def benchmark(
         "(every crystal with 1-2 dislocations).")] = "weak,strong",
     methods: Annotated[str, typer.Option(
         help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional,"
-        "auto; auto runs the conventional recipe after each AI failure)."
+        "ai_views,auto; after each AI result that does not fit, ai_views refines the other "
+        "views of the pattern and auto then runs the conventional recipe)."
     )] = "ai_er,ai_er_only,ai,random_er,conventional",
 ) -> None:
     """Measure speed and skill: ER iteration vs FFT pair, conventional recipe per scan,
-    simulator rate, and (``model``) AI+ER / AI / random-start ER / conventional on the fixed
-    test set of weak and strong crystals. ``all`` runs the speed benchmarks."""
+    simulator rate, training step time (float32 vs bfloat16 autocast), and (``model``) the
+    reconstruction methods on the fixed test set. ``all`` runs the speed benchmarks."""
     from bcdi_stream import benchmarking
 
     _apply_threads(threads)
-    names = (["iteration", "simulator", "conventional"] if name == BenchmarkName.all
+    names = (["iteration", "simulator", "conventional", "training"]
+             if name == BenchmarkName.all
              else [name.value])
     results: dict[str, Any] = {"machine": benchmarking.machine_info(device)}
     if name == BenchmarkName.model:

@@ -76,6 +76,22 @@ class AISettings(BaseModel):
         "flags 22/22 failures and 4/38 successes of 60 validation crystals, where the LLK > "
         "1.5 of sessions 6-7 flagged 17/22 and 22/38; docs/MODEL_RESEARCH.md session 8)",
     )
+    views: int = Field(
+        8,
+        ge=1,
+        le=8,
+        description="auto: when the AI+ER result's excess misfit exceeds fallback_misfit, "
+        "refine views 1..views-1 of the pattern (reflected along some axes, the prediction "
+        "reflected back) in turn until one fits, keeping the lowest LLK, before the "
+        "conventional recipe (1: straight to the recipe; 20 strong validation crystals: 3/20 "
+        "solved by view 0 alone, 6/20 by the best of 8; docs/MODEL_RESEARCH.md session 10)",
+    )
+    fallback_conventional: bool = Field(
+        True,
+        description="auto: when no view fits, run the conventional recipe seeded by the best "
+        "view (false: stop after the views, so that auto costs at most `views` times the ai "
+        "method's time)",
+    )
     fallback_runs: int | None = Field(
         None,
         ge=1,

@@ -63,6 +63,7 @@ __all__ = [
     "fourier_shift",
     "ifft_centered",
     "reciprocal_phase",
+    "reflect",
     "scattering_vector_norm",
     "shift_ramp",
     "twin",
@@ -149,6 +150,37 @@ def twin(obj: torch.Tensor) -> torch.Tensor:
     if not torch.is_complex(obj):
         obj = obj.to(torch.complex64)
     return ifft_centered(torch.conj(fft_centered(obj)))
+
+
+def reflect(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """Reflect a centred array about the grid centre ``N // 2`` along some spatial axes.
+
+    Index ``i`` goes to ``(2·(N // 2) − i) mod N``: on even grids a plain flip is off by one
+    voxel. Reflecting a diffraction pattern along an axis reflects its object along the same
+    axis (``FFT(ρ(−z, y, x)) = F(−q_z, q_y, q_x)``), and the reciprocal-space phase with it.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Centred array, spatial axes last.
+    axes : sequence of int
+        Spatial axes to reflect, each in ``0, 1, 2`` (z, y, x); empty: ``x`` itself.
+
+    Returns
+    -------
+    torch.Tensor
+        The reflected array (a new tensor unless ``axes`` is empty).
+    """
+    axes = [int(a) for a in axes]
+    if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+        raise ValueError(f"axes must be distinct spatial axes in (0, 1, 2), got {axes}")
+    if x.ndim < 3:
+        raise ValueError(f"x must have 3 spatial axes, got shape {tuple(x.shape)}")
+    if not axes:
+        return x
+    dims = [a - 3 for a in axes]
+    shifts = [2 * (x.shape[d] // 2) - x.shape[d] + 1 for d in dims]
+    return torch.roll(torch.flip(x, dims), shifts, dims)
 
 
 def fourier_shift(x: torch.Tensor, shift: Sequence[float] | torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,13 @@ import torch
 
 from bcdi_stream import physics
 from bcdi_stream.ai_phasing import (
+    N_VIEWS,
     OFFSET_MIN,
     cached_model,
     phase_auto,
     predict_start,
     seeded_starts,
+    view_axes,
 )
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
@@ -55,15 +57,78 @@ def test_ai_method_runs_and_records_the_model(weights, crystal) -> None:
     assert rec.quality["llk"] > 0 and len(rec.quality["psf_sigma"]) == 3
 
 
+def _fallback_llks(fb: dict) -> dict[str, float]:
+    """``used`` label → LLK of every result the fallback produced."""
+    llks = {"ai": fb["ai_llk"], **{f"auto:view{v['view']}": v["llk"] for v in fb["views"]}}
+    if "conventional_llk" in fb:
+        llks["auto:conventional"] = fb["conventional_llk"]
+    return llks
+
+
 def test_auto_falls_back_when_the_misfit_is_poor(weights, crystal) -> None:
     rec = reconstruct(crystal.intensity, crystal.mask, method="auto",
                       settings=_settings(weights, fallback_misfit=1e-9, fallback_runs=2))
     fb = rec.quality["fallback"]
     assert fb["ai_misfit"] > 1e-9 and "excess misfit" in fb["reason"]
-    assert rec.method in ("ai", "auto:conventional")
-    assert rec.quality["llk"] == pytest.approx(min(fb["ai_llk"], fb["conventional_llk"]))
-    kept = "conventional" if rec.method == "auto:conventional" else "ai"
-    assert rec.quality["excess_misfit"] == pytest.approx(fb[f"{kept}_misfit"])
+    # no view fits a threshold of 1e-9: all are refined, then the conventional recipe
+    assert [v["view"] for v in fb["views"]] == list(range(1, N_VIEWS))
+    llks = _fallback_llks(fb)
+    assert set(llks) == {"ai", "auto:conventional", *(f"auto:view{v}" for v in range(1, 8))}
+    # the lowest LLK is kept, and the result says which
+    assert rec.method == min(llks, key=llks.get)
+    assert rec.quality["llk"] == pytest.approx(min(llks.values()))
+    misfits = {"ai": fb["ai_misfit"], "auto:conventional": fb["conventional_misfit"],
+               **{f"auto:view{v['view']}": v["misfit"] for v in fb["views"]}}
+    assert rec.quality["excess_misfit"] == pytest.approx(misfits[rec.method])
+
+
+def test_auto_views_stop_at_the_first_that_fits(weights, crystal) -> None:
+    s = _settings(weights, fallback_misfit=1e-9, views=4, fallback_conventional=False)
+    loaded = cached_model(weights)
+    out = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s.ai,
+                     settings=s.phasing)
+    fb = out.fallback
+    # views 1..3, no conventional recipe
+    assert [v["view"] for v in fb["views"]] == [1, 2, 3] and "conventional_llk" not in fb
+    llks = _fallback_llks(fb)
+    assert out.used == min(llks, key=llks.get) and out.result.llk == pytest.approx(
+        min(llks.values()))
+    # with the best view's misfit as the threshold, the search stops at the first view that
+    # reaches it (or never starts, if view 0 already does)
+    misfits = [fb["ai_misfit"]] + [v["misfit"] for v in fb["views"]]
+    thr = min(misfits[1:])
+    s2 = _settings(weights, fallback_misfit=thr, views=4, fallback_conventional=False)
+    again = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s2.ai,
+                       settings=s2.phasing)
+    if misfits[0] <= thr:
+        assert again.fallback is None and again.used == "ai"
+    else:
+        stop = next(k for k in range(1, 4) if misfits[k] <= thr)
+        assert [v["view"] for v in again.fallback["views"]] == list(range(1, stop + 1))
+    one = _settings(weights, fallback_misfit=1e-9, views=1, fallback_runs=2)
+    straight = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=one.ai,
+                          settings=one.phasing)
+    assert straight.fallback["views"] == [] and "conventional_llk" in straight.fallback
+
+
+def test_views_reflect_the_pattern_and_the_prediction_back(weights) -> None:
+    assert view_axes(0) == () and view_axes(5) == (0, 2) and view_axes(7) == (0, 1, 2)
+    with pytest.raises(ValueError, match="view"):
+        view_axes(N_VIEWS)
+    loaded = cached_model(weights)
+    data = simulate_crystal(3, n=32, strain="strong", device="cpu").intensity
+    for view in (1, 6):
+        axes = view_axes(view)
+        a = predict_start(loaded, data, view=view)
+        b = predict_start(loaded, physics.reflect(data, axes))
+        assert a.view == view and b.view == 0
+        # the model saw the same (reflected) pattern; its phase is reflected back
+        assert torch.allclose(torch.polar(torch.ones_like(a.phase_q), a.phase_q),
+                              physics.reflect(torch.polar(torch.ones_like(b.phase_q),
+                                                          b.phase_q), axes), atol=1e-4)
+        assert a.offset == pytest.approx(b.offset)
+    with pytest.raises(ValueError, match="view"):
+        predict_start(loaded, data, view=-1)
 
 
 def test_auto_keeps_ai_when_the_misfit_is_good(weights, crystal) -> None:
@@ -84,7 +149,7 @@ def test_phase_auto_without_fallback_is_the_ai_method(weights, crystal) -> None:
     # the same AI refinement, then the fallback; the lower LLK is kept
     assert fb.ai_result.llk == pytest.approx(out.ai_result.llk)
     assert fb.fallback is not None and fb.result.llk == pytest.approx(
-        min(fb.fallback["ai_llk"], fb.fallback["conventional_llk"]))
+        min(_fallback_llks(fb.fallback).values()))
 
 
 def test_seeded_starts_keep_the_measured_modulus_and_the_ai_phase(crystal) -> None:

@@ -98,11 +98,30 @@ def test_benchmark_model_scores_auto_with_its_fallback(trained: Path, tmp_path: 
     res = json.loads(out.read_text())
     (row,) = res["rows"]
     auto, ai_er = row["auto"], row["ai_er"]
-    assert auto["fell_back"] and auto["used"] in ("ai", "auto:conventional")
+    assert auto["fell_back"] and auto["views"] == 8
+    assert auto["used"] in ("ai", "auto:conventional", *(f"auto:view{v}" for v in range(1, 8)))
     # the same AI refinement first, then the lower LLK of it and the fallback is kept
     assert auto["llk"] <= ai_er["llk"] and auto["excess_misfit"] > 1e-9
     assert auto["seconds"] > ai_er["seconds"]
     assert res["summary"]["weak"]["auto"]["fell_back"] == 1 and "| weak | auto |" in table
+    assert res["summary"]["weak"]["auto"]["mean_views"] == 8
+
+
+def test_benchmark_model_scores_the_views_without_the_recipe(trained: Path, tmp_path: Path,
+                                                             capsys, monkeypatch) -> None:
+    out = tmp_path / "views.json"
+    monkeypatch.setenv("BCDI_AI__FALLBACK_MISFIT", "1e-9")
+    monkeypatch.setenv("BCDI_AI__VIEWS", "3")
+    code, table, err = _run(capsys, "benchmark", "model", "--quick", "--n", "1", "--model",
+                            trained / "w.pt", "--out", out, "--threads", "1", "--classes",
+                            "weak", "--methods", "ai_er,ai_views")
+    assert code == 0, err
+    (row,) = json.loads(out.read_text())["rows"]
+    views, ai_er = row["ai_views"], row["ai_er"]
+    # the same AI refinement as ai_er, then views 1 and 2, never the conventional recipe
+    assert views["fell_back"] and views["views"] == 3
+    assert views["used"] in ("ai", "auto:view1", "auto:view2")
+    assert views["llk"] <= ai_er["llk"] and "| weak | ai_views |" in table
 
 
 def test_benchmark_model_dislocated_class(trained: Path, tmp_path: Path, capsys) -> None:
@@ -132,7 +151,7 @@ def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:
                                "--n-er", "10", "--json", "--device", "cpu")
         assert code == 0, err
         summary = json.loads(text)
-        assert summary["method"] in ("ai", "auto:conventional")
+        assert summary["method"] == "ai" or summary["method"].startswith("auto:")
         assert summary["model"]["name"] == "w"
         assert "predict" in summary["timings"]
     code, _, err = _run(capsys, "reconstruct", cxi, "--out", tmp_path / "x.cxi", "--method",

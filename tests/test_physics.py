@@ -155,3 +155,22 @@ def test_shift_ramp_moves_the_diffraction_pattern(shift) -> None:
     assert torch.allclose(moved, rolled, atol=1e-3 * float(rolled.abs().max()))
     with pytest.raises(ValueError, match="shift"):
         physics.shift_ramp(x.shape, torch.zeros(2))
+
+
+@pytest.mark.parametrize("n", [8, 9])
+def test_reflect_about_the_centre_reflects_the_pattern(n: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    rho = torch.randn((n, n, n), generator=g, dtype=torch.complex64)
+    for axes in ([0], [1, 2], [0, 1, 2]):
+        # reflecting the object reflects its diffraction pattern (and phase) along the same axes
+        assert torch.allclose(physics.fft_centered(physics.reflect(rho, axes)),
+                              physics.reflect(physics.fft_centered(rho), axes), atol=1e-4)
+        assert torch.equal(physics.reflect(physics.reflect(rho, axes), axes), rho)
+    # the centre voxel stays put; all three axes and a conjugate make the twin
+    assert physics.reflect(rho, [0, 1, 2])[n // 2, n // 2, n // 2] == rho[n // 2, n // 2, n // 2]
+    assert torch.allclose(physics.reflect(rho.conj(), [0, 1, 2]), physics.twin(rho), atol=1e-5)
+    assert physics.reflect(rho, []) is rho
+    with pytest.raises(ValueError, match="axes"):
+        physics.reflect(rho, [3])
+    with pytest.raises(ValueError, match="axes"):
+        physics.reflect(rho, [1, 1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -149,7 +150,7 @@ def test_train_config_errors(tmp_path) -> None:
                      ({"dislocation_probability": 1.5}, "dislocation_probability"),
                      ({"val_counts": {"huge": 1}}, "strain_class"),
                      ({"val_counts": {"weak": 0}}, "val_counts"),
-                     ({"val_counts": {}}, "val_counts")]:
+                     ({"val_counts": {}}, "val_counts"), ({"precision": "fp16"}, "precision")]:
         with pytest.raises(ValueError, match=name):
             _cfg(**kw)
     with pytest.raises(ValueError, match="does not exist"):
@@ -245,3 +246,37 @@ def test_training_with_dislocations_validates_the_dislocated_class(tmp_path) -> 
     ck = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert ck["train_config"]["dislocation_probability"] == 1.0
     assert TrainConfig.from_dict(ck["train_config"]).val_counts == {"weak": 1, "weak+disl": 1}
+
+
+def test_bf16_training_keeps_float32_weights_and_follows_fp32(tmp_path) -> None:
+    a = train(_cfg(steps=2, val_every=1), tmp_path / "fp32")
+    b = train(_cfg(steps=2, val_every=1, precision="bf16"), tmp_path / "bf16")
+    ca = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+    cb = torch.load(b.checkpoint, map_location="cpu", weights_only=False)
+    assert cb["train_config"]["precision"] == "bf16" and ca["train_config"]["precision"] == "fp32"
+    # weights (and the optimiser's state) stay float32; the convolutions did run in bfloat16
+    assert all(v.dtype == ca["state_dict"][k].dtype for k, v in cb["state_dict"].items())
+    assert any(not torch.equal(v, ca["state_dict"][k]) for k, v in cb["state_dict"].items())
+    la, lb = ([json.loads(x) for x in (tmp_path / r / "log.jsonl").read_text().splitlines()]
+              for r in ("fp32", "bf16"))
+    # step 1: the same initial weights and crystal, so the loss differs by rounding only
+    assert lb[0]["loss"] == pytest.approx(la[0]["loss"], rel=0.02)
+    assert math.isfinite(lb[-1]["loss"]) and 0 <= lb[-1]["wca_weak"] <= 1
+    # a checkpoint written before the option existed resumes in float32
+    del ca["train_config"]["precision"]
+    assert TrainConfig.from_dict(ca["train_config"]).precision == "fp32"
+
+
+def test_training_step_benchmark_times_both_precisions(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from bcdi_stream.cli import app
+
+    out = tmp_path / "training.json"
+    res = CliRunner().invoke(app, ["benchmark", "training", "--quick", "--threads", "1",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["training"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    assert all(r["median_s_per_step"] > 0 and r["steps"] == 2 for r in rows)
+    assert rows[1]["speedup_vs_fp32"] > 0 and isinstance(rows[1]["cpu_bf16_flags"], list)

@@ -14,7 +14,7 @@ from bcdi_stream.benchmarking._machine import machine_info
 __all__ = ["BENCHMARKS", "machine_info", "run"]
 
 #: Names accepted by :func:`run`.
-BENCHMARKS: tuple[str, ...] = ("iteration", "simulator", "conventional", "model")
+BENCHMARKS: tuple[str, ...] = ("iteration", "simulator", "conventional", "training", "model")
 
 
 def run(
@@ -28,7 +28,7 @@ def run(
 
     Parameters
     ----------
-    name : {"iteration", "simulator", "conventional", "model"}
+    name : {"iteration", "simulator", "conventional", "training", "model"}
         Which benchmark.
     quick : bool
         Smaller settings for a smoke run (figures not for the record).
@@ -50,6 +50,10 @@ def run(
         from bcdi_stream.benchmarking._conventional import bench_conventional
 
         return bench_conventional(quick=quick, device=device, echo=echo)
+    if name == "training":
+        from bcdi_stream.benchmarking._training import bench_training
+
+        return bench_training(quick=quick, device=device, echo=echo)
     if name == "model":
         from bcdi_stream.benchmarking._model import bench_model
 

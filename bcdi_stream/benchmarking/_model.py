@@ -32,12 +32,13 @@ BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl")
 #: ``ai_er_only``: the prediction then ER alone (same iteration count); ``ai``: the prediction
 #: alone;
 #: ``random_er``: random phases in the autocorrelation support, then the same iterations as
-#: ``ai_er``, one run; ``conventional``: the 20-run recipe; ``auto``: ``ai_er``, then the
-#: conventional recipe seeded by the AI phase when the excess misfit exceeds
-#: ``ai.fallback_misfit``
-#: (:func:`bcdi_stream.ai_phasing.phase_auto`, the ``auto`` method of ``reconstruct``).
+#: ``ai_er``, one run; ``conventional``: the 20-run recipe; ``auto``: ``ai_er``, then, when
+#: the excess misfit exceeds ``ai.fallback_misfit``, the other views of the pattern until one
+#: fits and then the conventional recipe seeded by the best
+#: (:func:`bcdi_stream.ai_phasing.phase_auto`, the ``auto`` method of ``reconstruct``);
+#: ``ai_views``: ``auto`` without the conventional recipe (``ai.fallback_conventional`` off).
 MODEL_METHODS: tuple[str, ...] = ("ai_er", "ai_er_only", "ai", "random_er", "conventional",
-                                  "auto")
+                                  "ai_views", "auto")
 #: Methods scored when none are named (``auto`` costs a conventional run per AI failure).
 DEFAULT_METHODS: tuple[str, ...] = MODEL_METHODS[:5]
 
@@ -80,12 +81,15 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     elif method == "conventional":
         res = run_conventional(i_t, m_t, settings=settings, seed=seed, device=dev)
         obj, sup, llk = res.obj, res.support, res.llk
-    elif method == "auto":
+    elif method in ("auto", "ai_views"):
+        if method == "ai_views":
+            ai = ai.model_copy(update={"fallback_conventional": False})
         out = phase_auto(i_t, m_t, loaded=loaded, ai=ai, settings=settings, seed=seed,
                          device=dev)
         obj, sup, llk = out.result.obj, out.result.support, out.result.llk
         extra = {"fell_back": out.fallback is not None, "used": out.used,
-                 "excess_misfit": round(out.misfit, 5)}
+                 "excess_misfit": round(out.misfit, 5),
+                 "views": 1 + len(out.fallback["views"]) if out.fallback else 1}
     else:
         raise ValueError(f"method must be one of {MODEL_METHODS}, got {method!r}")
     if dev.type == "cuda":
@@ -117,8 +121,9 @@ def summarise(rows: list[dict[str, Any]], methods: tuple[str, ...] = MODEL_METHO
                 "median_rmse": round(statistics.median(v["phase_rmse"] for v in vals), 4),
                 "median_seconds": round(statistics.median(v["seconds"] for v in vals), 3),
             }
-            if m == "auto":
+            if m in ("auto", "ai_views"):
                 out[cls][m]["fell_back"] = sum(v["fell_back"] for v in vals)
+                out[cls][m]["mean_views"] = round(statistics.mean(v["views"] for v in vals), 2)
         paired = [r for r in sub if "ai_er" in r and "conventional" in r]
         if paired:
             # measured side by side on the same crystals, in the same process
@@ -160,7 +165,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     model : str or Path, optional
         Weights (default: the shipped ones).
     methods : tuple of str
-        Subset of :data:`MODEL_METHODS` (default :data:`DEFAULT_METHODS`: all but ``auto``).
+        Subset of :data:`MODEL_METHODS` (default :data:`DEFAULT_METHODS`: all but ``ai_views``
+        and ``auto``).
     out : str or Path, optional
         JSON file written after every crystal; an existing file with the same settings is
         resumed (crystals already scored are skipped).
@@ -205,7 +211,7 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
                                                "n_hio": min(settings.n_hio, 20), "n_er": 30})
         ai = ai.model_copy(update={"n_raar": min(ai.n_raar, 20), "n_hio": min(ai.n_hio, 20),
                                    "n_er": 10, "psf_hypothesis": 10})
-    uses_model = {"ai", "ai_er", "ai_er_only", "auto"} & set(methods)
+    uses_model = {"ai", "ai_er", "ai_er_only", "ai_views", "auto"} & set(methods)
     loaded = cached_model(model, dev) if uses_model else None
     header = {
         "n_per_class": n_per_class, "quick": quick, "device": str(dev),

@@ -165,7 +165,8 @@ class PhaseModel(nn.Module):
         if self.config.kind != "patterson":
             raise ValueError("forward_object needs kind='patterson'")
         intensity = self._check(intensity)
-        out = self.unet(patterson_features(intensity, offset))
+        # float32 whatever the trunk computed in (bfloat16 under autocast in training)
+        out = self.unet(patterson_features(intensity, offset)).float()
         n, q = self.config.grid, self.config.grid // 4
         obj = torch.zeros((out.shape[0], n, n, n), dtype=torch.complex64, device=out.device)
         c = n // 2
@@ -176,7 +177,7 @@ class PhaseModel(nn.Module):
         """Unit phasor ``e^{iφ(q)}`` ``(B, N, N, N)``, complex64."""
         intensity = self._check(intensity)
         if self.config.kind == "direct":
-            phi = self.unet(log_minmax(intensity)[:, None])[:, 0]
+            phi = self.unet(log_minmax(intensity)[:, None])[:, 0].float()
             return torch.polar(torch.ones_like(phi), phi)
         return self.phasor_of(self.forward_object(intensity))
 

@@ -1,6 +1,6 @@
 """Training the phase-prediction model on crystals simulated on the fly (``bcdi-stream train``)."""
 
-from ._config import TrainConfig
+from ._config import PRECISIONS, TrainConfig
 from ._datasets import (
     DISLOCATED,
     MAX_MEAN_GRADIENT,
@@ -14,17 +14,19 @@ from ._datasets import (
     fixed_set,
     training_batches,
 )
-from ._loop import TrainResult, load_checkpoint, train, validate
+from ._loop import TrainResult, batch_losses, load_checkpoint, train, validate
 
 __all__ = [
     "DISLOCATED",
     "MAX_MEAN_GRADIENT",
+    "PRECISIONS",
     "STRAIN_CLASSES",
     "TEST_SEED0",
     "TRAIN_SEED0",
     "VAL_SEED0",
     "TrainConfig",
     "TrainResult",
+    "batch_losses",
     "class_arguments",
     "draw_batch",
     "draw_crystal",

@@ -8,7 +8,10 @@ from typing import Any
 from ..model import ModelConfig
 from ._datasets import class_arguments
 
-__all__ = ["TrainConfig"]
+__all__ = ["PRECISIONS", "TrainConfig"]
+
+#: Training arithmetic (:attr:`TrainConfig.precision`).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 @dataclass
@@ -62,6 +65,11 @@ class TrainConfig:
     first_sample : int
         Index of the first training crystal (sample ``k`` uses seeds from
         ``TRAIN_SEED0 + 100 k``): a fine-tune starts after the crystals its parent run saw.
+    precision : {"fp32", "bf16"}
+        Arithmetic of the network's convolutions during training: ``"bf16"`` runs them under
+        bfloat16 autocast (the features, the FFT read-out, the loss, the weights and the
+        optimiser stay float32) — faster on CPUs with AMX/AVX-512 BF16 and on GPUs; the
+        shipped weights are float32 either way and validation runs in float32.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -82,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     init_from: str = ""
     first_sample: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -115,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.first_sample < 0:
             raise ValueError(f"first_sample must be >= 0, got {self.first_sample}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""

@@ -24,9 +24,9 @@ from ..model import (
     wca_phasor,
 )
 from ._config import TrainConfig
-from ._datasets import VAL_SEED0, fixed_set, training_batches
+from ._datasets import VAL_SEED0, Batch, fixed_set, training_batches
 
-__all__ = ["TrainResult", "load_checkpoint", "train", "validate"]
+__all__ = ["TrainResult", "batch_losses", "load_checkpoint", "train", "validate"]
 
 #: |q| shell edges (pixels) of the logged per-shell agreement.
 SHELLS = (0, 2, 4, 8, 16, 24, 32, 64)
@@ -73,6 +73,38 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ck, dict) or "train_config" not in ck or "state_dict" not in ck:
         raise ValueError(f"{path} is not a bcdi-stream training checkpoint")
     return ck
+
+
+def batch_losses(model: PhaseModel, batch: Batch, config: TrainConfig
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training loss of one batch: ``(total, WCA loss, object loss)``.
+
+    The network runs under bfloat16 autocast when ``config.precision`` is ``"bf16"``; its
+    output, the FFT read-out and the losses are float32 either way.
+
+    Parameters
+    ----------
+    model : PhaseModel
+        The model, in training mode.
+    batch : Batch
+        Intensities, true phases and objects, on the model's device.
+    config : TrainConfig
+        ``object_weight`` and ``precision``.
+    """
+    dev = batch.intensity.device
+    use_obj = config.model.kind == "patterson" and config.object_weight > 0
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        if use_obj:
+            obj = model.forward_object(batch.intensity)
+        else:
+            u = model(batch.intensity)
+    if use_obj:
+        u = model.phasor_of(obj)
+        l_obj = object_loss(obj, batch.obj)
+    else:
+        l_obj = torch.zeros((), device=dev)
+    l_wca = wca_loss_phasor(batch.phase_q, u, log_minmax(batch.intensity))
+    return l_wca + config.object_weight * l_obj, l_wca, l_obj
 
 
 @torch.no_grad()
@@ -208,15 +240,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         batch = next(batches)
         for g in opt.param_groups:
             g["lr"] = _lr(config, step)
-        if config.model.kind == "patterson" and config.object_weight > 0:
-            obj = model.forward_object(batch.intensity)
-            u = model.phasor_of(obj)
-            l_obj = object_loss(obj, batch.obj)
-        else:
-            u = model(batch.intensity)
-            l_obj = torch.zeros(())
-        l_wca = wca_loss_phasor(batch.phase_q, u, log_minmax(batch.intensity))
-        loss = l_wca + config.object_weight * l_obj
+        loss, l_wca, l_obj = batch_losses(model, batch, config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--dislocations", type=float, default=None,
                     help="odds of dislocations in every strain class (default: the "
                     "simulator's, weak 0, medium 0.15, strong 0.35)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: convolutions under bfloat16 autocast (TrainConfig.precision)")
     ap.add_argument("--init-from", default="", help="weights/checkpoint to fine-tune")
     ap.add_argument("--first-sample", type=int, default=0)
     ap.add_argument("--val", type=int, default=6,
@@ -69,6 +71,7 @@ def main() -> None:
         val_counts=dict.fromkeys(("weak", "strong", "weak+disl", "medium+disl"), args.val),
         dislocation_probability=args.dislocations,
         device=args.device, init_from=args.init_from, first_sample=args.first_sample,
+        precision=args.precision,
     )
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
