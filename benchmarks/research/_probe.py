@@ -9,6 +9,8 @@
   modulus (the ceiling probes start from the true phase).
 - :func:`timed_finetune`: the fine-tune loop (fresh crystals, a validation line every 100
   steps) shared by the fine-tune probes.
+- :func:`add_class_options`, :func:`class_counts`: ``--classes class=count … --threads`` of
+  the probes that walk the validation classes in ``fixed_set``'s order.
 - :func:`modulus`: the plain-torch modulus projection of the algorithm probes (the package's
   ``modulus_projection`` differs in its zero handling by float rounding, and HIO amplifies
   that: the probes keep their own so that their logged figures reproduce).
@@ -35,6 +37,21 @@ def finetune_arguments(doc: str, *, minutes: float, first_sample: int) -> argpar
                     help="training crystals start here (after those earlier runs saw)")
     ap.add_argument("--out", required=True)
     return ap
+
+
+def add_class_options(ap: argparse.ArgumentParser) -> None:
+    """``--classes class=count …`` (validation classes; a class may end in ``+disl``; a count of
+    0 keeps a class's place in the seed order) and ``--threads``."""
+    ap.add_argument("--classes", nargs="+", default=["weak=10", "strong=10"],
+                    help="class=count (a class may end in +disl)")
+    ap.add_argument("--threads", type=int, default=1)
+
+
+def class_counts(args: argparse.Namespace) -> dict[str, int]:
+    """Seed torch (0), set the threads, and return ``{class: count}`` from ``args.classes``."""
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    return {k: int(v) for k, v in (c.split("=") for c in args.classes)}
 
 
 def shipped_model_to_finetune(lr: float) -> tuple[Any, torch.optim.Optimizer]:

@@ -16,25 +16,20 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from _probe import print_totals, score_into
+from _probe import add_class_options, class_counts, print_totals, score_into
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", required=True,
                     help="weights files or training checkpoints")
-    ap.add_argument("--classes", nargs="+", default=["weak=10", "strong=10"],
-                    help="class=count (a class may end in +disl)")
-    ap.add_argument("--threads", type=int, default=1)
+    add_class_options(ap)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
+    counts = class_counts(args)
     from bcdi_stream.ai_phasing import phase_ai
     from bcdi_stream.model import load_model
     from bcdi_stream.training import VAL_SEED0, fixed_set
 
-    counts = {k: int(v) for k, v in (c.split("=") for c in args.classes)}
     models = {Path(m).parent.name if Path(m).name == "last.pt" else Path(m).stem:
               load_model(m) for m in args.models}
     totals = {cls: dict.fromkeys(models, 0) for cls in counts}

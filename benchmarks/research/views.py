@@ -20,24 +20,19 @@ import argparse
 import json
 import time
 
-import torch
+from _probe import add_class_options, class_counts
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--classes", nargs="+", default=["weak=10", "strong=10"],
-                    help="class=count (a class may end in +disl)")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
+    add_class_options(ap)
+    counts = class_counts(ap.parse_args())
     from bcdi_stream.ai_phasing import N_VIEWS, cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import AISettings
     from bcdi_stream.phasing import excess_misfit
     from bcdi_stream.training import VAL_SEED0, fixed_set
 
-    counts = {k: int(v) for k, v in (c.split("=") for c in args.classes)}
     loaded = cached_model()
     threshold = AISettings().fallback_misfit
     rows: dict[str, list[list]] = {cls: [] for cls in counts}
