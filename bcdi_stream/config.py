@@ -83,8 +83,8 @@ class AISettings(BaseModel):
         description="auto: when the AI+ER result's excess misfit exceeds fallback_misfit, "
         "refine views 1..views-1 of the pattern (reflected along some axes, the prediction "
         "reflected back) in turn until one fits, keeping the lowest LLK, before the "
-        "conventional recipe (1: straight to the recipe; 20 strong validation crystals: 3/20 "
-        "solved by view 0 alone, 6/20 by the best of 8; docs/MODEL_RESEARCH.md session 10)",
+        "conventional recipe (1: straight to the recipe; strong crystals solved 9/30 -> 12/30 "
+        "on validation and 8/25 -> 10/25 on the test set; docs/MODEL_RESEARCH.md session 10)",
     )
     fallback_conventional: bool = Field(
         True,

@@ -41,8 +41,7 @@ def bench_training(*, quick: bool = False, device: str | None = None,
         ``bf16`` the speed-up over ``fp32``.
     """
     from bcdi_stream.model import ModelConfig, PhaseModel, UNetConfig
-    from bcdi_stream.training import TrainConfig, batch_losses, draw_batch
-    from bcdi_stream.training._datasets import Batch
+    from bcdi_stream.training import Batch, TrainConfig, batch_losses, draw_batch
 
     dev = resolve_device(device)
     grid, trunks, steps = (32, ((4, 8),), 2) if quick else (64, TRUNKS, 6)
