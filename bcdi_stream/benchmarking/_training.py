@@ -41,23 +41,20 @@ def bench_training(*, quick: bool = False, device: str | None = None,
         ``bf16`` the speed-up over ``fp32``.
     """
     from bcdi_stream.model import ModelConfig, PhaseModel, UNetConfig
-    from bcdi_stream.training import Batch, TrainConfig, batch_losses, draw_batch
+    from bcdi_stream.training import PRECISIONS, Batch, TrainConfig, batch_losses, draw_batch
 
     dev = resolve_device(device)
     grid, trunks, steps = (32, ((4, 8),), 2) if quick else (64, TRUNKS, 6)
-    drawn = draw_batch([(10_000 + k, cls) for k, cls in
-                        enumerate(("weak", "strong", "weak", "strong"))], grid, dev)
-    batch = Batch(intensity=torch.stack([c.intensity for c, _ in drawn]),
-                  phase_q=torch.stack([c.phase_q for c, _ in drawn]),
-                  obj=torch.stack([c.obj for c, _ in drawn]),
-                  seeds=[s for _, s in drawn], classes=["weak", "strong"] * 2)
+    classes = ["weak", "strong"] * 2
+    batch = Batch.of(draw_batch([(10_000 + k, c) for k, c in enumerate(classes)], grid, dev),
+                     classes)
     rows = []
     for channels in trunks:
         model_cfg = ModelConfig(grid=grid, unet=UNetConfig(channels=channels))
         torch.manual_seed(0)
         first = PhaseModel(model_cfg)
         runs = {}
-        for precision in ("fp32", "bf16"):
+        for precision in PRECISIONS:
             model = PhaseModel(model_cfg)
             model.load_state_dict(first.state_dict())
             model = model.to(dev).to(memory_format=torch.channels_last_3d).train()

@@ -208,6 +208,14 @@ class Batch:
     seeds: list[int]
     classes: list[str]
 
+    @classmethod
+    def of(cls, drawn: list[tuple[SimulatedCrystal, int]], classes: list[str]) -> Batch:
+        """Stack the crystals :func:`draw_batch` returned (and the classes asked for)."""
+        return cls(intensity=torch.stack([c.intensity for c, _ in drawn]),
+                   phase_q=torch.stack([c.phase_q for c, _ in drawn]),
+                   obj=torch.stack([c.obj for c, _ in drawn]),
+                   seeds=[s for _, s in drawn], classes=list(classes))
+
 
 def class_mix(step: int, steps: int, curriculum: float, strong_share: float = 0.5
               ) -> dict[str, float]:
@@ -253,12 +261,5 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
             wanted.append((TRAIN_SEED0 + 100 * k, cls))
             k += 1
         drawn = draw_batch(wanted, n, dev, dislocation_probability=dislocation_probability)
-        items = [(c, s, cls) for (c, s), (_, cls) in zip(drawn, wanted, strict=True)]
         step += 1
-        yield Batch(
-            intensity=torch.stack([c.intensity for c, _, _ in items]),
-            phase_q=torch.stack([c.phase_q for c, _, _ in items]),
-            obj=torch.stack([c.obj for c, _, _ in items]),
-            seeds=[s for _, s, _ in items],
-            classes=[cls for _, _, cls in items],
-        )
+        yield Batch.of(drawn, [cls for _, cls in wanted])
