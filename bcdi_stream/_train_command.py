@@ -62,6 +62,9 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Weight-initialisation seed.")] = 0,
     threads: Annotated[int, typer.Option(
         min=0, help="CPU threads (0: default; on a busy 2-core machine use 1).")] = 0,
+    workers: Annotated[int, typer.Option(
+        min=0, help="Processes simulating the crystals on the CPU (0: the training process, on "
+        "--device); a GPU run needs them, simulation sets its pace.")] = 0,
     max_minutes: Annotated[float | None, typer.Option(
         help="Stop (after a checkpoint) after this many minutes; continue with --resume.")
     ] = None,
@@ -101,7 +104,7 @@ def train_command(
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
             init_from=str(init_from) if init_from is not None else "", device=device,
-            first_sample=first_sample, precision=precision,
+            first_sample=first_sample, precision=precision, workers=workers,
         )
     except ValueError as exc:
         _fail(exc)
@@ -142,7 +145,8 @@ def train_command(
 
         try:
             res = train(cfg, out_dir, resume=resume, progress=tick, max_minutes=max_minutes,
-                        threads=threads or None, until_step=until_step, device=device)
+                        threads=threads or None, until_step=until_step, device=device,
+                        workers=workers or None)
         except ValueError as exc:
             _fail(exc)
     typer.echo(json.dumps({"checkpoint": str(res.checkpoint), "step": res.step,

@@ -92,6 +92,21 @@ def test_training_batches_resume_the_sequence() -> None:
     assert torch.equal(second.intensity, resumed.intensity)
 
 
+def test_training_batches_from_workers_are_the_same_crystals() -> None:
+    serial = training_batches(5, 2, 10, 0.3, n=32, start_step=2)
+    pooled = training_batches(5, 2, 10, 0.3, n=32, start_step=2, workers=2)
+    for _ in range(3):
+        a, b = next(serial), next(pooled)
+        assert a.seeds == b.seeds and a.classes == b.classes
+        # one torch thread in a worker: FFT sums in another order, a rare count flips by one
+        assert torch.allclose(a.intensity, b.intensity, rtol=1e-3, atol=1.0)
+        assert torch.allclose(a.phase_q, b.phase_q, atol=1e-3)
+    with pytest.raises(ValueError, match="workers"):
+        next(training_batches(0, 1, 10, 0.3, n=32, workers=-1))
+    with pytest.raises(ValueError, match="workers"):
+        _cfg(workers=-1)
+
+
 def test_train_checkpoint_resume_export(tmp_path) -> None:
     out = tmp_path / "run"
     r1 = train(_cfg(), out, max_minutes=1e-6)  # stops after the first step, checkpointed
@@ -101,7 +116,7 @@ def test_train_checkpoint_resume_export(tmp_path) -> None:
     r2 = train(_cfg(), out, resume=True)
     assert r2.step == 3 and r2.samples == 3
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [2, 3]
+    assert [x["step"] for x in lines] == [1, 2, 3]  # a run stopped by time validates first
     assert {"wca_weak", "wca_strong", "shells_weak", "loss", "object_loss"} <= set(lines[-1])
     assert 0 <= lines[-1]["wca_weak"] <= 1
     w = export_weights(out / "last.pt", tmp_path / "w.pt")
@@ -207,6 +222,32 @@ def test_device_train_script_smoke(tmp_path) -> None:
     assert load_model(out / summary["weights"]).model.config.unet.channels == (4, 8)
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and "wca_medium+disl" in log[-1]
+
+
+def test_device_train_sizes_its_schedule_to_the_budget(tmp_path) -> None:
+    """``--steps 0``: a probe times the steps on this device and the schedule is sized to
+    ``--minutes``; the crystals come from a worker process; the log ends with a validation."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks/training/device_train.py"), "--out", str(out),
+         "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--steps", "0",
+         "--probe-steps", "8", "--minutes", "0.4", "--workers", "1", "--batch-size", "1",
+         "--channels", "4,8", "--val", "1", "--precision", "bf16"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["probe_s_per_step"] > 0 and summary["steps"] >= 1
+    assert summary["train_config"]["workers"] == 1 and summary["step"] >= 1
+    assert not (tmp_path / "run-probe").exists()
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == summary["step"] and "wca_strong" in log[-1]
 
 
 def _dislocated(c) -> bool:

@@ -53,6 +53,10 @@ class TrainConfig:
         added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
     threads : int
         torch CPU threads (0: torch's default).
+    workers : int
+        Processes simulating the training crystals on the CPU (0: the training process
+        simulates them on ``device``); the same crystals either way. A GPU run needs them:
+        simulation, not the network, sets its pace.
     device : str
         Where the model trains and the crystals are simulated: ``"auto"`` (CUDA when present,
         else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; what is learned does not depend
@@ -86,6 +90,7 @@ class TrainConfig:
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
     object_weight: float = 1.0
     threads: int = 0
+    workers: int = 0
     device: str = "auto"
     seed: int = 0
     init_from: str = ""
@@ -122,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.first_sample < 0:
             raise ValueError(f"first_sample must be >= 0, got {self.first_sample}")
         if self.precision not in PRECISIONS:

@@ -21,6 +21,7 @@ dislocations in every class at once (by default the simulator's: 0, 15 %, 35 %).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -208,6 +209,12 @@ class Batch:
     seeds: list[int]
     classes: list[str]
 
+    def to(self, device: str | torch.device) -> Batch:
+        """This batch with its tensors on ``device``."""
+        return dataclasses.replace(
+            self, **{f: getattr(self, f).to(device, non_blocking=True)
+                     for f in ("intensity", "phase_q", "obj")})
+
     @classmethod
     def of(cls, drawn: list[tuple[SimulatedCrystal, int]], classes: list[str]) -> Batch:
         """Stack the crystals :func:`draw_batch` returned (and the classes asked for)."""
@@ -238,7 +245,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      n: int = 64, start_step: int = 0,
                      device: str | torch.device = "cpu",
                      strong_share: float = 0.5,
-                     dislocation_probability: float | None = None) -> Iterator[Batch]:
+                     dislocation_probability: float | None = None,
+                     workers: int = 0) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -246,20 +254,55 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     The batch is simulated on ``device`` (:func:`draw_batch`: one by one on a CPU, vectorised on
     a GPU; the same crystals either way) and stays there. ``dislocation_probability`` sets the
     odds of dislocations in every class (default: the simulator's odds of each strain level).
+    ``workers > 0`` simulates the batches on the CPU in that many processes (one torch thread
+    each, batches in order, the same crystals) and moves each to ``device``: on a GPU the
+    simulation, not the network, sets the pace (0.65 s per batch of 32 vectorised on an H200,
+    0.02 s for the network step).
     """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
     dev = torch.device(device)
-    k = start_sample
-    step = start_step
-    while True:
+    steps_ = _BatchSteps(start_sample, batch_size, steps, curriculum, n, start_step,
+                         strong_share, dislocation_probability,
+                         "cpu" if workers else dev)
+    if not workers:
+        i = 0
+        while True:
+            yield steps_[i]
+            i += 1
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(steps_, batch_size=None, num_workers=workers,
+                        prefetch_factor=4, pin_memory=dev.type == "cuda")
+    for batch in loader:
+        yield batch.to(dev)
+
+
+class _BatchSteps(torch.utils.data.Dataset):
+    """Batch ``i`` of :func:`training_batches`: step ``start_step + i``, a pure function of it."""
+
+    def __init__(self, start_sample: int, batch_size: int, steps: int, curriculum: float,
+                 n: int, start_step: int, strong_share: float,
+                 dislocation_probability: float | None, device: str | torch.device) -> None:
+        self.args = (start_sample, batch_size, steps, curriculum, n, start_step, strong_share,
+                     dislocation_probability)
+        self.device = device
+
+    def __len__(self) -> int:
+        return 2**62  # endless: the training loop decides when to stop
+
+    def __getitem__(self, i: int) -> Batch:
+        (start_sample, batch_size, steps, curriculum, n, start_step, strong_share,
+         dislocation_probability) = self.args
+        step = start_step + i
         mix = class_mix(step, steps, curriculum, strong_share)
         names = [c for c in mix if mix[c] > 0]
         probs = np.array([mix[c] for c in names])
         wanted = []
-        for _ in range(batch_size):
+        for k in range(start_sample + i * batch_size, start_sample + (i + 1) * batch_size):
             rng = np.random.default_rng([k, 0xC1A55])
             cls = names[int(rng.choice(len(names), p=probs / probs.sum()))]
             wanted.append((TRAIN_SEED0 + 100 * k, cls))
-            k += 1
-        drawn = draw_batch(wanted, n, dev, dislocation_probability=dislocation_probability)
-        step += 1
-        yield Batch.of(drawn, [cls for _, cls in wanted])
+        drawn = draw_batch(wanted, n, self.device,
+                           dislocation_probability=dislocation_probability)
+        return Batch.of(drawn, [cls for _, cls in wanted])

@@ -116,7 +116,8 @@ def validate(model: PhaseModel, val: list[tuple[str, int, Any]]) -> dict[str, An
     shells: dict[str, list[list[float]]] = {}
     for name, _seed, c in val:
         i = c.intensity[None]
-        u = model(i)
+        with torch.no_grad():
+            u = model(i)
         w = log_minmax(i)
         by_class.setdefault(name, []).append(float(wca_phasor(c.phase_q[None], u, w)[0]))
         shells.setdefault(name, []).append(
@@ -135,7 +136,8 @@ def validate(model: PhaseModel, val: list[tuple[str, int, Any]]) -> dict[str, An
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
           max_minutes: float | None = None, threads: int | None = None,
-          until_step: int | None = None, device: str | None = None) -> TrainResult:
+          until_step: int | None = None, device: str | None = None,
+          workers: int | None = None) -> TrainResult:
     """Train a :class:`~bcdi_stream.model.PhaseModel` on crystals simulated on the fly.
 
     Parameters
@@ -150,8 +152,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     progress : callable, optional
         ``progress(step, steps, info)`` after each step.
     max_minutes : float, optional
-        Stop (after a checkpoint) once this much wall time has passed in this call; resume
-        later with ``resume=True``.
+        Stop (after a validation and a checkpoint) once this much wall time has passed in
+        this call; resume later with ``resume=True``.
     until_step : int, optional
         Stop (after a checkpoint) at this step, before the end of the schedule (the
         learning-rate schedule still spans ``config.steps``); resume later to go on.
@@ -160,6 +162,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         thread count does not change what is learned, only the speed).
     device : str, optional
         Overrides ``config.device`` (also on resume, e.g. to continue a CPU run on a GPU).
+    workers : int, optional
+        Overrides ``config.workers`` (also on resume; like ``threads``, only the speed).
 
     Returns
     -------
@@ -180,6 +184,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         raise ValueError(f"max_minutes must be > 0, got {max_minutes}")
     if threads is not None and threads < 0:
         raise ValueError(f"threads must be >= 0, got {threads}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
     dev = resolve_device(config.device if device is None else device)
     n_threads = config.threads if threads is None else threads
     if n_threads:
@@ -235,7 +241,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     batches = training_batches(samples, config.batch_size, config.steps, config.curriculum,
                                config.model.grid, start_step=step, device=dev,
                                strong_share=config.strong_share,
-                               dislocation_probability=config.dislocation_probability)
+                               dislocation_probability=config.dislocation_probability,
+                               workers=config.workers if workers is None else workers)
     while step < config.steps and (until_step is None or step < until_step):
         batch = next(batches)
         for g in opt.param_groups:
@@ -252,7 +259,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         wall = wall_before + time.perf_counter() - t0
         info = {"loss": running[-1], "lr": opt.param_groups[0]["lr"], "wall_s": wall}
         at_stop = until_step is not None and step >= until_step
-        if step % config.val_every == 0 or step == config.steps or at_stop:
+        time_up = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
+        if step % config.val_every == 0 or step == config.steps or at_stop or time_up:
             last_val = validate(model, val)
             rec = {"step": step, "samples": samples, "wall_s": round(wall, 1),
                    "loss": round(sum(running) / len(running), 4),
@@ -261,8 +269,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             running, running_obj = [], []
             log(rec)
             info.update(last_val)
-        stop_now = at_stop or (
-            max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes)
+        stop_now = at_stop or time_up
         if step % config.checkpoint_every == 0 or step == config.steps or stop_now:
             checkpoint({"val": last_val})
         if progress is not None:

@@ -22,12 +22,35 @@ and on a CPU, as a smoke test::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 RETURN_LIMIT = 16 * 2**20  # bytes per file the device tool brings back
+SCHEDULE_SHARE = 0.88  # of the time left after the probe: the rest covers validation and export
+
+
+def probe_step_time(cfg: Any, run_dir: Path, steps: int) -> float:
+    """Seconds per training step of ``cfg`` on its device, from a throw-away run of ``steps``.
+
+    The first quarter of the steps (allocator and cuDNN autotuning) is not timed.
+    """
+    from bcdi_stream.training import train
+
+    if steps < 8:
+        raise ValueError(f"--probe-steps must be >= 8, got {steps}")
+    stamps: list[float] = []
+    probe = dataclasses.replace(cfg, steps=10**6, val_every=10**6, checkpoint_every=10**6,
+                                val_counts={"weak": 1})
+    train(probe, run_dir, progress=lambda *_: stamps.append(time.perf_counter()),
+          until_step=steps)
+    shutil.rmtree(run_dir)
+    skip = steps // 4
+    return (stamps[-1] - stamps[skip - 1]) / (steps - skip)
 
 
 def main() -> None:
@@ -36,7 +59,10 @@ def main() -> None:
     ap.add_argument("--run-dir", type=Path, default=Path("/tmp/bcdi-train"))
     ap.add_argument("--device", default="auto")
     ap.add_argument("--minutes", type=float, default=8.0, help="wall-time budget of training")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=3000,
+                    help="schedule length; 0: sized to --minutes from a probe of --probe-steps "
+                    "steps on this device (the cosine schedule then ends inside the budget)")
+    ap.add_argument("--probe-steps", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--channels", default="32,64,128,256")
@@ -47,6 +73,8 @@ def main() -> None:
                     "simulator's, weak 0, medium 0.15, strong 0.35)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="bf16: convolutions under bfloat16 autocast (TrainConfig.precision)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes simulating the crystals on the CPU (TrainConfig.workers)")
     ap.add_argument("--init-from", default="", help="weights/checkpoint to fine-tune")
     ap.add_argument("--first-sample", type=int, default=0)
     ap.add_argument("--val", type=int, default=6,
@@ -64,19 +92,41 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     channels = tuple(int(c) for c in args.channels.split(","))
     cfg = TrainConfig(
-        model=ModelConfig(unet=UNetConfig(channels=channels)), steps=args.steps,
+        model=ModelConfig(unet=UNetConfig(channels=channels)), steps=args.steps or 1,
         batch_size=args.batch_size, lr=args.lr, curriculum=args.curriculum,
         strong_share=args.strong_share, val_every=args.val_every,
         checkpoint_every=max(50, args.val_every),
         val_counts=dict.fromkeys(("weak", "strong", "weak+disl", "medium+disl"), args.val),
         dislocation_probability=args.dislocations,
         device=args.device, init_from=args.init_from, first_sample=args.first_sample,
-        precision=args.precision,
+        precision=args.precision, workers=args.workers,
     )
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
     console_path = args.out / "train.out"
+    probe_dir = args.run_dir.with_name(args.run_dir.name + "-probe")
+    per_step = None
+    if args.steps == 0:
+        try:
+            per_step = probe_step_time(cfg, probe_dir, args.probe_steps)
+        except Exception:  # an untried precision on this device: say so, go on in fp32
+            if cfg.precision == "fp32":
+                raise
+            print(f"{cfg.precision} failed on this device; training in fp32:\n"
+                  + traceback.format_exc(), flush=True)
+            cfg = dataclasses.replace(cfg, precision="fp32")
+            shutil.rmtree(probe_dir, ignore_errors=True)
+            per_step = probe_step_time(cfg, probe_dir, args.probe_steps)
+        left = 60 * args.minutes - (time.perf_counter() - t0)
+        if left <= 0:
+            raise SystemExit(f"the probe took the whole budget (--minutes {args.minutes}): "
+                             f"{per_step:.3f} s/step")
+        cfg = dataclasses.replace(cfg, steps=max(1, int(SCHEDULE_SHARE * left / per_step)))
+        line = (f"probe: {per_step:.4f} s/step ({cfg.precision}, batch {cfg.batch_size}); "
+                f"{cfg.steps} steps in the {left:.0f} s left")
+        print(line, flush=True)
+        console_path.write_text(line + "\n")
 
     def tick(step: int, total: int, info: dict) -> None:
         wca = {k.removeprefix("wca_"): v for k, v in info.items() if k.startswith("wca_")}
@@ -85,11 +135,12 @@ def main() -> None:
                     + ("WCA " + ", ".join(f"{k} {v:.3f}" for k, v in wca.items()) + " "
                        if wca else "")
                     + f"{time.perf_counter() - t0:.0f} s")
-            print(line, flush=True)
+            print(f"[{args.out.name}] {line}", flush=True)
             with console_path.open("a") as console:
                 console.write(line + "\n")
 
-    res = train(cfg, args.run_dir, progress=tick, max_minutes=args.minutes)
+    res = train(cfg, args.run_dir, progress=tick,
+                max_minutes=max(args.minutes - (time.perf_counter() - t0) / 60, 0.01))
     ck = args.run_dir / "last.pt"
     weights = export_weights(ck, args.out / f"weights-step{res.step}.pt")
     shutil.copy(args.run_dir / "log.jsonl", args.out / "log.jsonl")
@@ -100,6 +151,7 @@ def main() -> None:
                "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available()
                else "cpu", "weights": weights.name,
                "weights_mb": round(weights.stat().st_size / 1e6, 2),
+               "probe_s_per_step": per_step,
                "train_config": cfg.to_dict()}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("step", "complete", "samples", "wall_s", "val")}))
