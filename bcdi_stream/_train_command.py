@@ -65,6 +65,9 @@ def train_command(
     workers: Annotated[int, typer.Option(
         min=0, help="Processes simulating the crystals on the CPU (0: the training process, on "
         "--device); a GPU run needs them, simulation sets its pace.")] = 0,
+    reuse: Annotated[int, typer.Option(
+        min=1, help="Steps per simulated batch: its crystals come back under other grid "
+        "symmetries (reflections, y/x swap) for reuse - 1 more steps.")] = 1,
     max_minutes: Annotated[float | None, typer.Option(
         help="Stop (after a checkpoint) after this many minutes; continue with --resume.")
     ] = None,
@@ -105,6 +108,7 @@ def train_command(
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
             init_from=str(init_from) if init_from is not None else "", device=device,
             first_sample=first_sample, precision=precision, workers=workers,
+            reuse=reuse,
         )
     except ValueError as exc:
         _fail(exc)

@@ -407,8 +407,9 @@ def benchmark(
     )] = "ai_er,ai_er_only,ai,random_er,conventional",
 ) -> None:
     """Measure speed and skill: ER iteration vs FFT pair, conventional recipe per scan,
-    simulator rate, training step time (float32 vs bfloat16 autocast), and (``model``) the
-    reconstruction methods on the fixed test set. ``all`` runs the speed benchmarks."""
+    simulator rate, training step time (float32 vs bfloat16 autocast) and batch stream
+    (workers, reuse), and (``model``) the reconstruction methods on the fixed test set.
+    ``all`` runs the speed benchmarks."""
     from bcdi_stream import benchmarking
 
     _apply_threads(threads)

@@ -11,11 +11,13 @@ import torch
 from bcdi_stream.model import ModelConfig, UNetConfig, export_weights, load_model
 from bcdi_stream.simulation import DISLOCATION_MODELS, simulate_crystal
 from bcdi_stream.training import (
+    N_SYMMETRIES,
     STRAIN_CLASSES,
     TEST_SEED0,
     TRAIN_SEED0,
     VAL_SEED0,
     TrainConfig,
+    apply_symmetry,
     class_arguments,
     draw_batch,
     draw_crystal,
@@ -105,6 +107,65 @@ def test_training_batches_from_workers_are_the_same_crystals() -> None:
         next(training_batches(0, 1, 10, 0.3, n=32, workers=-1))
     with pytest.raises(ValueError, match="workers"):
         _cfg(workers=-1)
+
+
+def test_symmetries_map_pattern_phase_and_object_together() -> None:
+    from bcdi_stream.physics import fft_centered
+
+    c, _ = draw_crystal(TEST_SEED0 + 7, "strong", n=32)
+    psi = fft_centered(c.obj)
+    strong = psi.abs() > 0.05 * psi.abs().max()
+    seen = set()
+    for k in range(N_SYMMETRIES):
+        obj, phase = apply_symmetry(c.obj, k), apply_symmetry(c.phase_q, k)
+        psi_k = fft_centered(obj)
+        # the mapped object diffracts the mapped pattern with the mapped phase
+        assert torch.allclose(psi_k.abs(), apply_symmetry(psi.abs(), k), rtol=1e-3, atol=1e-3)
+        mask = apply_symmetry(strong, k)
+        d = torch.angle(torch.exp(1j * (torch.angle(psi_k) - phase)))[mask]
+        assert d.abs().max() < 1e-2, k
+        seen.add(apply_symmetry(c.intensity, k).numpy().tobytes())
+    assert len(seen) == N_SYMMETRIES  # all distinct
+    assert apply_symmetry(c.intensity, 0) is c.intensity
+    # the rocking axis (0) stays: a gap band along y or x stays a band of every frame
+    swapped = apply_symmetry(c.intensity, 8)
+    assert torch.equal(swapped, c.intensity.transpose(-1, -2))
+    with pytest.raises(ValueError, match="index"):
+        apply_symmetry(c.intensity, N_SYMMETRIES)
+
+
+def test_training_batches_reuse_each_crystal_under_symmetries() -> None:
+    # no curriculum: the class mix of a group follows its first step (3 here, 1 without reuse)
+    plain = training_batches(0, 2, 20, 0.0, n=32)
+    reused = training_batches(0, 2, 20, 0.0, n=32, reuse=3)
+    p0, p1 = next(plain), next(plain)
+    r = [next(reused) for _ in range(4)]
+    assert torch.equal(r[0].intensity, p0.intensity)  # the first step as drawn
+    assert r[0].seeds == r[1].seeds == r[2].seeds == p0.seeds and r[3].seeds == p1.seeds
+    for b in r[1:3]:
+        assert not torch.equal(b.intensity, p0.intensity)
+        for x, y in zip(b.intensity, p0.intensity, strict=True):  # same counts, moved
+            assert torch.equal(x.flatten().sort().values, y.flatten().sort().values)
+    # resuming inside a group: its first sample, the step, and the rest of the group follows
+    resumed = training_batches(0, 2, 20, 0.0, n=32, reuse=3, start_step=2)
+    assert torch.equal(next(resumed).intensity, r[2].intensity)
+    assert torch.equal(next(resumed).intensity, r[3].intensity)
+    with pytest.raises(ValueError, match="reuse"):
+        next(training_batches(0, 1, 10, 0.3, n=32, reuse=0))
+    with pytest.raises(ValueError, match="reuse"):
+        _cfg(reuse=0)
+
+
+def test_resume_inside_a_reuse_group_matches_uninterrupted_run(tmp_path) -> None:
+    a = train(_cfg(reuse=2), tmp_path / "a")
+    assert a.samples == 2  # steps 0-1 on crystal 0, step 2 on crystal 1
+    train(_cfg(reuse=2), tmp_path / "b", until_step=1)
+    b = train(_cfg(reuse=2), tmp_path / "b", resume=True)
+    assert b.samples == 2
+    sa = torch.load(a.checkpoint, weights_only=False)["state_dict"]
+    sb = torch.load(b.checkpoint, weights_only=False)["state_dict"]
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], atol=1e-5), k
 
 
 def test_train_checkpoint_resume_export(tmp_path) -> None:
@@ -317,7 +378,12 @@ def test_training_step_benchmark_times_both_precisions(tmp_path) -> None:
     res = CliRunner().invoke(app, ["benchmark", "training", "--quick", "--threads", "1",
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
-    rows = json.loads(out.read_text())["training"]
+    every = json.loads(out.read_text())["training"]
+    rows = [r for r in every if "precision" in r]
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    streams = [r for r in every if r.get("stream") == "training_batches"]
+    assert [(r["workers"] > 0, r["reuse"]) for r in streams] == [
+        (False, 1), (False, 4), (True, 1), (True, 4)]
+    assert all(r["s_per_batch"] > 0 and r["crystals_shown_per_s"] > 0 for r in streams)
     assert all(r["median_s_per_step"] > 0 and r["steps"] == 2 for r in rows)
     assert rows[1]["speedup_vs_fp32"] > 0 and isinstance(rows[1]["cpu_bf16_flags"], list)

@@ -1,7 +1,10 @@
-"""Training step time: the network's optimiser step in float32 and under bfloat16 autocast."""
+"""Training speed: the network's optimiser step (float32 vs bfloat16 autocast) and the stream
+of simulated batches that feeds it (in the training process vs worker processes, with and
+without reuse under symmetries)."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -86,4 +89,47 @@ def bench_training(*, quick: bool = False, device: str | None = None,
             rows.append(row)
             echo(f"trunk {'-'.join(map(str, channels))} ({params:,} parameters) {precision}: "
                  f"{t:.3f} s per step of {len(batch.seeds)} at {grid}³")
+    return rows + bench_stream(quick=quick, device=device, echo=echo)
+
+
+def bench_stream(*, quick: bool = False, device: str | None = None,
+                 echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Seconds per batch of :func:`~bcdi_stream.training.training_batches`, four ways.
+
+    In the training process (on ``device``) and from ``cpu_count − 1`` worker processes, each
+    with ``reuse`` 1 and 4 (each simulated batch shown under 4 symmetries), on the same
+    crystals (batches of 32 at 64³; the first batch of each stream, which starts the workers,
+    is not timed). A GPU run needs the stream to keep up with the network's step.
+
+    Returns
+    -------
+    list of dict
+        One row per stream: ``workers``, ``reuse``, seconds per batch and crystals shown per
+        second.
+    """
+    from bcdi_stream.training import training_batches
+
+    dev = resolve_device(device)
+    grid, batch, batches = (32, 2, 2) if quick else (64, 32, 8)
+    workers = max(1, (os.cpu_count() or 2) - 1)
+    rows = []
+    for n_workers in (0, workers):
+        for reuse in (1, 4):
+            stream = training_batches(50_000, batch, 10**6, 0.0, grid, device=dev,
+                                      dislocation_probability=0.4, workers=n_workers,
+                                      reuse=reuse)
+            next(stream)
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                next(stream)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t = (time.perf_counter() - t0) / batches
+            stream.close()  # stops the workers
+            rows.append({"stream": "training_batches", "device": dev.type, "grid": grid,
+                         "batch": batch, "workers": n_workers, "reuse": reuse,
+                         "batches": batches, "s_per_batch": round(t, 4),
+                         "crystals_shown_per_s": round(batch / t, 1)})
+            echo(f"stream: {n_workers} workers, reuse {reuse}: {t:.3f} s per batch of {batch} "
+                 f"at {grid}³ ({batch / t:.0f} crystals shown per s)")
     return rows

@@ -57,6 +57,11 @@ class TrainConfig:
         Processes simulating the training crystals on the CPU (0: the training process
         simulates them on ``device``); the same crystals either way. A GPU run needs them:
         simulation, not the network, sets its pace.
+    reuse : int
+        Steps per simulated batch: after its first step each crystal comes back under other
+        grid symmetries that keep the rocking axis (reflections, swap of the detector axes;
+        ``training_batches``), ``reuse`` samples per simulated crystal. 1: every step draws
+        new crystals.
     device : str
         Where the model trains and the crystals are simulated: ``"auto"`` (CUDA when present,
         else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; what is learned does not depend
@@ -91,6 +96,7 @@ class TrainConfig:
     object_weight: float = 1.0
     threads: int = 0
     workers: int = 0
+    reuse: int = 1
     device: str = "auto"
     seed: int = 0
     init_from: str = ""
@@ -100,7 +106,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
-        for name in ("steps", "batch_size", "val_every", "checkpoint_every"):
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "reuse"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:

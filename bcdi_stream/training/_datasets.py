@@ -17,11 +17,20 @@ A class name with the suffix :data:`DISLOCATED` (``"weak+disl"``, ``"medium+disl
 ``"strong+disl"``) is that class with 1–2 dislocations in every crystal (for validation and
 evaluation sets); ``dislocation_probability`` of the training stream sets the odds of
 dislocations in every class at once (by default the simulator's: 0, 15 %, 35 %).
+
+Symmetries: a simulated crystal is also a valid training sample under any of the
+:data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
+in the detector plane): reflections about the centre ``N // 2`` along any axes, with or without
+swapping the detector axes ``y`` and ``x``. The pattern, the reciprocal-space phase and the
+object map together (``FFT(ρ(−z, y, x)) = F(−q_z, q_y, q_x)``; a swap of axes commutes with the
+FFT), so ``reuse > 1`` in :func:`training_batches` shows each crystal again under other
+symmetries: more samples per simulated crystal where simulation sets the pace (a GPU).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,16 +38,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..physics import reflect
 from ..simulation import CrystalSpec, SimulatedCrystal, simulate_batch
 
 __all__ = [
     "DISLOCATED",
     "MAX_MEAN_GRADIENT",
+    "N_SYMMETRIES",
     "STRAIN_CLASSES",
     "TEST_SEED0",
     "TRAIN_SEED0",
     "VAL_SEED0",
     "Batch",
+    "apply_symmetry",
     "class_arguments",
     "draw_batch",
     "draw_crystal",
@@ -46,6 +58,8 @@ __all__ = [
     "training_batches",
 ]
 
+#: Grid maps that keep the rocking axis: 8 reflections × (swap of y and x or not).
+N_SYMMETRIES = 16
 TRAIN_SEED0 = 1_000_000_000
 VAL_SEED0 = 2_000_000_000
 TEST_SEED0 = 3_000_000_000
@@ -186,6 +200,27 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     )
 
 
+def apply_symmetry(x: torch.Tensor, index: int) -> torch.Tensor:
+    """Map a centred array by symmetry ``index`` (see the module docstring).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(..., z, y, x)`` centred array: a pattern, a reciprocal-space phase or an object.
+    index : int
+        ``0 … N_SYMMETRIES − 1``; bit ``a`` (``a`` = 0, 1, 2) reflects spatial axis ``a``
+        about ``N // 2``, bit 3 then swaps ``y`` and ``x``; 0 is the identity.
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    if not 0 <= int(index) < N_SYMMETRIES:
+        raise ValueError(f"index must be in 0..{N_SYMMETRIES - 1}, got {index}")
+    out = reflect(x, [a for a in range(3) if (int(index) >> a) & 1])
+    return out.transpose(-1, -2) if int(index) & 8 else out
+
+
 def fixed_set(seed0: int, counts: dict[str, int], n: int = 64, stride: int = 1000
               ) -> Iterator[tuple[str, int, SimulatedCrystal]]:
     """Yield ``(class, seed, crystal)`` for a fixed evaluation set (validation or test).
@@ -213,6 +248,16 @@ class Batch:
         """This batch with its tensors on ``device``."""
         return dataclasses.replace(
             self, **{f: getattr(self, f).to(device, non_blocking=True)
+                     for f in ("intensity", "phase_q", "obj")})
+
+    def under(self, symmetries: list[int]) -> Batch:
+        """This batch with crystal ``i`` mapped by ``symmetries[i]`` (:func:`apply_symmetry`)."""
+        if len(symmetries) != len(self.seeds):
+            raise ValueError(f"symmetries must have one entry per crystal ({len(self.seeds)}), "
+                             f"got {len(symmetries)}")
+        return dataclasses.replace(
+            self, **{f: torch.stack([apply_symmetry(t, k) for t, k in
+                                     zip(getattr(self, f), symmetries, strict=True)])
                      for f in ("intensity", "phase_q", "obj")})
 
     @classmethod
@@ -246,7 +291,7 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      device: str | torch.device = "cpu",
                      strong_share: float = 0.5,
                      dislocation_probability: float | None = None,
-                     workers: int = 0) -> Iterator[Batch]:
+                     workers: int = 0, reuse: int = 1) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -258,43 +303,61 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     each, batches in order, the same crystals) and moves each to ``device``: on a GPU the
     simulation, not the network, sets the pace (0.65 s per batch of 32 vectorised on an H200,
     0.02 s for the network step).
+
+    ``reuse > 1`` yields each simulated batch for ``reuse`` consecutive steps: first as drawn,
+    then with each crystal under a symmetry other than the identity, drawn from a generator
+    seeded by its seed and the repeat (:func:`apply_symmetry`). Steps then come in groups of
+    ``reuse`` on the same crystals: ``start_sample`` is the first sample of ``start_step``'s
+    group, and the class mix follows the group's first step.
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if reuse < 1:
+        raise ValueError(f"reuse must be >= 1, got {reuse}")
     dev = torch.device(device)
-    steps_ = _BatchSteps(start_sample, batch_size, steps, curriculum, n, start_step,
-                         strong_share, dislocation_probability,
+    skip = start_step % reuse
+    groups = _BatchSteps(start_sample, batch_size, steps, curriculum, n, start_step - skip,
+                         reuse, strong_share, dislocation_probability,
                          "cpu" if workers else dev)
-    if not workers:
-        i = 0
-        while True:
-            yield steps_[i]
-            i += 1
-    from torch.utils.data import DataLoader
+    return _stream(groups, dev, workers, reuse, skip)
 
-    loader = DataLoader(steps_, batch_size=None, num_workers=workers,
-                        prefetch_factor=4, pin_memory=dev.type == "cuda")
-    for batch in loader:
-        yield batch.to(dev)
+
+def _stream(groups: _BatchSteps, dev: torch.device, workers: int, reuse: int, skip: int
+            ) -> Iterator[Batch]:
+    """The batches of :func:`training_batches` (a generator, after its eager checks)."""
+    if workers:
+        from torch.utils.data import DataLoader
+
+        drawn: Iterator[Batch] = (
+            b.to(dev) for b in DataLoader(groups, batch_size=None, num_workers=workers,
+                                          prefetch_factor=4, pin_memory=dev.type == "cuda"))
+    else:
+        drawn = (groups[i] for i in itertools.count())
+    for batch in drawn:
+        for repeat in range(skip, reuse):
+            yield batch if repeat == 0 else batch.under(
+                [int(np.random.default_rng([s, repeat, 0x5EE]).integers(1, N_SYMMETRIES))
+                 for s in batch.seeds])
+        skip = 0
 
 
 class _BatchSteps(torch.utils.data.Dataset):
-    """Batch ``i`` of :func:`training_batches`: step ``start_step + i``, a pure function of it."""
+    """Simulated batch ``i`` of :func:`training_batches` (step ``start_step + i·stride``)."""
 
     def __init__(self, start_sample: int, batch_size: int, steps: int, curriculum: float,
-                 n: int, start_step: int, strong_share: float,
+                 n: int, start_step: int, stride: int, strong_share: float,
                  dislocation_probability: float | None, device: str | torch.device) -> None:
-        self.args = (start_sample, batch_size, steps, curriculum, n, start_step, strong_share,
-                     dislocation_probability)
+        self.args = (start_sample, batch_size, steps, curriculum, n, start_step, stride,
+                     strong_share, dislocation_probability)
         self.device = device
 
     def __len__(self) -> int:
         return 2**62  # endless: the training loop decides when to stop
 
     def __getitem__(self, i: int) -> Batch:
-        (start_sample, batch_size, steps, curriculum, n, start_step, strong_share,
+        (start_sample, batch_size, steps, curriculum, n, start_step, stride, strong_share,
          dislocation_probability) = self.args
-        step = start_step + i
+        step = start_step + i * stride
         mix = class_mix(step, steps, curriculum, strong_share)
         names = [c for c in mix if mix[c] > 0]
         probs = np.array([mix[c] for c in names])

@@ -238,8 +238,12 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     last_val: dict[str, Any] = {}
     running: list[float] = []
     running_obj: list[float] = []
-    batches = training_batches(samples, config.batch_size, config.steps, config.curriculum,
-                               config.model.grid, start_step=step, device=dev,
+    # ``samples`` counts the distinct crystals drawn; with reuse a resumed run re-draws the
+    # crystals of the group it stopped in
+    group_first = samples - config.batch_size if step % config.reuse else samples
+    batches = training_batches(group_first, config.batch_size, config.steps,
+                               config.curriculum, config.model.grid, start_step=step, device=dev,
+                               reuse=config.reuse,
                                strong_share=config.strong_share,
                                dislocation_probability=config.dislocation_probability,
                                workers=config.workers if workers is None else workers)
@@ -252,8 +256,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if step % config.reuse == 0:
+            samples += len(batch.seeds)
         step += 1
-        samples += len(batch.seeds)
         running.append(float(l_wca.detach()))
         running_obj.append(float(l_obj.detach()))
         wall = wall_before + time.perf_counter() - t0

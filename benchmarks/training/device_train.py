@@ -75,6 +75,8 @@ def main() -> None:
                     help="bf16: convolutions under bfloat16 autocast (TrainConfig.precision)")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes simulating the crystals on the CPU (TrainConfig.workers)")
+    ap.add_argument("--reuse", type=int, default=1,
+                    help="steps per simulated batch, under other symmetries (TrainConfig.reuse)")
     ap.add_argument("--init-from", default="", help="weights/checkpoint to fine-tune")
     ap.add_argument("--first-sample", type=int, default=0)
     ap.add_argument("--val", type=int, default=6,
@@ -100,6 +102,7 @@ def main() -> None:
         dislocation_probability=args.dislocations,
         device=args.device, init_from=args.init_from, first_sample=args.first_sample,
         precision=args.precision, workers=args.workers,
+        reuse=args.reuse,
     )
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
