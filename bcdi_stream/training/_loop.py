@@ -281,4 +281,5 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
             progress(step, config.steps, info)
         if stop_now:
             break
+    batches.close()  # stops the simulation workers, if any
     return TrainResult(ck_path, step, samples, wall_before + time.perf_counter() - t0, last_val)
