@@ -18,6 +18,7 @@ from bcdi_stream.simulation import (
     SimulatedBatch,
     SimulatedCrystal,
     simulate_batch,
+    simulate_capped,
     simulate_crystal,
 )
 
@@ -90,6 +91,24 @@ def test_batch_matches_single_crystals() -> None:
         assert sim.spec == one.spec
         torch.testing.assert_close(sim.obj, one.obj)
         torch.testing.assert_close(sim.intensity, one.intensity)
+
+
+def test_capped_simulation_drops_steep_crystals_and_keeps_the_rest_exactly() -> None:
+    specs = [CrystalSpec.random(s, n=N, strain="strong") for s in range(6)]
+    full = simulate_batch(specs, device=CPU)
+    grads = [c.meta["phase_gradient_mean"] for c in full]
+    cap = sorted(grads)[2]  # three at or under it, three over
+    caps = [cap] * 5 + [None]  # the last one is never dropped
+    capped = simulate_capped(specs, caps, device=CPU)
+    for c, got, g, k in zip(full, capped, grads, caps, strict=True):
+        if k is not None and g > k:
+            assert got is None
+        else:
+            assert got is not None and got.meta == c.meta
+            assert torch.equal(got.intensity, c.intensity) and torch.equal(got.obj, c.obj)
+    assert sum(c is None for c in capped) == sum(g > cap for g in grads[:5]) >= 2
+    with pytest.raises(ValueError, match="max_gradient_mean"):
+        simulate_capped(specs, [None], device=CPU)
 
 
 def test_vectorised_heterogeneous_batch_matches_single_crystals() -> None:

@@ -14,7 +14,13 @@ detector blur, Poisson noise and detector gaps. Everything is reproducible from 
 True
 """
 
-from ._crystal import SimulatedBatch, SimulatedCrystal, simulate_batch, simulate_crystal
+from ._crystal import (
+    SimulatedBatch,
+    SimulatedCrystal,
+    simulate_batch,
+    simulate_capped,
+    simulate_crystal,
+)
 from ._shapes import SHAPES
 from ._spec import DISLOCATION_MODELS, SMOOTH_MODELS, STRAIN_MODELS, CrystalSpec
 
@@ -27,5 +33,6 @@ __all__ = [
     "SimulatedBatch",
     "SimulatedCrystal",
     "simulate_batch",
+    "simulate_capped",
     "simulate_crystal",
 ]

@@ -251,6 +251,7 @@ def simulate_batch(
     else:
         chunk = int(chunk_size)
     parts = [_simulate(specs[i : i + chunk], dev) for i in range(0, len(specs), chunk)]
+    assert all(p is not None for p in parts)  # no cap, no crystal dropped
     if len(parts) == 1:
         return parts[0]
     return SimulatedBatch(
@@ -263,6 +264,49 @@ def simulate_batch(
         specs=tuple(specs),
         meta=[mm for p in parts for mm in p.meta],
     )
+
+
+def simulate_capped(
+    specs: Sequence[CrystalSpec],
+    max_gradient_mean: Sequence[float | None],
+    device: str | torch.device | None = None,
+) -> list[SimulatedCrystal | None]:
+    """Simulate crystals, dropping those whose mean phase gradient exceeds a cap.
+
+    ``None`` in place of each crystal whose ``meta["phase_gradient_mean"]`` exceeds its cap;
+    every other crystal is the one :func:`simulate_batch` gives. On a CPU a crystal over its
+    cap stops before its diffraction, blur and noise (over half the cost of a rejected draw);
+    on a GPU the batch is simulated whole and screened after.
+
+    Parameters
+    ----------
+    specs : sequence of CrystalSpec
+        The crystals, all on the same grid.
+    max_gradient_mean : sequence of float or None
+        One cap (rad/voxel) per crystal; ``None``: no cap.
+    device : str, torch.device or None
+        As for :func:`simulate_batch`.
+
+    Returns
+    -------
+    list of SimulatedCrystal or None
+    """
+    if len(max_gradient_mean) != len(specs):
+        raise ValueError(f"max_gradient_mean must have one entry per spec ({len(specs)}), "
+                         f"got {len(max_gradient_mean)}")
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        batch = simulate_batch(list(specs), device=dev)
+        return [c if cap is None or c.meta["phase_gradient_mean"] <= cap else None
+                for c, cap in zip(batch, max_gradient_mean, strict=True)]
+    if len({s.n for s in specs}) > 1:
+        raise ValueError(
+            f"specs must all have the same grid size n, got {sorted({s.n for s in specs})}")
+    out: list[SimulatedCrystal | None] = []
+    for spec, cap in zip(specs, max_gradient_mean, strict=True):
+        one = _simulate([_to_spec(spec, {}, name="specs")], dev, cap)
+        out.append(None if one is None else one[0])
+    return out
 
 
 def _to_spec(spec_or_seed: Any, kwargs: dict[str, Any], name: str) -> CrystalSpec:
@@ -284,7 +328,9 @@ def _pad_stack(rows: list[np.ndarray], width: int, fill: float) -> np.ndarray:
     return out
 
 
-def _simulate(specs: list[CrystalSpec], device: torch.device) -> SimulatedBatch:
+def _simulate(specs: list[CrystalSpec], device: torch.device,
+              max_gradient_mean: float | None = None) -> SimulatedBatch | None:
+    """The engine; ``None`` for one crystal over ``max_gradient_mean`` (before diffraction)."""
     n = specs[0].n
     nb = len(specs)
     f32, f64 = torch.float32, torch.float64
@@ -460,6 +506,8 @@ def _simulate(specs: list[CrystalSpec], device: torch.device) -> SimulatedBatch:
 
     span_meas, _ = fld.masked_ptp(phase, support)
     grad_mean, grad_max = fld.phase_gradient_stats(phase, support)
+    if max_gradient_mean is not None and nb == 1 and grad_mean.tolist()[0] > max_gradient_mean:
+        return None  # the meta's phase_gradient_mean would be this value
     phase = phase * amp.gt(0)  # zero where there is no crystal
     obj_box = torch.polar(amp, phase)
 

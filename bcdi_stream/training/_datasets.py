@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..physics import reflect
-from ..simulation import CrystalSpec, SimulatedCrystal, simulate_batch
+from ..simulation import CrystalSpec, SimulatedCrystal, simulate_capped
 
 __all__ = [
     "DISLOCATED",
@@ -137,11 +137,12 @@ def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
     return draw_batch([(seed, strain_class)], n, "cpu", max_tries)[0]
 
 
-def _accept(c: SimulatedCrystal, strain_class: str, n: int) -> bool:
+def _cap(strain_class: str, n: int) -> float | None:
+    """The cap on the mean phase gradient of a class's crystals (only ``strong`` has one)."""
     # the cap scales as 64/n: the same crystals on a coarser grid are steeper per voxel
     if strain_class.removesuffix(DISLOCATED) != "strong":
-        return True
-    return c.meta["phase_gradient_mean"] <= MAX_MEAN_GRADIENT * 64 / n
+        return None
+    return MAX_MEAN_GRADIENT * 64 / n
 
 
 def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.device = "cpu",
@@ -183,10 +184,10 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     pending = list(range(len(items)))
     for _ in range(max_tries):
         specs = [CrystalSpec.random(seeds[i], n=n, **kwargs[items[i][1]]) for i in pending]
-        batch = simulate_batch(specs, device=device)
+        drawn = simulate_capped(specs, [_cap(items[i][1], n) for i in pending], device)
         rejected = []
-        for i, c in zip(pending, batch, strict=True):
-            if _accept(c, items[i][1], n):
+        for i, c in zip(pending, drawn, strict=True):
+            if c is not None:
                 out[i] = (c, seeds[i])
             else:
                 seeds[i] += 1
