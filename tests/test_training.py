@@ -260,9 +260,8 @@ def test_training_on_cuda_matches_the_cpu_batches(tmp_path) -> None:
     assert r.step == 3 and 0 <= r.val["wca_weak"] <= 1
 
 
-def test_device_train_script_smoke(tmp_path) -> None:
-    """The prepared device run (benchmarks/training/device_train.py) on the CPU, 2 tiny steps:
-    what the device tool brings back is there and loads."""
+def _run_device_train(tmp_path, *args: str) -> tuple[dict, list[dict]]:
+    """benchmarks/training/device_train.py on the CPU, tiny trunk: (summary, log lines)."""
     import os
     import subprocess
     import sys
@@ -273,41 +272,35 @@ def test_device_train_script_smoke(tmp_path) -> None:
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks/training/device_train.py"), "--out", str(out),
-         "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--steps", "2",
-         "--batch-size", "1", "--channels", "4,8", "--val", "1", "--val-every", "1",
-         "--dislocations", "0.4"],
+         "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--batch-size", "1",
+         "--channels", "4,8", "--val", "1", *args],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["complete"] and summary["step"] == 2
     assert load_model(out / summary["weights"]).model.config.unet.channels == (4, 8)
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    return summary, [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_device_train_script_smoke(tmp_path) -> None:
+    """The prepared device run (benchmarks/training/device_train.py) on the CPU, 2 tiny steps:
+    what the device tool brings back is there and loads."""
+    summary, log = _run_device_train(tmp_path, "--steps", "2", "--val-every", "1",
+                                     "--dislocations", "0.4")
+    assert summary["complete"] and summary["step"] == 2
     assert len(log) == 2 and "wca_medium+disl" in log[-1]
 
 
 def test_device_train_sizes_its_schedule_to_the_budget(tmp_path) -> None:
     """``--steps 0``: a probe times the steps on this device and the schedule is sized to
-    ``--minutes``; the crystals come from a worker process; the log ends with a validation."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(root / "benchmarks/training/device_train.py"), "--out", str(out),
-         "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--steps", "0",
-         "--probe-steps", "8", "--minutes", "0.4", "--workers", "1", "--batch-size", "1",
-         "--channels", "4,8", "--val", "1", "--precision", "bf16"],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads((out / "summary.json").read_text())
+    ``--minutes``; the crystals come from a worker process, each shown twice; the log ends
+    with a validation."""
+    summary, log = _run_device_train(tmp_path, "--steps", "0", "--probe-steps", "8",
+                                     "--minutes", "0.4", "--workers", "1", "--reuse", "2",
+                                     "--precision", "bf16")
     assert summary["probe_s_per_step"] > 0 and summary["steps"] >= 1
     assert summary["train_config"]["workers"] == 1 and summary["step"] >= 1
+    assert summary["samples"] == (summary["step"] + 1) // 2  # distinct crystals
     assert not (tmp_path / "run-probe").exists()
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == summary["step"] and "wca_strong" in log[-1]
 
 
