@@ -3,15 +3,16 @@
 Runs :func:`bcdi_stream.training.train` on the device for a fixed wall-time budget, then puts
 what must come back in ``--out`` (the device tool returns at most 8 files of 16 MiB): the
 exported weights (float16), the validation log, the console log and a JSON summary. The full
-checkpoint (model + optimiser) stays behind when it is larger than 16 MiB, so size ``--steps``
-to finish inside ``--minutes`` (the schedule then completes and the weights are final).
+checkpoint (model + optimiser) stays behind when it is larger than 16 MiB, so the schedule must
+finish inside ``--minutes`` (then the weights are final): ``--steps 0`` sizes it from a probe of
+the step time on the device.
 
 Needs only torch, numpy and scipy (what the device image has): run it from the repository root
-with ``PYTHONPATH=.``, e.g. through the device tool::
+with ``PYTHONPATH=.``; ``benchmarks/training/device_session.sh`` is the prepared call, e.g.::
 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/training/device_train.py \\
-        --out $OUT --minutes 8 --steps 3000 --batch-size 32 --channels 32,64,128,256 \\
-        --dislocations 0.4
+        --out $OUT --minutes 8.5 --steps 0 --batch-size 32 --workers 15 --reuse 4 \\
+        --channels 32,64,128,256 --dislocations 0.4 --precision bf16
 
 and on a CPU, as a smoke test::
 
@@ -37,7 +38,9 @@ SCHEDULE_SHARE = 0.88  # of the time left after the probe: the rest covers valid
 def probe_step_time(cfg: Any, run_dir: Path, steps: int) -> float:
     """Seconds per training step of ``cfg`` on its device, from a throw-away run of ``steps``.
 
-    The first quarter of the steps (allocator and cuDNN autotuning) is not timed.
+    The first quarter of the steps (allocator and cuDNN autotuning) is not timed. The probe
+    draws the class mix of the schedule's end (no curriculum: the most strong crystals, the
+    dearest to simulate), so that a run whose simulation sets the pace fits its budget.
     """
     from bcdi_stream.training import train
 
@@ -45,7 +48,7 @@ def probe_step_time(cfg: Any, run_dir: Path, steps: int) -> float:
         raise ValueError(f"--probe-steps must be >= 8, got {steps}")
     stamps: list[float] = []
     probe = dataclasses.replace(cfg, steps=10**6, val_every=10**6, checkpoint_every=10**6,
-                                val_counts={"weak": 1})
+                                val_counts={"weak": 1}, curriculum=0.0)
     train(probe, run_dir, progress=lambda *_: stamps.append(time.perf_counter()),
           until_step=steps)
     shutil.rmtree(run_dir)
