@@ -61,6 +61,13 @@ def test_train_bad_arguments(tmp_path: Path, capsys, args, needle) -> None:
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args", [["--reuse", "0"], ["--workers", "-1"]])
+def test_train_out_of_range_options(tmp_path: Path, capsys, args) -> None:
+    # bounded options are checked by the command-line parser (its usage error names them)
+    code, _, err = _run(capsys, "train", tmp_path / "r", "--no-progress", *args)
+    assert code == 2 and f"Invalid value for '{args[0]}'" in err
+
+
 def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys,
                                          monkeypatch) -> None:
     out = tmp_path / "bench.json"
