@@ -65,7 +65,7 @@ def view_axes(view: int) -> tuple[int, ...]:
     """
     if not 0 <= int(view) < N_VIEWS:
         raise ValueError(f"view must be in 0..{N_VIEWS - 1}, got {view}")
-    return tuple(a for a in range(3) if (int(view) >> a) & 1)
+    return physics.reflection_axes(view)
 
 
 @dataclass

@@ -64,6 +64,7 @@ __all__ = [
     "ifft_centered",
     "reciprocal_phase",
     "reflect",
+    "reflection_axes",
     "scattering_vector_norm",
     "shift_ramp",
     "twin",
@@ -150,6 +151,19 @@ def twin(obj: torch.Tensor) -> torch.Tensor:
     if not torch.is_complex(obj):
         obj = obj.to(torch.complex64)
     return ifft_centered(torch.conj(fft_centered(obj)))
+
+
+def reflection_axes(code: int) -> tuple[int, ...]:
+    """The spatial axes (0, 1, 2 = z, y, x) a 3-bit code names: axis ``a`` when bit ``a`` is set.
+
+    Parameters
+    ----------
+    code : int
+        ``0 … 7`` (0: none; 7: all three), for :func:`reflect`.
+    """
+    if not 0 <= int(code) < 8:
+        raise ValueError(f"code must be in 0..7, got {code}")
+    return tuple(a for a in range(3) if (int(code) >> a) & 1)
 
 
 def reflect(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:

@@ -174,3 +174,6 @@ def test_reflect_about_the_centre_reflects_the_pattern(n: int) -> None:
         physics.reflect(rho, [3])
     with pytest.raises(ValueError, match="axes"):
         physics.reflect(rho, [1, 1])
+    assert [physics.reflection_axes(c) for c in (0, 1, 6, 7)] == [(), (0,), (1, 2), (0, 1, 2)]
+    with pytest.raises(ValueError, match="code"):
+        physics.reflection_axes(8)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..physics import reflect
+from ..physics import reflect, reflection_axes
 from ..simulation import CrystalSpec, SimulatedCrystal, simulate_capped
 
 __all__ = [
@@ -218,7 +218,7 @@ def apply_symmetry(x: torch.Tensor, index: int) -> torch.Tensor:
     """
     if not 0 <= int(index) < N_SYMMETRIES:
         raise ValueError(f"index must be in 0..{N_SYMMETRIES - 1}, got {index}")
-    out = reflect(x, [a for a in range(3) if (int(index) >> a) & 1])
+    out = reflect(x, reflection_axes(int(index) & 7))
     return out.transpose(-1, -2) if int(index) & 8 else out
 
 
