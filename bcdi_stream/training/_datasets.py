@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -245,21 +245,22 @@ class Batch:
     seeds: list[int]
     classes: list[str]
 
+    def _mapped(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """This batch with ``fn`` applied to each of its tensors."""
+        return dataclasses.replace(
+            self, **{f: fn(getattr(self, f)) for f in ("intensity", "phase_q", "obj")})
+
     def to(self, device: str | torch.device) -> Batch:
         """This batch with its tensors on ``device``."""
-        return dataclasses.replace(
-            self, **{f: getattr(self, f).to(device, non_blocking=True)
-                     for f in ("intensity", "phase_q", "obj")})
+        return self._mapped(lambda t: t.to(device, non_blocking=True))
 
     def under(self, symmetries: list[int]) -> Batch:
         """This batch with crystal ``i`` mapped by ``symmetries[i]`` (:func:`apply_symmetry`)."""
         if len(symmetries) != len(self.seeds):
             raise ValueError(f"symmetries must have one entry per crystal ({len(self.seeds)}), "
                              f"got {len(symmetries)}")
-        return dataclasses.replace(
-            self, **{f: torch.stack([apply_symmetry(t, k) for t, k in
-                                     zip(getattr(self, f), symmetries, strict=True)])
-                     for f in ("intensity", "phase_q", "obj")})
+        return self._mapped(lambda t: torch.stack(
+            [apply_symmetry(x, k) for x, k in zip(t, symmetries, strict=True)]))
 
     @classmethod
     def of(cls, drawn: list[tuple[SimulatedCrystal, int]], classes: list[str]) -> Batch:
