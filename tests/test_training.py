@@ -14,6 +14,7 @@ from bcdi_stream.training import (
     N_SYMMETRIES,
     STRAIN_CLASSES,
     TEST_SEED0,
+    TRAIN_SAMPLES,
     TRAIN_SEED0,
     VAL_SEED0,
     TrainConfig,
@@ -223,6 +224,7 @@ def test_train_config_errors(tmp_path) -> None:
     for kw, name in [({"steps": 0}, "steps"), ({"lr": 0}, "lr"), ({"curriculum": 2}, "curriculum"),
                      ({"object_weight": -1}, "object_weight"), ({"first_sample": -1},
                                                                 "first_sample"),
+                     ({"first_sample": TRAIN_SAMPLES}, "first_sample"),
                      ({"dislocation_probability": 1.5}, "dislocation_probability"),
                      ({"val_counts": {"huge": 1}}, "strain_class"),
                      ({"val_counts": {"weak": 0}}, "val_counts"),
@@ -302,6 +304,36 @@ def test_device_train_sizes_its_schedule_to_the_budget(tmp_path) -> None:
     assert summary["samples"] == (summary["step"] + 1) // 2  # distinct crystals
     assert not (tmp_path / "run-probe").exists()
     assert log[-1]["step"] == summary["step"] and "wca_strong" in log[-1]
+
+
+def test_training_samples_stay_out_of_the_validation_seeds() -> None:
+    """Sample k draws seeds from TRAIN_SEED0 + 100 k: the last sample a run may draw keeps
+    them below VAL_SEED0, and a batch past it is refused rather than drawn."""
+    assert TRAIN_SEED0 + 100 * (TRAIN_SAMPLES - 1) + 99 < VAL_SEED0
+    stream = training_batches(TRAIN_SAMPLES - 1, 2, 10, 0.0, n=32)
+    with pytest.raises(ValueError, match="validation seeds"):
+        next(stream)
+
+
+def test_device_train_probe_times_the_steady_stream() -> None:
+    """With workers the probe outlasts the first round of batches (their arrival burst is not
+    the stream's pace) and times only the rounds after it; without workers, steps past the
+    first quarter."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/training/device_train.py"
+    spec = importlib.util.spec_from_file_location("device_train", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    window = module.probe_window
+    assert window(40, 0, 1) == (40, 10)
+    assert window(40, 0, 4) == (40, 10)
+    assert window(40, 15, 4) == (240, 60)  # session 12's H200 call timed steps 11-40
+    assert window(400, 15, 4) == (400, 100)
+    assert window(8, 1, 2) == (8, 2)
+    with pytest.raises(ValueError, match="probe-steps"):
+        window(4, 0, 1)
 
 
 def _dislocated(c) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..model import ModelConfig
-from ._datasets import class_arguments
+from ._datasets import TRAIN_SAMPLES, class_arguments
 
 __all__ = ["PRECISIONS", "TrainConfig"]
 
@@ -135,8 +135,9 @@ class TrainConfig:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.first_sample < 0:
-            raise ValueError(f"first_sample must be >= 0, got {self.first_sample}")
+        if not 0 <= self.first_sample < TRAIN_SAMPLES:
+            raise ValueError(f"first_sample must be in [0, {TRAIN_SAMPLES:,}) (beyond, the "
+                             f"seeds are validation seeds), got {self.first_sample}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

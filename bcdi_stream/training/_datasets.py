@@ -47,6 +47,7 @@ __all__ = [
     "N_SYMMETRIES",
     "STRAIN_CLASSES",
     "TEST_SEED0",
+    "TRAIN_SAMPLES",
     "TRAIN_SEED0",
     "VAL_SEED0",
     "Batch",
@@ -63,6 +64,9 @@ N_SYMMETRIES = 16
 TRAIN_SEED0 = 1_000_000_000
 VAL_SEED0 = 2_000_000_000
 TEST_SEED0 = 3_000_000_000
+#: Training samples a run can draw: sample ``k`` uses seeds from ``TRAIN_SEED0 + 100 * k``,
+#: so ``k`` must stay below this for its seeds to stay out of the validation range.
+TRAIN_SAMPLES = (VAL_SEED0 - TRAIN_SEED0) // 100
 #: Cap on the mean |∇φ| (rad/voxel) of the ``strong`` class.
 MAX_MEAN_GRADIENT = 0.9
 #: Strain classes and their simulator arguments.
@@ -363,6 +367,11 @@ class _BatchSteps(torch.utils.data.Dataset):
         mix = class_mix(step, steps, curriculum, strong_share)
         names = [c for c in mix if mix[c] > 0]
         probs = np.array([mix[c] for c in names])
+        if start_sample + (i + 1) * batch_size > TRAIN_SAMPLES:
+            raise ValueError(
+                f"training samples past {TRAIN_SAMPLES:,} would draw validation seeds: this "
+                f"batch ends at sample {start_sample + (i + 1) * batch_size:,} (first_sample "
+                "plus the run's distinct crystals)")
         wanted = []
         for k in range(start_sample + i * batch_size, start_sample + (i + 1) * batch_size):
             rng = np.random.default_rng([k, 0xC1A55])

@@ -35,25 +35,43 @@ RETURN_LIMIT = 16 * 2**20  # bytes per file the device tool brings back
 SCHEDULE_SHARE = 0.88  # of the time left after the probe: the rest covers validation and export
 
 
-def probe_step_time(cfg: Any, run_dir: Path, steps: int) -> float:
-    """Seconds per training step of ``cfg`` on its device, from a throw-away run of ``steps``.
+def probe_window(steps: int, workers: int, reuse: int) -> tuple[int, int]:
+    """Steps to run and steps to leave untimed in the probe of a run with ``workers`` and ``reuse``.
 
-    The first quarter of the steps (allocator and cuDNN autotuning) is not timed. The probe
-    draws the class mix of the schedule's end (no curriculum: the most strong crystals, the
-    dearest to simulate), so that a run whose simulation sets the pace fits its budget.
+    With worker processes the first round of batches (one per worker, simulated together)
+    arrives in a burst whose spread, not the workers' throughput, sets the pace of the first
+    ``workers * reuse`` steps: session 12's probe timed 40 steps inside that burst on an H200
+    (15 workers, reuse 4) and read 0.158 s/step against the 0.045 the run then kept, so the
+    schedule filled a quarter of its budget. The probe therefore runs at least four rounds and
+    times the last three (and, without workers, leaves the first quarter, allocator and
+    autotuning, untimed).
+    """
+    if steps < 8:
+        raise ValueError(f"--probe-steps must be >= 8, got {steps}")
+    rounds = max(workers, 1) * max(reuse, 1)
+    total = max(steps, 4 * rounds) if workers else steps
+    skip = max(total // 4, rounds if workers else 0)
+    return total, skip
+
+
+def probe_step_time(cfg: Any, run_dir: Path, steps: int) -> float:
+    """Seconds per training step of ``cfg`` on its device, from a throw-away run.
+
+    Runs :func:`probe_window` ``(steps, cfg.workers, cfg.reuse)`` steps and times the
+    steady part. The probe draws the class mix of the schedule's end (no curriculum: the most
+    strong crystals, the dearest to simulate), so that a run whose simulation sets the pace
+    fits its budget.
     """
     from bcdi_stream.training import train
 
-    if steps < 8:
-        raise ValueError(f"--probe-steps must be >= 8, got {steps}")
+    total, skip = probe_window(steps, cfg.workers, cfg.reuse)
     stamps: list[float] = []
     probe = dataclasses.replace(cfg, steps=10**6, val_every=10**6, checkpoint_every=10**6,
                                 val_counts={"weak": 1}, curriculum=0.0)
     train(probe, run_dir, progress=lambda *_: stamps.append(time.perf_counter()),
-          until_step=steps)
+          until_step=total)
     shutil.rmtree(run_dir)
-    skip = steps // 4
-    return (stamps[-1] - stamps[skip - 1]) / (steps - skip)
+    return (stamps[-1] - stamps[skip - 1]) / (total - skip)
 
 
 def main() -> None:
@@ -66,6 +84,8 @@ def main() -> None:
                     help="schedule length; 0: sized to --minutes from a probe of --probe-steps "
                     "steps on this device (the cosine schedule then ends inside the budget)")
     ap.add_argument("--probe-steps", type=int, default=40)
+    ap.add_argument("--until-step", type=int, default=None,
+                    help="stop at this step of the schedule (to replay a run stopped by time)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--channels", default="32,64,128,256")
@@ -145,7 +165,7 @@ def main() -> None:
             with console_path.open("a") as console:
                 console.write(line + "\n")
 
-    res = train(cfg, args.run_dir, progress=tick,
+    res = train(cfg, args.run_dir, progress=tick, until_step=args.until_step,
                 max_minutes=max(args.minutes - (time.perf_counter() - t0) / 60, 0.01))
     ck = args.run_dir / "last.pt"
     weights = export_weights(ck, args.out / f"weights-step{res.step}.pt")
@@ -158,6 +178,7 @@ def main() -> None:
                else "cpu", "weights": weights.name,
                "weights_mb": round(weights.stat().st_size / 1e6, 2),
                "probe_s_per_step": per_step,
+               "run_s_per_step": round(res.wall_s / max(res.step, 1), 4),
                "train_config": cfg.to_dict()}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("step", "complete", "samples", "wall_s", "val")}))
