@@ -23,7 +23,7 @@ __all__ = [
 
 #: Format tag of a weights file.
 WEIGHTS_FORMAT = "bcdi-stream-weights/1"
-_DEFAULT_NAME = "bcdi-phase-v2.pt"
+_DEFAULT_NAME = "bcdi-phase-v3.pt"
 
 
 def default_weights_path() -> Path:

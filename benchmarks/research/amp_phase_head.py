@@ -5,7 +5,8 @@ strained crystal's ρ then oscillates (its phase wraps two or three times across
 which a small CNN must draw voxel by voxel. Here the same UNet's two output channels are read
 as ρ = softplus(o₀)·exp(i·s·o₁): the network writes a (mostly smooth) phase field instead of
 oscillating real and imaginary parts. Everything else is v1's recipe (``train_config`` of
-``benchmarks/training/v1/last.pt``: the same crystals, schedule, losses, validation), so the
+the v1 weights, ``bcdi_stream/model/weights/bcdi-phase-v1.pt``, the same as in v1's training
+checkpoint: the same crystals, schedule, losses, validation), so the
 learning curve compares step for step with a control trained side by side (``--head reim``).
 
     python benchmarks/research/amp_phase_head.py --head ampphase --until 1000 \
@@ -56,8 +57,9 @@ def main() -> None:
             return obj
 
         PhaseModel.forward_object = forward_object
-    ck = torch.load("benchmarks/training/v1/last.pt", map_location="cpu", weights_only=False)
-    cfg = TrainConfig.from_dict(ck["train_config"])
+    weights = torch.load("bcdi_stream/model/weights/bcdi-phase-v1.pt", map_location="cpu",
+                         weights_only=False)
+    cfg = TrainConfig.from_dict(weights["meta"]["train_config"])
     train(cfg, args.out, resume=args.resume, until_step=args.until, threads=1, device="cpu")
 
 

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The prepared GPU training call for a session lent a device machine (one call of <= 10 min).
 #
-# Session 11 (H200) found the simulator, not the network, sets a GPU run's pace (0.65 s per
-# batch of 32 against 0.02 s for the network step; docs/MODEL_RESEARCH.md). This call therefore
-# simulates in WORKERS CPU processes and shows each simulated batch REUSE times under grid
-# symmetries, and trains the 32-64-128-256 trunk from scratch in bfloat16, batch 32, with
-# dislocations in 40 % of every class; `--steps 0` sizes the cosine schedule to MINUTES from a
-# probe on the device. Run from the repository root through the device tool (OUT is its return
-# folder), with timeout_s 600:
+# Session 12 (H200) trained the shipped bcdi-phase-v3 (32-64-128-256 trunk) in three calls:
+# 15 CPU workers simulate the crystals, each simulated batch serves 4 steps under grid
+# symmetries, bfloat16, batch 32, dislocations in 40 % of every class: 0.045 s per step, about
+# 10,000 steps (80,000 distinct crystals) in an 8-minute call (docs/MODEL_RESEARCH.md). This
+# call fine-tunes v3 on fresh crystals (samples from FIRST, past every crystal v3 saw) with a
+# cosine schedule from LR sized to MINUTES by a probe of the steady step time on the device.
+# Run from the repository root through the device tool (OUT is its return folder), with
+# timeout_s 600:
 #
 #   bash benchmarks/training/device_session.sh
 #
-# and as a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 bash ...
-# (Session 11's first call ran an earlier version of this file: two runs side by side, without
-# workers or reuse; see git history and the research log.)
+# The machine stays warm ~30 s after a call: a second call made at once (FIRST past this
+# call's last sample, INIT the weights it brought back, carried) costs no new start.
+# v3's strong-class agreement flattened at 0.20-0.22 over its last 50,000 crystals, so the
+# other use of a call is capacity: INIT= CHANNELS=48,96,192,384 LR=2e-3 CURRICULUM=0.3 trains
+# a wider trunk from scratch (compare its validation log with benchmarks/training/v3/).
+# As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
 MINUTES=${MINUTES:-8.5}
@@ -22,11 +26,16 @@ BATCH=${BATCH:-32}
 PROBE=${PROBE:-40}
 WORKERS=${WORKERS:-15}
 REUSE=${REUSE:-4}
+INIT=${INIT-bcdi_stream/model/weights/bcdi-phase-v3.pt}  # INIT= : from scratch
+FIRST=${FIRST:-7000000}
+LR=${LR:-1e-3}
+CHANNELS=${CHANNELS:-32,64,128,256}  # used only from scratch (INIT empty)
+CURRICULUM=${CURRICULUM:-0}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-python3 benchmarks/training/device_train.py --out "$OUT/wide" --run-dir /tmp/bcdi-wide \
+python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir /tmp/bcdi-run \
     --device "$DEVICE" --minutes "$MINUTES" --steps 0 --probe-steps "$PROBE" \
     --batch-size "$BATCH" --workers "$WORKERS" --reuse "$REUSE" --dislocations 0.4 \
-    --precision bf16 --channels 32,64,128,256 --first-sample 4000000 --lr 2e-3 \
-    --curriculum 0.3 --val-every 500
+    --precision bf16 --init-from "$INIT" --channels "$CHANNELS" --first-sample "$FIRST" \
+    --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000
