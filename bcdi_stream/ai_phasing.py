@@ -1,8 +1,9 @@
 """AI phasing: the model predicts φ(q), ψ = IFFT(√I·e^{iφ}) starts a short refinement.
 
-The refinement is ``n_raar`` RAAR, ``n_hio`` HIO, then ``n_er`` ER iterations with shrink-wrap,
-one run, from the predicted start and its support (see :class:`bcdi_stream.config.AISettings`
-for the defaults; ``n_raar = n_hio = 0`` is the plain ER refinement of the paper).
+The refinement is ``n_er_first`` ER (default 0), ``n_raar`` RAAR, ``n_hio`` HIO, then ``n_er``
+ER iterations with shrink-wrap, one run, from the predicted start and its support (see
+:class:`bcdi_stream.config.AISettings` for the defaults; ``n_raar = n_hio = 0`` is the plain
+ER refinement of the paper).
 
 Grid handling: the model works on ``G³`` (64³ for the shipped weights) centred on the Bragg
 peak at ``N // 2``. Along an axis longer than ``G`` the model sees the central ``G`` pixels
@@ -225,9 +226,10 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
              n_raar: int = 0, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
              device: str | torch.device | None = None, psf_hypothesis: int = 60,
-             n_hio: int = 100, view: int = 0) -> tuple[PhasingResult, AIStart]:
-    """AI + refinement: :func:`predict_start`, then ``n_raar`` RAAR, ``n_hio`` HIO and ``n_er``
-    ER iterations.
+             n_hio: int = 100, view: int = 0, n_er_first: int = 0
+             ) -> tuple[PhasingResult, AIStart]:
+    """AI + refinement: :func:`predict_start`, then ``n_er_first`` ER, ``n_raar`` RAAR,
+    ``n_hio`` HIO and ``n_er`` ER iterations.
 
     Parameters
     ----------
@@ -262,6 +264,12 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         docs/MODEL_RESEARCH.md, session 6).
     view : int
         Which view of the pattern the model predicts (:func:`view_axes`; 0: as measured).
+    n_er_first : int
+        ER iterations (shrink-wrap, PSF estimation as configured) before the RAAR/HIO ones: the
+        main run then starts from their object, support and PSF (docs/MODEL_RESEARCH.md,
+        sessions 7 and 12: a start near the truth survives HIO better once ER has tightened
+        its support). Only with ``n_raar + n_hio > 0``; the blur hypothesis's run does not
+        take it.
 
     Returns
     -------
@@ -275,20 +283,35 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         raise ValueError(f"psf_hypothesis must be >= 0, got {psf_hypothesis}")
     if n_raar < 0 or n_hio < 0 or n_er < 0:
         raise ValueError(f"n_raar, n_hio and n_er must be >= 0, got {n_raar}, {n_hio}, {n_er}")
+    if n_er_first < 0:
+        raise ValueError(f"n_er_first must be >= 0, got {n_er_first}")
+    if n_er_first and n_raar + n_hio == 0:
+        raise ValueError("n_er_first needs n_raar + n_hio > 0 (add it to n_er for ER only)")
     auto_psf = psf_hypothesis > 0 and settings.psf == "auto"
     start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf,
                           view=view)
 
-    def refine(n_r: int, n_h: int, n_e: int, psf_start: Any) -> PhasingResult:
+    def refine(n_r: int, n_h: int, n_e: int, psf_start: Any, n_f: int = 0) -> PhasingResult:
         if n_raar + n_hio > 0:
+            obj, support, before = start.obj, start.support, 0.0
+            if n_f:
+                s = settings.model_copy(update={"runs": 1, "n_raar": 0, "n_hio": 0, "n_er": n_f})
+                first = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev,
+                                         obj_init=obj, support=support, detwin=False,
+                                         psf_start=psf_start)
+                obj, support, psf_start = first.obj, first.support, first.psf_sigma
+                before = first.timings.get("total", 0.0)
             s = settings.model_copy(update={"runs": 1, "n_raar": n_r, "n_hio": n_h, "n_er": n_e})
-            return run_conventional(i_t, m_t, settings=s, seed=seed, device=dev,
-                                    obj_init=start.obj, support=start.support, detwin=False,
-                                    psf_start=psf_start)
+            out = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev, obj_init=obj,
+                                   support=support, detwin=False, psf_start=psf_start)
+            if n_f:
+                out.timings["er_first"] = before
+                out.timings["total"] = out.timings.get("total", 0.0) + before
+            return out
         return refine_er(i_t, m_t, start.obj, start.support, n_iter=n_e, shrinkwrap=shrinkwrap,
                          device=dev, settings=settings, psf_start=psf_start)
 
-    res = refine(n_raar, n_hio, n_er, None)
+    res = refine(n_raar, n_hio, n_er, None, n_er_first)
     if start.psf_sigma is not None:
         # the blur hypothesis: a shorter second run from the same start, the lower LLK wins
         first = psf_hypothesis // 2 if n_raar + n_hio > 0 else 0
@@ -421,7 +444,7 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
         res, st = phase_ai(intensity, mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
                            n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
                            seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis,
-                           view=view)
+                           view=view, n_er_first=ai.n_er_first)
         return res, st, float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma))
 
     result, start, misfit = refined(0)

@@ -51,6 +51,12 @@ class AISettings(BaseModel):
     model: str = Field(
         "", description="weights file (empty: the shipped weights, or BCDI_MODEL)"
     )
+    n_er_first: int = Field(
+        0,
+        ge=0,
+        description="ER iterations right after the prediction, before the RAAR/HIO ones (the "
+        "main run starts from their support and PSF; docs/MODEL_RESEARCH.md session 12)",
+    )
     n_raar: int = Field(0, ge=0, description="RAAR iterations after the prediction")
     n_hio: int = Field(
         100,

@@ -269,3 +269,35 @@ def test_shipped_refinement_is_hio_and_phases_a_medium_strain_crystal() -> None:
     assert not compare(raar.obj, c.obj, c.support, recon_support=raar.support).success
     with pytest.raises(ValueError, match="n_hio"):
         phase_ai(c.intensity, c.mask, loaded=loaded, n_hio=-1)
+
+
+def test_er_first_refines_the_start_with_er_before_hio(weights, crystal) -> None:
+    """``n_er_first``: ER from the prediction, then the HIO + ER run from ER's object, support
+    and PSF — the same result as composing the two runs by hand."""
+    from bcdi_stream.ai_phasing import phase_ai
+    from bcdi_stream.phasing import run_conventional
+
+    loaded = cached_model(weights)
+    s = PhasingSettings(psf="off")
+    res, start = phase_ai(crystal.intensity, crystal.mask, loaded=loaded, n_er_first=5,
+                          n_hio=10, n_er=5, settings=s, psf_hypothesis=0)
+    kw = {"seed": 0, "device": "cpu", "detwin": False}
+    first = run_conventional(crystal.intensity, crystal.mask, obj_init=start.obj,
+                             support=start.support, psf_start=None, **kw,
+                             settings=s.model_copy(update={"runs": 1, "n_raar": 0, "n_hio": 0,
+                                                           "n_er": 5}))
+    then = run_conventional(crystal.intensity, crystal.mask, obj_init=first.obj,
+                            support=first.support, psf_start=first.psf_sigma, **kw,
+                            settings=s.model_copy(update={"runs": 1, "n_raar": 0, "n_hio": 10,
+                                                          "n_er": 5}))
+    assert torch.equal(res.obj, then.obj) and torch.equal(res.support, then.support)
+    plain, _ = phase_ai(crystal.intensity, crystal.mask, loaded=loaded, n_hio=10, n_er=5,
+                        settings=s, psf_hypothesis=0)
+    assert not torch.equal(plain.obj, res.obj)
+    assert res.timings["er_first"] > 0 and "er_first" not in plain.timings
+    for kw_bad, name in [({"n_er_first": -1}, "n_er_first"),
+                         ({"n_er_first": 5, "n_hio": 0}, "n_er_first")]:
+        with pytest.raises(ValueError, match=name):
+            phase_ai(crystal.intensity, crystal.mask, loaded=loaded, settings=s, **kw_bad)
+    with pytest.raises(ValueError, match="n_er_first"):
+        AISettings(n_er_first=-1)

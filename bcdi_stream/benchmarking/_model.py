@@ -62,12 +62,12 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     res = None
     extra: dict[str, Any] = {}
     if method in ("ai_er", "ai_er_only"):
-        n_raar, n_hio, n_er = ai.n_raar, ai.n_hio, ai.n_er
+        n_first, n_raar, n_hio, n_er = ai.n_er_first, ai.n_raar, ai.n_hio, ai.n_er
         if method == "ai_er_only":
-            n_raar, n_hio, n_er = 0, 0, ai.n_raar + ai.n_hio + ai.n_er
+            n_first, n_raar, n_hio, n_er = 0, 0, 0, n_first + ai.n_raar + ai.n_hio + ai.n_er
         res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar, n_hio=n_hio,
                           shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev,
-                          psf_hypothesis=ai.psf_hypothesis)
+                          psf_hypothesis=ai.psf_hypothesis, n_er_first=n_first)
         obj, sup, llk = res.obj, res.support, res.llk
     elif method == "ai":
         start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings)
@@ -75,7 +75,7 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     elif method == "random_er":
         # the same iterations as AI+ER, from random phases in the autocorrelation support
         s = settings.model_copy(update={"runs": 1, "n_raar": ai.n_raar, "n_hio": ai.n_hio,
-                                        "n_er": ai.n_er})
+                                        "n_er": ai.n_er + ai.n_er_first})
         res = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev, detwin=False)
         obj, sup, llk = res.obj, res.support, res.llk
     elif method == "conventional":
