@@ -315,10 +315,8 @@ def test_training_samples_stay_out_of_the_validation_seeds() -> None:
         next(stream)
 
 
-def test_device_train_probe_times_the_steady_stream() -> None:
-    """With workers the probe outlasts the first round of batches (their arrival burst is not
-    the stream's pace) and times only the rounds after it; without workers, steps past the
-    first quarter."""
+def _device_train_module():
+    """benchmarks/training/device_train.py imported as a module (it is a script, not a package)."""
     import importlib.util
     from pathlib import Path
 
@@ -326,7 +324,14 @@ def test_device_train_probe_times_the_steady_stream() -> None:
     spec = importlib.util.spec_from_file_location("device_train", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    window = module.probe_window
+    return module
+
+
+def test_device_train_probe_times_the_steady_stream() -> None:
+    """With workers the probe outlasts the first round of batches (their arrival burst is not
+    the stream's pace) and times only the rounds after it; without workers, steps past the
+    first quarter."""
+    window = _device_train_module().probe_window
     assert window(40, 0, 1) == (40, 10)
     assert window(40, 0, 4) == (40, 10)
     assert window(40, 15, 4) == (240, 60)  # session 12's H200 call timed steps 11-40
@@ -334,6 +339,25 @@ def test_device_train_probe_times_the_steady_stream() -> None:
     assert window(8, 1, 2) == (8, 2)
     with pytest.raises(ValueError, match="probe-steps"):
         window(4, 0, 1)
+
+
+def test_device_train_cuts_large_weights_for_the_return(tmp_path) -> None:
+    """A file over the device tool's 16 MiB comes back in parts that join to it."""
+    module = _device_train_module()
+    blob = bytes(range(256)) * 40  # 10,240 bytes
+    big = tmp_path / "weights-step9.pt"
+    big.write_bytes(blob)
+    parts = module.split_for_return(big, limit=4096)
+    assert [p.name for p in parts] == [f"weights-step9.pt.part{k}" for k in range(3)]
+    assert not big.exists() and all(p.stat().st_size <= 4096 for p in parts)
+    assert b"".join(p.read_bytes() for p in sorted(tmp_path.glob("*.part*"))) == blob
+    small = tmp_path / "small.pt"
+    small.write_bytes(b"x" * 10)
+    assert module.split_for_return(small, limit=4096) == [small] and small.exists()
+    with pytest.raises(ValueError, match="parts"):
+        module.split_for_return(small, limit=1)
+    with pytest.raises(ValueError, match="limit"):
+        module.split_for_return(small, limit=0)
 
 
 def _dislocated(c) -> bool:

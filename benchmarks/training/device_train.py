@@ -2,7 +2,8 @@
 
 Runs :func:`bcdi_stream.training.train` on the device for a fixed wall-time budget, then puts
 what must come back in ``--out`` (the device tool returns at most 8 files of 16 MiB): the
-exported weights (float16), the validation log, the console log and a JSON summary. The full
+exported weights (float16; cut into ``.partK`` files when larger, :func:`split_for_return`),
+the validation log, the console log and a JSON summary. The full
 checkpoint (model + optimiser) stays behind when it is larger than 16 MiB, so the schedule must
 finish inside ``--minutes`` (then the weights are final): ``--steps 0`` sizes it from a probe of
 the step time on the device.
@@ -33,6 +34,30 @@ from typing import Any
 
 RETURN_LIMIT = 16 * 2**20  # bytes per file the device tool brings back
 SCHEDULE_SHARE = 0.88  # of the time left after the probe: the rest covers validation and export
+
+
+def split_for_return(path: Path, limit: int = RETURN_LIMIT) -> list[Path]:
+    """Cut ``path`` into ``NAME.part0``, ``NAME.part1``, … of at most ``limit`` bytes when it is
+    larger (the device tool brings back files of at most 16 MiB; a 48-96-192-384 trunk's
+    weights are 32 MB) and remove it; ``cat NAME.part* > NAME`` joins them (fewer than ten
+    parts, so the shell's order is theirs). Returns the files that now hold it.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    size = path.stat().st_size
+    if size <= limit:
+        return [path]
+    count = -(-size // limit)
+    if count > 9:
+        raise ValueError(f"{path} ({size} bytes) would need {count} parts of {limit} bytes")
+    parts = []
+    with path.open("rb") as f:
+        for k in range(count):
+            part = path.with_name(f"{path.name}.part{k}")
+            part.write_bytes(f.read(limit))
+            parts.append(part)
+    path.unlink()
+    return parts
 
 
 def probe_window(steps: int, workers: int, reuse: int) -> tuple[int, int]:
@@ -169,6 +194,8 @@ def main() -> None:
                 max_minutes=max(args.minutes - (time.perf_counter() - t0) / 60, 0.01))
     ck = args.run_dir / "last.pt"
     weights = export_weights(ck, args.out / f"weights-step{res.step}.pt")
+    weights_mb = round(weights.stat().st_size / 1e6, 2)
+    parts = split_for_return(weights)
     shutil.copy(args.run_dir / "log.jsonl", args.out / "log.jsonl")
     if ck.stat().st_size <= RETURN_LIMIT:
         shutil.copy(ck, args.out / "last.pt")
@@ -176,7 +203,8 @@ def main() -> None:
                "samples": res.samples, "wall_s": round(res.wall_s, 1), "val": res.val,
                "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available()
                else "cpu", "weights": weights.name,
-               "weights_mb": round(weights.stat().st_size / 1e6, 2),
+               "weights_mb": weights_mb,
+               "weights_parts": [p.name for p in parts] if parts != [weights] else [],
                "probe_s_per_step": per_step,
                "run_s_per_step": round(res.wall_s / max(res.step, 1), 4),
                "train_config": cfg.to_dict()}
