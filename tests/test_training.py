@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -262,18 +263,20 @@ def test_training_on_cuda_matches_the_cpu_batches(tmp_path) -> None:
     assert r.step == 3 and 0 <= r.val["wca_weak"] <= 1
 
 
+_ROOT = Path(__file__).resolve().parents[1]
+_DEVICE_TRAIN = _ROOT / "benchmarks" / "training" / "device_train.py"
+
+
 def _run_device_train(tmp_path, *args: str) -> tuple[dict, list[dict]]:
     """benchmarks/training/device_train.py on the CPU, tiny trunk: (summary, log lines)."""
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(_ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(root / "benchmarks/training/device_train.py"), "--out", str(out),
+        [sys.executable, str(_DEVICE_TRAIN), "--out", str(out),
          "--run-dir", str(tmp_path / "run"), "--device", "cpu", "--batch-size", "1",
          "--channels", "4,8", "--val", "1", *args],
         env=env, capture_output=True, text=True, timeout=300)
@@ -318,10 +321,8 @@ def test_training_samples_stay_out_of_the_validation_seeds() -> None:
 def _device_train_module():
     """benchmarks/training/device_train.py imported as a module (it is a script, not a package)."""
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks/training/device_train.py"
-    spec = importlib.util.spec_from_file_location("device_train", path)
+    spec = importlib.util.spec_from_file_location("device_train", _DEVICE_TRAIN)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
