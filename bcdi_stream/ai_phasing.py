@@ -226,8 +226,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
              n_raar: int = 0, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
              device: str | torch.device | None = None, psf_hypothesis: int = 60,
-             n_hio: int = 100, view: int = 0, n_er_first: int = 0,
-             prior_weight: float = 0.0) -> tuple[PhasingResult, AIStart]:
+             n_hio: int = 100, view: int = 0, n_er_first: int = 0
+             ) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_er_first`` ER, ``n_raar`` RAAR,
     ``n_hio`` HIO and ``n_er`` ER iterations.
 
@@ -270,12 +270,6 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         ``n_raar + n_hio > 0``; the blur hypothesis's run does not take it. Measured with v3
         (docs/MODEL_RESEARCH.md, session 12): 50 + HIO 100 + ER 50 solves 11/25 strong test
         crystals against 12/25 for the default, the other classes alike, hence off.
-    prior_weight : float
-        Keep the prediction as a soft constraint, not only as the start: every refinement run
-        turns the phase of ``FFT(ρ)`` towards the predicted φ(q) before each modulus
-        projection with a weight falling linearly from ``prior_weight`` to 0 over the run
-        (``run_conventional(prior_phasor=…)``; not on masked pixels nor outside the model's
-        grid). In ``[0, 1)``; needs ``n_raar + n_hio > 0``.
 
     Returns
     -------
@@ -293,22 +287,9 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         raise ValueError(f"n_er_first must be >= 0, got {n_er_first}")
     if n_er_first and n_raar + n_hio == 0:
         raise ValueError("n_er_first needs n_raar + n_hio > 0 (add it to n_er for ER only)")
-    if not 0.0 <= prior_weight < 1.0:
-        raise ValueError(f"prior_weight must be in [0, 1), got {prior_weight}")
-    if prior_weight and n_raar + n_hio == 0:
-        raise ValueError("prior_weight needs n_raar + n_hio > 0")
     auto_psf = psf_hypothesis > 0 and settings.psf == "auto"
     start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf,
                           view=view)
-    prior = None
-    if prior_weight:
-        # the predicted phase where the model saw the data: not outside its grid, not masked
-        prior = torch.zeros(start.phase_q.shape, dtype=torch.complex64, device=dev)
-        d_sl, _ = _windows(tuple(i_t.shape), loaded.model.config.grid)
-        prior[d_sl] = torch.polar(torch.ones_like(start.phase_q[d_sl]), start.phase_q[d_sl])
-        if m_t is not None:
-            prior = prior.masked_fill(m_t, 0)
-    pri = {"prior_phasor": prior, "prior_weight": float(prior_weight)}
 
     def refine(n_r: int, n_h: int, n_e: int, psf_start: Any, n_f: int = 0) -> PhasingResult:
         if n_raar + n_hio > 0:
@@ -317,12 +298,12 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
                 s = settings.model_copy(update={"runs": 1, "n_raar": 0, "n_hio": 0, "n_er": n_f})
                 first = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev,
                                          obj_init=obj, support=support, detwin=False,
-                                         psf_start=psf_start, **pri)
+                                         psf_start=psf_start)
                 obj, support, psf_start = first.obj, first.support, first.psf_sigma
                 before = first.timings.get("total", 0.0)
             s = settings.model_copy(update={"runs": 1, "n_raar": n_r, "n_hio": n_h, "n_er": n_e})
             out = run_conventional(i_t, m_t, settings=s, seed=seed, device=dev, obj_init=obj,
-                                   support=support, detwin=False, psf_start=psf_start, **pri)
+                                   support=support, detwin=False, psf_start=psf_start)
             if n_f:
                 out.timings["er_first"] = before
                 out.timings["total"] = out.timings.get("total", 0.0) + before

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from ..physics import SPATIAL_DIMS
-from ._kernels import TINY, Kernels, Measured
+from ._kernels import Kernels, Measured
 from ._psf import Psf, Sigma, estimate_sigma, project_blurred
 from ._quality import _intensity_of, llk_chi2
 from ._support import bounding_box
@@ -137,10 +137,6 @@ class Engine:
         self.set_support(support)
         self.psfs: list[Psf | None] = [None] * self.batch
         self._iobs_n2: torch.Tensor | None = None
-        self._prior: torch.Tensor | None = None
-        self._prior_weight = 0.0
-        self._prior_length = 0
-        self.iterations_done = 0
 
     # ------------------------------------------------------------------ PSF
     @property
@@ -174,50 +170,6 @@ class Engine:
         i0 = _intensity_of(self.rho[i])
         p = self.psfs[i]
         return i0 if p is None else p.apply(i0)
-
-    # ------------------------------------------------------------------ phase prior
-    def set_phase_prior(self, phasor: torch.Tensor | None, weight: float, length: int) -> None:
-        """Pull the reciprocal-space phase towards a prior during the next ``length`` iterations.
-
-        Before each modulus projection, iteration ``k`` (counted from this call) turns the phase
-        of ``psi`` to that of ``(1 − λ)·e^{i arg psi} + λ·phasor``, keeping ``|psi|``, with
-        ``λ = weight·(1 − k/length)``; where ``phasor`` is 0 (no prior) psi is left alone.
-
-        Parameters
-        ----------
-        phasor : torch.Tensor or None
-            Centred complex ``(z, y, x)``: a unit phasor ``e^{iφ}`` where a prior exists, 0
-            elsewhere (None: no prior).
-        weight : float
-            λ at the first iteration, in ``[0, 1)``.
-        length : int
-            Iterations over which λ falls linearly to 0 (>= 1).
-        """
-        if phasor is None or weight == 0:
-            self._prior = None
-            return
-        if not 0.0 <= float(weight) < 1.0:
-            raise ValueError(f"weight must be in [0, 1), got {weight}")
-        if int(length) < 1:
-            raise ValueError(f"length must be >= 1, got {length}")
-        if tuple(phasor.shape) != tuple(self.meas.shape):
-            raise ValueError(f"phasor must have shape {self.meas.shape}, got {tuple(phasor.shape)}")
-        self._prior = torch.fft.ifftshift(phasor.to(self.rho.device, torch.complex64),
-                                          dim=SPATIAL_DIMS).contiguous()
-        self._prior_weight = float(weight)
-        self._prior_length = int(length)
-        self._prior_start = self.iterations_done
-
-    def _pull(self, psi: torch.Tensor, k: int) -> None:
-        """Iteration ``k`` of the current segment: turn ``psi`` towards the prior (in place)."""
-        assert self._prior is not None
-        done = self.iterations_done + k - self._prior_start
-        lam = self._prior_weight * (1.0 - done / self._prior_length)
-        if lam <= 0.0:
-            return
-        mag = psi.abs()
-        t = torch.addcmul(psi, mag, self._prior, value=lam / (1.0 - lam))
-        psi.copy_(t.mul_(mag.div_(t.abs().add_(TINY))))
 
     # ------------------------------------------------------------------ support
     def set_support(self, support: torch.Tensor) -> None:
@@ -278,26 +230,21 @@ class Engine:
                     box, bits = self._er[k]  # type: ignore[index]
                     idx = (Ellipsis, *box)
                     r_box = r.view(torch.int64)[idx]
-                    for j in range(n):
+                    for _ in range(n):
                         psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
-                        if self._prior is not None:
-                            self._pull(psi, j)
                         self.kernels.modulus(psi, self.meas)
                         p = torch.fft.ifftn(psi, dim=SPATIAL_DIMS, norm="forward")
                         torch.bitwise_and(p.view(torch.int64)[idx], bits, out=r_box)
                 else:
                     w = self.w[s] if one else self.w[s:e]
                     keep = self.keep[s] if one else self.keep[s:e]
-                    for j in range(n):
+                    for _ in range(n):
                         psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
-                        if self._prior is not None:
-                            self._pull(psi, j)
                         self.kernels.modulus(psi, self.meas)
                         p = torch.fft.ifftn(psi, dim=SPATIAL_DIMS, norm="forward")
                         self.kernels.update(r, p, w, keep, a, b)
                 if on_progress is not None:
                     on_progress(n * (e - s))
-        self.iterations_done += n
 
     def _iterate_psf(self, k: int, s: int, e: int, er: bool, n: int, a: float, b: float) -> None:
         """The blur-aware branch: runs of the block one at a time (PSFs may differ)."""
@@ -312,10 +259,8 @@ class Engine:
                 bits_i = bits if bits.ndim == 3 else bits[i - s]
                 idx = (Ellipsis, *box)
                 r_box = r.view(torch.int64)[idx]
-            for j in range(n):
+            for _ in range(n):
                 psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
-                if self._prior is not None:
-                    self._pull(psi, j)
                 if psf is None:
                     self.kernels.modulus(psi, self.meas)
                 else:

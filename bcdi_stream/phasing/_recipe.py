@@ -24,7 +24,6 @@ from ._common import (
     check_settings,
     check_support,
     run_seed,
-    to_tensor,
 )
 from ._engine import Engine, random_start
 from ._kernels import Kernels, Measured, is_warm, prepare_measured
@@ -384,8 +383,6 @@ def run_conventional(
     compile: CompileOption = None,
     psf: PsfOption = None,
     psf_start: Sigma | None = None,
-    prior_phasor: Any = None,
-    prior_weight: float = 0.0,
 ) -> PhasingResult:
     """PyNX-style conventional phasing: N random starts, RAAR/HIO/ER + shrink-wrap, best LLK.
 
@@ -436,14 +433,6 @@ def run_conventional(
         With ``psf="auto"``: the widths ``(z, y, x)`` the runs start with (e.g. estimated from
         the AI prediction, :func:`bcdi_stream.phasing.estimate_detector_sigma`); the later
         estimates then search locally around them instead of over a wide grid.
-    prior_phasor : array-like, optional
-        Centred complex ``(z, y, x)``: ``e^{iφ_prior(q)}`` where a prior phase exists (the AI
-        prediction), 0 elsewhere. Before every modulus projection the phase of each run's
-        ``FFT(ρ)`` is turned towards it, ``e^{i arg ψ} → (1 − λ)·e^{i arg ψ} + λ·prior``
-        (normalised, ``|ψ|`` kept), λ falling linearly from ``prior_weight`` to 0 over the run's
-        iterations (:meth:`~bcdi_stream.phasing._engine.Engine.set_phase_prior`).
-    prior_weight : float
-        λ at the first iteration, in ``[0, 1)``; 0 (the default) ignores ``prior_phasor``.
 
     Returns
     -------
@@ -464,15 +453,6 @@ def run_conventional(
     for name, t in (("support", s0), ("obj_init", o0)):
         if t is not None and t.ndim == 4 and t.shape[0] not in (1, runs):
             raise ValueError(f"{name} has {t.shape[0]} runs, settings.runs is {runs}")
-    if not 0.0 <= float(prior_weight) < 1.0:
-        raise ValueError(f"prior_weight must be in [0, 1), got {prior_weight}")
-    prior = None
-    if prior_weight > 0:
-        if prior_phasor is None:
-            raise ValueError("prior_weight > 0 needs prior_phasor")
-        prior = to_tensor(prior_phasor, "prior_phasor", dev).to(torch.complex64)
-        if tuple(prior.shape) != shape:
-            raise ValueError(f"prior_phasor must have shape {shape}, got {tuple(prior.shape)}")
     meas = prepare_measured(i_t, m)
     if s0 is None:
         s0 = autocorrelation_support(i_t, AUTOCORR_THRESHOLD, mask=m)
@@ -496,7 +476,6 @@ def run_conventional(
         else:
             rho = (o0[[0 if o0.shape[0] == 1 else r for r in ids]] * sup).contiguous()
         eng = setup.engine(meas, rho, sup)
-        eng.set_phase_prior(prior, float(prior_weight), n_it)
         clock.lap("setup")
         _execute(setup.plan, eng, settings, ids, clock, tick)
         c_llk, c_chi = eng.quality()
