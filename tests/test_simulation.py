@@ -421,3 +421,40 @@ def test_dislocation_probability_applies_at_every_strain_level() -> None:
         ]
         none = CrystalSpec.random(seed, n=N, strain="strong", dislocation_probability=0.0)
         assert not kinds(none) & set(DISLOCATION_MODELS)
+
+
+def test_vertex_cache_changes_no_crystal_and_hands_out_copies(tmp_path) -> None:
+    """The polytope-vertex cache (a crystal's geometry is built twice) is invisible: the same
+    crystals with it off and on, and what it returns can be changed by the caller."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from bcdi_stream.cli import app
+    from bcdi_stream.simulation import _shapes
+    from bcdi_stream.training._datasets import draw_batch
+
+    items = [(30_000_000, "strong"), (30_000_100, "weak+disl")]
+    bound = _shapes.set_vertex_cache(0)
+    try:
+        off = [c.intensity for c, _ in draw_batch(items, N)]
+        _shapes.set_vertex_cache(8)
+        on = [c.intensity for c, _ in draw_batch(items, N)]
+        assert all(torch.equal(a, b) for a, b in zip(off, on, strict=True))
+        assert 0 < len(_shapes._VERTEX_CACHE) <= 8
+        normals = np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+        verts, _, _ = _shapes._vertices(normals, np.ones(6))
+        verts[:] = 0
+        again, _, _ = _shapes._vertices(normals, np.ones(6))
+        assert np.abs(again).max() == 1.0
+        with pytest.raises(ValueError, match="size"):
+            _shapes.set_vertex_cache(-1)
+    finally:
+        _shapes.set_vertex_cache(bound)
+    out = tmp_path / "sim.json"
+    res = CliRunner().invoke(app, ["benchmark", "simulator", "--quick", "--threads", "1",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["simulator"]
+    draws = [r for r in rows if r["mode"].startswith("draws")]
+    assert [r["mode"] for r in draws] == ["draws, vertex cache off", "draws, vertex cache on"]
+    assert all(r["samples"] == 4 and r["samples_per_s"] > 0 for r in draws)

@@ -235,14 +235,50 @@ def _chebyshev(normals: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, fl
     return np.asarray(res.x[:3]), float(res.x[3])
 
 
+#: Polytopes whose vertices were computed lately (a crystal's geometry is built when its
+#: specification is drawn and again when it is simulated): key → (vertices, centre, radius).
+_VERTEX_CACHE: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray, float]] = {}
+_VERTEX_CACHE_SIZE = 64
+
+
+def set_vertex_cache(size: int) -> int:
+    """Empty the cache of polytope vertices and bound it to ``size`` entries (0: off).
+
+    The cache changes no result, only the time (``bcdi-stream benchmark simulator`` compares
+    both). Returns the previous bound.
+
+    Parameters
+    ----------
+    size : int
+        Most polytopes kept (>= 0).
+    """
+    global _VERTEX_CACHE_SIZE
+    if int(size) < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    previous = _VERTEX_CACHE_SIZE
+    _VERTEX_CACHE.clear()
+    _VERTEX_CACHE_SIZE = int(size)
+    return previous
+
+
 def _vertices(normals: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Vertices, Chebyshev centre and inradius of a bounded polytope."""
-    centre, radius = _chebyshev(normals, offsets)
-    hs = np.concatenate([normals, -offsets[:, None]], axis=1)
-    verts = HalfspaceIntersection(hs, centre).intersections
-    if not np.all(np.isfinite(verts)):
-        raise ValueError("shape_params describe an unbounded crystal")
-    return verts, centre, radius
+    """Vertices, Chebyshev centre and inradius of a bounded polytope (recent ones cached)."""
+    normals = np.ascontiguousarray(normals, dtype=float)
+    offsets = np.ascontiguousarray(offsets, dtype=float)
+    key = (normals.tobytes(), offsets.tobytes())
+    hit = _VERTEX_CACHE.get(key)
+    if hit is None:
+        centre, radius = _chebyshev(normals, offsets)
+        hs = np.concatenate([normals, -offsets[:, None]], axis=1)
+        verts = HalfspaceIntersection(hs, centre).intersections
+        if not np.all(np.isfinite(verts)):
+            raise ValueError("shape_params describe an unbounded crystal")
+        hit = (verts, centre, radius)
+        if _VERTEX_CACHE_SIZE > 0:
+            if len(_VERTEX_CACHE) >= _VERTEX_CACHE_SIZE:
+                del _VERTEX_CACHE[next(iter(_VERTEX_CACHE))]  # the oldest
+            _VERTEX_CACHE[key] = hit
+    return hit[0].copy(), hit[1].copy(), hit[2]
 
 
 def _hull_volume_centroid(verts: np.ndarray) -> tuple[float, np.ndarray]:
