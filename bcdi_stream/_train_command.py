@@ -81,6 +81,9 @@ def train_command(
     init_from: Annotated[Path | None, typer.Option(
         help="Fine-tune: start from these weights (.pt weights file or checkpoint); the model "
         "architecture is taken from it (--kind/--channels/--blocks ignored).")] = None,
+    widen: Annotated[str, typer.Option(
+        help="With --init-from: widen its trunk to these channels per level (e.g. "
+        "40,80,160,320) without changing what it computes, then train.")] = "",
     first_sample: Annotated[int, typer.Option(
         min=0, help="Index of the first training crystal (a fine-tune starts after its "
         "parent's crystals).")] = 0,
@@ -108,7 +111,7 @@ def train_command(
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
             init_from=str(init_from) if init_from is not None else "", device=device,
             first_sample=first_sample, precision=precision, workers=workers,
-            reuse=reuse,
+            reuse=reuse, widen=_ints(widen, "--widen") if widen else (),
         )
     except ValueError as exc:
         _fail(exc)

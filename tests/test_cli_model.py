@@ -55,10 +55,25 @@ def test_train_writes_log_checkpoint_and_weights(trained: Path, capsys) -> None:
     (["--dislocations", "1.5"], "dislocation_probability"),
     (["--val", "weak:6"], "--val"),
     (["--val", "weak=6,huge=2"], "strain_class"),
+    (["--widen", "6,12"], "widen needs init_from"),
+    (["--widen", "x"], "--widen"),
 ])
 def test_train_bad_arguments(tmp_path: Path, capsys, args, needle) -> None:
     code, _, err = _run(capsys, "train", tmp_path / "r", "--no-progress", *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_widens_the_model_it_starts_from(trained: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = _run(capsys, "train", tmp_path / "wide", "--init-from", trained / "w.pt",
+                          "--widen", "6,12", "--steps", "1", "--batch-size", "1", "--val", "weak=1",
+                          "--threads", "1", "--no-progress", "--export", tmp_path / "wide.pt")
+    assert code == 0, err
+    ck = torch.load(tmp_path / "wide" / "last.pt", weights_only=False)
+    assert ck["model_config"]["unet"]["channels"] == [6, 12] and (tmp_path / "wide.pt").is_file()
+    # narrower than the parent: one line, no run
+    code, _, err = _run(capsys, "train", tmp_path / "narrow", "--init-from", trained / "w.pt",
+                        "--widen", "2,12", "--no-progress")
+    assert code == 2 and "at least" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args", [["--reuse", "0"], ["--workers", "-1"]])

@@ -19,6 +19,7 @@ from bcdi_stream.model import (
     twin_object,
     wca,
     wca_phasor,
+    widen_model,
 )
 
 
@@ -140,3 +141,45 @@ def test_patterson_features_offset_undoes_a_pattern_shift() -> None:
     assert torch.allclose(back, plain, atol=1e-4)
     with pytest.raises(ValueError, match="offset"):
         patterson_features(i, torch.zeros(3))
+
+
+@pytest.mark.parametrize(("kind", "stride"), [("patterson", 1), ("direct", 2)])
+def test_widen_model_keeps_the_function(kind: str, stride: int) -> None:
+    """Net2Net widening: same output (in float64, to the rounding of the float32 shares), the
+    parameter count of a fresh model of the wider trunk, copies that can train apart."""
+    cfg = ModelConfig(kind=kind, grid=16, unet=UNetConfig(grid=16, channels=(4, 8, 16),
+                                                          stem_stride=stride))
+    m = PhaseModel(cfg).eval()
+    wide = widen_model(m, (6, 16, 20), seed=1).eval()
+    assert wide.config.unet.channels == (6, 16, 20) and m.config.unet.channels == (4, 8, 16)
+    assert count_parameters(wide) == count_parameters(PhaseModel(wide.config))
+    x = torch.rand(2, m.unet.config.in_channels, 16, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        a, b = m.double().unet(x), wide.double().unet(x)
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-6
+    # channel 0 of level 1 has two copies (0 and 8): the next layer reads them with
+    # different shares that sum to the old weight
+    w_old = m.unet.enc[1][0].weight[:, 0]
+    w0, w8 = wide.unet.enc[1][0].weight[:8, 0], wide.unet.enc[1][0].weight[:8, 8]
+    assert not torch.allclose(w0, w8)
+    assert torch.allclose(w0 + w8, w_old, atol=1e-6)
+
+
+def test_widen_model_errors() -> None:
+    m = _tiny()
+    with pytest.raises(ValueError, match="levels"):
+        widen_model(m, (8,))
+    with pytest.raises(ValueError, match="at least"):
+        widen_model(m, (2, 8))
+    with pytest.raises(ValueError, match="eps"):
+        widen_model(m, (4, 8), eps=-1)
+
+
+def test_shipped_weights_fit_the_size_limit() -> None:
+    """The issue's limit on shipped weights files (25 MB) holds for every file in weights/."""
+    from bcdi_stream.model import default_weights_path
+
+    files = sorted(default_weights_path().parent.glob("*.pt"))
+    assert default_weights_path() in files
+    for f in files:
+        assert f.stat().st_size <= 25e6, f.name

@@ -221,6 +221,23 @@ def test_fine_tune_starts_from_parent_weights_and_new_crystals(tmp_path) -> None
     assert train(child, tmp_path / "child", resume=True).step == 1  # resume ignores init_from
 
 
+def test_fine_tune_can_widen_the_parent(tmp_path) -> None:
+    """``widen``: the parent's trunk widened function-preservingly, then trained; the
+    checkpoint (and so a resume or an export) holds the wider model."""
+    parent = train(_cfg(steps=1), tmp_path / "parent")
+    w = export_weights(parent.checkpoint, tmp_path / "parent.pt")
+    child = _cfg(steps=2, init_from=str(w), first_sample=5, widen=(6, 12))
+    r = train(child, tmp_path / "child", until_step=1)
+    ck = torch.load(r.checkpoint, weights_only=False)
+    assert ck["model_config"]["unet"]["channels"] == [6, 12]
+    assert ck["train_config"]["widen"] == [6, 12]
+    assert train(child, tmp_path / "child", resume=True).step == 2
+    assert load_model(export_weights(tmp_path / "child" / "last.pt", tmp_path / "c.pt")
+                      ).model.config.unet.channels == (6, 12)
+    with pytest.raises(ValueError, match="widen needs init_from"):
+        _cfg(widen=(6, 12))
+
+
 def test_train_config_errors(tmp_path) -> None:
     for kw, name in [({"steps": 0}, "steps"), ({"lr": 0}, "lr"), ({"curriculum": 2}, "curriculum"),
                      ({"object_weight": -1}, "object_weight"), ({"first_sample": -1},

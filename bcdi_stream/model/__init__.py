@@ -21,6 +21,7 @@ from ._weights import (
     load_model,
     model_available,
 )
+from ._widen import widen_model
 
 __all__ = [
     "MODEL_KINDS",
@@ -46,4 +47,5 @@ __all__ = [
     "wca_loss",
     "wca_loss_phasor",
     "wca_phasor",
+    "widen_model",
 ]

@@ -79,6 +79,11 @@ class TrainConfig:
         bfloat16 autocast (the features, the FFT read-out, the loss, the weights and the
         optimiser stay float32) — faster on CPUs with AMX/AVX-512 BF16 and on GPUs; the
         shipped weights are float32 either way and validation runs in float32.
+    widen : tuple of int
+        With ``init_from``: widen the parent's trunk to these channels per level before
+        training, without changing what it computes (:func:`bcdi_stream.model.widen_model`),
+        so that a wider model starts from the parent's skill; empty (default) keeps the
+        parent's trunk.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -102,6 +107,7 @@ class TrainConfig:
     init_from: str = ""
     first_sample: int = 0
     precision: str = "fp32"
+    widen: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -140,14 +146,18 @@ class TrainConfig:
                              f"seeds are validation seeds), got {self.first_sample}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self.widen = tuple(int(c) for c in self.widen)
+        if self.widen and not self.init_from:
+            raise ValueError("widen needs init_from (the model to widen)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         d = asdict(self)
         d["model"] = self.model.to_dict()
+        d["widen"] = list(self.widen)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (checkpoints written before ``widen`` existed too)."""
         return cls(**d)

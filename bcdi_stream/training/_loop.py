@@ -193,13 +193,15 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
     torch.manual_seed(config.seed)
     parent = None
     if config.init_from and not resume:
-        from ..model import load_model
+        from ..model import load_model, widen_model
 
-        parent = load_model(config.init_from, "cpu")
-        config = dataclasses.replace(config, model=parent.model.config)  # not the caller's
+        parent = load_model(config.init_from, "cpu").model
+        if config.widen:
+            parent = widen_model(parent, config.widen, seed=config.seed)
+        config = dataclasses.replace(config, model=parent.config)  # not the caller's
     model = PhaseModel(config.model)
     if parent is not None:
-        model.load_state_dict(parent.model.state_dict())
+        model.load_state_dict(parent.state_dict())
         del parent
     model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -126,6 +126,8 @@ def main() -> None:
     ap.add_argument("--reuse", type=int, default=1,
                     help="steps per simulated batch, under other symmetries (TrainConfig.reuse)")
     ap.add_argument("--init-from", default="", help="weights/checkpoint to fine-tune")
+    ap.add_argument("--widen", default="",
+                    help="with --init-from: widen its trunk to these channels (TrainConfig.widen)")
     ap.add_argument("--first-sample", type=int, default=0)
     ap.add_argument("--val", type=int, default=6,
                     help="validation crystals per class (weak, strong, weak+disl, medium+disl)")
@@ -150,7 +152,7 @@ def main() -> None:
         dislocation_probability=args.dislocations,
         device=args.device, init_from=args.init_from, first_sample=args.first_sample,
         precision=args.precision, workers=args.workers,
-        reuse=args.reuse,
+        reuse=args.reuse, widen=tuple(int(c) for c in args.widen.split(",") if c.strip()),
     )
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
@@ -207,7 +209,9 @@ def main() -> None:
                "weights_parts": [p.name for p in parts] if parts != [weights] else [],
                "probe_s_per_step": per_step,
                "run_s_per_step": round(res.wall_s / max(res.step, 1), 4),
-               "train_config": cfg.to_dict()}
+               # the checkpoint's: with --init-from the model is the parent's (widened or not)
+               "train_config": torch.load(ck, map_location="cpu",
+                                          weights_only=False)["train_config"]}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("step", "complete", "samples", "wall_s", "val")}))
 
