@@ -71,7 +71,7 @@ def main() -> None:
         q = torch.sqrt(sum(x.float() ** 2 for x in g))
         phasor = torch.polar(torch.ones_like(st.phase_q), st.phase_q)
         row: dict = {"class": cls, "seed": seed}
-        for name, (lam0, k, qc) in zip(args.variants, variants):
+        for name, (lam0, k, qc) in zip(args.variants, variants, strict=True):
             window = (q <= qc).float() if qc > 0 else torch.ones_like(q)
             rho, sup = refine(amp, valid, st.obj.clone(), st.support.clone(), phasor, lam0,
                               int(k), window)
