@@ -10,6 +10,7 @@ done once per crystal; the voxel-wise evaluation is in torch (:mod:`._crystal`).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,6 +240,7 @@ def _chebyshev(normals: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, fl
 #: specification is drawn and again when it is simulated): key → (vertices, centre, radius).
 _VERTEX_CACHE: dict[tuple[bytes, bytes], tuple[np.ndarray, np.ndarray, float]] = {}
 _VERTEX_CACHE_SIZE = 64
+_VERTEX_LOCK = threading.Lock()
 
 
 def set_vertex_cache(size: int) -> int:
@@ -255,9 +257,10 @@ def set_vertex_cache(size: int) -> int:
     global _VERTEX_CACHE_SIZE
     if int(size) < 0:
         raise ValueError(f"size must be >= 0, got {size}")
-    previous = _VERTEX_CACHE_SIZE
-    _VERTEX_CACHE.clear()
-    _VERTEX_CACHE_SIZE = int(size)
+    with _VERTEX_LOCK:
+        previous = _VERTEX_CACHE_SIZE
+        _VERTEX_CACHE.clear()
+        _VERTEX_CACHE_SIZE = int(size)
     return previous
 
 
@@ -266,7 +269,8 @@ def _vertices(normals: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
     normals = np.ascontiguousarray(normals, dtype=float)
     offsets = np.ascontiguousarray(offsets, dtype=float)
     key = (normals.tobytes(), offsets.tobytes())
-    hit = _VERTEX_CACHE.get(key)
+    with _VERTEX_LOCK:
+        hit = _VERTEX_CACHE.get(key)
     if hit is None:
         centre, radius = _chebyshev(normals, offsets)
         hs = np.concatenate([normals, -offsets[:, None]], axis=1)
@@ -274,10 +278,11 @@ def _vertices(normals: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
         if not np.all(np.isfinite(verts)):
             raise ValueError("shape_params describe an unbounded crystal")
         hit = (verts, centre, radius)
-        if _VERTEX_CACHE_SIZE > 0:
-            if len(_VERTEX_CACHE) >= _VERTEX_CACHE_SIZE:
-                del _VERTEX_CACHE[next(iter(_VERTEX_CACHE))]  # the oldest
-            _VERTEX_CACHE[key] = hit
+        with _VERTEX_LOCK:
+            if _VERTEX_CACHE_SIZE > 0:
+                while len(_VERTEX_CACHE) >= _VERTEX_CACHE_SIZE:
+                    del _VERTEX_CACHE[next(iter(_VERTEX_CACHE))]  # the oldest
+                _VERTEX_CACHE[key] = hit
     return hit[0].copy(), hit[1].copy(), hit[2]
 
 
