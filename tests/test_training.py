@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -286,10 +289,6 @@ _DEVICE_TRAIN = _ROOT / "benchmarks" / "training" / "device_train.py"
 
 def _run_device_train(tmp_path, *args: str) -> tuple[dict, list[dict]]:
     """benchmarks/training/device_train.py on the CPU, tiny trunk: (summary, log lines)."""
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(_ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run(
@@ -310,6 +309,18 @@ def test_device_train_script_smoke(tmp_path) -> None:
                                      "--dislocations", "0.4")
     assert summary["complete"] and summary["step"] == 2
     assert len(log) == 2 and "wca_medium+disl" in log[-1]
+    # a second call on a warm machine starts from the first call's checkpoint, left in its run
+    # folder, in a folder of its own (a run empties its --run-dir first, so that one is refused)
+    first = str(tmp_path / "run" / "last.pt")
+    again, _ = _run_device_train(tmp_path / "second", "--steps", "1", "--init-from", first,
+                                 "--first-sample", str(summary["samples"]))
+    assert again["train_config"]["init_from"] == first and again["samples"] == 3
+    proc = subprocess.run([sys.executable, str(_DEVICE_TRAIN), "--out", str(tmp_path / "x"),
+                           "--run-dir", str(tmp_path / "run"), "--init-from", first],
+                          env=dict(os.environ, PYTHONPATH=str(_ROOT)), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "another --run-dir" in proc.stderr
+    assert (tmp_path / "run" / "last.pt").is_file()
 
 
 def test_device_train_sizes_its_schedule_to_the_budget(tmp_path) -> None:

@@ -20,8 +20,11 @@
 #
 # v3 itself going on: WIDEN= LR=5e-4. A trunk from scratch: INIT= CHANNELS=... LR=2e-3
 # CURRICULUM=0.3 (at v3's size it needs ~12 minutes to reach v3).
-# The machine stays warm ~30 s after a call: a second call made at once (FIRST past this
-# call's last sample, INIT the weights it brought back, carried, WIDEN=) costs no new start.
+# The machine stays warm ~30 s after a call: a second call made at once costs no new start,
+# and finds this call's run folder (RUN, under the git-ignored runs/, which the device tool
+# keeps between calls) with its full checkpoint, so nothing has to be carried:
+#   RUN=runs/device-2 INIT=runs/device-1/last.pt WIDEN= FIRST=<this call's "samples"> \
+#   LR=5e-4 MINUTES=3 bash benchmarks/training/device_session.sh
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -34,13 +37,14 @@ REUSE=${REUSE:-4}
 INIT=${INIT-bcdi_stream/model/weights/bcdi-phase-v3.pt}  # empty: from scratch with CHANNELS
 WIDEN=${WIDEN-40,80,160,320}  # empty: INIT's trunk as it is
 FIRST=${FIRST:-7000000}
+RUN=${RUN:-runs/device-1}  # the run folder (checkpoints); kept on a warm machine
 LR=${LR:-1e-3}
 CHANNELS=${CHANNELS:-32,64,128,256}  # used only from scratch (INIT empty)
 CURRICULUM=${CURRICULUM:-0}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir /tmp/bcdi-run \
+python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     --device "$DEVICE" --minutes "$MINUTES" --steps 0 --probe-steps "$PROBE" \
     --batch-size "$BATCH" --workers "$WORKERS" --reuse "$REUSE" --dislocations 0.4 \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \

@@ -139,6 +139,9 @@ def main() -> None:
     from bcdi_stream.model import ModelConfig, UNetConfig, export_weights
     from bcdi_stream.training import TrainConfig, train
 
+    if args.init_from and Path(args.init_from).resolve().is_relative_to(args.run_dir.resolve()):
+        raise SystemExit(f"--init-from {args.init_from} lies in --run-dir {args.run_dir}, which "
+                         "a run empties first: give this run another --run-dir")
     if args.run_dir.exists():
         shutil.rmtree(args.run_dir)
     args.out.mkdir(parents=True, exist_ok=True)
