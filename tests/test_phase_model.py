@@ -173,6 +173,9 @@ def test_widen_model_errors() -> None:
         widen_model(m, (2, 8))
     with pytest.raises(ValueError, match="eps"):
         widen_model(m, (4, 8), eps=-1)
+    grouped = PhaseModel(ModelConfig(grid=16, unet=UNetConfig(channels=(8, 16), norm="group")))
+    with pytest.raises(ValueError, match="group"):
+        widen_model(grouped, (16, 16))
 
 
 def test_shipped_weights_fit_the_size_limit() -> None:

@@ -3,7 +3,7 @@
 A wider trunk can then be trained on from the narrower one's skill instead of from scratch:
 each new channel of a level copies one of the level's old channels (round robin), and every
 layer that reads a copied channel shares the old weight among the copies (``1/k ± ε``, summing
-to 1, so that the copies start equal in effect and train apart). Instance and group
+to 1, so that the copies start equal in effect and train apart). Instance and batch
 statistics of a copy equal those of its source, so normalisation layers copy too.
 """
 
@@ -38,8 +38,6 @@ def _split(src: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor:
 
 
 def _copy_norm(dst: nn.Module, src: nn.Module, out_idx: torch.Tensor) -> None:
-    if isinstance(dst, nn.GroupNorm):
-        raise ValueError("widen_model cannot widen group-normalised trunks")
     if getattr(dst, "weight", None) is not None:
         dst.weight.copy_(src.weight[out_idx])
         dst.bias.copy_(src.bias[out_idx])
@@ -73,7 +71,7 @@ def widen_model(model: PhaseModel, channels: Sequence[int], *, eps: float = 0.01
     Parameters
     ----------
     model : PhaseModel
-        The trained model (any kind; instance or batch normalisation).
+        The trained model (any kind; instance or batch normalisation, not group).
     channels : sequence of int
         New channels per level, as many levels as the model has, each at least the old count.
     eps : float
@@ -96,6 +94,9 @@ def widen_model(model: PhaseModel, channels: Sequence[int], *, eps: float = 0.01
         raise ValueError(f"channels must be at least the model's {list(old)}, got {list(new)}")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    if cfg.unet.norm == "group":
+        # a group's statistics mix channels, so a copied channel would not normalise alike
+        raise ValueError("model: widen_model cannot widen group-normalised trunks")
     unet_cfg = dataclasses.replace(cfg.unet, channels=new)
     wide = PhaseModel(dataclasses.replace(cfg, unet=unet_cfg))
     src_net = copy.deepcopy(model.unet).float().cpu()

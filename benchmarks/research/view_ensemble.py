@@ -41,8 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_class_options(ap)
     ap.add_argument("--model", default=None, help="weights file (default: the shipped one)")
-    counts = class_counts(ap.parse_args())
     args = ap.parse_args()
+    counts = class_counts(args)
     from bcdi_stream import physics
     from bcdi_stream.ai_phasing import N_VIEWS, cached_model, predict_start
     from bcdi_stream.config import PhasingSettings

@@ -38,8 +38,8 @@ SCHEDULE_SHARE = 0.88  # of the time left after the probe: the rest covers valid
 
 def split_for_return(path: Path, limit: int = RETURN_LIMIT) -> list[Path]:
     """Cut ``path`` into ``NAME.part0``, ``NAME.part1``, … of at most ``limit`` bytes when it is
-    larger (the device tool brings back files of at most 16 MiB; a 48-96-192-384 trunk's
-    weights are 32 MB) and remove it; ``cat NAME.part* > NAME`` joins them (fewer than ten
+    larger (the device tool brings back files of at most 16 MiB; v3 widened to 40-80-160-320
+    has 22 MB of weights) and remove it; ``cat NAME.part* > NAME`` joins them (fewer than ten
     parts, so the shell's order is theirs). Returns the files that now hold it.
     """
     if limit < 1:
@@ -198,7 +198,8 @@ def main() -> None:
     res = train(cfg, args.run_dir, progress=tick, until_step=args.until_step,
                 max_minutes=max(args.minutes - (time.perf_counter() - t0) / 60, 0.01))
     ck = args.run_dir / "last.pt"
-    weights = export_weights(ck, args.out / f"weights-step{res.step}.pt")
+    checkpoint = torch.load(ck, map_location="cpu", weights_only=False)
+    weights = export_weights(checkpoint, args.out / f"weights-step{res.step}.pt")
     weights_mb = round(weights.stat().st_size / 1e6, 2)
     parts = split_for_return(weights)
     shutil.copy(args.run_dir / "log.jsonl", args.out / "log.jsonl")
@@ -213,8 +214,7 @@ def main() -> None:
                "probe_s_per_step": per_step,
                "run_s_per_step": round(res.wall_s / max(res.step, 1), 4),
                # the checkpoint's: with --init-from the model is the parent's (widened or not)
-               "train_config": torch.load(ck, map_location="cpu",
-                                          weights_only=False)["train_config"]}
+               "train_config": checkpoint["train_config"]}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("step", "complete", "samples", "wall_s", "val")}))
 
