@@ -15,12 +15,14 @@ seeded uniform random phases, which ER then fixes. The preprocessor of the live 
 Views: reflecting the pattern along some axes reflects the object along the same axes, so the
 model can be asked the same question eight ways (:data:`N_VIEWS`, :func:`view_axes`): the
 prediction for a reflected pattern, reflected back, is another start of about the same quality
-whose refinement succeeds or fails on its own. The ``auto`` method refines further views when
-the first one's result does not fit the data (:func:`phase_auto`).
+whose refinement succeeds or fails on its own. The ``auto`` method polishes the first view's
+result (:func:`polish`) and then refines further views when that result does not fit the data
+(:func:`phase_auto`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from .phasing import (
 from .preprocess import bragg_offset
 
 __all__ = ["N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model", "phase_ai",
-           "phase_auto", "predict_start", "seeded_starts", "view_axes"]
+           "phase_auto", "polish", "predict_start", "seeded_starts", "view_axes"]
 
 #: Pixels the pattern's centre of mass must be off the grid centre (along some axis) before the
 #: prediction corrects for it. The training patterns themselves lie within ~0.75 px: the
@@ -329,6 +331,80 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     return res, start
 
 
+def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
+           settings: PhasingSettings, n_raar: int = 200, n_er: int = 100, cycles: int = 2,
+           misfit_max: float = 0.0025, seed: int = 0,
+           device: str | torch.device | None = None) -> PhasingResult:
+    """Polish a refined result that does not fit the data (the ``auto`` method's first
+    fallback stage, :func:`phase_auto`).
+
+    Up to ``cycles`` runs of ``n_raar`` RAAR then ``n_er`` ER iterations (one run, shrink-wrap
+    from ``settings.shrinkwrap_sigma_start`` again, no detwinning), each from the kept
+    result's object, support and PSF, while its excess misfit
+    (:func:`bcdi_stream.phasing.excess_misfit`) exceeds ``misfit_max``; a run is kept when its
+    LLK is lower, and the polish stops at the first that is not.
+
+    Parameters
+    ----------
+    res : PhasingResult
+        The refined result.
+    data, bad : torch.Tensor
+        Centred intensity (counts) and bad pixels (True = bad, or None), on ``device``.
+    settings : PhasingSettings
+        Shrink-wrap and PSF options (its iteration counts and runs are replaced).
+    n_raar, n_er : int
+        Iterations of each polish.
+    cycles : int
+        At most this many polishes.
+    misfit_max : float
+        Excess misfit up to which a result counts as fitting (0: polish any result).
+    seed : int
+        Seed of the runs.
+    device : str or torch.device, optional
+        Where the runs go (default: ``data``'s device).
+
+    Returns
+    -------
+    PhasingResult
+        A new result (``res`` is left as it was): the kept run's, with ``res``'s ``timings``
+        (``"polish"`` added: the polishes' wall time, also added to ``"total"``); each
+        polish run's LLK and χ² are appended to ``llk_runs`` and ``chi2_runs`` (``best_run``
+        indexes them); its ``algorithm`` ends with the polishes kept, e.g.
+        ``"HIO100 ER100 + RAAR200 ER100 x1"``.
+    """
+    if n_raar < 0 or n_er < 0 or n_raar + n_er == 0:
+        raise ValueError(f"n_raar and n_er must be >= 0 with a positive sum, got {n_raar}, {n_er}")
+    if cycles < 0:
+        raise ValueError(f"cycles must be >= 0, got {cycles}")
+    if not misfit_max >= 0:
+        raise ValueError(f"misfit_max must be >= 0, got {misfit_max}")
+    dev = data.device if device is None else torch.device(device)
+    t0 = time.perf_counter()
+    s = settings.model_copy(update={"runs": 1, "n_raar": n_raar, "n_hio": 0, "n_er": n_er})
+    first = res
+    kept, llks, chis, best = 0, list(res.llk_runs), list(res.chi2_runs), res.best_run
+    for _ in range(cycles):
+        if float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma)) <= misfit_max:
+            break
+        out = run_conventional(data, bad, settings=s, seed=seed, device=dev, obj_init=res.obj,
+                               support=res.support, detwin=False,
+                               psf_start=res.psf_sigma if any(res.psf_sigma) else None)
+        llks.append(out.llk)
+        chis.append(out.chi2)
+        if not out.llk < res.llk:
+            break
+        res, kept, best = out, kept + 1, len(llks) - 1
+    timings = {**first.timings, "polish": time.perf_counter() - t0}
+    timings["total"] = timings.get("total", 0.0) + timings["polish"]
+    algorithm = first.algorithm
+    if kept:
+        stages = " ".join(f"{name}{n}" for name, n in (("RAAR", n_raar), ("ER", n_er)) if n)
+        algorithm = f"{algorithm} + {stages} x{kept}"
+    # a new result: the caller's is left as it was
+    return dataclasses.replace(res, llk_runs=llks, chi2_runs=chis, best_run=best,
+                               timings=timings, algorithm=algorithm)
+
+
 @dataclass
 class AutoOutcome:
     """What :func:`phase_auto` did.
@@ -342,12 +418,15 @@ class AutoOutcome:
     ai_result : PhasingResult
         The AI + refinement result of view 0 (``result`` itself unless the fallback won).
     used : str
-        ``"ai"``, ``"auto:view<v>"`` (view ``v``'s refinement had the lowest LLK) or
-        ``"auto:conventional"`` (the conventional recipe had it).
+        ``"ai"``, ``"auto:polish"`` (the polished AI result had the lowest LLK),
+        ``"auto:view<v>"`` (view ``v``'s refinement had it), ``"auto:view<v>:polish"`` (the
+        best view, polished) or ``"auto:conventional"`` (the conventional recipe had it).
     fallback : dict or None
-        When the fallback ran: ``reason``, ``ai_llk``, ``ai_misfit``, ``views`` (one
-        ``{"view", "llk", "misfit"}`` per view refined) and, when the conventional recipe
-        ran, ``conventional_llk`` and ``conventional_misfit``; else None.
+        When the fallback ran: ``reason``, ``ai_llk``, ``ai_misfit``, ``polish`` and
+        ``view_polish`` (when they ran: ``{"llk", "misfit", "algorithm"}``, and the polished
+        view's ``"view"``), ``views`` (one
+        ``{"view", "llk", "misfit"}`` per view refined) and, when the conventional recipe ran,
+        ``conventional_llk`` and ``conventional_misfit``; else None.
     misfit : float
         Excess misfit of ``result`` (:func:`bcdi_stream.phasing.excess_misfit`).
     """
@@ -407,9 +486,13 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
     result's excess misfit (:func:`bcdi_stream.phasing.excess_misfit`, the share of the
     measured intensity left unexplained beyond Poisson noise) exceeds ``ai.fallback_misfit``:
 
+    0. the polish (:func:`polish`: up to ``ai.polish_cycles`` runs of ``ai.polish_raar`` RAAR
+       + ``ai.polish_er`` ER from the result, kept when their LLK is lower), ~1.5 refinements;
+       done if the polished result fits;
     1. the other views of the pattern (:func:`view_axes`), ``1 … ai.views − 1`` in turn, each
        predicted and refined like the first, until one fits (excess misfit at most
        ``ai.fallback_misfit``); the lowest LLK so far is kept. Each costs what the first did;
+       when none fits, the view with the lowest LLK is polished too (done if it then fits);
     2. if none fits and ``ai.fallback_conventional`` is set, the conventional recipe
        (``settings``, ``ai.fallback_runs`` or ``settings.runs`` runs) started from the kept
        view's phase (:func:`seeded_starts`); the lower LLK is kept.
@@ -454,7 +537,25 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
         return out
     out.fallback = {"reason": f"AI+ER excess misfit {misfit:.3g} > {ai.fallback_misfit:g}",
                     "ai_llk": float(result.llk), "ai_misfit": misfit, "views": []}
+    polishing = bool(ai.polish_cycles and ai.polish_raar + ai.polish_er)
+
+    def polished(res: PhasingResult, key: str, label: str, **extra: Any) -> bool:
+        """Polish ``res``, record it in ``out.fallback[key]`` (with ``extra``), keep it if its
+        LLK is the lowest so far; whether it fits."""
+        pol = polish(res, data, bad, settings=settings, n_raar=ai.polish_raar,
+                     n_er=ai.polish_er, cycles=ai.polish_cycles, misfit_max=ai.fallback_misfit,
+                     seed=seed, device=device)
+        pol_misfit = float(excess_misfit(pol.obj, data, bad, psf_sigma=pol.psf_sigma))
+        out.fallback[key] = {**extra, "llk": float(pol.llk), "misfit": pol_misfit,
+                             "algorithm": pol.algorithm}
+        if pol.llk < out.result.llk:
+            out.result, out.used, out.misfit = pol, label, pol_misfit
+        return pol_misfit <= ai.fallback_misfit
+
+    if polishing and polished(result, "polish", "auto:polish"):
+        return out
     kept_phase = start.phase_q
+    best_view: tuple[int, PhasingResult] | None = None
     for view in range(1, ai.views):
         res_v, start_v, misfit_v = refined(view)
         out.fallback["views"].append({"view": view, "llk": float(res_v.llk),
@@ -464,6 +565,11 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
             kept_phase = start_v.phase_q
         if misfit_v <= ai.fallback_misfit:
             return out
+        if best_view is None or res_v.llk < best_view[1].llk:
+            best_view = (view, res_v)
+    if polishing and best_view is not None and polished(
+            best_view[1], "view_polish", f"auto:view{best_view[0]}:polish", view=best_view[0]):
+        return out
     if not ai.fallback_conventional:
         return out
     runs = ai.fallback_runs or settings.runs

@@ -66,6 +66,22 @@ class AISettings(BaseModel):
     )
     n_er: int = Field(100, ge=0, description="ER iterations after the RAAR and HIO ones")
     shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
+    polish_raar: int = Field(
+        200,
+        ge=0,
+        description="auto: when the AI+ER result's excess misfit exceeds fallback_misfit, it "
+        "is first polished by a run of this many RAAR iterations from it, then polish_er ER "
+        "(the lower LLK kept), before the other views; the best view is polished too when "
+        "none fits (strong validation crystals: 32 -> 36 of 90 by the polish alone, the views "
+        "39 -> 43 with both polishes, none lost; docs/MODEL_RESEARCH.md session 14)",
+    )
+    polish_er: int = Field(100, ge=0, description="auto: ER iterations of each polish")
+    polish_cycles: int = Field(
+        2,
+        ge=0,
+        description="auto: at most this many polishes, each from the kept result while it "
+        "still does not fit and the previous one lowered the LLK (0: no polish)",
+    )
     psf_hypothesis: int = Field(
         60,
         ge=0,
@@ -76,7 +92,8 @@ class AISettings(BaseModel):
     fallback_misfit: float = Field(
         0.0025,
         gt=0,
-        description="auto: run the conventional recipe (seeded by the AI result) when the AI+ER "
+        description="auto: polish the AI+ER result, try other views and run the "
+        "conventional recipe (seeded by the AI result) when the AI+ER "
         "result leaves more than this share of the measured intensity unexplained beyond "
         "Poisson noise (phasing.excess_misfit: ≈0 for a correct model at any flux; 0.0025 "
         "flags 22/22 failures and 4/38 successes of 60 validation crystals, where the LLK > "
@@ -96,7 +113,7 @@ class AISettings(BaseModel):
         True,
         description="auto: when no view fits, run the conventional recipe seeded by the best "
         "view (false: stop after the views, so that auto costs at most `views` times the ai "
-        "method's time)",
+        "method's time and the polish)",
     )
     fallback_runs: int | None = Field(
         None,

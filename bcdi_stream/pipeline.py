@@ -136,12 +136,13 @@ def reconstruct(
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +
         ``settings.ai.n_hio`` HIO + ``settings.ai.n_er`` ER iterations, one run). ``auto``:
         ``ai``, then, when its excess misfit (the share of the measured intensity left
-        unexplained beyond Poisson noise) exceeds ``settings.ai.fallback_misfit``, the other
-        views of the pattern (reflected along some axes, ``settings.ai.views``) until one fits,
-        and, when none does, the conventional recipe with its runs seeded by the best view's
-        phase (``settings.ai.fallback_conventional``); the lowest LLK is kept and
-        :attr:`Reconstruction.method` says which (``ai``, ``auto:view<v>``,
-        ``auto:conventional``).
+        unexplained beyond Poisson noise) exceeds ``settings.ai.fallback_misfit``, its polish
+        (``settings.ai.polish_*``), then the other views of the pattern (reflected along some
+        axes, ``settings.ai.views``) until one fits, and, when none does, the best view
+        polished and the conventional recipe with its runs seeded by the best view's phase
+        (``settings.ai.fallback_conventional``); the lowest LLK is kept and
+        :attr:`Reconstruction.method` says which (``ai``, ``auto:polish``, ``auto:view<v>``,
+        ``auto:view<v>:polish``, ``auto:conventional``).
     settings : Settings, optional
         Global settings (device, seed, phasing recipe); defaults from the environment.
     phasing : PhasingSettings, optional

@@ -43,6 +43,7 @@ def crystal():
 
 
 def _settings(weights, **ai) -> Settings:
+    ai = {"polish_raar": 10, "polish_er": 5, **ai}
     return Settings(device="cpu", ai=AISettings(model=str(weights), n_raar=10, n_er=10, **ai),
                     phasing=PhasingSettings(runs=2, n_raar=20, n_er=10, psf="off"))
 
@@ -60,6 +61,10 @@ def test_ai_method_runs_and_records_the_model(weights, crystal) -> None:
 def _fallback_llks(fb: dict) -> dict[str, float]:
     """``used`` label → LLK of every result the fallback produced."""
     llks = {"ai": fb["ai_llk"], **{f"auto:view{v['view']}": v["llk"] for v in fb["views"]}}
+    if "polish" in fb:
+        llks["auto:polish"] = fb["polish"]["llk"]
+    if "view_polish" in fb:
+        llks[f"auto:view{fb['view_polish']['view']}:polish"] = fb["view_polish"]["llk"]
     if "conventional_llk" in fb:
         llks["auto:conventional"] = fb["conventional_llk"]
     return llks
@@ -73,17 +78,29 @@ def test_auto_falls_back_when_the_misfit_is_poor(weights, crystal) -> None:
     # no view fits a threshold of 1e-9: all are refined, then the conventional recipe
     assert [v["view"] for v in fb["views"]] == list(range(1, N_VIEWS))
     llks = _fallback_llks(fb)
-    assert set(llks) == {"ai", "auto:conventional", *(f"auto:view{v}" for v in range(1, 8))}
+    best_view = min(fb["views"], key=lambda v: v["llk"])
+    assert set(llks) == {"ai", "auto:polish", "auto:conventional",
+                         f"auto:view{best_view['view']}:polish",
+                         *(f"auto:view{v}" for v in range(1, 8))}
+    # the polish (RAAR 10 + ER 5 here) ran first, from the AI result, kept if it lowered the
+    # LLK; after the views, none fitting, the best view was polished the same way
+    pol, vpol = fb["polish"], fb["view_polish"]
+    assert pol["llk"] <= fb["ai_llk"] and vpol["llk"] <= best_view["llk"]
+    assert ("+ RAAR10 ER5 x" in pol["algorithm"]) == (pol["llk"] < fb["ai_llk"])
+    assert ("+ RAAR10 ER5 x" in vpol["algorithm"]) == (vpol["llk"] < best_view["llk"])
     # the lowest LLK is kept, and the result says which
     assert rec.method == min(llks, key=llks.get)
     assert rec.quality["llk"] == pytest.approx(min(llks.values()))
     misfits = {"ai": fb["ai_misfit"], "auto:conventional": fb["conventional_misfit"],
+               "auto:polish": pol["misfit"], f"auto:view{vpol['view']}:polish": vpol["misfit"],
                **{f"auto:view{v['view']}": v["misfit"] for v in fb["views"]}}
     assert rec.quality["excess_misfit"] == pytest.approx(misfits[rec.method])
 
 
 def test_auto_views_stop_at_the_first_that_fits(weights, crystal) -> None:
-    s = _settings(weights, fallback_misfit=1e-9, views=4, fallback_conventional=False)
+    # the views alone (the polish before them is tested on its own)
+    s = _settings(weights, fallback_misfit=1e-9, views=4, fallback_conventional=False,
+                  polish_cycles=0)
     loaded = cached_model(weights)
     out = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s.ai,
                      settings=s.phasing)
@@ -97,7 +114,8 @@ def test_auto_views_stop_at_the_first_that_fits(weights, crystal) -> None:
     # reaches it (or never starts, if view 0 already does)
     misfits = [fb["ai_misfit"]] + [v["misfit"] for v in fb["views"]]
     thr = min(misfits[1:])
-    s2 = _settings(weights, fallback_misfit=thr, views=4, fallback_conventional=False)
+    s2 = _settings(weights, fallback_misfit=thr, views=4, fallback_conventional=False,
+                   polish_cycles=0)
     again = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s2.ai,
                        settings=s2.phasing)
     if misfits[0] <= thr:
@@ -253,7 +271,7 @@ def test_shipped_refinement_is_hio_and_phases_a_medium_strain_crystal() -> None:
     (docs/MODEL_RESEARCH.md: medium 19/20 vs 14/20, strong test set 32 % vs 24 %)."""
     import math
 
-    from bcdi_stream.ai_phasing import phase_ai
+    from bcdi_stream.ai_phasing import phase_ai, polish
     from bcdi_stream.analysis import compare
 
     assert AISettings().n_hio == 100 and AISettings().n_raar == 0
@@ -267,6 +285,10 @@ def test_shipped_refinement_is_hio_and_phases_a_medium_strain_crystal() -> None:
                        n_hio=0)
     assert "RAAR" in raar.algorithm
     assert not compare(raar.obj, c.obj, c.support, recon_support=raar.support).success
+    # auto's polish (RAAR 200 + ER 100 from the result, which does not fit) finishes it
+    polished = polish(raar, c.intensity, c.mask, settings=PhasingSettings())
+    assert polished.algorithm.startswith("RAAR100 ER100 + RAAR200 ER100 x")
+    assert compare(polished.obj, c.obj, c.support, recon_support=polished.support).success
     with pytest.raises(ValueError, match="n_hio"):
         phase_ai(c.intensity, c.mask, loaded=loaded, n_hio=-1)
 
@@ -301,3 +323,63 @@ def test_er_first_refines_the_start_with_er_before_hio(weights, crystal) -> None
             phase_ai(crystal.intensity, crystal.mask, loaded=loaded, settings=s, **kw_bad)
     with pytest.raises(ValueError, match="n_er_first"):
         AISettings(n_er_first=-1)
+
+
+def test_polish_lowers_the_llk_of_a_result_that_does_not_fit(weights, crystal) -> None:
+    """The polish: RAAR + ER from the result (its support and PSF), kept when its LLK is
+    lower, repeated while the result does not fit; a result that fits is left alone."""
+    from bcdi_stream.ai_phasing import phase_ai, polish
+    from bcdi_stream.phasing import run_conventional
+
+    loaded = cached_model(weights)
+    s = PhasingSettings(psf="off")
+    rough, _ = phase_ai(crystal.intensity, crystal.mask, loaded=loaded, n_hio=4, n_er=2,
+                        settings=s, psf_hypothesis=0)
+    out = polish(rough, crystal.intensity, crystal.mask, settings=s, n_raar=20, n_er=10,
+                 cycles=2, misfit_max=0.0)
+    assert out.llk < rough.llk
+    assert out.algorithm.startswith(rough.algorithm + " + RAAR20 ER10 x")
+    assert out.llk_runs[0] == rough.llk and out.llk == out.llk_runs[out.best_run]
+    assert len(out.llk_runs) in (2, 3) and out.llk == min(out.llk_runs)
+    assert rough.llk_runs == [rough.llk] and "polish" not in rough.timings  # left as it was
+    assert out.timings["polish"] > 0 and out.timings["predict"] == rough.timings["predict"]
+    # the first polish is one RAAR 20 + ER 10 run from the rough result
+    one = polish(rough, crystal.intensity, crystal.mask, settings=s, n_raar=20, n_er=10,
+                 cycles=1, misfit_max=0.0)
+    by_hand = run_conventional(crystal.intensity, crystal.mask, obj_init=rough.obj,
+                               support=rough.support, psf_start=None, seed=0, device="cpu",
+                               detwin=False,
+                               settings=s.model_copy(update={"runs": 1, "n_raar": 20,
+                                                             "n_hio": 0, "n_er": 10}))
+    assert torch.equal(one.obj, by_hand.obj) and one.algorithm.endswith(" x1")
+    # a result that fits (any misfit counts as fitting here) is returned as it was
+    same = polish(rough, crystal.intensity, crystal.mask, settings=s, misfit_max=1e9)
+    assert torch.equal(same.obj, rough.obj) and same.algorithm == rough.algorithm
+    assert same.llk_runs == rough.llk_runs
+
+
+def test_polish_arguments_are_checked(weights, crystal) -> None:
+    from bcdi_stream.ai_phasing import phase_ai, polish
+
+    loaded = cached_model(weights)
+    s = PhasingSettings(psf="off")
+    res, _ = phase_ai(crystal.intensity, crystal.mask, loaded=loaded, n_hio=2, n_er=2,
+                      settings=s, psf_hypothesis=0)
+    for kw, name in [({"n_raar": -1}, "n_raar"), ({"n_raar": 0, "n_er": 0}, "n_raar"),
+                     ({"cycles": -1}, "cycles"), ({"misfit_max": float("nan")}, "misfit_max")]:
+        with pytest.raises(ValueError, match=name):
+            polish(res, crystal.intensity, crystal.mask, settings=s, **kw)
+    with pytest.raises(ValueError, match="polish_cycles"):
+        AISettings(polish_cycles=-1)
+
+
+def test_auto_polish_can_be_turned_off(weights, crystal) -> None:
+    """``ai.polish_cycles = 0`` (or no iterations): auto goes straight to the views."""
+    loaded = cached_model(weights)
+    for off in ({"polish_cycles": 0}, {"polish_raar": 0, "polish_er": 0}):
+        s = _settings(weights, fallback_misfit=1e-9, views=2, fallback_conventional=False,
+                      **off)
+        out = phase_auto(crystal.intensity, crystal.mask, loaded=loaded, ai=s.ai,
+                         settings=s.phasing)
+        assert "polish" not in out.fallback and "view_polish" not in out.fallback
+        assert len(out.fallback["views"]) == 1

@@ -121,7 +121,8 @@ def test_benchmark_model_scores_auto_with_its_fallback(trained: Path, tmp_path: 
     (row,) = res["rows"]
     auto, ai_er = row["auto"], row["ai_er"]
     assert auto["fell_back"] and auto["views"] == 8
-    assert auto["used"] in ("ai", "auto:conventional", *(f"auto:view{v}" for v in range(1, 8)))
+    assert auto["used"] in ("ai", "auto:polish", "auto:conventional",
+                            *(f"auto:view{v}{p}" for v in range(1, 8) for p in ("", ":polish")))
     # the same AI refinement first, then the lower LLK of it and the fallback is kept
     assert auto["llk"] <= ai_er["llk"] and auto["excess_misfit"] > 1e-9
     assert auto["seconds"] > ai_er["seconds"]
@@ -142,7 +143,8 @@ def test_benchmark_model_scores_the_views_without_the_recipe(trained: Path, tmp_
     views, ai_er = row["ai_views"], row["ai_er"]
     # the same AI refinement as ai_er, then views 1 and 2, never the conventional recipe
     assert views["fell_back"] and views["views"] == 3
-    assert views["used"] in ("ai", "auto:view1", "auto:view2")
+    assert views["used"] in ("ai", "auto:polish", "auto:view1", "auto:view2",
+                             "auto:view1:polish", "auto:view2:polish")
     assert views["llk"] <= ai_er["llk"] and "| weak | ai_views |" in table
 
 
