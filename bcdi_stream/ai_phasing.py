@@ -334,7 +334,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
 def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
            settings: PhasingSettings, n_raar: int = 200, n_er: int = 100, cycles: int = 2,
            misfit_max: float = 0.0025, seed: int = 0,
-           device: str | torch.device | None = None) -> PhasingResult:
+           device: str | torch.device | None = None, misfit: float | None = None
+           ) -> tuple[PhasingResult, float]:
     """Polish a refined result that does not fit the data (the ``auto`` method's first
     fallback stage, :func:`phase_auto`).
 
@@ -362,11 +363,14 @@ def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
         Seed of the runs.
     device : str or torch.device, optional
         Where the runs go (default: ``data``'s device).
+    misfit : float, optional
+        ``res``'s excess misfit when the caller has it (else computed here).
 
     Returns
     -------
-    PhasingResult
-        A new result (``res`` is left as it was): the kept run's, with ``res``'s ``timings``
+    (PhasingResult, float)
+        A new result (``res`` is left as it was) and its excess misfit. The result is the kept
+        run's, with ``res``'s ``timings``
         (``"polish"`` added: the polishes' wall time, also added to ``"total"``); each
         polish run's LLK and χ² are appended to ``llk_runs`` and ``chi2_runs`` (``best_run``
         indexes them); its ``algorithm`` ends with the polishes kept, e.g.
@@ -383,8 +387,10 @@ def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
     s = settings.model_copy(update={"runs": 1, "n_raar": n_raar, "n_hio": 0, "n_er": n_er})
     first = res
     kept, llks, chis, best = 0, list(res.llk_runs), list(res.chi2_runs), res.best_run
+    if misfit is None:
+        misfit = float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma))
     for _ in range(cycles):
-        if float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma)) <= misfit_max:
+        if misfit <= misfit_max:
             break
         out = run_conventional(data, bad, settings=s, seed=seed, device=dev, obj_init=res.obj,
                                support=res.support, detwin=False,
@@ -394,6 +400,7 @@ def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
         if not out.llk < res.llk:
             break
         res, kept, best = out, kept + 1, len(llks) - 1
+        misfit = float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma))
     timings = {**first.timings, "polish": time.perf_counter() - t0}
     timings["total"] = timings.get("total", 0.0) + timings["polish"]
     algorithm = first.algorithm
@@ -402,7 +409,7 @@ def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
         algorithm = f"{algorithm} + {stages} x{kept}"
     # a new result: the caller's is left as it was
     return dataclasses.replace(res, llk_runs=llks, chi2_runs=chis, best_run=best,
-                               timings=timings, algorithm=algorithm)
+                               timings=timings, algorithm=algorithm), misfit
 
 
 @dataclass
@@ -539,23 +546,24 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
                     "ai_llk": float(result.llk), "ai_misfit": misfit, "views": []}
     polishing = bool(ai.polish_cycles and ai.polish_raar + ai.polish_er)
 
-    def polished(res: PhasingResult, key: str, label: str, **extra: Any) -> bool:
-        """Polish ``res``, record it in ``out.fallback[key]`` (with ``extra``), keep it if its
-        LLK is the lowest so far; whether it fits."""
-        pol = polish(res, data, bad, settings=settings, n_raar=ai.polish_raar,
-                     n_er=ai.polish_er, cycles=ai.polish_cycles, misfit_max=ai.fallback_misfit,
-                     seed=seed, device=device)
-        pol_misfit = float(excess_misfit(pol.obj, data, bad, psf_sigma=pol.psf_sigma))
+    def polished(res: PhasingResult, res_misfit: float, key: str, label: str,
+                 **extra: Any) -> bool:
+        """Polish ``res`` (excess misfit ``res_misfit``), record it in ``out.fallback[key]``
+        (with ``extra``), keep it if its LLK is the lowest so far; whether it fits."""
+        pol, pol_misfit = polish(res, data, bad, settings=settings, n_raar=ai.polish_raar,
+                                 n_er=ai.polish_er, cycles=ai.polish_cycles,
+                                 misfit_max=ai.fallback_misfit, seed=seed, device=device,
+                                 misfit=res_misfit)
         out.fallback[key] = {**extra, "llk": float(pol.llk), "misfit": pol_misfit,
                              "algorithm": pol.algorithm}
         if pol.llk < out.result.llk:
             out.result, out.used, out.misfit = pol, label, pol_misfit
         return pol_misfit <= ai.fallback_misfit
 
-    if polishing and polished(result, "polish", "auto:polish"):
+    if polishing and polished(result, misfit, "polish", "auto:polish"):
         return out
     kept_phase = start.phase_q
-    best_view: tuple[int, PhasingResult] | None = None
+    best_view: tuple[int, PhasingResult, float] | None = None
     for view in range(1, ai.views):
         res_v, start_v, misfit_v = refined(view)
         out.fallback["views"].append({"view": view, "llk": float(res_v.llk),
@@ -566,9 +574,10 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
         if misfit_v <= ai.fallback_misfit:
             return out
         if best_view is None or res_v.llk < best_view[1].llk:
-            best_view = (view, res_v)
+            best_view = (view, res_v, misfit_v)
     if polishing and best_view is not None and polished(
-            best_view[1], "view_polish", f"auto:view{best_view[0]}:polish", view=best_view[0]):
+            best_view[1], best_view[2], "view_polish", f"auto:view{best_view[0]}:polish",
+            view=best_view[0]):
         return out
     if not ai.fallback_conventional:
         return out

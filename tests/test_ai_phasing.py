@@ -18,6 +18,7 @@ from bcdi_stream.ai_phasing import (
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.model import ModelConfig, PhaseModel, UNetConfig, export_weights
+from bcdi_stream.phasing import excess_misfit
 from bcdi_stream.pipeline import default_method, model_available, reconstruct
 from bcdi_stream.simulation import simulate_crystal
 
@@ -286,7 +287,7 @@ def test_shipped_refinement_is_hio_and_phases_a_medium_strain_crystal() -> None:
     assert "RAAR" in raar.algorithm
     assert not compare(raar.obj, c.obj, c.support, recon_support=raar.support).success
     # auto's polish (RAAR 200 + ER 100 from the result, which does not fit) finishes it
-    polished = polish(raar, c.intensity, c.mask, settings=PhasingSettings())
+    polished, _ = polish(raar, c.intensity, c.mask, settings=PhasingSettings())
     assert polished.algorithm.startswith("RAAR100 ER100 + RAAR200 ER100 x")
     assert compare(polished.obj, c.obj, c.support, recon_support=polished.support).success
     with pytest.raises(ValueError, match="n_hio"):
@@ -335,17 +336,19 @@ def test_polish_lowers_the_llk_of_a_result_that_does_not_fit(weights, crystal) -
     s = PhasingSettings(psf="off")
     rough, _ = phase_ai(crystal.intensity, crystal.mask, loaded=loaded, n_hio=4, n_er=2,
                         settings=s, psf_hypothesis=0)
-    out = polish(rough, crystal.intensity, crystal.mask, settings=s, n_raar=20, n_er=10,
-                 cycles=2, misfit_max=0.0)
+    out, misfit = polish(rough, crystal.intensity, crystal.mask, settings=s, n_raar=20,
+                         n_er=10, cycles=2, misfit_max=0.0)
     assert out.llk < rough.llk
+    assert misfit == float(excess_misfit(out.obj, crystal.intensity, crystal.mask,
+                                          psf_sigma=out.psf_sigma))
     assert out.algorithm.startswith(rough.algorithm + " + RAAR20 ER10 x")
     assert out.llk_runs[0] == rough.llk and out.llk == out.llk_runs[out.best_run]
     assert len(out.llk_runs) in (2, 3) and out.llk == min(out.llk_runs)
     assert rough.llk_runs == [rough.llk] and "polish" not in rough.timings  # left as it was
     assert out.timings["polish"] > 0 and out.timings["predict"] == rough.timings["predict"]
     # the first polish is one RAAR 20 + ER 10 run from the rough result
-    one = polish(rough, crystal.intensity, crystal.mask, settings=s, n_raar=20, n_er=10,
-                 cycles=1, misfit_max=0.0)
+    one, _ = polish(rough, crystal.intensity, crystal.mask, settings=s, n_raar=20, n_er=10,
+                    cycles=1, misfit_max=0.0)
     by_hand = run_conventional(crystal.intensity, crystal.mask, obj_init=rough.obj,
                                support=rough.support, psf_start=None, seed=0, device="cpu",
                                detwin=False,
@@ -353,9 +356,16 @@ def test_polish_lowers_the_llk_of_a_result_that_does_not_fit(weights, crystal) -
                                                              "n_hio": 0, "n_er": 10}))
     assert torch.equal(one.obj, by_hand.obj) and one.algorithm.endswith(" x1")
     # a result that fits (any misfit counts as fitting here) is returned as it was
-    same = polish(rough, crystal.intensity, crystal.mask, settings=s, misfit_max=1e9)
+    same, same_misfit = polish(rough, crystal.intensity, crystal.mask, settings=s,
+                               misfit_max=1e9)
     assert torch.equal(same.obj, rough.obj) and same.algorithm == rough.algorithm
     assert same.llk_runs == rough.llk_runs
+    assert same_misfit == float(excess_misfit(rough.obj, crystal.intensity, crystal.mask,
+                                                    psf_sigma=rough.psf_sigma))
+    # a misfit the caller gives is taken as the result's (not computed again)
+    told, told_misfit = polish(rough, crystal.intensity, crystal.mask, settings=s,
+                               misfit_max=0.5, misfit=0.25)
+    assert torch.equal(told.obj, rough.obj) and told_misfit == 0.25
 
 
 def test_polish_arguments_are_checked(weights, crystal) -> None:

@@ -131,13 +131,13 @@ def main() -> None:
         elif args.mode == "trigger":
             for name, rule in RULES.items():
                 t0 = time.perf_counter()
-                out = polish(res, c.intensity, c.mask, settings=base, seed=0, device="cpu",
-                             **rule)
+                out, _ = polish(res, c.intensity, c.mask, settings=base, seed=0, device="cpu",
+                                **rule)
                 row[name] = {**scored(out, c, t0), "algorithm": out.algorithm}
         elif row["base"]["misfit"] > THRESHOLD:
             t0 = time.perf_counter()
             row["polish"] = scored(polish(res, c.intensity, c.mask, settings=base, seed=0,
-                                          device="cpu", **RULES["A"]), c, t0)
+                                          device="cpu", **RULES["A"])[0], c, t0)
             row["views"], best = [], None
             for view in range(1, 8):
                 t0 = time.perf_counter()
@@ -151,7 +151,8 @@ def main() -> None:
                 # no view fits either: the best view polished too
                 t0 = time.perf_counter()
                 row["view_polish"] = scored(polish(best, c.intensity, c.mask, settings=base,
-                                                   seed=0, device="cpu", **RULES["A"]), c, t0)
+                                                   seed=0, device="cpu", **RULES["A"])[0], c,
+                                            t0)
         print(json.dumps(row), flush=True)
 
 
