@@ -5,7 +5,7 @@ For crystals ``FIRST … LAST − 1`` of a validation class (``VAL_SEED0`` order
 compared with the true φ(q) per |q| shell (``shell_agreement``, twin-aware, weights
 min–max log(1 + I)) as predicted (``base``) and after moving the truth by the sub-voxel shift,
 within ``--max-shift`` voxels per axis, that best matches the prediction (``registered``,
-:func:`registered_finetune.register_targets`); ``shift`` is that shift (voxels, z y x, the
+:func:`registered_finetune.best_shift`); ``shift`` is that shift (voxels, z y x, the
 twin's sign folded in). Phasing does not see a global shift, the losses do. One JSON line per
 crystal, the class means last.
 
@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 import torch
-from registered_finetune import best_shift, register_targets
+from registered_finetune import best_shift, move_targets
 
 EDGES = (0, 4, 8, 12, 16, 24, 32, 64)
 
@@ -45,9 +45,9 @@ def main() -> None:
     models = {m: load_model(m) for m in (args.models or [default_weights_path()])}
     sums: dict[str, list] = {}
     n = 0
-    for k, (_, seed, c) in enumerate(fixed_set(VAL_SEED0, {"weak": 0, args.cls: args.last})
-                                     if args.cls != "weak" else
-                                     fixed_set(VAL_SEED0, {"weak": args.last})):
+    # the class order fixes each class's seed range (as model_side_by_side.py's)
+    counts = {"weak": 0, args.cls: args.last} if args.cls != "weak" else {"weak": args.last}
+    for k, (_, seed, c) in enumerate(fixed_set(VAL_SEED0, counts)):
         if k < args.first:
             continue
         row: dict = {"seed": seed}
@@ -58,7 +58,7 @@ def main() -> None:
             u = torch.polar(torch.ones_like(st.phase_q), st.phase_q)[None]
             w = log_minmax(c.intensity.float()[None])
             d = best_shift(phi_t, u, w, args.max_shift)
-            phi_r, _ = register_targets(phi_t, None, u, w, args.max_shift)
+            phi_r, _ = move_targets(phi_t, None, d)
             label = Path(path).stem
             base = shell_agreement(phi_t, st.phase_q[None], w, EDGES)
             reg = shell_agreement(phi_r, st.phase_q[None], w, EDGES)

@@ -83,24 +83,31 @@ def best_shift(phi_true: torch.Tensor, phasor_pred: torch.Tensor, weights: torch
 
 
 @torch.no_grad()
-def register_targets(phi_true: torch.Tensor, obj_true: torch.Tensor | None,
-                     phasor_pred: torch.Tensor, weights: torch.Tensor, max_shift: float
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Move each target by the shift (within ``max_shift`` voxels per axis) that best matches
-    the prediction, for whichever of the target and its twin matches it better
-    (:func:`best_shift`).
-
-    Returns the moved ``(phi_true, obj_true)``; the twin-min losses then score them as usual.
-    """
-    ramp = _ramp(tuple(phi_true.shape), best_shift(phi_true, phasor_pred, weights, max_shift))
+def move_targets(phi_true: torch.Tensor, obj_true: torch.Tensor | None, d: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The targets moved by ``−d`` (``d`` from :func:`best_shift`): ``φt + 2π q·d/N`` and the
+    object translated to match (:func:`bcdi_stream.physics.fourier_shift`)."""
+    ramp = _ramp(tuple(phi_true.shape), d)
     phi = torch.remainder(phi_true + ramp + math.pi, 2 * math.pi) - math.pi
     obj = None
     if obj_true is not None:
         from bcdi_stream import physics
 
-        obj = physics.ifft_centered(physics.fft_centered(obj_true) * torch.polar(
-            torch.ones_like(ramp), ramp)).to(obj_true.dtype)
+        obj = physics.fourier_shift(obj_true, -d).to(obj_true.dtype)
     return phi, obj
+
+
+def register_targets(phi_true: torch.Tensor, obj_true: torch.Tensor | None,
+                     phasor_pred: torch.Tensor, weights: torch.Tensor, max_shift: float
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Move each target by the shift (within ``max_shift`` voxels per axis) that best matches
+    the prediction, for whichever of the target and its twin matches it better
+    (:func:`best_shift`, :func:`move_targets`).
+
+    Returns the moved ``(phi_true, obj_true)``; the twin-min losses then score them as usual.
+    """
+    return move_targets(phi_true, obj_true,
+                        best_shift(phi_true, phasor_pred, weights, max_shift))
 
 
 def main() -> None:
