@@ -52,9 +52,13 @@ def train_command(
     dislocations: Annotated[float | None, typer.Option(
         help="Odds of 1-2 dislocations in a training crystal, in every "
         "strain class (default: the simulator's: weak 0, medium 0.15, strong 0.35).")] = None,
+    faults: Annotated[float | None, typer.Option(
+        help="Odds of a planar defect (stacking fault or twin lamella) in a training crystal, "
+        "in every strain class (default: none).")] = None,
     val: Annotated[str, typer.Option(
         help="Validation crystals per class, e.g. weak=6,strong=6,weak+disl=6 (a +disl class: "
-        "every crystal with dislocations).")] = "weak=6,strong=6",
+        "every crystal with dislocations; +fault, also after +disl: every crystal with a "
+        "planar defect).")] = "weak=6,strong=6",
     object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")
@@ -106,6 +110,7 @@ def train_command(
                                                          blocks=blocks)),
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
             strong_share=strong_share, dislocation_probability=dislocations,
+            fault_probability=faults,
             val_counts=_counts(val, "--val"),
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,

@@ -148,18 +148,31 @@ def test_benchmark_model_scores_the_views_without_the_recipe(trained: Path, tmp_
     assert views["llk"] <= ai_er["llk"] and "| weak | ai_views |" in table
 
 
-def test_benchmark_model_dislocated_class(trained: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(("cls", "place"), [("weak+disl", 2), ("medium+fault", 5)])
+def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, cls: str,
+                                        place: int) -> None:
     from bcdi_stream.training import TEST_SEED0
 
-    out = tmp_path / "disl.json"
+    out = tmp_path / "defect.json"
     code, table, err = _run(capsys, "benchmark", "model", "--quick", "--n", "1", "--model",
                             trained / "w.pt", "--out", out, "--threads", "1", "--classes",
-                            "weak+disl", "--methods", "ai")
+                            cls, "--methods", "ai")
     assert code == 0, err
     (row,) = json.loads(out.read_text())["rows"]
-    # its own seed range (third in the order), every crystal with dislocations
-    assert row["class"] == "weak+disl" and row["seed"] >= TEST_SEED0 + 20_000_000
-    assert 1 <= len(row["dislocations"]) <= 2 and "| weak+disl | ai |" in table
+    # its own seed range (its place in the order), every crystal with the defect
+    assert row["class"] == cls and TEST_SEED0 + place * 10_000_000 <= row["seed"]
+    assert row["seed"] < TEST_SEED0 + (place + 1) * 10_000_000
+    if cls.endswith("+disl"):
+        assert 1 <= len(row["dislocations"]) <= 2 and not row["faults"]
+    else:
+        assert len(row["faults"]) == 1 and abs(row["faults"][0]["jump"]) > 2.0
+    assert f"| {cls} | ai |" in table
+
+
+def test_benchmark_model_rejects_an_unknown_class(trained: Path, capsys) -> None:
+    code, _, err = _run(capsys, "benchmark", "model", "--quick", "--classes", "huge",
+                        "--model", trained / "w.pt")
+    assert code == 2 and "classes" in err and len(err.strip().splitlines()) == 1
     code, _, err = _run(capsys, "benchmark", "model", "--quick", "--classes", "huge",
                         "--model", trained / "w.pt")
     assert code == 2 and "classes" in err and len(err.strip().splitlines()) == 1

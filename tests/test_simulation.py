@@ -11,6 +11,8 @@ import torch
 from bcdi_stream.physics import centroid, fft_centered
 from bcdi_stream.simulation import (
     DISLOCATION_MODELS,
+    FAULT_JUMP,
+    FAULT_MODELS,
     SHAPES,
     SMOOTH_MODELS,
     STRAIN_MODELS,
@@ -114,7 +116,8 @@ def test_capped_simulation_drops_steep_crystals_and_keeps_the_rest_exactly() -> 
 def test_vectorised_heterogeneous_batch_matches_single_crystals() -> None:
     # one chunk mixing every shape and strain model (the GPU code path, run on the CPU)
     specs = [
-        CrystalSpec.random(s, n=N, strain=lvl, shapes=[shape], dislocation_probability=1.0)
+        CrystalSpec.random(s, n=N, strain=lvl, shapes=[shape], dislocation_probability=1.0,
+                           fault_probability=0.5)
         for s, (shape, lvl) in enumerate(
             zip(SHAPES, ["weak", "strong", "medium", "strong"] * 2, strict=True)
         )
@@ -190,8 +193,10 @@ def test_every_strain_model_gives_a_valid_crystal(kind: str) -> None:
     assert sim.meta["strain_models"] == [kind]
     if kind in SMOOTH_MODELS:
         assert sim.meta["phase_span"] == pytest.approx(span, rel=1e-4)
+    elif kind in FAULT_MODELS:
+        assert len(sim.meta["faults"]) == 1 and not sim.meta["dislocations"]
     else:
-        assert len(sim.meta["dislocations"]) == 1
+        assert len(sim.meta["dislocations"]) == 1 and not sim.meta["faults"]
 
 
 def test_random_draws_only_allowed_models() -> None:
@@ -421,6 +426,66 @@ def test_dislocation_probability_applies_at_every_strain_level() -> None:
         ]
         none = CrystalSpec.random(seed, n=N, strain="strong", dislocation_probability=0.0)
         assert not kinds(none) & set(DISLOCATION_MODELS)
+
+
+def _across(sim: SimulatedCrystal, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phase differences between support voxels k voxels apart along z, split by whether the
+    pair straddles the (z-normal) fault plane of ``sim``'s first fault."""
+    f = sim.meta["faults"][0]
+    z = torch.arange(N, dtype=torch.float32).view(N, 1, 1).expand(N, N, N)
+    d = z - f["point"][0]
+    both = sim.support[k:] & sim.support[:-k]
+    straddle = both & (d[:-k] <= 0) & (d[k:] > 0)
+    diff = sim.phase[k:] - sim.phase[:-k]
+    return diff[straddle], diff[both & ~straddle & (d[:-k] > 0)]
+
+
+def test_fault_jumps_the_phase_across_its_plane() -> None:
+    jump = -FAULT_JUMP
+    spec = CrystalSpec(n=N, shape="cube", oversampling=2.5, seed=4,
+                       strain_models=({"kind": "fault", "normal": [1.0, 0.0, 0.0],
+                                       "offset": 0.1, "jump": jump},))
+    sim = simulate_crystal(spec, device=CPU)
+    _assert_valid(sim)
+    (f,) = sim.meta["faults"]
+    assert f["jump"] == pytest.approx(jump) and f["width"] == 0.0
+    assert f["point"][0] == pytest.approx(N // 2 + 0.1 * sim.meta["size"], abs=0.05)
+    straddle, beyond = _across(sim, 1)
+    # the jump, give or take the small linear ramp removed to keep the Bragg peak centred
+    assert straddle.numel() > 0 and (straddle - jump).abs().max() < 0.3
+    assert beyond.abs().max() < 0.3
+    # a lamella: the phase comes back beyond the slab
+    lam = simulate_crystal(spec.replace(strain_models=(
+        {"kind": "fault", "normal": [1.0, 0.0, 0.0], "offset": -0.1, "jump": jump,
+         "width": 0.25},)), device=CPU)
+    width = lam.meta["faults"][0]["width"]
+    assert width == pytest.approx(0.25 * lam.meta["size"])
+    z0 = lam.meta["faults"][0]["point"][0]
+    inside = (torch.arange(N).view(N, 1, 1) > z0) & (torch.arange(N).view(N, 1, 1) <= z0 + width)
+    mid = lam.support & inside
+    out = lam.support & ~inside
+    assert (lam.phase[mid].mean() - lam.phase[out].mean() - jump).abs() < 0.3
+
+
+def test_fault_probability_adds_a_fault_and_changes_nothing_else() -> None:
+    for seed in range(6):
+        plain = CrystalSpec.random(seed, n=N, strain="medium")
+        assert CrystalSpec.random(seed, n=N, strain="medium", fault_probability=0.0) == plain
+        assert not {m["kind"] for m in plain.strain_models} & set(FAULT_MODELS)
+        faulted = CrystalSpec.random(seed, n=N, strain="medium", fault_probability=1.0)
+        *rest, fault = faulted.strain_models
+        assert fault["kind"] == "fault" and abs(fault["jump"]) == pytest.approx(FAULT_JUMP)
+        assert faulted.replace(strain_models=tuple(rest)) == plain
+    only = CrystalSpec.random(1, n=N, strain_models=["fault"], fault_probability=1.0)
+    assert [m["kind"] for m in only.strain_models] == ["fault"] and only.phase_span == 0.0
+    with pytest.raises(ValueError, match="fault_probability"):
+        CrystalSpec.random(1, n=N, strain_models=["fault"])
+    with pytest.raises(ValueError, match="fault_probability"):
+        CrystalSpec.random(1, n=N, fault_probability=1.5)
+    for bad, name in [({"jump": 0.0}, "jump"), ({"offset": 0.7}, "offset"),
+                      ({"width": -1.0}, "width"), ({"normal": [0.0, 0.0, 0.0]}, "normal")]:
+        with pytest.raises(ValueError, match=name):
+            CrystalSpec(n=N, strain_models=({"kind": "fault", **bad},))
 
 
 def test_vertex_cache_changes_no_crystal_and_hands_out_copies(tmp_path) -> None:

@@ -417,6 +417,38 @@ def test_dislocation_classes_and_odds() -> None:
     assert name == "medium+disl" and _dislocated(c)
 
 
+def _faulted(c) -> bool:
+    return any(m["kind"] == "fault" for m in c.spec.strain_models)
+
+
+def test_fault_classes_and_odds() -> None:
+    assert class_arguments("weak+fault") == {**STRAIN_CLASSES["weak"], "fault_probability": 1.0}
+    both = class_arguments("medium+disl+fault")
+    assert both["dislocation_probability"] == 1.0 and both["fault_probability"] == 1.0
+    assert class_arguments("strong", None, 0.3)["fault_probability"] == 0.3
+    assert "fault_probability" not in class_arguments("strong", None, 0.0)
+    with pytest.raises(ValueError, match="strain_class"):
+        class_arguments("weak+fault+disl")  # the suffixes come in one order
+    with pytest.raises(ValueError, match="fault_probability"):
+        class_arguments("weak", None, -0.1)
+    with pytest.raises(ValueError, match="fault_probability"):
+        TrainConfig(fault_probability=1.5)
+    # every crystal of a "+fault" class; the same seed without the suffix has none, and the
+    # same geometry (the fault is drawn apart from the rest of the spec)
+    (c, s), = draw_batch([(TRAIN_SEED0 + 7, "medium+fault")], n=32)
+    plain, s0 = draw_crystal(TRAIN_SEED0 + 7, "medium", 32)
+    assert _faulted(c) and not _faulted(plain)
+    assert s == s0 and c.spec.shape == plain.spec.shape and c.spec.seed == plain.spec.seed
+    got = draw_batch([(TRAIN_SEED0 + k, "weak") for k in range(3)], n=32, fault_probability=1.0)
+    assert all(_faulted(c) for c, _ in got)
+    name, _, c = next(fixed_set(VAL_SEED0, {"weak+fault": 1}, n=32))
+    assert name == "weak+fault" and _faulted(c) and c.meta["faults"]
+    # the training stream passes its odds on: its crystals are the faulted draws
+    batch = next(training_batches(0, 2, 10, 0.0, n=32, fault_probability=1.0))
+    (first, _), = draw_batch([(batch.seeds[0], batch.classes[0])], n=32, fault_probability=1.0)
+    assert _faulted(first) and torch.equal(batch.intensity[0], first.intensity)
+
+
 def test_training_with_dislocations_validates_the_dislocated_class(tmp_path) -> None:
     res = train(_cfg(steps=2, dislocation_probability=1.0,
                      val_counts={"weak": 1, "weak+disl": 1}), tmp_path / "run")

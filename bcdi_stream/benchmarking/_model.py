@@ -2,8 +2,10 @@
 
 A fixed simulated test set (seeds from :data:`bcdi_stream.training.TEST_SEED0`, disjoint from
 training and validation) in two classes, ``weak`` (peak-to-peak phase < π) and ``strong``
-(> 4π, see :mod:`bcdi_stream.training._datasets`), and on request two more whose crystals all
-carry 1–2 dislocations, ``weak+disl`` and ``medium+disl`` (:data:`BENCH_CLASSES`). Every
+(> 4π, see :mod:`bcdi_stream.training._datasets`), and on request two whose crystals all
+carry 1–2 dislocations, ``weak+disl`` and ``medium+disl``, and two whose crystals all carry a
+planar defect (a stacking fault or a twin lamella), ``weak+fault`` and ``medium+fault``
+(:data:`BENCH_CLASSES`). Every
 method runs on every crystal in the same process, one after the other, so the time ratios are
 measured under the same load.
 Success: phase RMSE < 0.3 rad and support IoU > 0.6 after alignment
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
     from bcdi_stream.config import AISettings, PhasingSettings
 
 #: Test classes, in the order that fixes each one's seed range (adding one never moves another).
-BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl")
+BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl", "weak+fault",
+                                   "medium+fault")
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);
@@ -234,7 +237,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
             continue
         row: dict[str, Any] = {"class": cls, "seed": seed, "shape": crystal.spec.shape,
                                "phase_span_pi": round(crystal.meta["phase_span"] / 3.14159265, 2),
-                               "dislocations": crystal.meta["dislocations"]}
+                               "dislocations": crystal.meta["dislocations"],
+                               "faults": crystal.meta["faults"]}
         for m in methods:
             row[m] = _run_method(m, crystal, loaded, settings, ai, seed % 100_000, dev)
         rows.append(row)

@@ -22,10 +22,19 @@ from ._crystal import (
     simulate_crystal,
 )
 from ._shapes import SHAPES
-from ._spec import DISLOCATION_MODELS, SMOOTH_MODELS, STRAIN_MODELS, CrystalSpec
+from ._spec import (
+    DISLOCATION_MODELS,
+    FAULT_JUMP,
+    FAULT_MODELS,
+    SMOOTH_MODELS,
+    STRAIN_MODELS,
+    CrystalSpec,
+)
 
 __all__ = [
     "DISLOCATION_MODELS",
+    "FAULT_JUMP",
+    "FAULT_MODELS",
     "SHAPES",
     "SMOOTH_MODELS",
     "STRAIN_MODELS",

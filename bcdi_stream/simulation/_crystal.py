@@ -30,7 +30,7 @@ from ..physics import centroid, fft_centered, fourier_shift
 from . import _displacement as fld
 from ._forward import detector_blur, gap_mask, poisson_noise
 from ._shapes import Geometry, build_geometry
-from ._spec import DISLOCATION_MODELS, SMOOTH_MODELS, CrystalSpec
+from ._spec import DISLOCATION_MODELS, FAULT_MODELS, SMOOTH_MODELS, CrystalSpec
 
 __all__ = ["SimulatedBatch", "SimulatedCrystal", "simulate_batch", "simulate_crystal"]
 
@@ -44,6 +44,7 @@ _RANDOM_KWARGS = frozenset(
         "oversampling",
         "g_hat",
         "dislocation_probability",
+        "fault_probability",
     }
 )
 #: Correlation length (fraction of the crystal size) of the amplitude modulation.
@@ -96,7 +97,8 @@ class SimulatedCrystal:
         ``peak_counts``, ``intensity_scale``, ``oversampling`` (requested),
         ``oversampling_measured`` (``n`` / largest support extent), ``extent`` (voxels along
         z, y, x), ``support_voxels``, ``centroid`` (z, y, x), ``dislocations`` (kind, winding,
-        ``point`` on the final grid, ``line``), ``substrate_cut``, ``background``,
+        ``point`` on the final grid, ``line``), ``faults`` (``point`` on the final grid,
+        ``normal``, ``jump``, ``width`` in voxels), ``substrate_cut``, ``background``,
         ``blur_sigma``, ``gaps``, ``seed``.
     """
 
@@ -172,8 +174,9 @@ def simulate_crystal(
     **kwargs
         With a seed: arguments of :meth:`CrystalSpec.random` (``n``, ``strain``, ``shapes``,
         ``strain_models``, ``peak_counts``, ``oversampling``, ``g_hat``,
-        ``dislocation_probability``); any other key overrides that field of the drawn spec
-        (e.g. ``poisson=False``, ``gaps=()``). With a spec: field overrides.
+        ``dislocation_probability``, ``fault_probability``); any other key overrides that
+        field of the drawn spec (e.g. ``poisson=False``, ``gaps=()``). With a spec: field
+        overrides.
 
     Returns
     -------
@@ -475,10 +478,11 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
         span = tens([s.phase_span for s in specs])
         smooth = (smooth - col(mid)) * col(span / ptp.clamp_min(1e-20))
 
-    # --- dislocations (ramp removed too), added on top
+    # --- dislocations and faults (ramp removed too), added on top
     phase = smooth
     disl = [[mm for mm in s.strain_models if mm["kind"] in DISLOCATION_MODELS] for s in specs]
-    if max(len(d) for d in disl):
+    faults = [[mm for mm in s.strain_models if mm["kind"] in FAULT_MODELS] for s in specs]
+    if max(len(d) for d in disl) or max(len(f) for f in faults):
         total = torch.zeros_like(amp)
         for j in range(max(len(d) for d in disl)):
             mm = [d[j] if j < len(d) else None for d in disl]
@@ -501,6 +505,17 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
                 tens([x.get("poisson_ratio", 0.3) if x else 0.3 for x in mm]),
                 g_hat,
                 sizes,
+            )
+        for j in range(max(len(f) for f in faults)):
+            mm = [f[j] if j < len(f) else None for f in faults]
+            normals_f = tens([x["normal"] if x else [1.0, 0.0, 0.0] for x in mm])
+            offsets_f = tens([x["offset"] if x else 0.0 for x in mm]) * sizes
+            total = total + fld.fault_phase(
+                zyx,
+                centroids + normals_f * offsets_f[:, None],
+                normals_f,
+                tens([x["jump"] if x else 0.0 for x in mm]),
+                tens([x["width"] if x else 0.0 for x in mm]) * sizes,
             )
         phase = phase + fld.remove_ramp(total, weight, zyx)
 
@@ -575,6 +590,20 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
                         "line": list(mm["line"]),
                     }
                 )
+        fts = []
+        for mm in s.strain_models:
+            if mm["kind"] in FAULT_MODELS:
+                p = g.origin + moved[i] + g.centroid + np.asarray(mm["normal"]) * (
+                    mm["offset"] * g.size
+                )
+                fts.append(
+                    {
+                        "point": [float(v) for v in p],
+                        "normal": list(mm["normal"]),
+                        "jump": float(mm["jump"]),
+                        "width": float(mm["width"] * g.size),
+                    }
+                )
         metas.append(
             {
                 "n": n,
@@ -594,6 +623,7 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
                 "size": float(g.size),
                 "centroid": [float(v) for v in cen_l[i]],
                 "dislocations": dls,
+                "faults": fts,
                 "substrate_cut": float(s.substrate_cut),
                 "background": float(s.background),
                 "blur_sigma": float(s.blur_sigma),

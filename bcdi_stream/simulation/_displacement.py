@@ -209,6 +209,37 @@ def dislocation_phase(
     return phase
 
 
+def fault_phase(
+    zyx: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    point: torch.Tensor,
+    normal: torch.Tensor,
+    jump: torch.Tensor,
+    width: torch.Tensor,
+) -> torch.Tensor:
+    """Phase of a planar defect: ``jump`` beyond the plane through ``point`` of unit ``normal``.
+
+    With ``width > 0`` the jump holds only inside the slab ``0 < d <= width`` (``d`` the signed
+    distance from the plane along ``normal``): a lamella bounded by two faults.
+
+    Parameters
+    ----------
+    point, normal : torch.Tensor
+        ``(B, 3)``.
+    jump, width : torch.Tensor
+        ``(B,)`` phase jump (rad; 0 = no fault for that sample) and slab thickness (voxels;
+        0 = a single fault).
+    """
+    z, y, x = zyx
+    d = (
+        _b(normal[:, 0]) * (z - _b(point[:, 0]))
+        + _b(normal[:, 1]) * (y - _b(point[:, 1]))
+        + _b(normal[:, 2]) * (x - _b(point[:, 2]))
+    )
+    w = _b(width)
+    inside = (d > 0) & ((w <= 0) | (d <= w))
+    return _b(jump) * inside.to(d.dtype)
+
+
 def wrap(x: torch.Tensor) -> torch.Tensor:
     """Wrap angles into ``[-π, π)``."""
     return torch.remainder(x + math.pi, TWO_PI) - math.pi

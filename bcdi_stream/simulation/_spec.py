@@ -14,6 +14,8 @@ from ._shapes import SHAPES, _normals_bound, _vertices, build_geometry, validate
 
 __all__ = [
     "DISLOCATION_MODELS",
+    "FAULT_JUMP",
+    "FAULT_MODELS",
     "SMOOTH_MODELS",
     "STRAIN_MODELS",
     "CrystalSpec",
@@ -23,8 +25,10 @@ __all__ = [
 SMOOTH_MODELS: tuple[str, ...] = ("smooth", "interface", "core_shell")
 #: Dislocation models: phase vortices of integer winding, added on top of the smooth phase.
 DISLOCATION_MODELS: tuple[str, ...] = ("screw", "edge")
+#: Planar defects (stacking faults, twin boundaries): a phase jump across a plane, added on top.
+FAULT_MODELS: tuple[str, ...] = ("fault",)
 #: All strain models.
-STRAIN_MODELS: tuple[str, ...] = SMOOTH_MODELS + DISLOCATION_MODELS
+STRAIN_MODELS: tuple[str, ...] = SMOOTH_MODELS + DISLOCATION_MODELS + FAULT_MODELS
 
 _STRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "smooth": {"weight": 1.0, "length": 0.3},
@@ -38,7 +42,11 @@ _STRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "burgers": None,
         "poisson_ratio": 0.3,
     },
+    "fault": {"normal": [1.0, 0.0, 0.0], "offset": 0.0, "jump": 2 * math.pi / 3, "width": 0.0},
 }
+#: The phase jump of a drawn fault: ±2π/3, that of an fcc stacking fault (or twin boundary)
+#: seen in a reflection with h + k + l ≠ 0 mod 3.
+FAULT_JUMP = 2 * math.pi / 3
 
 #: Named strain levels of :meth:`CrystalSpec.random` (peak-to-peak phase of the smooth part).
 _WEAK = (0.15 * math.pi, 0.95 * math.pi)
@@ -116,6 +124,13 @@ def _validate_strain(models: Any, g_hat: tuple[float, float, float]) -> tuple[di
         elif kind == "core_shell":
             p["radius"] = _number(f"{name}['radius']", p["radius"], 0.02, 1.0)
             p["offset"] = list(_vector(f"{name}['offset']", p["offset"], max_norm=1.0))
+        elif kind == "fault":
+            p["normal"] = list(_vector(f"{name}['normal']", p["normal"], unit=True))
+            p["offset"] = _number(f"{name}['offset']", p["offset"], -0.5, 0.5)
+            p["jump"] = _number(f"{name}['jump']", p["jump"], -2 * math.pi, 2 * math.pi)
+            if p["jump"] == 0:
+                raise ValueError(f"{name}['jump'] must be non-zero (leave the fault out instead)")
+            p["width"] = _number(f"{name}['width']", p["width"], 0.0, 1.0)
         else:
             p["winding"] = _int(f"{name}['winding']", p["winding"], -8, 8)
             if p["winding"] == 0:
@@ -197,11 +212,15 @@ class CrystalSpec:
         - ``"edge"`` — edge dislocation (isotropic elasticity, Hirth & Lothe);
           ``winding``, ``point``, ``line``, ``burgers`` (unit, ⊥ line; defaults to the
           projection of ``g_hat``), ``poisson_ratio``.
+        - ``"fault"`` — planar defect (stacking fault, twin boundary): the phase jumps by
+          ``jump`` (rad, ``G·R`` of the fault vector R) across the plane of unit ``normal`` at
+          signed distance ``offset`` from the centroid; with ``width`` > 0 only inside a slab
+          of that thickness beyond the plane (a lamella, bounded by two faults).
 
         The smooth components are each normalised to unit peak-to-peak inside the support,
         weighted, summed, cleared of their linear phase ramp (so the Bragg peak's centre of mass
-        stays at the grid centre) and scaled to ``phase_span``; the dislocation phases (ramp
-        removed too) are added on top.
+        stays at the grid centre) and scaled to ``phase_span``; the dislocation and fault phases
+        (ramp removed too) are added on top.
     phase_span : float
         Peak-to-peak phase (rad) of the smooth part inside the support. Must be 0 when there is
         no smooth model.
@@ -354,6 +373,7 @@ class CrystalSpec:
         oversampling: tuple[float, float] | None = None,
         g_hat: tuple[float, float, float] = (0.0, 1.0, 0.0),
         dislocation_probability: float | None = None,
+        fault_probability: float | None = None,
     ) -> CrystalSpec:
         """Draw a random crystal.
 
@@ -384,6 +404,11 @@ class CrystalSpec:
         dislocation_probability : float, optional
             Chance that the crystal gets 1–2 dislocations (screw or edge, among the allowed
             ``strain_models``), at any strain level: overrides the level's odds above.
+        fault_probability : float, optional
+            Chance that the crystal gets a planar defect (``"fault"``, when allowed): a single
+            fault (60 %) or a lamella 0.1–0.35 of the crystal's size thick, jump ±2π/3, within
+            a quarter of the size of the centroid. Default 0 (none). Drawn from a generator of
+            its own, so the rest of the spec is the same with or without it.
 
         Returns
         -------
@@ -427,6 +452,9 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
+        p_fault = 0.0
+        if fault_probability is not None:
+            p_fault = _number("fault_probability", fault_probability, 0, 1)
 
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
 
@@ -453,7 +481,13 @@ class CrystalSpec:
             p_disl = 0.35 if lo >= 4 * math.pi else 0.0
         if dislocation_probability is not None:
             p_disl = dislocation_probability
-        if not smooth_ok:
+        if not smooth_ok and not disl_ok:
+            if "fault" not in allowed or p_fault == 0.0:
+                raise ValueError(
+                    f"strain_models {allowed!r} has only faults: give fault_probability > 0"
+                )
+            p_disl = 0.0
+        elif not smooth_ok:
             if p_disl == 0.0:
                 raise ValueError(
                     f"strain_models {allowed!r} has only dislocations, which a '{level}' "
@@ -575,6 +609,20 @@ class CrystalSpec:
                     start = n - start - width
                 gaps = ((axis, start, width),)
         amp_mod = float(rng.uniform(0.02, 0.1)) if rng.random() < 0.5 else 0.0
+
+        # --- planar defect, from a generator of its own (the draws above stay as they were)
+        fault_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))
+        if "fault" in allowed and fault_rng.random() < p_fault:
+            width = 0.0 if fault_rng.random() < 0.6 else float(fault_rng.uniform(0.1, 0.35))
+            models.append(
+                {
+                    "kind": "fault",
+                    "normal": [float(v) for v in _random_unit(fault_rng)],
+                    "offset": float(fault_rng.uniform(-0.25, 0.25)),
+                    "jump": float(fault_rng.choice([-1.0, 1.0])) * FAULT_JUMP,
+                    "width": width,
+                }
+            )
 
         return cls(
             n=n,

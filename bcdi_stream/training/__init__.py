@@ -3,6 +3,7 @@
 from ._config import PRECISIONS, TrainConfig
 from ._datasets import (
     DISLOCATED,
+    FAULTED,
     MAX_MEAN_GRADIENT,
     N_SYMMETRIES,
     STRAIN_CLASSES,
@@ -22,6 +23,7 @@ from ._loop import TrainResult, batch_losses, load_checkpoint, train, validate
 
 __all__ = [
     "DISLOCATED",
+    "FAULTED",
     "MAX_MEAN_GRADIENT",
     "N_SYMMETRIES",
     "PRECISIONS",

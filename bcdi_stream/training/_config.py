@@ -41,13 +41,17 @@ class TrainConfig:
     dislocation_probability : float or None
         Odds that a training crystal carries 1–2 dislocations, in every strain class (None:
         the simulator's odds: weak 0, medium 15 %, strong 35 %).
+    fault_probability : float or None
+        Odds that a training crystal carries a planar defect (a stacking fault or a twin
+        lamella), in every strain class (None: none).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
         Steps between checkpoints (``last.pt``, written atomically).
     val_counts : dict
         Validation crystals per strain class (seeds disjoint from training and test); a class
-        name may carry the suffix ``"+disl"`` (every crystal with dislocations).
+        name may carry the suffix ``"+disl"`` (every crystal with dislocations), then
+        ``"+fault"`` (every crystal with a planar defect).
     object_weight : float
         ``"patterson"`` models: weight of the real-space :func:`~bcdi_stream.model.object_loss`
         added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
@@ -95,6 +99,7 @@ class TrainConfig:
     curriculum: float = 0.3
     strong_share: float = 0.5
     dislocation_probability: float | None = None
+    fault_probability: float | None = None
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -123,12 +128,10 @@ class TrainConfig:
             raise ValueError(f"curriculum must be in [0, 1], got {self.curriculum}")
         if not 0 <= self.strong_share <= 1:
             raise ValueError(f"strong_share must be in [0, 1], got {self.strong_share}")
-        if self.dislocation_probability is not None and not (
-            0 <= self.dislocation_probability <= 1
-        ):
-            raise ValueError(
-                f"dislocation_probability must be in [0, 1], got {self.dislocation_probability}"
-            )
+        for name in ("dislocation_probability", "fault_probability"):
+            p = getattr(self, name)
+            if p is not None and not 0 <= p <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
         if not self.val_counts:
             raise ValueError("val_counts must name at least one strain class")
         for name, count in self.val_counts.items():

@@ -16,7 +16,11 @@ Strain classes (peak-to-peak phase of the smooth part):
 A class name with the suffix :data:`DISLOCATED` (``"weak+disl"``, ``"medium+disl"``,
 ``"strong+disl"``) is that class with 1–2 dislocations in every crystal (for validation and
 evaluation sets); ``dislocation_probability`` of the training stream sets the odds of
-dislocations in every class at once (by default the simulator's: 0, 15 %, 35 %).
+dislocations in every class at once (by default the simulator's: 0, 15 %, 35 %). Likewise the
+suffix :data:`FAULTED` (``"weak+fault"``, also after ``+disl``: ``"medium+disl+fault"``) gives
+every crystal a planar defect (a stacking fault or a twin lamella, the simulator's
+``"fault"`` model), and ``fault_probability`` sets its odds in the training stream (by
+default 0).
 
 Symmetries: a simulated crystal is also a valid training sample under any of the
 :data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
@@ -43,6 +47,7 @@ from ..simulation import CrystalSpec, SimulatedCrystal, simulate_capped
 
 __all__ = [
     "DISLOCATED",
+    "FAULTED",
     "MAX_MEAN_GRADIENT",
     "N_SYMMETRIES",
     "STRAIN_CLASSES",
@@ -79,40 +84,64 @@ STRAIN_CLASSES: dict[str, dict] = {
 
 #: Suffix of a strain-class name whose crystals all carry dislocations.
 DISLOCATED = "+disl"
+#: Suffix of a strain-class name whose crystals all carry a planar defect (after ``+disl``).
+FAULTED = "+fault"
 
 
-def class_arguments(strain_class: str, dislocation_probability: float | None = None
-                    ) -> dict:
+def base_class(strain_class: str) -> tuple[str, bool, bool]:
+    """``(strain level, every crystal dislocated, every crystal faulted)`` of a class name.
+
+    Raises ``ValueError`` (naming ``strain_class``) unless the name is a key of
+    :data:`STRAIN_CLASSES`, then optionally :data:`DISLOCATED`, then optionally
+    :data:`FAULTED`.
+    """
+    name = strain_class
+    faulted = name.endswith(FAULTED)
+    name = name.removesuffix(FAULTED)
+    dislocated = name.endswith(DISLOCATED)
+    name = name.removesuffix(DISLOCATED)
+    if name not in STRAIN_CLASSES:
+        raise ValueError(
+            f"strain_class: strain class must be one of {tuple(STRAIN_CLASSES)}, optionally "
+            f"followed by {DISLOCATED!r} and then {FAULTED!r}, got {strain_class!r}"
+        )
+    return name, dislocated, faulted
+
+
+def class_arguments(strain_class: str, dislocation_probability: float | None = None,
+                    fault_probability: float | None = None) -> dict:
     """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
 
     Parameters
     ----------
     strain_class : str
         A key of :data:`STRAIN_CLASSES`, optionally with the suffix :data:`DISLOCATED`
-        (every crystal gets 1–2 dislocations).
+        (every crystal gets 1–2 dislocations) and then :data:`FAULTED` (every crystal gets a
+        planar defect).
     dislocation_probability : float, optional
-        Odds of dislocations for a class without the suffix (default: the simulator's odds
-        for that strain level).
+        Odds of dislocations for a class without :data:`DISLOCATED` (default: the simulator's
+        odds for that strain level).
+    fault_probability : float, optional
+        Odds of a planar defect for a class without :data:`FAULTED` (default: none).
 
     Returns
     -------
     dict
     """
-    base = strain_class.removesuffix(DISLOCATED)
-    if base not in STRAIN_CLASSES:
-        raise ValueError(
-            f"strain_class: strain class must be one of {tuple(STRAIN_CLASSES)}, optionally "
-            f"with the suffix {DISLOCATED!r}, got {strain_class!r}"
-        )
-    if dislocation_probability is not None and not 0 <= dislocation_probability <= 1:
-        raise ValueError(
-            f"dislocation_probability must be in [0, 1], got {dislocation_probability}"
-        )
+    base, dislocated, faulted = base_class(strain_class)
+    for name, p in (("dislocation_probability", dislocation_probability),
+                    ("fault_probability", fault_probability)):
+        if p is not None and not 0 <= p <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
     kw = dict(STRAIN_CLASSES[base])
-    if base != strain_class:
+    if dislocated:
         kw["dislocation_probability"] = 1.0
     elif dislocation_probability is not None:
         kw["dislocation_probability"] = float(dislocation_probability)
+    if faulted:
+        kw["fault_probability"] = 1.0
+    elif fault_probability:
+        kw["fault_probability"] = float(fault_probability)
     return kw
 
 
@@ -144,13 +173,14 @@ def draw_crystal(seed: int, strain_class: str, n: int = 64, max_tries: int = 50
 def _cap(strain_class: str, n: int) -> float | None:
     """The cap on the mean phase gradient of a class's crystals (only ``strong`` has one)."""
     # the cap scales as 64/n: the same crystals on a coarser grid are steeper per voxel
-    if strain_class.removesuffix(DISLOCATED) != "strong":
+    if base_class(strain_class)[0] != "strong":
         return None
     return MAX_MEAN_GRADIENT * 64 / n
 
 
 def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.device = "cpu",
-               max_tries: int = 50, *, dislocation_probability: float | None = None
+               max_tries: int = 50, *, dislocation_probability: float | None = None,
+               fault_probability: float | None = None
                ) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
@@ -171,6 +201,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     dislocation_probability : float, optional
         Odds of dislocations in every class without the :data:`DISLOCATED` suffix (default:
         the simulator's odds of each strain level).
+    fault_probability : float, optional
+        Odds of a planar defect in every class without the :data:`FAULTED` suffix (default:
+        none).
 
     Returns
     -------
@@ -180,7 +213,8 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     if not items:
         raise ValueError("items must not be empty")
     try:
-        kwargs = {name: class_arguments(name, dislocation_probability) for _, name in items}
+        kwargs = {name: class_arguments(name, dislocation_probability, fault_probability)
+                  for _, name in items}
     except ValueError as exc:
         raise ValueError(f"items: {exc}") from exc
     out: list[tuple[SimulatedCrystal, int] | None] = [None] * len(items)
@@ -297,18 +331,20 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      device: str | torch.device = "cpu",
                      strong_share: float = 0.5,
                      dislocation_probability: float | None = None,
-                     workers: int = 0, reuse: int = 1) -> Iterator[Batch]:
+                     workers: int = 0, reuse: int = 1,
+                     fault_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
     seeds from ``TRAIN_SEED0 + 100 * k`` and draws its class from a generator seeded by ``k``.
     The batch is simulated on ``device`` (:func:`draw_batch`: one by one on a CPU, vectorised on
     a GPU; the same crystals either way) and stays there. ``dislocation_probability`` sets the
-    odds of dislocations in every class (default: the simulator's odds of each strain level).
-    ``workers > 0`` simulates the batches on the CPU in that many processes (one torch thread
-    each, batches in order, the same crystals) and moves each to ``device``: on a GPU the
-    simulation, not the network, sets the pace (0.65 s per batch of 32 vectorised on an H200,
-    0.02 s for the network step).
+    odds of dislocations in every class (default: the simulator's odds of each strain level),
+    ``fault_probability`` those of a planar defect (default: none). ``workers > 0``
+    simulates the batches on the CPU in that many processes (one torch thread each, batches
+    in order, the same crystals) and moves each to ``device``: on a GPU the simulation, not
+    the network, sets the pace (0.65 s per batch of 32 vectorised on an H200, 0.02 s for the
+    network step).
 
     ``reuse > 1`` yields each simulated batch for ``reuse`` consecutive steps: first as drawn,
     then with each crystal under a symmetry other than the identity, drawn from a generator
@@ -323,7 +359,7 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     dev = torch.device(device)
     skip = start_step % reuse
     groups = _BatchSteps(start_sample, batch_size, steps, curriculum, n, start_step - skip,
-                         reuse, strong_share, dislocation_probability,
+                         reuse, strong_share, dislocation_probability, fault_probability,
                          "cpu" if workers else dev)
     return _stream(groups, dev, workers, reuse, skip)
 
@@ -352,9 +388,10 @@ class _BatchSteps(torch.utils.data.Dataset):
 
     def __init__(self, start_sample: int, batch_size: int, steps: int, curriculum: float,
                  n: int, start_step: int, stride: int, strong_share: float,
-                 dislocation_probability: float | None, device: str | torch.device) -> None:
+                 dislocation_probability: float | None, fault_probability: float | None,
+                 device: str | torch.device) -> None:
         self.args = (start_sample, batch_size, steps, curriculum, n, start_step, stride,
-                     strong_share, dislocation_probability)
+                     strong_share, dislocation_probability, fault_probability)
         self.device = device
 
     def __len__(self) -> int:
@@ -362,7 +399,7 @@ class _BatchSteps(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Batch:
         (start_sample, batch_size, steps, curriculum, n, start_step, stride, strong_share,
-         dislocation_probability) = self.args
+         dislocation_probability, fault_probability) = self.args
         step = start_step + i * stride
         mix = class_mix(step, steps, curriculum, strong_share)
         names = [c for c in mix if mix[c] > 0]
@@ -378,5 +415,6 @@ class _BatchSteps(torch.utils.data.Dataset):
             cls = names[int(rng.choice(len(names), p=probs / probs.sum()))]
             wanted.append((TRAIN_SEED0 + 100 * k, cls))
         drawn = draw_batch(wanted, n, self.device,
-                           dislocation_probability=dislocation_probability)
+                           dislocation_probability=dislocation_probability,
+                           fault_probability=fault_probability)
         return Batch.of(drawn, [cls for _, cls in wanted])

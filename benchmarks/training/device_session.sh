@@ -25,6 +25,10 @@
 # keeps between calls) with its full checkpoint, so nothing has to be carried:
 #   RUN=runs/device-2 INIT=runs/device-1/last.pt WIDEN= FIRST=<this call's "samples"> \
 #   LR=5e-4 MINUTES=3 bash benchmarks/training/device_session.sh
+# Since session 16 the crystals also carry a planar defect (stacking fault or twin lamella) at
+# odds FAULTS (default 0.3; FAULTS=0 for none): v3 never saw one and solves 12 and 10 of 20
+# weak and medium validation crystals with a fault, against 19/20 weak without
+# (docs/MODEL_RESEARCH.md, session 16); the validation then adds medium+fault.
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -41,11 +45,13 @@ RUN=${RUN:-runs/device-1}  # the run folder (checkpoints); kept on a warm machin
 LR=${LR:-1e-3}
 CHANNELS=${CHANNELS:-32,64,128,256}  # used only from scratch (INIT empty)
 CURRICULUM=${CURRICULUM:-0}
+FAULTS=${FAULTS:-0.3}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     --device "$DEVICE" --minutes "$MINUTES" --steps 0 --probe-steps "$PROBE" \
     --batch-size "$BATCH" --workers "$WORKERS" --reuse "$REUSE" --dislocations 0.4 \
+    $( [ "$FAULTS" != 0 ] && echo --faults "$FAULTS" ) \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \
     --first-sample "$FIRST" --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000

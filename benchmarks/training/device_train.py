@@ -119,6 +119,9 @@ def main() -> None:
     ap.add_argument("--dislocations", type=float, default=None,
                     help="odds of dislocations in every strain class (default: the "
                     "simulator's, weak 0, medium 0.15, strong 0.35)")
+    ap.add_argument("--faults", type=float, default=None,
+                    help="odds of a planar defect (stacking fault, twin lamella) in every "
+                    "strain class (default: none); the validation then adds medium+fault")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="bf16: convolutions under bfloat16 autocast (TrainConfig.precision)")
     ap.add_argument("--workers", type=int, default=0,
@@ -130,7 +133,8 @@ def main() -> None:
                     help="with --init-from: widen its trunk to these channels (TrainConfig.widen)")
     ap.add_argument("--first-sample", type=int, default=0)
     ap.add_argument("--val", type=int, default=6,
-                    help="validation crystals per class (weak, strong, weak+disl, medium+disl)")
+                    help="validation crystals per class (weak, strong, weak+disl, medium+disl; "
+                    "with --faults also medium+fault)")
     ap.add_argument("--val-every", type=int, default=250)
     args = ap.parse_args()
 
@@ -151,8 +155,9 @@ def main() -> None:
         batch_size=args.batch_size, lr=args.lr, curriculum=args.curriculum,
         strong_share=args.strong_share, val_every=args.val_every,
         checkpoint_every=max(50, args.val_every),
-        val_counts=dict.fromkeys(("weak", "strong", "weak+disl", "medium+disl"), args.val),
-        dislocation_probability=args.dislocations,
+        val_counts=dict.fromkeys(("weak", "strong", "weak+disl", "medium+disl")
+                                 + (("medium+fault",) if args.faults else ()), args.val),
+        dislocation_probability=args.dislocations, fault_probability=args.faults,
         device=args.device, init_from=args.init_from, first_sample=args.first_sample,
         precision=args.precision, workers=args.workers,
         reuse=args.reuse, widen=tuple(int(c) for c in args.widen.split(",") if c.strip()),

@@ -1,0 +1,171 @@
+"""The shipped AI refinement on crystal models the simulator cannot make.
+
+Each crystal is a simulated one (seeds 4_200_000_000 + 1000 k, disjoint from training,
+validation, the test set and ``generalisation.py``) whose object is then changed in a way no
+training crystal was, and diffracted again with the same detector (scale to the same peak
+counts, the crystal's blur and background, Poisson noise from its seed, its gaps):
+
+- ``fault``: a planar defect (stacking fault, twin boundary) — the phase jumps by ±2π/3 across
+  a random plane through the crystal (within a quarter of its size of the centroid);
+- ``lamella``: two parallel such planes 3–6 voxels apart (a thin twin lamella);
+- ``void``: a spherical void (amplitude 0) inside the crystal, a third of its size — a
+  support that is not convex;
+- ``density``: the amplitude falls linearly to 40 % across the crystal (a composition or
+  thickness gradient; the true support stays the crystal's shape);
+- ``bent``: a quadratic phase along a random direction, peak-to-peak 2π across the crystal
+  (bending), on top of its own strain.
+
+The base crystal is of the weak class unless the variant ends in ``_medium`` (span 1–2.5π).
+Methods: AI = the shipped ``phase_ai``; with ``--random`` RAAR 100 + ER 100 from random phases;
+with ``--truth`` the same from the TRUE φ(q) (the ceiling of any prediction). One JSON line per
+crystal, a summary per variant.
+
+    python benchmarks/research/unseen_models.py --variants fault lamella void density bent \\
+        --n 10 --random --truth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from _probe import refine_from_phase
+
+BASES = ("fault", "lamella", "void", "density", "bent")
+VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES))
+SEED0 = 4_200_000_000
+
+
+@dataclass
+class Changed:
+    """A changed crystal: what the probe phases and scores against."""
+
+    intensity: torch.Tensor
+    mask: torch.Tensor
+    obj: torch.Tensor
+    support: torch.Tensor
+    phase_q: torch.Tensor
+
+
+def _unit(gen: torch.Generator) -> torch.Tensor:
+    v = torch.randn(3, generator=gen, dtype=torch.float64)
+    return v / v.norm()
+
+
+def change(variant: str, seed: int) -> Changed:
+    """Simulate crystal ``seed`` and apply ``variant`` to its object, then diffract it again."""
+    from bcdi_stream.physics import centroid, fft_centered
+    from bcdi_stream.simulation import simulate_crystal
+    from bcdi_stream.simulation._forward import detector_blur, poisson_noise
+
+    base = variant.removesuffix("_medium")
+    strain = (1.0 * math.pi, 2.5 * math.pi) if variant.endswith("_medium") else "weak"
+    c = simulate_crystal(seed, device="cpu", n=64, strain=strain)
+    gen = torch.Generator().manual_seed(seed)
+    amp, phase = c.obj.abs().double(), c.obj.angle().double()
+    inside = amp > 0.5
+    n = amp.shape[0]
+    grid = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64),) * 3,
+                                      indexing="ij"))
+    r = grid - centroid(amp).double().view(3, 1, 1, 1)
+    size = max(float(e) for e in c.meta["extent"])
+    u = _unit(gen)
+    along = (r * u.view(3, 1, 1, 1)).sum(0)
+    lo, hi = float(along[inside].min()), float(along[inside].max())
+    if base in ("fault", "lamella"):
+        at = (torch.rand(1, generator=gen).item() - 0.5) * 0.5 * size
+        sign = 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0
+        jump = sign * 2 * math.pi / 3
+        if base == "fault":
+            phase = phase + jump * (along > at)
+        else:
+            width = 3 + 3 * torch.rand(1, generator=gen).item()
+            phase = phase + jump * ((along > at) & (along <= at + width))
+    elif base == "void":
+        # the void sits where the crystal is thickest around the centroid's neighbourhood
+        radius = size / 6
+        centre = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * 0.2 * size
+        d = (r - centre.view(3, 1, 1, 1)).norm(dim=0)
+        amp = amp * (d > radius)
+        inside = inside & (d > radius)
+    elif base == "density":
+        amp = amp * (1.0 - 0.6 * (along - lo) / max(hi - lo, 1e-9)).clamp(0.4, 1.0)
+    elif base == "bent":
+        s = (along - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-9)
+        phase = phase + 2 * math.pi * s.square()  # 0 in the middle, 2π at the faces
+    else:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    obj = torch.polar(amp, phase * (amp > 0)).to(torch.complex64)
+    psi = fft_centered(obj)
+    clean = psi.real.square() + psi.imag.square()
+    spec = c.spec
+    rate = detector_blur(clean * (spec.peak_counts / clean.max()), spec.blur_sigma)
+    if spec.background > 0:
+        rate = rate + spec.background
+    counts = poisson_noise(rate, torch.Generator().manual_seed(seed + 1))
+    intensity = counts.float().masked_fill(c.mask, 0.0)
+    return Changed(intensity, c.mask, obj, inside, torch.angle(psi).float())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=list(BASES), choices=VARIANTS)
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--random", action="store_true", help="also refine from random phases")
+    ap.add_argument("--truth", action="store_true",
+                    help="also refine from the true phase (the ceiling of a prediction)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    from bcdi_stream.ai_phasing import cached_model, phase_ai
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.config import AISettings, PhasingSettings
+    from bcdi_stream.phasing import excess_misfit, run_conventional
+
+    loaded = cached_model()
+    raar = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
+    trigger = AISettings().fallback_misfit
+    for variant in args.variants:
+        rows = []
+        for k in range(args.n):
+            seed = SEED0 + 1000 * k
+            c = change(variant, seed)
+            t0 = time.perf_counter()
+            res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
+            dt = time.perf_counter() - t0
+            m = compare(res.obj, c.obj, c.support, recon_support=res.support)
+            row = {"variant": variant, "seed": seed, "rmse": round(m.phase_rmse, 3),
+                   "iou": round(m.support_iou, 2), "ok": bool(m.success), "s": round(dt, 2),
+                   "misfit": round(float(excess_misfit(res.obj, c.intensity, c.mask,
+                                                       psf_sigma=res.psf_sigma)), 5)}
+            if args.random:
+                r2 = run_conventional(c.intensity, c.mask, settings=raar, seed=0, device="cpu")
+                m2 = compare(r2.obj, c.obj, c.support, recon_support=r2.support)
+                row.update(random_rmse=round(m2.phase_rmse, 3), random_ok=bool(m2.success))
+            if args.truth:
+                r3 = refine_from_phase(c.intensity, c.mask, c.phase_q, raar)
+                m3 = compare(r3.obj, c.obj, c.support, recon_support=r3.support)
+                row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        ok = [r for r in rows if r["ok"]]
+        line = (f"{variant}: AI+refinement {len(ok)}/{len(rows)}, median "
+                f"{statistics.median(r['rmse'] for r in rows):.3f} rad; auto falls back on "
+                f"{sum(r['misfit'] > trigger for r in rows if not r['ok'])}/"
+                f"{len(rows) - len(ok)} failures, {sum(r['misfit'] > trigger for r in ok)}/"
+                f"{len(ok)} successes")
+        if args.random:
+            line += f"; random start {sum(r['random_ok'] for r in rows)}/{len(rows)}"
+        if args.truth:
+            line += f"; true phase {sum(r['truth_ok'] for r in rows)}/{len(rows)}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
