@@ -70,11 +70,13 @@ def crystals(variant: str, n: int, cls: str):
         yield seed, simulate_crystal(seed, device="cpu", **VARIANTS[variant]), (0, 0, 0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", nargs="+", default=["base"],
-                    choices=[*VARIANTS, "com_centred", "max_centred"])
-    ap.add_argument("--cls", default="weak", help="class of the *_centred variants")
+def probe_arguments(doc: str, variants: list[str], default: list[str]) -> argparse.Namespace:
+    """``--variants --n --random --truth --threads`` (and, for this script, ``--cls``); seeds
+    torch (0) and sets the threads."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=default, choices=variants)
+    if "max_centred" in variants:
+        ap.add_argument("--cls", default="weak", help="class of the *_centred variants")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--random", action="store_true", help="also refine from random phases")
     ap.add_argument("--truth", action="store_true",
@@ -83,6 +85,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    return args
+
+
+def score_variant(variant: str, items, args: argparse.Namespace) -> None:
+    """Phase each ``(seed, data, mask, phase_q, truth_obj, truth_support, extra)`` of
+    ``items`` by the shipped AI method (and, as ``args`` asks, from random phases and from
+    the true phase ``phase_q``), print a JSON line per crystal (``extra`` first) and the
+    variant's summary."""
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import AISettings, PhasingSettings
@@ -93,45 +103,53 @@ def main() -> None:
     # session 5)
     raar = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
     trigger = AISettings().fallback_misfit
-    for variant in args.variants:
-        rows = []
-        for seed, c, shift in crystals(variant, args.n, args.cls):
-            data = torch.roll(c.intensity, shift, (0, 1, 2))
-            mask = torch.roll(c.mask, shift, (0, 1, 2))
-            t0 = time.perf_counter()
-            res, start = phase_ai(data, mask, loaded=loaded, seed=0, device="cpu")
-            dt = time.perf_counter() - t0
-            m = compare(res.obj, c.obj, c.support, recon_support=res.support)
-            row = {"variant": variant, "seed": seed, "shift": list(shift),
-                   "offset": [round(v, 2) for v in start.offset or ()],
-                   "rmse": round(m.phase_rmse, 3), "ok": bool(m.success), "s": round(dt, 2),
-                   "llk": round(res.llk, 3),
-                   "misfit": round(float(excess_misfit(res.obj, data, mask,
-                                                       psf_sigma=res.psf_sigma)), 5)}
-            if args.random:
-                r2 = run_conventional(data, mask, settings=raar, seed=0, device="cpu")
-                m2 = compare(r2.obj, c.obj, c.support, recon_support=r2.support)
-                row.update(random_rmse=round(m2.phase_rmse, 3), random_ok=bool(m2.success))
-            if args.truth:
-                r3 = refine_from_phase(data, mask, torch.roll(c.phase_q, shift, (0, 1, 2)),
-                                       raar)
-                m3 = compare(r3.obj, c.obj, c.support, recon_support=r3.support)
-                row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        line = (f"{variant}: AI+refinement {sum(r['ok'] for r in rows)}/{len(rows)}, median "
-                f"{statistics.median(r['rmse'] for r in rows):.3f} rad, "
-                f"{statistics.median(r['s'] for r in rows):.2f} s")
-        ok = [r for r in rows if r["ok"]]
-        line += (f"; excess misfit > {trigger:g} (auto falls back) on "
-                 f"{sum(r['misfit'] > trigger for r in ok)}/{len(ok)} successes and "
-                 f"{sum(r['misfit'] > trigger for r in rows if not r['ok'])}/"
-                 f"{len(rows) - len(ok)} failures")
+    rows = []
+    for seed, data, mask, phase_q, obj, support, extra in items:
+        t0 = time.perf_counter()
+        res, start = phase_ai(data, mask, loaded=loaded, seed=0, device="cpu")
+        dt = time.perf_counter() - t0
+        m = compare(res.obj, obj, support, recon_support=res.support)
+        row = {"variant": variant, "seed": seed, **extra,
+               "offset": [round(v, 2) for v in start.offset or ()],
+               "rmse": round(m.phase_rmse, 3), "iou": round(m.support_iou, 2),
+               "ok": bool(m.success), "s": round(dt, 2), "llk": round(res.llk, 3),
+               "misfit": round(float(excess_misfit(res.obj, data, mask,
+                                                   psf_sigma=res.psf_sigma)), 5)}
         if args.random:
-            line += f"; random start {sum(r['random_ok'] for r in rows)}/{len(rows)}"
+            r2 = run_conventional(data, mask, settings=raar, seed=0, device="cpu")
+            m2 = compare(r2.obj, obj, support, recon_support=r2.support)
+            row.update(random_rmse=round(m2.phase_rmse, 3), random_ok=bool(m2.success))
         if args.truth:
-            line += f"; true phase {sum(r['truth_ok'] for r in rows)}/{len(rows)}"
-        print(line, flush=True)
+            r3 = refine_from_phase(data, mask, phase_q, raar)
+            m3 = compare(r3.obj, obj, support, recon_support=r3.support)
+            row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    line = (f"{variant}: AI+refinement {sum(r['ok'] for r in rows)}/{len(rows)}, median "
+            f"{statistics.median(r['rmse'] for r in rows):.3f} rad, "
+            f"{statistics.median(r['s'] for r in rows):.2f} s")
+    ok = [r for r in rows if r["ok"]]
+    line += (f"; excess misfit > {trigger:g} (auto falls back) on "
+             f"{sum(r['misfit'] > trigger for r in ok)}/{len(ok)} successes and "
+             f"{sum(r['misfit'] > trigger for r in rows if not r['ok'])}/"
+             f"{len(rows) - len(ok)} failures")
+    if args.random:
+        line += f"; random start {sum(r['random_ok'] for r in rows)}/{len(rows)}"
+    if args.truth:
+        line += f"; true phase {sum(r['truth_ok'] for r in rows)}/{len(rows)}"
+    print(line, flush=True)
+
+
+def main() -> None:
+    args = probe_arguments(__doc__, [*VARIANTS, "com_centred", "max_centred"], ["base"])
+    for variant in args.variants:
+        def rolled(x: torch.Tensor, shift: tuple[int, int, int]) -> torch.Tensor:
+            return torch.roll(x, shift, (0, 1, 2))
+
+        score_variant(variant, (
+            (seed, rolled(c.intensity, shift), rolled(c.mask, shift), rolled(c.phase_q, shift),
+             c.obj, c.support, {"shift": list(shift)})
+            for seed, c, shift in crystals(variant, args.n, getattr(args, "cls", "weak"))), args)
 
 
 if __name__ == "__main__":

@@ -26,15 +26,11 @@ crystal, a summary per variant.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
-from _probe import refine_from_phase
+from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "density", "bent")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES))
@@ -113,58 +109,12 @@ def change(variant: str, seed: int) -> Changed:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", nargs="+", default=list(BASES), choices=VARIANTS)
-    ap.add_argument("--n", type=int, default=10)
-    ap.add_argument("--random", action="store_true", help="also refine from random phases")
-    ap.add_argument("--truth", action="store_true",
-                    help="also refine from the true phase (the ceiling of a prediction)")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    from bcdi_stream.ai_phasing import cached_model, phase_ai
-    from bcdi_stream.analysis import compare
-    from bcdi_stream.config import AISettings, PhasingSettings
-    from bcdi_stream.phasing import excess_misfit, run_conventional
-
-    loaded = cached_model()
-    raar = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
-    trigger = AISettings().fallback_misfit
+    args = probe_arguments(__doc__, list(VARIANTS), list(BASES))
     for variant in args.variants:
-        rows = []
-        for k in range(args.n):
-            seed = SEED0 + 1000 * k
-            c = change(variant, seed)
-            t0 = time.perf_counter()
-            res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
-            dt = time.perf_counter() - t0
-            m = compare(res.obj, c.obj, c.support, recon_support=res.support)
-            row = {"variant": variant, "seed": seed, "rmse": round(m.phase_rmse, 3),
-                   "iou": round(m.support_iou, 2), "ok": bool(m.success), "s": round(dt, 2),
-                   "misfit": round(float(excess_misfit(res.obj, c.intensity, c.mask,
-                                                       psf_sigma=res.psf_sigma)), 5)}
-            if args.random:
-                r2 = run_conventional(c.intensity, c.mask, settings=raar, seed=0, device="cpu")
-                m2 = compare(r2.obj, c.obj, c.support, recon_support=r2.support)
-                row.update(random_rmse=round(m2.phase_rmse, 3), random_ok=bool(m2.success))
-            if args.truth:
-                r3 = refine_from_phase(c.intensity, c.mask, c.phase_q, raar)
-                m3 = compare(r3.obj, c.obj, c.support, recon_support=r3.support)
-                row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        ok = [r for r in rows if r["ok"]]
-        line = (f"{variant}: AI+refinement {len(ok)}/{len(rows)}, median "
-                f"{statistics.median(r['rmse'] for r in rows):.3f} rad; auto falls back on "
-                f"{sum(r['misfit'] > trigger for r in rows if not r['ok'])}/"
-                f"{len(rows) - len(ok)} failures, {sum(r['misfit'] > trigger for r in ok)}/"
-                f"{len(ok)} successes")
-        if args.random:
-            line += f"; random start {sum(r['random_ok'] for r in rows)}/{len(rows)}"
-        if args.truth:
-            line += f"; true phase {sum(r['truth_ok'] for r in rows)}/{len(rows)}"
-        print(line, flush=True)
+        score_variant(variant, (
+            (seed, c.intensity, c.mask, c.phase_q, c.obj, c.support, {})
+            for seed, c in ((s, change(variant, s)) for s in (SEED0 + 1000 * k
+                                                               for k in range(args.n)))), args)
 
 
 if __name__ == "__main__":
