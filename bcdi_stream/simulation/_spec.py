@@ -30,6 +30,10 @@ FAULT_MODELS: tuple[str, ...] = ("fault",)
 #: All strain models.
 STRAIN_MODELS: tuple[str, ...] = SMOOTH_MODELS + DISLOCATION_MODELS + FAULT_MODELS
 
+#: The phase jump of a fault (default and drawn, ±): 2π/3, that of an fcc stacking fault (or
+#: twin boundary) seen in a reflection with h + k + l ≠ 0 mod 3.
+FAULT_JUMP = 2 * math.pi / 3
+
 _STRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "smooth": {"weight": 1.0, "length": 0.3},
     "interface": {"weight": 1.0, "decay": 0.25, "lateral": 0.0},
@@ -42,11 +46,8 @@ _STRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "burgers": None,
         "poisson_ratio": 0.3,
     },
-    "fault": {"normal": [1.0, 0.0, 0.0], "offset": 0.0, "jump": 2 * math.pi / 3, "width": 0.0},
+    "fault": {"normal": [1.0, 0.0, 0.0], "offset": 0.0, "jump": FAULT_JUMP, "width": 0.0},
 }
-#: The phase jump of a drawn fault: ±2π/3, that of an fcc stacking fault (or twin boundary)
-#: seen in a reflection with h + k + l ≠ 0 mod 3.
-FAULT_JUMP = 2 * math.pi / 3
 
 #: Named strain levels of :meth:`CrystalSpec.random` (peak-to-peak phase of the smooth part).
 _WEAK = (0.15 * math.pi, 0.95 * math.pi)
