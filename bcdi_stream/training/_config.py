@@ -128,10 +128,8 @@ class TrainConfig:
             raise ValueError(f"curriculum must be in [0, 1], got {self.curriculum}")
         if not 0 <= self.strong_share <= 1:
             raise ValueError(f"strong_share must be in [0, 1], got {self.strong_share}")
-        for name in ("dislocation_probability", "fault_probability"):
-            p = getattr(self, name)
-            if p is not None and not 0 <= p <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        # the training stream's odds: the same check as every class's simulator arguments
+        class_arguments("weak", self.dislocation_probability, self.fault_probability)
         if not self.val_counts:
             raise ValueError("val_counts must name at least one strain class")
         for name, count in self.val_counts.items():

@@ -70,12 +70,13 @@ def crystals(variant: str, n: int, cls: str):
         yield seed, simulate_crystal(seed, device="cpu", **VARIANTS[variant]), (0, 0, 0)
 
 
-def probe_arguments(doc: str, variants: list[str], default: list[str]) -> argparse.Namespace:
-    """``--variants --n --random --truth --threads`` (and, for this script, ``--cls``); seeds
-    torch (0) and sets the threads."""
+def probe_arguments(doc: str, variants: list[str], default: list[str], *,
+                    centred_class: bool = False) -> argparse.Namespace:
+    """``--variants --n --random --truth --threads`` (and ``--cls`` with ``centred_class``);
+    seeds torch (0) and sets the threads."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=default, choices=variants)
-    if "max_centred" in variants:
+    if centred_class:
         ap.add_argument("--cls", default="weak", help="class of the *_centred variants")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--random", action="store_true", help="also refine from random phases")
@@ -140,16 +141,18 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
     print(line, flush=True)
 
 
-def main() -> None:
-    args = probe_arguments(__doc__, [*VARIANTS, "com_centred", "max_centred"], ["base"])
-    for variant in args.variants:
-        def rolled(x: torch.Tensor, shift: tuple[int, int, int]) -> torch.Tensor:
-            return torch.roll(x, shift, (0, 1, 2))
+def _rolled(x: torch.Tensor, shift: tuple[int, int, int]) -> torch.Tensor:
+    return torch.roll(x, shift, (0, 1, 2))
 
+
+def main() -> None:
+    args = probe_arguments(__doc__, [*VARIANTS, "com_centred", "max_centred"], ["base"],
+                           centred_class=True)
+    for variant in args.variants:
         score_variant(variant, (
-            (seed, rolled(c.intensity, shift), rolled(c.mask, shift), rolled(c.phase_q, shift),
-             c.obj, c.support, {"shift": list(shift)})
-            for seed, c, shift in crystals(variant, args.n, getattr(args, "cls", "weak"))), args)
+            (seed, _rolled(c.intensity, shift), _rolled(c.mask, shift),
+             _rolled(c.phase_q, shift), c.obj, c.support, {"shift": list(shift)})
+            for seed, c, shift in crystals(variant, args.n, args.cls)), args)
 
 
 if __name__ == "__main__":
