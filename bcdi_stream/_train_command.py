@@ -55,10 +55,14 @@ def train_command(
     faults: Annotated[float | None, typer.Option(
         help="Odds of a planar defect (stacking fault or twin lamella) in a training crystal, "
         "in every strain class (default: none).")] = None,
+    loops: Annotated[float | None, typer.Option(
+        help="Odds of a dislocation loop in a training crystal, in every strain class "
+        "(default: none).")] = None,
     val: Annotated[str, typer.Option(
         help="Validation crystals per class, e.g. weak=6,strong=6,weak+disl=6 (a +disl class: "
         "every crystal with dislocations; +fault, also after +disl: every crystal with a "
-        "planar defect).")] = "weak=6,strong=6",
+        "planar defect; +loop, last: every crystal with a dislocation loop).")
+    ] = "weak=6,strong=6",
     object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
     checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")
@@ -110,7 +114,7 @@ def train_command(
                                                          blocks=blocks)),
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
             strong_share=strong_share, dislocation_probability=dislocations,
-            fault_probability=faults,
+            fault_probability=faults, loop_probability=loops,
             val_counts=_counts(val, "--val"),
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,

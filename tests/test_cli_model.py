@@ -148,7 +148,8 @@ def test_benchmark_model_scores_the_views_without_the_recipe(trained: Path, tmp_
     assert views["llk"] <= ai_er["llk"] and "| weak | ai_views |" in table
 
 
-@pytest.mark.parametrize(("cls", "place"), [("weak+disl", 2), ("medium+fault", 5)])
+@pytest.mark.parametrize(("cls", "place"), [("weak+disl", 2), ("medium+fault", 5),
+                                            ("medium+loop", 7)])
 def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, cls: str,
                                         place: int) -> None:
     from bcdi_stream.training import TEST_SEED0
@@ -163,9 +164,11 @@ def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, c
     assert row["class"] == cls and TEST_SEED0 + place * 10_000_000 <= row["seed"]
     assert row["seed"] < TEST_SEED0 + (place + 1) * 10_000_000
     if cls.endswith("+disl"):
-        assert 1 <= len(row["dislocations"]) <= 2 and not row["faults"]
-    else:
+        assert 1 <= len(row["dislocations"]) <= 2 and not row["faults"] and not row["loops"]
+    elif cls.endswith("+fault"):
         assert len(row["faults"]) == 1 and abs(row["faults"][0]["jump"]) > 2.0
+    else:
+        assert len(row["loops"]) == 1 and not row["faults"]
     assert f"| {cls} | ai |" in table
 
 

@@ -13,6 +13,7 @@ from bcdi_stream.simulation import (
     DISLOCATION_MODELS,
     FAULT_JUMP,
     FAULT_MODELS,
+    LOOP_MODELS,
     SHAPES,
     SMOOTH_MODELS,
     STRAIN_MODELS,
@@ -117,7 +118,7 @@ def test_vectorised_heterogeneous_batch_matches_single_crystals() -> None:
     # one chunk mixing every shape and strain model (the GPU code path, run on the CPU)
     specs = [
         CrystalSpec.random(s, n=N, strain=lvl, shapes=[shape], dislocation_probability=1.0,
-                           fault_probability=0.5)
+                           fault_probability=0.5, loop_probability=0.5)
         for s, (shape, lvl) in enumerate(
             zip(SHAPES, ["weak", "strong", "medium", "strong"] * 2, strict=True)
         )
@@ -195,8 +196,11 @@ def test_every_strain_model_gives_a_valid_crystal(kind: str) -> None:
         assert sim.meta["phase_span"] == pytest.approx(span, rel=1e-4)
     elif kind in FAULT_MODELS:
         assert len(sim.meta["faults"]) == 1 and not sim.meta["dislocations"]
+    elif kind in LOOP_MODELS:
+        assert len(sim.meta["loops"]) == 1 and not sim.meta["dislocations"]
     else:
         assert len(sim.meta["dislocations"]) == 1 and not sim.meta["faults"]
+        assert not sim.meta["loops"]
 
 
 def test_random_draws_only_allowed_models() -> None:
@@ -486,6 +490,71 @@ def test_fault_probability_adds_a_fault_and_changes_nothing_else() -> None:
                       ({"width": -1.0}, "width"), ({"normal": [0.0, 0.0, 0.0]}, "normal")]:
         with pytest.raises(ValueError, match=name):
             CrystalSpec(n=N, strain_models=({"kind": "fault", **bad},))
+
+
+def _circulation(sim: SimulatedCrystal, at: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                 radius: float) -> float:
+    """Phase winding (turns) of ``sim`` along the circle ``at + radius (cos t u + sin t v)``,
+    read at the nearest voxels."""
+    vals = []
+    for k in range(32):
+        t = 2 * math.pi * k / 32
+        z, y, x = (at + radius * (math.cos(t) * u + math.sin(t) * v)).round().long().tolist()
+        assert bool(sim.support[z, y, x])
+        vals.append(float(sim.phase[z, y, x]))
+    ph = torch.tensor(vals)
+    return float(_wrap(torch.diff(torch.cat([ph, ph[:1]]))).sum() / (2 * math.pi))
+
+
+def test_loop_winds_the_phase_around_its_line_and_not_across_its_disc() -> None:
+    n = 48
+    normal = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    turns = []
+    for winding in (1, -1):
+        spec = CrystalSpec(n=n, shape="cube", oversampling=2.0, seed=4, rotation=(1, 0, 0, 0),
+                           strain_models=({"kind": "loop", "normal": normal.tolist(),
+                                           "centre": [0.0, 0.0, 0.0], "radius": 0.25,
+                                           "winding": winding},))
+        sim = simulate_crystal(spec, device=CPU)
+        _assert_valid(sim, n)
+        (lp,) = sim.meta["loops"]
+        assert lp["winding"] == winding and lp["radius"] == pytest.approx(0.25 * sim.meta["size"])
+        centre = torch.tensor(lp["centre"], dtype=torch.float64)
+        radial = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+        # once around the loop line (through its point at +radius along y) ...
+        turns.append(_circulation(sim, centre + lp["radius"] * radial, normal, radial, 2.5))
+        # ... and none around a circle of the same size threading the disc far from the line
+        assert abs(_circulation(sim, centre + 2.0 * normal, normal,
+                                torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), 2.5)) < 0.01
+        z, y, x = centre.round().long().tolist()
+        # across the disc at its centre, ±1 voxel: Ω/2 = ±π(1 − 1/√(1 + R²)), so the phase
+        # differs by the loop's dilatation 2π/√(1 + R²), its 2π jump hidden in exp(iφ)
+        step = float(_wrap(sim.phase[z + 1, y, x] - sim.phase[z - 1, y, x]).abs())
+        assert step == pytest.approx(2 * math.pi / math.hypot(1.0, lp["radius"]), abs=0.2)
+    assert sorted(turns) == pytest.approx([-1.0, 1.0], abs=1e-3)
+
+
+def test_loop_probability_adds_a_loop_and_changes_nothing_else() -> None:
+    for seed in range(6):
+        plain = CrystalSpec.random(seed, n=N, strain="medium", fault_probability=0.5)
+        assert CrystalSpec.random(seed, n=N, strain="medium", fault_probability=0.5,
+                                  loop_probability=0.0) == plain
+        looped = CrystalSpec.random(seed, n=N, strain="medium", fault_probability=0.5,
+                                    loop_probability=1.0)
+        *rest, loop = looped.strain_models
+        assert loop["kind"] == "loop" and abs(loop["winding"]) == 1
+        assert 0.15 <= loop["radius"] <= 0.3 and max(map(abs, loop["centre"])) <= 1 / 6
+        assert looped.replace(strain_models=tuple(rest)) == plain
+    only = CrystalSpec.random(1, n=N, strain_models=["loop"], loop_probability=1.0)
+    assert [m["kind"] for m in only.strain_models] == ["loop"] and only.phase_span == 0.0
+    with pytest.raises(ValueError, match="loop_probability"):
+        CrystalSpec.random(1, n=N, strain_models=["loop"])
+    with pytest.raises(ValueError, match="loop_probability"):
+        CrystalSpec.random(1, n=N, loop_probability=-0.5)
+    for bad, name in [({"winding": 0}, "winding"), ({"radius": 0.9}, "radius"),
+                      ({"centre": [0.6, 0.0, 0.0]}, "centre"), ({"normal": [0, 0, 0]}, "normal")]:
+        with pytest.raises(ValueError, match=name):
+            CrystalSpec(n=N, strain_models=({"kind": "loop", **bad},))
 
 
 def test_vertex_cache_changes_no_crystal_and_hands_out_copies(tmp_path) -> None:

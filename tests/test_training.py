@@ -449,6 +449,31 @@ def test_fault_classes_and_odds() -> None:
     assert _faulted(first) and torch.equal(batch.intensity[0], first.intensity)
 
 
+def _looped(c) -> bool:
+    return any(m["kind"] == "loop" for m in c.spec.strain_models)
+
+
+def test_loop_classes_and_odds() -> None:
+    assert class_arguments("weak+loop") == {**STRAIN_CLASSES["weak"], "loop_probability": 1.0}
+    all3 = class_arguments("medium+disl+fault+loop")
+    assert all3["dislocation_probability"] == all3["fault_probability"] == 1.0
+    assert all3["loop_probability"] == 1.0
+    assert class_arguments("strong", None, None, 0.2)["loop_probability"] == 0.2
+    assert "loop_probability" not in class_arguments("strong", None, 0.3, 0.0)
+    with pytest.raises(ValueError, match="strain_class"):
+        class_arguments("weak+loop+fault")  # +loop comes last
+    with pytest.raises(ValueError, match="loop_probability"):
+        TrainConfig(loop_probability=2.0)
+    (c, s), = draw_batch([(TRAIN_SEED0 + 7, "medium+loop")], n=32)
+    plain, s0 = draw_crystal(TRAIN_SEED0 + 7, "medium", 32)
+    assert _looped(c) and not _looped(plain) and c.meta["loops"] and not plain.meta["loops"]
+    assert s == s0 and c.spec.shape == plain.spec.shape
+    # the training stream passes its odds on
+    batch = next(training_batches(0, 2, 10, 0.0, n=32, loop_probability=1.0))
+    (first, _), = draw_batch([(batch.seeds[0], batch.classes[0])], n=32, loop_probability=1.0)
+    assert _looped(first) and torch.equal(batch.intensity[0], first.intensity)
+
+
 def test_training_with_dislocations_validates_the_dislocated_class(tmp_path) -> None:
     res = train(_cfg(steps=2, dislocation_probability=1.0,
                      val_counts={"weak": 1, "weak+disl": 1}), tmp_path / "run")

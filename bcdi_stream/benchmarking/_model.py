@@ -4,7 +4,8 @@ A fixed simulated test set (seeds from :data:`bcdi_stream.training.TEST_SEED0`, 
 training and validation) in two classes, ``weak`` (peak-to-peak phase < π) and ``strong``
 (> 4π, see :mod:`bcdi_stream.training._datasets`), and on request two whose crystals all
 carry 1–2 dislocations, ``weak+disl`` and ``medium+disl``, and two whose crystals all carry a
-planar defect (a stacking fault or a twin lamella), ``weak+fault`` and ``medium+fault``
+planar defect (a stacking fault or a twin lamella), ``weak+fault`` and ``medium+fault``,
+and two whose crystals all carry a dislocation loop, ``weak+loop`` and ``medium+loop``
 (:data:`BENCH_CLASSES`). Every
 method runs on every crystal in the same process, one after the other, so the time ratios are
 measured under the same load.
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 #: Test classes, in the order that fixes each one's seed range (adding one never moves another).
 BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl", "weak+fault",
-                                   "medium+fault")
+                                   "medium+fault", "weak+loop", "medium+loop")
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);
@@ -238,7 +239,8 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
         row: dict[str, Any] = {"class": cls, "seed": seed, "shape": crystal.spec.shape,
                                "phase_span_pi": round(crystal.meta["phase_span"] / 3.14159265, 2),
                                "dislocations": crystal.meta["dislocations"],
-                               "faults": crystal.meta["faults"]}
+                               "faults": crystal.meta["faults"],
+                               "loops": crystal.meta["loops"]}
         for m in methods:
             row[m] = _run_method(m, crystal, loaded, settings, ai, seed % 100_000, dev)
         rows.append(row)

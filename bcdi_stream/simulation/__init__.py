@@ -1,7 +1,8 @@
 """Strained-nanocrystal simulator for BCDI (training data, tests, demos).
 
 Faceted fcc habits, spheres, platelets, rods and random convex polyhedra (optionally truncated
-by a substrate), with smooth, interfacial, core–shell and dislocation displacement fields; the
+by a substrate), with smooth, interfacial, core–shell and dislocation displacement fields,
+planar defects (stacking faults, twin lamellae) and dislocation loops; the
 diffraction pattern follows the conventions of :mod:`bcdi_stream.physics` (``psi =
 fft_centered(rho)``, object centroid exactly at ``n // 2``), then photon scaling, background,
 detector blur, Poisson noise and detector gaps. Everything is reproducible from a
@@ -26,6 +27,7 @@ from ._spec import (
     DISLOCATION_MODELS,
     FAULT_JUMP,
     FAULT_MODELS,
+    LOOP_MODELS,
     SMOOTH_MODELS,
     STRAIN_MODELS,
     CrystalSpec,
@@ -35,6 +37,7 @@ __all__ = [
     "DISLOCATION_MODELS",
     "FAULT_JUMP",
     "FAULT_MODELS",
+    "LOOP_MODELS",
     "SHAPES",
     "SMOOTH_MODELS",
     "STRAIN_MODELS",

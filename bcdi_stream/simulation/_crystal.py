@@ -30,7 +30,7 @@ from ..physics import centroid, fft_centered, fourier_shift
 from . import _displacement as fld
 from ._forward import detector_blur, gap_mask, poisson_noise
 from ._shapes import Geometry, build_geometry
-from ._spec import DISLOCATION_MODELS, FAULT_MODELS, SMOOTH_MODELS, CrystalSpec
+from ._spec import DISLOCATION_MODELS, FAULT_MODELS, LOOP_MODELS, SMOOTH_MODELS, CrystalSpec
 
 __all__ = ["SimulatedBatch", "SimulatedCrystal", "simulate_batch", "simulate_crystal"]
 
@@ -45,6 +45,7 @@ _RANDOM_KWARGS = frozenset(
         "g_hat",
         "dislocation_probability",
         "fault_probability",
+        "loop_probability",
     }
 )
 #: Correlation length (fraction of the crystal size) of the amplitude modulation.
@@ -98,7 +99,8 @@ class SimulatedCrystal:
         ``oversampling_measured`` (``n`` / largest support extent), ``extent`` (voxels along
         z, y, x), ``support_voxels``, ``centroid`` (z, y, x), ``dislocations`` (kind, winding,
         ``point`` on the final grid, ``line``), ``faults`` (``point`` on the final grid,
-        ``normal``, ``jump``, ``width`` in voxels), ``substrate_cut``, ``background``,
+        ``normal``, ``jump``, ``width`` in voxels), ``loops`` (``centre`` on the final grid,
+        ``normal``, ``radius`` in voxels, ``winding``), ``substrate_cut``, ``background``,
         ``blur_sigma``, ``gaps``, ``seed``.
     """
 
@@ -174,9 +176,9 @@ def simulate_crystal(
     **kwargs
         With a seed: arguments of :meth:`CrystalSpec.random` (``n``, ``strain``, ``shapes``,
         ``strain_models``, ``peak_counts``, ``oversampling``, ``g_hat``,
-        ``dislocation_probability``, ``fault_probability``); any other key overrides that
-        field of the drawn spec (e.g. ``poisson=False``, ``gaps=()``). With a spec: field
-        overrides.
+        ``dislocation_probability``, ``fault_probability``, ``loop_probability``); any
+        other key overrides that field of the drawn spec (e.g. ``poisson=False``,
+        ``gaps=()``). With a spec: field overrides.
 
     Returns
     -------
@@ -478,11 +480,12 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
         span = tens([s.phase_span for s in specs])
         smooth = (smooth - col(mid)) * col(span / ptp.clamp_min(1e-20))
 
-    # --- dislocations and faults (ramp removed too), added on top
+    # --- dislocations, faults and loops (ramp removed too), added on top
     phase = smooth
     disl = [[mm for mm in s.strain_models if mm["kind"] in DISLOCATION_MODELS] for s in specs]
     faults = [[mm for mm in s.strain_models if mm["kind"] in FAULT_MODELS] for s in specs]
-    if max(len(d) for d in disl) or max(len(f) for f in faults):
+    loops = [[mm for mm in s.strain_models if mm["kind"] in LOOP_MODELS] for s in specs]
+    if max(len(d) + len(f) + len(lp) for d, f, lp in zip(disl, faults, loops, strict=True)):
         total = torch.zeros_like(amp)
         for j in range(max(len(d) for d in disl)):
             mm = [d[j] if j < len(d) else None for d in disl]
@@ -517,6 +520,18 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
                 tens([x["jump"] if x else 0.0 for x in mm]),
                 tens([x["width"] if x else 0.0 for x in mm]) * sizes,
             )
+        for j in range(max(len(lp) for lp in loops)):
+            # only the crystals with a j-th loop: the solid angle costs 48 triangles a voxel
+            idx = [i for i, lp in enumerate(loops) if j < len(lp)]
+            mm = [loops[i][j] for i in idx]
+            at = torch.as_tensor(idx, device=device)
+            total = total.index_add(0, at, fld.loop_phase(
+                tuple(t[at] for t in zyx),
+                centroids[at] + tens([x["centre"] for x in mm]) * sizes[at, None],
+                tens([x["normal"] for x in mm]),
+                tens([x["radius"] for x in mm]) * sizes[at],
+                tens([x["winding"] for x in mm]),
+            ))
         phase = phase + fld.remove_ramp(total, weight, zyx)
 
     span_meas, _ = fld.masked_ptp(phase, support)
@@ -604,6 +619,16 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
                         "width": float(mm["width"] * g.size),
                     }
                 )
+        lps = [
+            {
+                "centre": [float(v) for v in g.origin + moved[i] + g.centroid
+                           + np.asarray(mm["centre"]) * g.size],
+                "normal": list(mm["normal"]),
+                "radius": float(mm["radius"] * g.size),
+                "winding": int(mm["winding"]),
+            }
+            for mm in s.strain_models if mm["kind"] in LOOP_MODELS
+        ]
         metas.append(
             {
                 "n": n,
@@ -624,6 +649,7 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
                 "centroid": [float(v) for v in cen_l[i]],
                 "dislocations": dls,
                 "faults": fts,
+                "loops": lps,
                 "substrate_cut": float(s.substrate_cut),
                 "background": float(s.background),
                 "blur_sigma": float(s.blur_sigma),

@@ -16,6 +16,7 @@ __all__ = [
     "DISLOCATION_MODELS",
     "FAULT_JUMP",
     "FAULT_MODELS",
+    "LOOP_MODELS",
     "SMOOTH_MODELS",
     "STRAIN_MODELS",
     "CrystalSpec",
@@ -27,8 +28,10 @@ SMOOTH_MODELS: tuple[str, ...] = ("smooth", "interface", "core_shell")
 DISLOCATION_MODELS: tuple[str, ...] = ("screw", "edge")
 #: Planar defects (stacking faults, twin boundaries): a phase jump across a plane, added on top.
 FAULT_MODELS: tuple[str, ...] = ("fault",)
+#: Dislocation loops: a closed ring of phase vortex, added on top.
+LOOP_MODELS: tuple[str, ...] = ("loop",)
 #: All strain models.
-STRAIN_MODELS: tuple[str, ...] = SMOOTH_MODELS + DISLOCATION_MODELS + FAULT_MODELS
+STRAIN_MODELS: tuple[str, ...] = SMOOTH_MODELS + DISLOCATION_MODELS + FAULT_MODELS + LOOP_MODELS
 
 #: The phase jump of a fault (default and drawn, ±): 2π/3, that of an fcc stacking fault (or
 #: twin boundary) seen in a reflection with h + k + l ≠ 0 mod 3.
@@ -47,6 +50,7 @@ _STRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "poisson_ratio": 0.3,
     },
     "fault": {"normal": [1.0, 0.0, 0.0], "offset": 0.0, "jump": FAULT_JUMP, "width": 0.0},
+    "loop": {"normal": [0.0, 0.0, 1.0], "centre": [0.0, 0.0, 0.0], "radius": 0.2, "winding": 1},
 }
 
 #: Named strain levels of :meth:`CrystalSpec.random` (peak-to-peak phase of the smooth part).
@@ -132,6 +136,13 @@ def _validate_strain(models: Any, g_hat: tuple[float, float, float]) -> tuple[di
             if p["jump"] == 0:
                 raise ValueError(f"{name}['jump'] must be non-zero (leave the fault out instead)")
             p["width"] = _number(f"{name}['width']", p["width"], 0.0, 1.0)
+        elif kind == "loop":
+            p["normal"] = list(_vector(f"{name}['normal']", p["normal"], unit=True))
+            p["centre"] = list(_vector(f"{name}['centre']", p["centre"], max_norm=0.5))
+            p["radius"] = _number(f"{name}['radius']", p["radius"], 0.02, 0.5)
+            p["winding"] = _int(f"{name}['winding']", p["winding"], -8, 8)
+            if p["winding"] == 0:
+                raise ValueError(f"{name}['winding'] must be non-zero (leave the loop out instead)")
         else:
             p["winding"] = _int(f"{name}['winding']", p["winding"], -8, 8)
             if p["winding"] == 0:
@@ -217,11 +228,15 @@ class CrystalSpec:
           ``jump`` (rad, ``G·R`` of the fault vector R) across the plane of unit ``normal`` at
           signed distance ``offset`` from the centroid; with ``width`` > 0 only inside a slab
           of that thickness beyond the plane (a lamella, bounded by two faults).
+        - ``"loop"`` — circular dislocation loop (prismatic or shear): the phase is
+          ``winding · Ω / 2``, Ω the solid angle the loop subtends (the solid-angle term of
+          Burgers' formula, ``G·b = 2π·winding``); unit ``normal``, ``centre`` (offset from the
+          centroid) and ``radius`` in units of the crystal's size.
 
         The smooth components are each normalised to unit peak-to-peak inside the support,
         weighted, summed, cleared of their linear phase ramp (so the Bragg peak's centre of mass
-        stays at the grid centre) and scaled to ``phase_span``; the dislocation and fault phases
-        (ramp removed too) are added on top.
+        stays at the grid centre) and scaled to ``phase_span``; the dislocation, fault and loop
+        phases (ramp removed too) are added on top.
     phase_span : float
         Peak-to-peak phase (rad) of the smooth part inside the support. Must be 0 when there is
         no smooth model.
@@ -375,6 +390,7 @@ class CrystalSpec:
         g_hat: tuple[float, float, float] = (0.0, 1.0, 0.0),
         dislocation_probability: float | None = None,
         fault_probability: float | None = None,
+        loop_probability: float | None = None,
     ) -> CrystalSpec:
         """Draw a random crystal.
 
@@ -410,6 +426,11 @@ class CrystalSpec:
             fault (60 %) or a lamella 0.1–0.35 of the crystal's size thick, jump ±2π/3, within
             a quarter of the size of the centroid. Default 0 (none). Drawn from a generator of
             its own, so the rest of the spec is the same with or without it.
+        loop_probability : float, optional
+            Chance that the crystal gets a dislocation loop (``"loop"``, when allowed): radius
+            0.15–0.3 of the crystal's size, centre within a sixth of its size of the centroid
+            (per axis), random plane, winding ±1. Default 0 (none). Drawn from a generator of
+            its own, like the fault.
 
         Returns
         -------
@@ -453,9 +474,11 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
-        p_fault = 0.0
+        p_fault = p_loop = 0.0
         if fault_probability is not None:
             p_fault = _number("fault_probability", fault_probability, 0, 1)
+        if loop_probability is not None:
+            p_loop = _number("loop_probability", loop_probability, 0, 1)
 
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
 
@@ -483,9 +506,10 @@ class CrystalSpec:
         if dislocation_probability is not None:
             p_disl = dislocation_probability
         if not smooth_ok and not disl_ok:
-            if "fault" not in allowed or p_fault == 0.0:
+            if not (("fault" in allowed and p_fault > 0) or ("loop" in allowed and p_loop > 0)):
                 raise ValueError(
-                    f"strain_models {allowed!r} has only faults: give fault_probability > 0"
+                    f"strain_models {allowed!r} has only faults or loops: give "
+                    "fault_probability or loop_probability > 0"
                 )
             p_disl = 0.0
         elif not smooth_ok:
@@ -622,6 +646,18 @@ class CrystalSpec:
                     "offset": float(fault_rng.uniform(-0.25, 0.25)),
                     "jump": float(fault_rng.choice([-1.0, 1.0])) * FAULT_JUMP,
                     "width": width,
+                }
+            )
+        # --- dislocation loop, from a generator of its own
+        loop_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x100B]))
+        if "loop" in allowed and loop_rng.random() < p_loop:
+            models.append(
+                {
+                    "kind": "loop",
+                    "normal": [float(v) for v in _random_unit(loop_rng)],
+                    "centre": [float(v) for v in loop_rng.uniform(-1 / 6, 1 / 6, size=3)],
+                    "radius": float(loop_rng.uniform(0.15, 0.3)),
+                    "winding": int(loop_rng.choice([-1, 1])),
                 }
             )
 

@@ -4,6 +4,7 @@ from ._config import PRECISIONS, TrainConfig
 from ._datasets import (
     DISLOCATED,
     FAULTED,
+    LOOPED,
     MAX_MEAN_GRADIENT,
     N_SYMMETRIES,
     STRAIN_CLASSES,
@@ -24,6 +25,7 @@ from ._loop import TrainResult, batch_losses, load_checkpoint, train, validate
 __all__ = [
     "DISLOCATED",
     "FAULTED",
+    "LOOPED",
     "MAX_MEAN_GRADIENT",
     "N_SYMMETRIES",
     "PRECISIONS",

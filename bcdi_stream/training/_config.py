@@ -44,6 +44,9 @@ class TrainConfig:
     fault_probability : float or None
         Odds that a training crystal carries a planar defect (a stacking fault or a twin
         lamella), in every strain class (None: none).
+    loop_probability : float or None
+        Odds that a training crystal carries a dislocation loop, in every strain class (None:
+        none).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
@@ -51,7 +54,8 @@ class TrainConfig:
     val_counts : dict
         Validation crystals per strain class (seeds disjoint from training and test); a class
         name may carry the suffix ``"+disl"`` (every crystal with dislocations), then
-        ``"+fault"`` (every crystal with a planar defect).
+        ``"+fault"`` (every crystal with a planar defect), then ``"+loop"`` (every crystal with
+        a dislocation loop).
     object_weight : float
         ``"patterson"`` models: weight of the real-space :func:`~bcdi_stream.model.object_loss`
         added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
@@ -100,6 +104,7 @@ class TrainConfig:
     strong_share: float = 0.5
     dislocation_probability: float | None = None
     fault_probability: float | None = None
+    loop_probability: float | None = None
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -129,7 +134,8 @@ class TrainConfig:
         if not 0 <= self.strong_share <= 1:
             raise ValueError(f"strong_share must be in [0, 1], got {self.strong_share}")
         # the training stream's odds: the same check as every class's simulator arguments
-        class_arguments("weak", self.dislocation_probability, self.fault_probability)
+        class_arguments("weak", self.dislocation_probability, self.fault_probability,
+                        self.loop_probability)
         if not self.val_counts:
             raise ValueError("val_counts must name at least one strain class")
         for name, count in self.val_counts.items():

@@ -20,7 +20,9 @@ dislocations in every class at once (by default the simulator's: 0, 15 %, 35 %).
 suffix :data:`FAULTED` (``"weak+fault"``, also after ``+disl``: ``"medium+disl+fault"``) gives
 every crystal a planar defect (a stacking fault or a twin lamella, the simulator's
 ``"fault"`` model), and ``fault_probability`` sets its odds in the training stream (by
-default 0).
+default 0); the suffix :data:`LOOPED` (last: ``"weak+loop"``, ``"medium+fault+loop"``) gives
+every crystal a dislocation loop (the simulator's ``"loop"`` model), with
+``loop_probability`` for the training stream (by default 0).
 
 Symmetries: a simulated crystal is also a valid training sample under any of the
 :data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
@@ -48,6 +50,7 @@ from ..simulation import CrystalSpec, SimulatedCrystal, simulate_capped
 __all__ = [
     "DISLOCATED",
     "FAULTED",
+    "LOOPED",
     "MAX_MEAN_GRADIENT",
     "N_SYMMETRIES",
     "STRAIN_CLASSES",
@@ -86,62 +89,71 @@ STRAIN_CLASSES: dict[str, dict] = {
 DISLOCATED = "+disl"
 #: Suffix of a strain-class name whose crystals all carry a planar defect (after ``+disl``).
 FAULTED = "+fault"
+#: Suffix of a strain-class name whose crystals all carry a dislocation loop (last).
+LOOPED = "+loop"
+#: The defect suffixes in the order they may follow the strain level, and the simulator odds
+#: (:meth:`CrystalSpec.random`) each one sets to 1.
+_SUFFIX_ODDS: dict[str, str] = {DISLOCATED: "dislocation_probability",
+                                FAULTED: "fault_probability", LOOPED: "loop_probability"}
 
 
-def base_class(strain_class: str) -> tuple[str, bool, bool]:
-    """``(strain level, every crystal dislocated, every crystal faulted)`` of a class name.
+def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
+    """``(strain level, defect suffixes)`` of a class name, e.g. ``("medium", ("+disl",
+    "+loop"))`` for ``"medium+disl+loop"``.
 
     Raises ``ValueError`` (naming ``strain_class``) unless the name is a key of
-    :data:`STRAIN_CLASSES`, then optionally :data:`DISLOCATED`, then optionally
-    :data:`FAULTED`.
+    :data:`STRAIN_CLASSES` followed by any of :data:`DISLOCATED`, :data:`FAULTED` and
+    :data:`LOOPED`, each at most once and in that order.
     """
-    name = strain_class
-    faulted = name.endswith(FAULTED)
-    name = name.removesuffix(FAULTED)
-    dislocated = name.endswith(DISLOCATED)
-    name = name.removesuffix(DISLOCATED)
+    name, found = strain_class, []
+    for suffix in reversed(_SUFFIX_ODDS):
+        if name.endswith(suffix):
+            found.insert(0, suffix)
+            name = name.removesuffix(suffix)
     if name not in STRAIN_CLASSES:
         raise ValueError(
             f"strain_class: strain class must be one of {tuple(STRAIN_CLASSES)}, optionally "
-            f"followed by {DISLOCATED!r} and then {FAULTED!r}, got {strain_class!r}"
+            f"followed by {' '.join(map(repr, _SUFFIX_ODDS))} in that order, got "
+            f"{strain_class!r}"
         )
-    return name, dislocated, faulted
+    return name, tuple(found)
 
 
 def class_arguments(strain_class: str, dislocation_probability: float | None = None,
-                    fault_probability: float | None = None) -> dict:
+                    fault_probability: float | None = None,
+                    loop_probability: float | None = None) -> dict:
     """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
 
     Parameters
     ----------
     strain_class : str
-        A key of :data:`STRAIN_CLASSES`, optionally with the suffix :data:`DISLOCATED`
-        (every crystal gets 1–2 dislocations) and then :data:`FAULTED` (every crystal gets a
-        planar defect).
+        A key of :data:`STRAIN_CLASSES`, optionally followed by :data:`DISLOCATED` (every
+        crystal gets 1–2 dislocations), :data:`FAULTED` (a planar defect) and :data:`LOOPED`
+        (a dislocation loop), in that order.
     dislocation_probability : float, optional
         Odds of dislocations for a class without :data:`DISLOCATED` (default: the simulator's
         odds for that strain level).
     fault_probability : float, optional
         Odds of a planar defect for a class without :data:`FAULTED` (default: none).
+    loop_probability : float, optional
+        Odds of a dislocation loop for a class without :data:`LOOPED` (default: none).
 
     Returns
     -------
     dict
     """
-    base, dislocated, faulted = base_class(strain_class)
-    for name, p in (("dislocation_probability", dislocation_probability),
-                    ("fault_probability", fault_probability)):
+    base, suffixes = base_class(strain_class)
+    odds = {"dislocation_probability": dislocation_probability,
+            "fault_probability": fault_probability, "loop_probability": loop_probability}
+    for name, p in odds.items():
         if p is not None and not 0 <= p <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
     kw = dict(STRAIN_CLASSES[base])
-    if dislocated:
-        kw["dislocation_probability"] = 1.0
-    elif dislocation_probability is not None:
-        kw["dislocation_probability"] = float(dislocation_probability)
-    if faulted:
-        kw["fault_probability"] = 1.0
-    elif fault_probability:
-        kw["fault_probability"] = float(fault_probability)
+    for suffix, name in _SUFFIX_ODDS.items():
+        p = 1.0 if suffix in suffixes else odds[name]
+        # the simulator's own dislocation odds stand unless overridden; the others default to 0
+        if p is not None and (p or name == "dislocation_probability"):
+            kw[name] = float(p)
     return kw
 
 
@@ -180,7 +192,7 @@ def _cap(strain_class: str, n: int) -> float | None:
 
 def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.device = "cpu",
                max_tries: int = 50, *, dislocation_probability: float | None = None,
-               fault_probability: float | None = None
+               fault_probability: float | None = None, loop_probability: float | None = None
                ) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
@@ -204,6 +216,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     fault_probability : float, optional
         Odds of a planar defect in every class without the :data:`FAULTED` suffix (default:
         none).
+    loop_probability : float, optional
+        Odds of a dislocation loop in every class without the :data:`LOOPED` suffix (default:
+        none).
 
     Returns
     -------
@@ -213,7 +228,8 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     if not items:
         raise ValueError("items must not be empty")
     try:
-        kwargs = {name: class_arguments(name, dislocation_probability, fault_probability)
+        kwargs = {name: class_arguments(name, dislocation_probability, fault_probability,
+                                        loop_probability)
                   for _, name in items}
     except ValueError as exc:
         raise ValueError(f"items: {exc}") from exc
@@ -332,7 +348,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      strong_share: float = 0.5,
                      dislocation_probability: float | None = None,
                      workers: int = 0, reuse: int = 1,
-                     fault_probability: float | None = None) -> Iterator[Batch]:
+                     fault_probability: float | None = None,
+                     loop_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -340,7 +357,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     The batch is simulated on ``device`` (:func:`draw_batch`: one by one on a CPU, vectorised on
     a GPU; the same crystals either way) and stays there. ``dislocation_probability`` sets the
     odds of dislocations in every class (default: the simulator's odds of each strain level),
-    ``fault_probability`` those of a planar defect (default: none). ``workers > 0``
+    ``fault_probability`` those of a planar defect and ``loop_probability`` those of a
+    dislocation loop (default: none). ``workers > 0``
     simulates the batches on the CPU in that many processes (one torch thread each, batches
     in order, the same crystals) and moves each to ``device``: on a GPU the simulation, not
     the network, sets the pace (0.65 s per batch of 32 vectorised on an H200, 0.02 s for the
@@ -359,7 +377,10 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     dev = torch.device(device)
     skip = start_step % reuse
     groups = _BatchSteps(start_sample, batch_size, steps, curriculum, n, start_step - skip,
-                         reuse, strong_share, dislocation_probability, fault_probability,
+                         reuse, strong_share,
+                         {"dislocation_probability": dislocation_probability,
+                          "fault_probability": fault_probability,
+                          "loop_probability": loop_probability},
                          "cpu" if workers else dev)
     return _stream(groups, dev, workers, reuse, skip)
 
@@ -388,18 +409,18 @@ class _BatchSteps(torch.utils.data.Dataset):
 
     def __init__(self, start_sample: int, batch_size: int, steps: int, curriculum: float,
                  n: int, start_step: int, stride: int, strong_share: float,
-                 dislocation_probability: float | None, fault_probability: float | None,
-                 device: str | torch.device) -> None:
+                 odds: dict[str, float | None], device: str | torch.device) -> None:
         self.args = (start_sample, batch_size, steps, curriculum, n, start_step, stride,
-                     strong_share, dislocation_probability, fault_probability)
+                     strong_share)
+        self.odds = odds  # keyword arguments of draw_batch
         self.device = device
 
     def __len__(self) -> int:
         return 2**62  # endless: the training loop decides when to stop
 
     def __getitem__(self, i: int) -> Batch:
-        (start_sample, batch_size, steps, curriculum, n, start_step, stride, strong_share,
-         dislocation_probability, fault_probability) = self.args
+        (start_sample, batch_size, steps, curriculum, n, start_step, stride,
+         strong_share) = self.args
         step = start_step + i * stride
         mix = class_mix(step, steps, curriculum, strong_share)
         names = [c for c in mix if mix[c] > 0]
@@ -414,7 +435,5 @@ class _BatchSteps(torch.utils.data.Dataset):
             rng = np.random.default_rng([k, 0xC1A55])
             cls = names[int(rng.choice(len(names), p=probs / probs.sum()))]
             wanted.append((TRAIN_SEED0 + 100 * k, cls))
-        drawn = draw_batch(wanted, n, self.device,
-                           dislocation_probability=dislocation_probability,
-                           fault_probability=fault_probability)
+        drawn = draw_batch(wanted, n, self.device, **self.odds)
         return Batch.of(drawn, [cls for _, cls in wanted])

@@ -249,6 +249,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                                strong_share=config.strong_share,
                                dislocation_probability=config.dislocation_probability,
                                fault_probability=config.fault_probability,
+                               loop_probability=config.loop_probability,
                                workers=config.workers if workers is None else workers)
     while step < config.steps and (until_step is None or step < until_step):
         batch = next(batches)

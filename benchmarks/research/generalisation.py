@@ -4,10 +4,11 @@ Variants of the simulator's weak class (seeds 4_100_000_000 + 1000 k, disjoint f
 validation and the test set): photon-starved or very bright, high background, the largest
 crystals, one shape only, other grid sizes, a medium strain span, 1–2 dislocations in every
 crystal (weak or medium smooth strain), a planar defect in every crystal (a stacking fault or
-twin lamella, weak or medium); and the validation crystals with the pattern centred on its
-brightest pixel instead of its centre of mass (what another pipeline may hand us). Each crystal
-is phased by AI + the shipped refinement (``phase_ai``: RAAR 100 + ER 100 until session 5,
-HIO 100 + ER 100 since) and, with ``--random``, by RAAR 100 + ER 100 from random phases;
+twin lamella, weak or medium), a dislocation loop in every crystal (weak or medium); and the
+validation crystals with the pattern centred on its brightest pixel instead of its centre of
+mass (what another pipeline may hand us). Each crystal is phased by AI + the shipped
+refinement (``phase_ai``: RAAR 100 + ER 100 until session 5, HIO 100 + ER 100 since) and, with
+``--random``, by RAAR 100 + ER 100 from random phases;
 with ``--truth``, by RAAR 100 + ER 100 from the TRUE φ(q) with the measured modulus (the
 ceiling of any prediction). Prints one JSON line per crystal (with the AI result's LLK and
 excess misfit, the ``auto`` trigger) and a summary per variant.
@@ -48,6 +49,8 @@ VARIANTS: dict[str, dict] = {
     "medium_disl": {"n": 64, "strain": "medium", "dislocation_probability": 1.0},
     "weak_fault": {"n": 64, "strain": "weak", "fault_probability": 1.0},
     "medium_fault": {"n": 64, "strain": "medium", "fault_probability": 1.0},
+    "weak_loop": {"n": 64, "strain": "weak", "loop_probability": 1.0},
+    "medium_loop": {"n": 64, "strain": "medium", "loop_probability": 1.0},
 }
 
 

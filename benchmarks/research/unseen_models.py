@@ -13,7 +13,17 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``density``: the amplitude falls linearly to 40 % across the crystal (a composition or
   thickness gradient; the true support stays the crystal's shape);
 - ``bent``: a quadratic phase along a random direction, peak-to-peak 2π across the crystal
-  (bending), on top of its own strain.
+  (bending), on top of its own strain;
+- ``loop``: a prismatic dislocation loop (radius 0.15–0.3 of the crystal's size, within a
+  sixth of its size of the centroid, random plane): the phase is ±Ω/2, Ω the solid angle the
+  loop subtends (g·b = ±1), a vortex ring where the simulator makes only straight lines;
+- ``surface``: surface relaxation: A·(ĝ·n̂)·exp(−d/λ) with d the depth below the surface, n̂
+  the outward normal, A 0.5–1.5 rad of either sign, λ 1–2.5 voxels — strain concentrated in
+  the outer voxels of each facet;
+- ``aggregate``: two copies of the crystal fused (the second shifted by up to half its size,
+  as far as the grid's oversampling of 2 allows) with a random phase offset between them: a
+  support that is not convex, with a neck; ``fused``: the same two copies without the offset
+  (one lattice through the neck), to tell the shape from the offset.
 
 The base crystal is of the weak class unless the variant ends in ``_medium`` (span 1–2.5π).
 Methods: AI = the shipped ``phase_ai``; with ``--random`` RAAR 100 + ER 100 from random phases;
@@ -32,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from generalisation import probe_arguments, score_variant
 
-BASES = ("fault", "lamella", "void", "density", "bent")
+BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES))
 SEED0 = 4_200_000_000
 
@@ -51,6 +61,33 @@ class Changed:
 def _unit(gen: torch.Generator) -> torch.Tensor:
     v = torch.randn(3, generator=gen, dtype=torch.float64)
     return v / v.norm()
+
+
+def _loop_solid_angle(r: torch.Tensor, normal: torch.Tensor, radius: float,
+                      segments: int = 96) -> torch.Tensor:
+    """Signed solid angle a circular loop (centre 0, ``normal``, ``radius``) subtends at each
+    point ``r`` (``(3, …)``): the sum over the fan of triangles from the centre
+    (Van Oosterom & Strackee, 1983); it jumps by 4π across the disc."""
+    a = torch.linalg.cross(normal, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    if a.norm() < 0.1:
+        a = torch.linalg.cross(normal, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    a = a / a.norm()
+    b = torch.linalg.cross(normal, a)
+    t = torch.linspace(0, 2 * math.pi, segments + 1, dtype=torch.float64)
+    ring = radius * (torch.cos(t)[:, None] * a + torch.sin(t)[:, None] * b)
+    shape = r.shape[1:]
+    p = r.reshape(3, -1).T  # (P, 3)
+    v0 = -p
+    total = torch.zeros(p.shape[0], dtype=torch.float64)
+    n0 = v0.norm(dim=1)
+    for k in range(segments):
+        v1, v2 = ring[k] - p, ring[k + 1] - p
+        n1, n2 = v1.norm(dim=1), v2.norm(dim=1)
+        num = (v0 * torch.linalg.cross(v1, v2, dim=1)).sum(1)
+        den = (n0 * n1 * n2 + (v0 * v1).sum(1) * n2 + (v0 * v2).sum(1) * n1
+               + (v1 * v2).sum(1) * n0)
+        total += 2 * torch.atan2(num, den)
+    return total.reshape(shape)
 
 
 def change(variant: str, seed: int) -> Changed:
@@ -94,6 +131,36 @@ def change(variant: str, seed: int) -> Changed:
     elif base == "bent":
         s = (along - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-9)
         phase = phase + 2 * math.pi * s.square()  # 0 in the middle, 2π at the faces
+    elif base == "loop":
+        m = _unit(gen)
+        radius = (0.15 + 0.15 * torch.rand(1, generator=gen).item()) * size
+        centre = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * size / 3
+        sign = 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0
+        phase = phase + sign * 0.5 * _loop_solid_angle(r - centre.view(3, 1, 1, 1), m, radius)
+    elif base == "surface":
+        import numpy as np
+        from scipy import ndimage
+
+        depth = torch.from_numpy(ndimage.distance_transform_edt(inside.numpy()))
+        lam = 1.0 + 1.5 * torch.rand(1, generator=gen).item()
+        amp_rad = (0.5 + torch.rand(1, generator=gen).item()) * (
+            1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
+        smooth = torch.from_numpy(ndimage.gaussian_filter(depth.numpy(), 1.0))
+        normal = -torch.stack(torch.gradient(smooth))
+        normal = normal / normal.norm(dim=0).clamp_min(1e-9)
+        g = torch.as_tensor(np.asarray(c.spec.g_hat, dtype=np.float64)).view(3, 1, 1, 1)
+        phase = phase + amp_rad * (g * normal).sum(0) * torch.exp(-(depth - 1).clamp_min(0) / lam)
+    elif base in ("aggregate", "fused"):
+        span = hi - lo
+        shift_len = min(0.5 * size, max(n / 2.0 - span, 0.25 * size))
+        shift = [round(float(v)) for v in u * shift_len]
+        copy_amp = torch.roll(amp, shift, (0, 1, 2))
+        offset = 2 * math.pi * torch.rand(1, generator=gen).item() * (base == "aggregate")
+        copy_phase = torch.roll(phase, shift, (0, 1, 2)) + offset
+        new = (copy_amp > amp)
+        amp = torch.where(new, copy_amp, amp)
+        phase = torch.where(new, copy_phase, phase)
+        inside = amp > 0.5
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     obj = torch.polar(amp, phase * (amp > 0)).to(torch.complex64)

@@ -29,6 +29,9 @@
 # odds FAULTS (default 0.3; FAULTS=0 for none): v3 never saw one and solves 12 and 10 of 20
 # weak and medium validation crystals with a fault, against 19/20 weak without
 # (docs/MODEL_RESEARCH.md, session 16); the validation then adds medium+fault.
+# Since session 17 also a dislocation loop at odds LOOPS (default 0.2; LOOPS=0 for none): v3
+# solves 5 and 4 of 10 weak and medium crystals with a loop (docs/MODEL_RESEARCH.md, session
+# 17); the validation then adds medium+loop.
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -46,6 +49,7 @@ LR=${LR:-1e-3}
 CHANNELS=${CHANNELS:-32,64,128,256}  # used only from scratch (INIT empty)
 CURRICULUM=${CURRICULUM:-0}
 FAULTS=${FAULTS:-0.3}
+LOOPS=${LOOPS:-0.2}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -53,5 +57,6 @@ python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     --device "$DEVICE" --minutes "$MINUTES" --steps 0 --probe-steps "$PROBE" \
     --batch-size "$BATCH" --workers "$WORKERS" --reuse "$REUSE" --dislocations 0.4 \
     $( [ "$FAULTS" != 0 ] && echo --faults "$FAULTS" ) \
+    $( [ "$LOOPS" != 0 ] && echo --loops "$LOOPS" ) \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \
     --first-sample "$FIRST" --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000
