@@ -471,6 +471,18 @@ def test_fault_jumps_the_phase_across_its_plane() -> None:
     assert (lam.phase[mid].mean() - lam.phase[out].mean() - jump).abs() < 0.3
 
 
+
+@pytest.mark.parametrize("kind", ["fault", "loop"])
+def test_a_defect_alone_needs_its_odds(kind: str) -> None:
+    odds = f"{kind}_probability"
+    only = CrystalSpec.random(1, n=N, strain_models=[kind], **{odds: 1.0})
+    assert [m["kind"] for m in only.strain_models] == [kind] and only.phase_span == 0.0
+    with pytest.raises(ValueError, match=odds):
+        CrystalSpec.random(1, n=N, strain_models=[kind])
+    for bad in (1.5, -0.5):
+        with pytest.raises(ValueError, match=odds):
+            CrystalSpec.random(1, n=N, **{odds: bad})
+
 def test_fault_probability_adds_a_fault_and_changes_nothing_else() -> None:
     for seed in range(6):
         plain = CrystalSpec.random(seed, n=N, strain="medium")
@@ -480,12 +492,6 @@ def test_fault_probability_adds_a_fault_and_changes_nothing_else() -> None:
         *rest, fault = faulted.strain_models
         assert fault["kind"] == "fault" and abs(fault["jump"]) == pytest.approx(FAULT_JUMP)
         assert faulted.replace(strain_models=tuple(rest)) == plain
-    only = CrystalSpec.random(1, n=N, strain_models=["fault"], fault_probability=1.0)
-    assert [m["kind"] for m in only.strain_models] == ["fault"] and only.phase_span == 0.0
-    with pytest.raises(ValueError, match="fault_probability"):
-        CrystalSpec.random(1, n=N, strain_models=["fault"])
-    with pytest.raises(ValueError, match="fault_probability"):
-        CrystalSpec.random(1, n=N, fault_probability=1.5)
     for bad, name in [({"jump": 0.0}, "jump"), ({"offset": 0.7}, "offset"),
                       ({"width": -1.0}, "width"), ({"normal": [0.0, 0.0, 0.0]}, "normal")]:
         with pytest.raises(ValueError, match=name):
@@ -545,12 +551,6 @@ def test_loop_probability_adds_a_loop_and_changes_nothing_else() -> None:
         assert loop["kind"] == "loop" and abs(loop["winding"]) == 1
         assert 0.15 <= loop["radius"] <= 0.3 and max(map(abs, loop["centre"])) <= 1 / 6
         assert looped.replace(strain_models=tuple(rest)) == plain
-    only = CrystalSpec.random(1, n=N, strain_models=["loop"], loop_probability=1.0)
-    assert [m["kind"] for m in only.strain_models] == ["loop"] and only.phase_span == 0.0
-    with pytest.raises(ValueError, match="loop_probability"):
-        CrystalSpec.random(1, n=N, strain_models=["loop"])
-    with pytest.raises(ValueError, match="loop_probability"):
-        CrystalSpec.random(1, n=N, loop_probability=-0.5)
     for bad, name in [({"winding": 0}, "winding"), ({"radius": 0.9}, "radius"),
                       ({"centre": [0.6, 0.0, 0.0]}, "centre"), ({"normal": [0, 0, 0]}, "normal")]:
         with pytest.raises(ValueError, match=name):

@@ -14,9 +14,10 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   thickness gradient; the true support stays the crystal's shape);
 - ``bent``: a quadratic phase along a random direction, peak-to-peak 2π across the crystal
   (bending), on top of its own strain;
-- ``loop``: a prismatic dislocation loop (radius 0.15–0.3 of the crystal's size, within a
-  sixth of its size of the centroid, random plane): the phase is ±Ω/2, Ω the solid angle the
-  loop subtends (g·b = ±1), a vortex ring where the simulator makes only straight lines;
+- ``loop``: a dislocation loop (radius 0.15–0.3 of the crystal's size, within a sixth of its
+  size of the centroid, random plane): the phase is ±Ω/2, Ω the solid angle the loop subtends
+  (g·b = ±1; the simulator's ``"loop"`` model since session 17, which found this blind spot),
+  a vortex ring where the simulator made only straight lines;
 - ``surface``: surface relaxation: A·(ĝ·n̂)·exp(−d/λ) with d the depth below the surface, n̂
   the outward normal, A 0.5–1.5 rad of either sign, λ 1–2.5 voxels — strain concentrated in
   the outer voxels of each facet;
@@ -63,36 +64,10 @@ def _unit(gen: torch.Generator) -> torch.Tensor:
     return v / v.norm()
 
 
-def _loop_solid_angle(r: torch.Tensor, normal: torch.Tensor, radius: float,
-                      segments: int = 96) -> torch.Tensor:
-    """Signed solid angle a circular loop (centre 0, ``normal``, ``radius``) subtends at each
-    point ``r`` (``(3, …)``): the sum over the fan of triangles from the centre
-    (Van Oosterom & Strackee, 1983); it jumps by 4π across the disc."""
-    a = torch.linalg.cross(normal, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
-    if a.norm() < 0.1:
-        a = torch.linalg.cross(normal, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
-    a = a / a.norm()
-    b = torch.linalg.cross(normal, a)
-    t = torch.linspace(0, 2 * math.pi, segments + 1, dtype=torch.float64)
-    ring = radius * (torch.cos(t)[:, None] * a + torch.sin(t)[:, None] * b)
-    shape = r.shape[1:]
-    p = r.reshape(3, -1).T  # (P, 3)
-    v0 = -p
-    total = torch.zeros(p.shape[0], dtype=torch.float64)
-    n0 = v0.norm(dim=1)
-    for k in range(segments):
-        v1, v2 = ring[k] - p, ring[k + 1] - p
-        n1, n2 = v1.norm(dim=1), v2.norm(dim=1)
-        num = (v0 * torch.linalg.cross(v1, v2, dim=1)).sum(1)
-        den = (n0 * n1 * n2 + (v0 * v1).sum(1) * n2 + (v0 * v2).sum(1) * n1
-               + (v1 * v2).sum(1) * n0)
-        total += 2 * torch.atan2(num, den)
-    return total.reshape(shape)
-
-
 def change(variant: str, seed: int) -> Changed:
     """Simulate crystal ``seed`` and apply ``variant`` to its object, then diffract it again."""
     from bcdi_stream.physics import centroid, fft_centered
+    from bcdi_stream.simulation import _displacement as fld
     from bcdi_stream.simulation import simulate_crystal
     from bcdi_stream.simulation._forward import detector_blur, poisson_noise
 
@@ -136,7 +111,10 @@ def change(variant: str, seed: int) -> Changed:
         radius = (0.15 + 0.15 * torch.rand(1, generator=gen).item()) * size
         centre = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * size / 3
         sign = 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0
-        phase = phase + sign * 0.5 * _loop_solid_angle(r - centre.view(3, 1, 1, 1), m, radius)
+        # the simulator's loop (winding ±1) about the centroid + centre
+        phase = phase + fld.loop_phase(
+            tuple(r[k].view(1, n, n, n).float() for k in range(3)), centre.view(1, 3).float(),
+            m.view(1, 3).float(), torch.tensor([radius]), torch.tensor([sign]))[0].double()
     elif base == "surface":
         import numpy as np
         from scipy import ndimage
