@@ -41,7 +41,8 @@ class PhasingSettings(BaseModel):
         "Gaussian per run), off, or a fixed width in px on the detector axes (y, x)",
     )
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="fused torch.compile kernels: auto (for long jobs), on, off"
+        "auto", description="fused torch.compile kernels: auto (for long jobs, decided by the "
+        "job alone so that a result does not depend on what ran before it), on, off"
     )
 
 

@@ -404,6 +404,16 @@ def test_resolve_compile() -> None:
     assert resolve_compile(False, cpu, 1e12) is False
     assert resolve_compile("on", cpu, 0) is True
     assert resolve_compile("auto", torch.device("meta"), 1e12) is False
+    assert resolve_compile("auto", cpu, 1e12) is True and resolve_compile(None, cpu, 1e6) is False
+
+
+def test_auto_compile_ignores_kernels_built_earlier(monkeypatch) -> None:
+    # a short refinement runs eager even after a long job built the fused kernels in this
+    # process: eager and fused kernels round differently, and the iterations amplify it
+    from bcdi_stream.phasing import _kernels
+
+    monkeypatch.setitem(_kernels._COMPILED, "cpu", ())
+    assert resolve_compile("auto", torch.device("cpu"), 1e6) is False
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -253,11 +253,6 @@ def compiled_for(device: torch.device) -> tuple | None:
         return kernels
 
 
-def is_warm(device: torch.device) -> bool:
-    """Whether the compiled kernels for ``device`` are already built in this process."""
-    return device.type in _COMPILED
-
-
 class Kernels:
     """The elementwise kernels used by the engine, compiled or eager.
 

@@ -26,7 +26,7 @@ from ._common import (
     run_seed,
 )
 from ._engine import Engine, random_start
-from ._kernels import Kernels, Measured, is_warm, prepare_measured
+from ._kernels import Kernels, Measured, prepare_measured
 from ._psf import Sigma, parse_psf
 from ._support import AUTOCORR_THRESHOLD, autocorrelation_support, halve_support, shrinkwrap_support
 
@@ -112,14 +112,16 @@ class PhasingResult:
 def resolve_compile(option: Any, device: torch.device, work: float) -> bool:
     """Decide whether to use the compiled kernels.
 
-    ``None``/``"auto"``: on a CPU when they are already built in this process or the job is
-    large (:data:`AUTO_COMPILE_WORK`); eager on other devices. ``True``/``"on"``, ``False``/
-    ``"off"`` force it.
+    ``None``/``"auto"``: on a CPU when the job is large (:data:`AUTO_COMPILE_WORK`); eager on
+    other devices. The job alone decides, not whether the kernels are already built in this
+    process: eager and fused kernels round differently and the iterations amplify it, so a
+    short refinement's result must not depend on what ran before it (until session 17 a
+    process that had run the conventional recipe refined later scans with the fused kernels:
+    the same scan scored 0.28 or 0.33 rad depending on what preceded it). ``True``/``"on"``,
+    ``False``/``"off"`` force it.
     """
     if option is None or option == "auto":
-        if device.type != "cpu":
-            return False
-        return is_warm(device) or work >= AUTO_COMPILE_WORK
+        return device.type == "cpu" and work >= AUTO_COMPILE_WORK
     if option is True or option == "on":
         return True
     if option is False or option == "off":
