@@ -593,40 +593,26 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
             other = tuple(d for d in (0, 1, 2) if d != ax)
             prof = torch.nonzero(support_full[i].any(dim=other[1]).any(dim=other[0])).flatten()
             ext.append(int(prof.max() - prof.min() + 1) if prof.numel() else 0)
-        dls = []
-        for mm in s.strain_models:
-            if mm["kind"] in DISLOCATION_MODELS:
-                p = g.origin + moved[i] + g.centroid + np.asarray(mm["point"]) * g.size
-                dls.append(
-                    {
-                        "kind": mm["kind"],
-                        "winding": mm["winding"],
-                        "point": [float(v) for v in p],
-                        "line": list(mm["line"]),
-                    }
-                )
-        fts = []
-        for mm in s.strain_models:
-            if mm["kind"] in FAULT_MODELS:
-                p = g.origin + moved[i] + g.centroid + np.asarray(mm["normal"]) * (
-                    mm["offset"] * g.size
-                )
-                fts.append(
-                    {
-                        "point": [float(v) for v in p],
-                        "normal": list(mm["normal"]),
-                        "jump": float(mm["jump"]),
-                        "width": float(mm["width"] * g.size),
-                    }
-                )
+        here = g.origin + moved[i] + g.centroid  # the crystal's centroid on the final grid
+
+        def on_grid(offset: np.ndarray, here: np.ndarray = here) -> list[float]:
+            """A point ``offset`` voxels from the centroid, on the final grid."""
+            return [float(v) for v in here + offset]
+
+        dls = [
+            {"kind": mm["kind"], "winding": mm["winding"],
+             "point": on_grid(np.asarray(mm["point"]) * g.size), "line": list(mm["line"])}
+            for mm in s.strain_models if mm["kind"] in DISLOCATION_MODELS
+        ]
+        fts = [
+            {"point": on_grid(np.asarray(mm["normal"]) * (mm["offset"] * g.size)),
+             "normal": list(mm["normal"]), "jump": float(mm["jump"]),
+             "width": float(mm["width"] * g.size)}
+            for mm in s.strain_models if mm["kind"] in FAULT_MODELS
+        ]
         lps = [
-            {
-                "centre": [float(v) for v in g.origin + moved[i] + g.centroid
-                           + np.asarray(mm["centre"]) * g.size],
-                "normal": list(mm["normal"]),
-                "radius": float(mm["radius"] * g.size),
-                "winding": int(mm["winding"]),
-            }
+            {"centre": on_grid(np.asarray(mm["centre"]) * g.size), "normal": list(mm["normal"]),
+             "radius": float(mm["radius"] * g.size), "winding": int(mm["winding"])}
             for mm in s.strain_models if mm["kind"] in LOOP_MODELS
         ]
         metas.append(
