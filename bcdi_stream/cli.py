@@ -250,6 +250,9 @@ def reconstruct(
     n_raar: Annotated[int | None, typer.Option(min=0, help="RAAR iterations per run.")] = None,
     n_hio: Annotated[int | None, typer.Option(min=0, help="HIO iterations per run.")] = None,
     n_er: Annotated[int | None, typer.Option(min=0, help="ER iterations per run.")] = None,
+    noise_filter: Annotated[float | None, typer.Option(
+        min=0, help="Counts at which the result keeps half of a pixel's amplitude (a Wiener "
+        "filter from the measured counts; 0: off; default 8).", show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: default).")] = 0,
@@ -271,7 +274,8 @@ def reconstruct(
     except ValueError as exc:
         _fail(f"invalid settings: {exc}")
     overrides = {k: v for k, v in
-                 {"runs": runs, "n_raar": n_raar, "n_hio": n_hio, "n_er": n_er}.items()
+                 {"runs": runs, "n_raar": n_raar, "n_hio": n_hio, "n_er": n_er,
+                  "noise_filter": noise_filter}.items()
                  if v is not None}
     phasing = settings.phasing.model_copy(update=overrides)
     if model is not None:

@@ -40,6 +40,15 @@ class PhasingSettings(BaseModel):
         description="intensity blur (detector PSF / partial coherence): auto (estimate a "
         "Gaussian per run), off, or a fixed width in px on the detector axes (y, x)",
     )
+    noise_filter: float = Field(
+        8.0,
+        ge=0,
+        description="counts at which the finished reconstruction keeps half of a pixel's "
+        "amplitude (a Wiener gain from the measured counts, bcdi_stream.phasing.denoise; the "
+        "support is drawn again from the filtered object; 0: off). Photon-starved weak "
+        "crystals (2e3 peak counts) 6/20 -> 19/20 solved, the strong and weak validation "
+        "classes unchanged (docs/MODEL_RESEARCH.md, session 18)",
+    )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="fused torch.compile kernels: auto (for long jobs, decided by the "
         "job alone so that a result does not depend on what ran before it), on, off"

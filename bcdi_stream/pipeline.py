@@ -20,7 +20,7 @@ from bcdi_stream.arrays import resolve_device
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
-from bcdi_stream.phasing import excess_misfit, run_conventional
+from bcdi_stream.phasing import denoise, excess_misfit, run_conventional
 from bcdi_stream.validation import validate_intensity
 
 __all__ = ["METHODS", "Reconstruction", "default_method", "model_available", "reconstruct"]
@@ -39,7 +39,8 @@ class Reconstruction:
     ----------
     obj : torch.Tensor
         Complex64 real-space object on the input grid (CXI ``/entry_1/image_1/data``), centred,
-        with the linear phase ramp and offset removed (``post`` arrays share its frame).
+        with the linear phase ramp and offset removed (``post`` arrays share its frame), after
+        the noise filter (``settings.phasing.noise_filter``, :func:`bcdi_stream.phasing.denoise`).
     support : torch.Tensor
         Bool support on the same grid.
     post : PostProcessed
@@ -47,11 +48,13 @@ class Reconstruction:
     method : str
         The method that produced the result.
     quality : dict
-        Poisson LLK, χ², per-run LLKs and success flags.
+        Poisson LLK, χ², per-run LLKs and success flags, of the refined object (before the
+        noise filter, which gives up the fit at noisy pixels on purpose).
     timings : dict
-        Seconds per stage (``validate``, ``phase``, ``postprocess``, ``total``).
+        Seconds per stage (``validate``, ``phase``, ``denoise``, ``postprocess``, ``total``).
     meta : dict
-        JSON-able provenance: software version, device, seed, settings, geometry.
+        JSON-able provenance: software version, device, seed, settings, geometry,
+        ``noise_filter`` (its counts; 0 = off).
     """
 
     obj: torch.Tensor
@@ -142,7 +145,8 @@ def reconstruct(
         polished and the conventional recipe with its runs seeded by the best view's phase
         (``settings.ai.fallback_conventional``); the lowest LLK is kept and
         :attr:`Reconstruction.method` says which (``ai``, ``auto:polish``, ``auto:view<v>``,
-        ``auto:view<v>:polish``, ``auto:conventional``).
+        ``auto:view<v>:polish``, ``auto:conventional``). Every method's result then passes
+        the noise filter (``phasing.noise_filter`` counts; 0 = off).
     settings : Settings, optional
         Global settings (device, seed, phasing recipe); defaults from the environment.
     phasing : PhasingSettings, optional
@@ -210,12 +214,17 @@ def reconstruct(
                               "llk": [float(v) for v in first.llk_runs],
                               "kept": first.best_run == 1}
 
+    obj, support = result.obj, result.support
+    if phasing.noise_filter > 0:
+        with _stage(timings, "denoise"):
+            obj, support = denoise(obj, support, data, bad, counts=phasing.noise_filter,
+                                   sigma=phasing.shrinkwrap_sigma_end,
+                                   threshold=phasing.shrinkwrap_threshold)
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
     g_norm = geometry.g_norm if geometry is not None else None
     voxel = geometry.voxel_size(tuple(data.shape)) if geometry is not None else None
     with _stage(timings, "postprocess"):
-        post = postprocess(result.obj, result.support, g_hat=g_hat, g_norm=g_norm,
-                           voxel_size=voxel)
+        post = postprocess(obj, support, g_hat=g_hat, g_norm=g_norm, voxel_size=voxel)
     timings["total"] = round(time.perf_counter() - t_start, 4)
 
     quality = {
@@ -237,6 +246,7 @@ def reconstruct(
         "g_hat": list(g_hat),
         "geometry": geometry.to_dict() if geometry is not None else None,
         "settings": phasing.model_dump(),
+        "noise_filter": float(phasing.noise_filter),
     }
     if loaded is not None:
         meta["model"] = loaded.identity()

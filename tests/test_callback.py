@@ -80,6 +80,7 @@ def test_rocking_curve_reconstructed_into_tiled(rig) -> None:
     assert back["specs"] == ["BCDIReconstruction"]
     assert md["status"] == "ok" and md["raw_uid"] == uid and md["method"] == "conventional"
     assert md["model"] == {"name": None, "hash": None}
+    assert md["noise_filter"] == 8.0  # the result passed the default noise filter
     assert set(md["timings"]) >= {"read", "preprocess", "predict", "refine", "write"}
     assert md["software"].startswith("bcdi-stream")
     assert len(md["voxel_size_m"]) == 3 and all(v > 0 for v in md["voxel_size_m"])

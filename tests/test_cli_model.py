@@ -184,16 +184,18 @@ def test_benchmark_model_rejects_an_unknown_class(trained: Path, capsys) -> None
 def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:
     cxi = tmp_path / "c.cxi"
     assert _run(capsys, "simulate", cxi, "--seed", "5", "--strain", "weak")[0] == 0
-    for method in ("ai", "auto"):
+    for method, noise_filter in (("ai", []), ("auto", ["--noise-filter", "0"])):
         out = tmp_path / f"{method}.cxi"
         code, text, err = _run(capsys, "reconstruct", cxi, "--out", out, "--method", method,
                                "--model", trained / "w.pt", "--runs", "2", "--n-raar", "20",
-                               "--n-er", "10", "--json", "--device", "cpu")
+                               "--n-er", "10", "--json", "--device", "cpu", *noise_filter)
         assert code == 0, err
         summary = json.loads(text)
         assert summary["method"] == "ai" or summary["method"].startswith("auto:")
         assert summary["model"]["name"] == "w"
         assert "predict" in summary["timings"]
+        assert summary["noise_filter"] == (0.0 if noise_filter else 8.0)
+        assert ("denoise" in summary["timings"]) == (not noise_filter)
     code, _, err = _run(capsys, "reconstruct", cxi, "--out", tmp_path / "x.cxi", "--method",
                         "ai", "--model", tmp_path / "missing.pt")
     assert code == 2 and "weights" in err

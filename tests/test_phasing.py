@@ -14,6 +14,7 @@ from bcdi_stream.phasing import (
     PhasingResult,
     autocorrelation_support,
     chi2,
+    denoise,
     er,
     excess_misfit,
     fourier_error,
@@ -28,6 +29,7 @@ from bcdi_stream.phasing import (
     run_conventional,
     shrinkwrap_support,
     support_projection,
+    wiener_filter,
 )
 from bcdi_stream.phasing._engine import Engine, default_block
 from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured
@@ -40,7 +42,7 @@ from bcdi_stream.phasing._psf import (
 )
 from bcdi_stream.phasing._quality import _intensity_of, llk_chi2
 from bcdi_stream.phasing._recipe import _build_plan, _psf_marks
-from bcdi_stream.physics import fft_centered, twin
+from bcdi_stream.physics import fft_centered, ifft_centered, twin
 
 DIMS = (-3, -2, -1)
 
@@ -397,6 +399,60 @@ def test_refine_er_improves_a_noisy_guess(crystal) -> None:
     assert phase_error(res.obj, obj, shape) < 0.3
     fixed = refine_er(intensity, None, guess, dilate(shape), n_iter=20, shrinkwrap=False)
     assert torch.equal(fixed.support, dilate(shape))
+
+
+# ----------------------------------------------------------------------------- noise filter
+def test_wiener_gain_is_set_by_the_local_counts() -> None:
+    gen = torch.Generator().manual_seed(4)
+    psi = torch.polar(torch.full((8, 8, 8), math.sqrt(8.0)),
+                      2 * math.pi * torch.rand((8, 8, 8), generator=gen))
+    obj = ifft_centered(psi)
+    counts = torch.full((8, 8, 8), 8.0)
+    # a pixel expecting `counts` photons keeps half its amplitude; far brighter ones all of it
+    half = wiener_filter(obj, counts, counts=8.0)
+    assert torch.allclose(half, 0.5 * obj, atol=1e-6)
+    assert torch.allclose(wiener_filter(obj, counts * 1e7, counts=8.0), obj, atol=1e-5)
+    # at bad pixels (masked, or negative) the object's own |ψ|² = 8 stands in for the garbage
+    dirty, mask = counts.clone(), torch.zeros((8, 8, 8), dtype=torch.bool)
+    dirty[3:7], mask[3:7] = 1e9, True  # a gap wider than the 3³ box
+    dirty[1, 2, 2] = -5.0
+    assert torch.allclose(wiener_filter(obj, dirty, mask, counts=8.0), half, atol=1e-6)
+    # a batch of runs is filtered run by run
+    batch = wiener_filter(torch.stack([obj, 2 * obj]), counts, counts=8.0)
+    assert batch.shape == (2, 8, 8, 8) and torch.allclose(batch[0], half, atol=1e-6)
+    assert torch.allclose(batch[1], 2 * half, atol=1e-6)
+
+
+def test_noise_filter_lowers_the_phase_error_of_a_photon_starved_result() -> None:
+    obj, shape = make_object(32)
+    gen = torch.Generator().manual_seed(3)
+    for photons, gain in ((1e5, 0.8), (1e9, 1.02)):
+        o = scaled(obj, photons)
+        i = torch.poisson(pattern(o), generator=gen)
+        res = refine_er(i, None, o, n_iter=100)
+        filtered, support = denoise(res.obj, res.support, i, counts=8.0)
+        before, after = phase_error(res.obj, o, shape), phase_error(filtered, o, shape)
+        # photon-starved: less error; bright: (almost) nothing to remove
+        assert after < gain * before, (photons, before, after)
+        assert torch.equal(support, shrinkwrap_support(filtered, 0.5, 0.2))
+        assert bool(support[shape].float().mean() > 0.95)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"counts": 0.0}, "counts must be positive"),
+        ({"counts": 8.0, "intensity": torch.ones(4, 8, 8)}, "obj must have shape"),
+        ({"counts": 8.0, "support": torch.ones(4, 8, 8)}, "support must have shape"),
+        ({"counts": 8.0, "mask": torch.ones(8, 8, 4)}, "mask must have"),
+    ],
+)
+def test_denoise_rejects_bad_arguments(kwargs: dict, match: str) -> None:
+    args = {"obj": torch.ones(8, 8, 8, dtype=torch.complex64),
+            "support": torch.ones(8, 8, 8, dtype=torch.bool),
+            "intensity": torch.ones(8, 8, 8), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        denoise(**args)
 
 
 def test_resolve_compile() -> None:

@@ -11,8 +11,11 @@ Main entry points
     PyNX-style recipe: N random starts (a batch), RAAR/HIO/ER + shrink-wrap + detwin, best LLK.
 :func:`refine_er`
     Error reduction from an initial guess (used by the AI method).
+:func:`denoise`
+    The noise filter of a finished reconstruction (a Wiener gain from the measured counts).
 """
 
+from ._denoise import denoise, wiener_filter
 from ._engine import ALGORITHMS
 from ._operators import er, hio, modulus_projection, raar, support_projection
 from ._psf import detector_blur_of
@@ -25,6 +28,7 @@ __all__ = [
     "PhasingResult",
     "autocorrelation_support",
     "chi2",
+    "denoise",
     "detector_blur_of",
     "er",
     "excess_misfit",
@@ -41,4 +45,5 @@ __all__ = [
     "shrinkwrap_support",
     "support_projection",
     "warmup",
+    "wiener_filter",
 ]
