@@ -20,7 +20,7 @@ from bcdi_stream.arrays import resolve_device
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
-from bcdi_stream.phasing import denoise, excess_misfit, run_conventional
+from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
 from bcdi_stream.validation import validate_intensity
 
 __all__ = ["METHODS", "Reconstruction", "default_method", "model_available", "reconstruct"]
@@ -217,9 +217,7 @@ def reconstruct(
     obj, support = result.obj, result.support
     if phasing.noise_filter > 0:
         with _stage(timings, "denoise"):
-            obj, support = denoise(obj, support, data, bad, counts=phasing.noise_filter,
-                                   sigma=phasing.shrinkwrap_sigma_end,
-                                   threshold=phasing.shrinkwrap_threshold)
+            obj, support = apply_noise_filter(obj, support, data, bad, phasing)
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
     g_norm = geometry.g_norm if geometry is not None else None
     voxel = geometry.voxel_size(tuple(data.shape)) if geometry is not None else None

@@ -60,7 +60,7 @@ def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, 
 def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, seed: int,
                 dev: torch.device) -> dict[str, Any]:
     from bcdi_stream.ai_phasing import phase_ai, phase_auto, predict_start
-    from bcdi_stream.phasing import denoise, excess_misfit, run_conventional
+    from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
 
     i_t, m_t = crystal.intensity.to(dev), crystal.mask.to(dev)
     t0 = time.perf_counter()
@@ -99,10 +99,7 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     else:
         raise ValueError(f"method must be one of {MODEL_METHODS}, got {method!r}")
     raw = obj
-    if settings.noise_filter > 0:  # as the pipeline does after every method
-        obj, sup = denoise(obj, sup, i_t, m_t, counts=settings.noise_filter,
-                           sigma=settings.shrinkwrap_sigma_end,
-                           threshold=settings.shrinkwrap_threshold)
+    obj, sup = apply_noise_filter(obj, sup, i_t, m_t, settings)  # as the pipeline does
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0

@@ -15,7 +15,7 @@ Main entry points
     The noise filter of a finished reconstruction (a Wiener gain from the measured counts).
 """
 
-from ._denoise import denoise, wiener_filter
+from ._denoise import apply_noise_filter, denoise, wiener_filter
 from ._engine import ALGORITHMS
 from ._operators import er, hio, modulus_projection, raar, support_projection
 from ._psf import detector_blur_of
@@ -26,6 +26,7 @@ from ._support import autocorrelation_support, gaussian_smooth, shrinkwrap_suppo
 __all__ = [
     "ALGORITHMS",
     "PhasingResult",
+    "apply_noise_filter",
     "autocorrelation_support",
     "chi2",
     "denoise",

@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
+from ..config import PhasingSettings
 from ..physics import fft_centered, ifft_centered
 from ._common import check_intensity, check_mask, check_object, check_support
 from ._support import shrinkwrap_support
 
-__all__ = ["denoise", "wiener_filter"]
+__all__ = ["apply_noise_filter", "denoise", "wiener_filter"]
 
 
 def _local_mean(counts: torch.Tensor) -> torch.Tensor:
@@ -111,3 +112,27 @@ def denoise(obj: Any, support: Any, intensity: Any, mask: Any = None, *, counts:
         raise ValueError(f"support must have the object's shape {tuple(out.shape)}, "
                          f"got {tuple(previous.shape)}")
     return out, shrinkwrap_support(out, sigma, threshold, previous=previous)
+
+
+def apply_noise_filter(obj: Any, support: Any, intensity: Any, mask: Any,
+                       settings: PhasingSettings) -> tuple[Any, Any]:
+    """:func:`denoise` as ``settings`` say: ``noise_filter`` counts, the width and threshold of
+    the last shrink-wrap; ``(obj, support)`` unchanged when ``noise_filter`` is 0.
+
+    Parameters
+    ----------
+    obj, support : array-like
+        A finished reconstruction and its support.
+    intensity, mask : array-like
+        The measured counts and bad pixels (nonzero = bad).
+    settings : PhasingSettings
+        ``noise_filter``, ``shrinkwrap_sigma_end``, ``shrinkwrap_threshold``.
+
+    Returns
+    -------
+    (object, support)
+    """
+    if settings.noise_filter == 0:
+        return obj, support
+    return denoise(obj, support, intensity, mask, counts=settings.noise_filter,
+                   sigma=settings.shrinkwrap_sigma_end, threshold=settings.shrinkwrap_threshold)

@@ -103,7 +103,7 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import AISettings, PhasingSettings
-    from bcdi_stream.phasing import denoise, excess_misfit, run_conventional
+    from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
 
     loaded = cached_model()
     # the refinement of the random-start and true-phase comparisons (the AI method's until
@@ -114,11 +114,7 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
 
     def scored(r, data, mask, obj, support):
         """``compare`` of a result as the pipeline returns it (after its noise filter)."""
-        o, s = r.obj, r.support
-        if shipped.noise_filter > 0:
-            o, s = denoise(o, s, data, mask, counts=shipped.noise_filter,
-                           sigma=shipped.shrinkwrap_sigma_end,
-                           threshold=shipped.shrinkwrap_threshold)
+        o, s = apply_noise_filter(r.obj, r.support, data, mask, shipped)
         return compare(o, obj, support, recon_support=s)
 
     rows = []
