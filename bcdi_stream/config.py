@@ -43,6 +43,7 @@ class PhasingSettings(BaseModel):
     noise_filter: float = Field(
         8.0,
         ge=0,
+        allow_inf_nan=False,
         description="counts at which the finished reconstruction keeps half of a pixel's "
         "amplitude (a Wiener gain from the measured counts, bcdi_stream.phasing.denoise; the "
         "support is drawn again from the filtered object; 0: off). Photon-starved weak "

@@ -441,7 +441,8 @@ def test_noise_filter_lowers_the_phase_error_of_a_photon_starved_result() -> Non
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"counts": 0.0}, "counts must be positive"),
+        ({"counts": 0.0}, "counts must be a positive finite number"),
+        ({"counts": math.inf}, "counts must be a positive finite number"),
         ({"counts": 8.0, "intensity": torch.ones(4, 8, 8)}, "obj must have shape"),
         ({"counts": 8.0, "support": torch.ones(4, 8, 8)}, "support must have shape"),
         ({"counts": 8.0, "mask": torch.ones(8, 8, 4)}, "mask must have"),

@@ -13,6 +13,7 @@ all of it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -62,8 +63,8 @@ def wiener_filter(obj: Any, intensity: Any, mask: Any = None, *, counts: float) 
     >>> bool(torch.allclose(wiener_filter(obj, i, counts=8.0), obj, atol=1e-4))
     True
     """
-    if not counts > 0:
-        raise ValueError(f"counts must be positive, got {counts!r}")
+    if not 0 < counts < math.inf:
+        raise ValueError(f"counts must be a positive finite number, got {counts!r}")
     dev = obj.device if isinstance(obj, torch.Tensor) else torch.device("cpu")
     i = check_intensity(intensity, dev)
     o = check_object(obj, tuple(i.shape), dev, "obj")
