@@ -28,10 +28,8 @@ __all__ = ["apply_noise_filter", "denoise", "wiener_filter"]
 
 def _local_mean(counts: torch.Tensor) -> torch.Tensor:
     """Mean of ``counts`` ``(B, z, y, x)`` over each 3³ neighbourhood inside the grid."""
-    box = torch.ones((1, 1, 3, 3, 3), dtype=counts.dtype, device=counts.device)
-    total = torch.nn.functional.conv3d(counts[:, None], box, padding=1)[:, 0]
-    n = torch.nn.functional.conv3d(torch.ones_like(counts[:1, None]), box, padding=1)[:, 0]
-    return total / n
+    return torch.nn.functional.avg_pool3d(counts[:, None], 3, stride=1, padding=1,
+                                          count_include_pad=False)[:, 0]
 
 
 def wiener_filter(obj: Any, intensity: Any, mask: Any = None, *, counts: float) -> torch.Tensor:
