@@ -292,8 +292,9 @@ def loop_phase(
         v = tuple(_b(p[:, i]) + v0[i] for i in range(3))
         return v, torch.sqrt(v[0] ** 2 + v[1] ** 2 + v[2] ** 2)
 
-    omega = torch.zeros(torch.broadcast_shapes(z.shape, y.shape, x.shape), dtype=z.dtype,
-                        device=z.device)
+    # n0 has the broadcast (B, ...) shape (torch.broadcast_shapes would import sympy: 0.8 s in
+    # every simulation worker)
+    omega = torch.zeros_like(n0)
     v1, n1 = corner(0)
     for k in range(1, segments + 1):
         v2, n2 = corner(k)

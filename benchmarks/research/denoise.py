@@ -32,20 +32,10 @@ import statistics
 from collections import defaultdict
 
 import torch
+from photon_starved import SEED0, lowpass
 
 SIGMAS = (0.5, 1.0)
 CONSTANTS = (0.5, 2.0, 8.0)
-
-
-def lowpass(obj: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian low-pass of a complex 3D object (σ voxels, periodic)."""
-    out = torch.fft.fftn(obj)
-    for d, n in enumerate(obj.shape):
-        f = torch.fft.fftfreq(n, device=obj.device)
-        shape = [1, 1, 1]
-        shape[d] = n
-        out = out * torch.exp(-2 * (torch.pi * sigma * f) ** 2).reshape(shape)
-    return torch.fft.ifftn(out).to(obj.dtype)
 
 
 def crystals(args):
@@ -64,7 +54,7 @@ def crystals(args):
             yield seed, c
     else:
         for k in range(args.n):
-            seed = 4_100_000_000 + 1000 * k
+            seed = SEED0 + 1000 * k
             yield seed, simulate_crystal(seed, device="cpu", n=64, strain="weak",
                                          peak_counts=args.peak)
 

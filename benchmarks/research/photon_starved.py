@@ -33,15 +33,11 @@ SEED0 = 4_100_000_000
 
 
 def lowpass(obj: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian low-pass of a complex 3D object (σ voxels, periodic)."""
-    out = torch.fft.fftn(obj)
-    for d, n in enumerate(obj.shape):
-        f = torch.fft.fftfreq(n, device=obj.device)
-        g = torch.exp(-2 * (torch.pi * sigma * f) ** 2)
-        shape = [1, 1, 1]
-        shape[d] = n
-        out = out * g.reshape(shape)
-    return torch.fft.ifftn(out).to(obj.dtype)
+    """Gaussian low-pass of a complex 3D object (σ voxels, periodic): the phasing's
+    :func:`~bcdi_stream.phasing.gaussian_smooth` of its real and imaginary parts."""
+    from bcdi_stream.phasing import gaussian_smooth
+
+    return torch.complex(gaussian_smooth(obj.real, sigma), gaussian_smooth(obj.imag, sigma))
 
 
 def main() -> None:
