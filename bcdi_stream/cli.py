@@ -253,6 +253,10 @@ def reconstruct(
     noise_filter: Annotated[float | None, typer.Option(
         min=0, help="Counts at which the result keeps half of a pixel's amplitude (a Wiener "
         "filter from the measured counts; 0: off; default 8).", show_default=False)] = None,
+    crystal_support: Annotated[float | None, typer.Option(
+        min=0, max=0.999, help="Reported support: the amplitude cut at this fraction of its "
+        "typical interior value (0: the last shrink-wrap's support; default 0.4).",
+        show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: default).")] = 0,
@@ -275,7 +279,7 @@ def reconstruct(
         _fail(f"invalid settings: {exc}")
     overrides = {k: v for k, v in
                  {"runs": runs, "n_raar": n_raar, "n_hio": n_hio, "n_er": n_er,
-                  "noise_filter": noise_filter}.items()
+                  "noise_filter": noise_filter, "crystal_support": crystal_support}.items()
                  if v is not None}
     phasing = settings.phasing.model_copy(update=overrides)
     if model is not None:

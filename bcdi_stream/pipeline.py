@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 
 from bcdi_stream import __version__
-from bcdi_stream.analysis import PostProcessed, postprocess
+from bcdi_stream.analysis import PostProcessed, crystal_support, postprocess
 from bcdi_stream.arrays import resolve_device
 from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
@@ -23,7 +23,8 @@ from bcdi_stream.geometry import Geometry
 from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
 from bcdi_stream.validation import validate_intensity
 
-__all__ = ["METHODS", "Reconstruction", "default_method", "model_available", "reconstruct"]
+__all__ = ["METHODS", "Reconstruction", "default_method", "finish", "model_available",
+           "reconstruct"]
 
 Method = Literal["conventional", "ai", "auto"]
 
@@ -42,7 +43,8 @@ class Reconstruction:
         with the linear phase ramp and offset removed (``post`` arrays share its frame), after
         the noise filter (``settings.phasing.noise_filter``, :func:`bcdi_stream.phasing.denoise`).
     support : torch.Tensor
-        Bool support on the same grid.
+        Bool support on the same grid: the crystal's (``settings.phasing.crystal_support``,
+        :func:`bcdi_stream.analysis.crystal_support`), else the last shrink-wrap's.
     post : PostProcessed
         Amplitude, phase, displacement, strain and their statistics.
     method : str
@@ -51,10 +53,11 @@ class Reconstruction:
         Poisson LLK, χ², per-run LLKs and success flags, of the refined object (before the
         noise filter, which gives up the fit at noisy pixels on purpose).
     timings : dict
-        Seconds per stage (``validate``, ``phase``, ``denoise``, ``postprocess``, ``total``).
+        Seconds per stage (``validate``, ``phase``, ``denoise``, ``support``, ``postprocess``,
+        ``total``).
     meta : dict
         JSON-able provenance: software version, device, seed, settings, geometry,
-        ``noise_filter`` (its counts; 0 = off).
+        ``noise_filter`` (its counts; 0 = off), ``crystal_support`` (its threshold; 0 = off).
     """
 
     obj: torch.Tensor
@@ -112,6 +115,41 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = round(time.perf_counter() - t0, 4)
 
 
+def finish(obj: torch.Tensor, support: torch.Tensor, intensity: torch.Tensor,
+           mask: torch.Tensor | None, phasing: PhasingSettings,
+           timings: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What every method's result goes through before post-processing.
+
+    The noise filter (``phasing.noise_filter``, :func:`bcdi_stream.phasing.denoise`), then
+    the reported support (``phasing.crystal_support``,
+    :func:`bcdi_stream.analysis.crystal_support`); a step set to 0 is skipped.
+
+    Parameters
+    ----------
+    obj, support : torch.Tensor
+        The refined object ``(z, y, x)`` and its phasing support.
+    intensity, mask : torch.Tensor
+        The measured counts and bad pixels (True = bad), on the object's device.
+    phasing : PhasingSettings
+        ``noise_filter``, ``crystal_support`` and the last shrink-wrap's width and threshold.
+    timings : dict, optional
+        Receives the seconds of each step run (``denoise``, ``support``).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        The object and the bool support to post-process and report.
+    """
+    timings = {} if timings is None else timings
+    if phasing.noise_filter > 0:
+        with _stage(timings, "denoise"):
+            obj, support = apply_noise_filter(obj, support, intensity, mask, phasing)
+    if phasing.crystal_support > 0:
+        with _stage(timings, "support"):
+            support = crystal_support(obj, support, phasing.crystal_support)
+    return obj, support
+
+
 def reconstruct(
     intensity: Any,
     mask: Any | None = None,
@@ -146,7 +184,8 @@ def reconstruct(
         (``settings.ai.fallback_conventional``); the lowest LLK is kept and
         :attr:`Reconstruction.method` says which (``ai``, ``auto:polish``, ``auto:view<v>``,
         ``auto:view<v>:polish``, ``auto:conventional``). Every method's result then passes
-        the noise filter (``phasing.noise_filter`` counts; 0 = off).
+        :func:`finish`: the noise filter (``phasing.noise_filter`` counts; 0 = off) and the
+        crystal's support (``phasing.crystal_support``; 0 = off).
     settings : Settings, optional
         Global settings (device, seed, phasing recipe); defaults from the environment.
     phasing : PhasingSettings, optional
@@ -214,10 +253,7 @@ def reconstruct(
                               "llk": [float(v) for v in first.llk_runs],
                               "kept": first.best_run == 1}
 
-    obj, support = result.obj, result.support
-    if phasing.noise_filter > 0:
-        with _stage(timings, "denoise"):
-            obj, support = apply_noise_filter(obj, support, data, bad, phasing)
+    obj, support = finish(result.obj, result.support, data, bad, phasing, timings)
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
     g_norm = geometry.g_norm if geometry is not None else None
     voxel = geometry.voxel_size(tuple(data.shape)) if geometry is not None else None
@@ -245,6 +281,7 @@ def reconstruct(
         "geometry": geometry.to_dict() if geometry is not None else None,
         "settings": phasing.model_dump(),
         "noise_filter": float(phasing.noise_filter),
+        "crystal_support": float(phasing.crystal_support),
     }
     if loaded is not None:
         meta["model"] = loaded.identity()

@@ -396,6 +396,25 @@ def test_auto_polish_can_be_turned_off(weights, crystal) -> None:
 
 
 @pytest.mark.parametrize("method", ["conventional", "ai"])
+def test_every_method_reports_the_crystal_support(weights, crystal, method) -> None:
+    on = _settings(weights)
+    off = on.model_copy(update={"phasing": on.phasing.model_copy(update={"crystal_support": 0})})
+    a = reconstruct(crystal.intensity, crystal.mask, method=method, settings=on)
+    b = reconstruct(crystal.intensity, crystal.mask, method=method, settings=off)
+    assert a.meta["crystal_support"] == 0.4 and b.meta["crystal_support"] == 0.0
+    assert a.timings["support"] > 0 and "support" not in b.timings
+    from bcdi_stream.analysis import compare
+
+    # one refinement (its quality figures), a tighter support, nearer the true shape
+    assert a.quality["llk"] == b.quality["llk"]
+    assert 0.5 * int(b.support.sum()) < int(a.support.sum()) < int(b.support.sum())
+    ma, mb = (compare(r.obj, crystal.obj, crystal.support, recon_support=r.support)
+              for r in (a, b))
+    assert ma.support_iou > mb.support_iou, (ma, mb)
+    assert ma.phase_rmse == pytest.approx(mb.phase_rmse, abs=0.02)
+
+
+@pytest.mark.parametrize("method", ["conventional", "ai"])
 def test_every_method_passes_the_noise_filter(weights, crystal, method) -> None:
     on = _settings(weights)
     off = on.model_copy(update={"phasing": on.phasing.model_copy(update={"noise_filter": 0})})

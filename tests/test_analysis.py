@@ -416,3 +416,84 @@ def test_bad_parameters_raise_value_error_naming_them(crystal, name, call):
     truth, support = crystal
     with pytest.raises(ValueError, match=name.split()[0]):
         call(truth, support)
+
+
+# --------------------------------------------------------------------------- crystal support
+def _blurred_cube(n: int = 24, side: int = 6, sigma: float = 0.7) -> tuple[torch.Tensor, ...]:
+    """A cube of amplitude 1 blurred by a Gaussian (a finite resolution) and its true shape."""
+    from bcdi_stream.phasing import gaussian_smooth
+
+    lo = n // 2 - side // 2
+    true = torch.zeros((n, n, n), dtype=torch.bool)
+    true[lo:lo + side, lo:lo + side, lo:lo + side] = True
+    amp = gaussian_smooth(true.to(torch.float32), sigma)
+    phase = torch.linspace(0, 1, n)[:, None, None].expand(n, n, n)
+    return torch.polar(amp, phase), true
+
+
+def test_crystal_support_finds_the_edge_a_shrink_wrap_support_overshoots() -> None:
+    from bcdi_stream.analysis import crystal_support
+    from bcdi_stream.phasing import shrinkwrap_support
+
+    obj, true = _blurred_cube()
+    wide = shrinkwrap_support(obj, 0.5, 0.2)
+    got = crystal_support(obj, wide)
+    assert float(support_iou(wide, true)) < 0.75  # a small crystal: about a voxel too wide
+    assert float(support_iou(got, true)) > 0.95
+
+
+def test_crystal_support_closes_a_dislocation_core_but_not_a_void() -> None:
+    from bcdi_stream.analysis import crystal_support
+
+    n = 32
+    obj = torch.zeros((n, n, n), dtype=torch.complex64)
+    obj[6:26, 6:26, 6:26] = 1.0
+    obj[6:26, 10, 12] = 0.05  # the amplitude dip along a dislocation line
+    z, y, x = torch.meshgrid(*[torch.arange(n) for _ in range(3)], indexing="ij")
+    void = (z - 16) ** 2 + (y - 18) ** 2 + (x - 18) ** 2 <= 9
+    obj[void] = 0
+    support = obj.abs() > 0
+    support[6:26, 10, 12] = True
+    got = crystal_support(obj, support)
+    assert bool(got[8:24, 10, 12].all())  # the core is closed
+    # the void stays open (the closing fills only the staircase corners of its surface)
+    assert not bool(got[15:18, 17:20, 17:20].any()) and int((got & void).sum()) < 0.35 * int(
+        void.sum())
+    assert not bool(got[:6].any())
+
+
+def test_crystal_support_keeps_the_given_support_when_the_cut_collapses() -> None:
+    from bcdi_stream.analysis import crystal_support
+
+    obj, _ = _blurred_cube()
+    support = obj.abs() > 0.01
+    hot = obj.clone()
+    hot[12, 12, 12] = 1e6  # the 100th percentile is one hot voxel: the cut would keep it alone
+    assert torch.equal(crystal_support(hot, support, percentile=100.0), support)
+    assert int(crystal_support(hot, support).sum()) > 100  # the 90th ignores it
+    empty = torch.zeros_like(support)
+    assert torch.equal(crystal_support(obj, empty), empty)
+    assert torch.equal(crystal_support(torch.zeros_like(obj), support), support)
+
+
+@pytest.mark.parametrize(("kwargs", "word"), [
+    ({"threshold": 0.0}, "threshold"), ({"threshold": 1.0}, "threshold"),
+    ({"threshold": float("nan")}, "threshold"), ({"percentile": 0.0}, "percentile"),
+    ({"percentile": 101.0}, "percentile"), ({"percentile": float("nan")}, "percentile"),
+])
+def test_crystal_support_rejects_bad_parameters(kwargs, word) -> None:
+    from bcdi_stream.analysis import crystal_support
+
+    obj, true = _blurred_cube()
+    with pytest.raises(ValueError, match=word):
+        crystal_support(obj, true, **kwargs)
+
+
+def test_crystal_support_rejects_bad_shapes() -> None:
+    from bcdi_stream.analysis import crystal_support
+
+    obj, true = _blurred_cube()
+    with pytest.raises(ValueError, match="3D"):
+        crystal_support(obj[None], true)
+    with pytest.raises(ValueError, match="support"):
+        crystal_support(obj, true[:-1])

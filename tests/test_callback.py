@@ -81,6 +81,7 @@ def test_rocking_curve_reconstructed_into_tiled(rig) -> None:
     assert md["status"] == "ok" and md["raw_uid"] == uid and md["method"] == "conventional"
     assert md["model"] == {"name": None, "hash": None}
     assert md["noise_filter"] == 8.0  # the result passed the default noise filter
+    assert md["crystal_support"] == 0.4  # and reports the crystal's support
     assert set(md["timings"]) >= {"read", "preprocess", "predict", "refine", "write"}
     assert md["software"].startswith("bcdi-stream")
     assert len(md["voxel_size_m"]) == 3 and all(v > 0 for v in md["voxel_size_m"])

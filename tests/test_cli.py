@@ -137,7 +137,7 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
         assert code == 2, (args, err)
         assert len(err.strip().splitlines()) == 1, err
         assert word in err, (args, err)
-    for option in (["--runs", "0"], ["--noise-filter", "-1"]):
+    for option in (["--runs", "0"], ["--noise-filter", "-1"], ["--crystal-support", "1"]):
         code, _, err = _run(capsys, "reconstruct", good, "--out", tmp_path / "o.cxi", *option)
         assert code == 2 and "Traceback" not in err, (option, err)
 

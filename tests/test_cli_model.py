@@ -184,7 +184,8 @@ def test_benchmark_model_rejects_an_unknown_class(trained: Path, capsys) -> None
 def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:
     cxi = tmp_path / "c.cxi"
     assert _run(capsys, "simulate", cxi, "--seed", "5", "--strain", "weak")[0] == 0
-    for method, noise_filter in (("ai", []), ("auto", ["--noise-filter", "0"])):
+    for method, noise_filter in (("ai", []), ("auto", ["--noise-filter", "0",
+                                                       "--crystal-support", "0"])):
         out = tmp_path / f"{method}.cxi"
         code, text, err = _run(capsys, "reconstruct", cxi, "--out", out, "--method", method,
                                "--model", trained / "w.pt", "--runs", "2", "--n-raar", "20",
@@ -196,6 +197,8 @@ def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:
         assert "predict" in summary["timings"]
         assert summary["noise_filter"] == (0.0 if noise_filter else 8.0)
         assert ("denoise" in summary["timings"]) == (not noise_filter)
+        assert summary["crystal_support"] == (0.0 if noise_filter else 0.4)
+        assert ("support" in summary["timings"]) == (not noise_filter)
     code, _, err = _run(capsys, "reconstruct", cxi, "--out", tmp_path / "x.cxi", "--method",
                         "ai", "--model", tmp_path / "missing.pt")
     assert code == 2 and "weights" in err

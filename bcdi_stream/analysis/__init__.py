@@ -4,6 +4,7 @@ Torch, device-agnostic; arrays have their spatial axes ``(z, y, x)`` last. Conve
 NaN outside the support, strain sign) are in :mod:`bcdi_stream.analysis._postprocess`.
 """
 
+from bcdi_stream.analysis._crystal_support import crystal_support
 from bcdi_stream.analysis._metrics import (
     Metrics,
     align_to_truth,
@@ -36,6 +37,7 @@ __all__ = [
     "center_object",
     "choose_twin",
     "compare",
+    "crystal_support",
     "displacement",
     "estimate_phase_ramp",
     "mirror",

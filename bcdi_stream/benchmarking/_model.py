@@ -9,9 +9,10 @@ and two whose crystals all carry a dislocation loop, ``weak+loop`` and ``medium+
 (:data:`BENCH_CLASSES`). Every
 method runs on every crystal in the same process, one after the other, so the time ratios are
 measured under the same load.
-Every method's result passes the pipeline's noise filter (``phasing.noise_filter``,
-:func:`bcdi_stream.phasing.denoise`; inside its timing) before it is scored; its excess misfit
-is the refined object's. Success: phase RMSE < 0.3 rad and support IoU > 0.6 after alignment
+Every method's result passes the pipeline's :func:`bcdi_stream.pipeline.finish` (the noise
+filter, ``phasing.noise_filter``, and the crystal's support, ``phasing.crystal_support``;
+inside its timing) before it is scored; its excess misfit is the refined object's.
+Success: phase RMSE < 0.3 rad and support IoU > 0.6 after alignment
 (:func:`bcdi_stream.analysis.compare`).
 """
 
@@ -60,7 +61,8 @@ def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, 
 def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, seed: int,
                 dev: torch.device) -> dict[str, Any]:
     from bcdi_stream.ai_phasing import phase_ai, phase_auto, predict_start
-    from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
+    from bcdi_stream.phasing import excess_misfit, run_conventional
+    from bcdi_stream.pipeline import finish
 
     i_t, m_t = crystal.intensity.to(dev), crystal.mask.to(dev)
     t0 = time.perf_counter()
@@ -99,7 +101,7 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     else:
         raise ValueError(f"method must be one of {MODEL_METHODS}, got {method!r}")
     raw = obj
-    obj, sup = apply_noise_filter(obj, sup, i_t, m_t, settings)  # as the pipeline does
+    obj, sup = finish(obj, sup, i_t, m_t, settings)  # as the pipeline does
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0

@@ -405,8 +405,9 @@ def process_run(
         timings["refine"] = round(wall - predict, 4)
         if isinstance(rec.meta.get("model"), Mapping):
             md["model"] = dict(rec.meta["model"])
-        if isinstance(rec.meta.get("noise_filter"), (int, float)):
-            md["noise_filter"] = float(rec.meta["noise_filter"])
+        for key in ("noise_filter", "crystal_support"):
+            if isinstance(rec.meta.get(key), (int, float)):
+                md[key] = float(rec.meta[key])
 
         stage = "write"
         t0 = time.perf_counter()

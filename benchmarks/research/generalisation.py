@@ -11,9 +11,11 @@ refinement (``phase_ai``: RAAR 100 + ER 100 until session 5, HIO 100 + ER 100 si
 ``--random``, by RAAR 100 + ER 100 from random phases;
 with ``--truth``, by RAAR 100 + ER 100 from the TRUE φ(q) with the measured modulus (the
 ceiling of any prediction). Since session 18 every result is scored after the pipeline's noise
-filter (``PhasingSettings().noise_filter``, :func:`bcdi_stream.phasing.denoise`), as
-``bcdi-stream reconstruct`` returns it, and the AI result also as refined (``refined_rmse``,
-``refined_ok``). Prints one JSON line per crystal (with the AI result's LLK and
+filter (``PhasingSettings().noise_filter``, :func:`bcdi_stream.phasing.denoise`), and since
+session 19 with the crystal's support (``PhasingSettings().crystal_support``), as
+``bcdi-stream reconstruct`` returns it (:func:`bcdi_stream.pipeline.finish`), and the AI result
+also as refined, with shrink-wrap's support (``refined_rmse``, ``refined_ok``).
+Prints one JSON line per crystal (with the AI result's LLK and
 excess misfit, the ``auto`` trigger) and a summary per variant.
 
     python benchmarks/research/generalisation.py --variants photons2e3 bg3 medium --n 10 --random
@@ -54,6 +56,9 @@ VARIANTS: dict[str, dict] = {
     "medium_fault": {"n": 64, "strain": "medium", "fault_probability": 1.0},
     "weak_loop": {"n": 64, "strain": "weak", "loop_probability": 1.0},
     "medium_loop": {"n": 64, "strain": "medium", "loop_probability": 1.0},
+    "os5": {"n": 64, "strain": "weak", "oversampling": (4.5, 6.0)},
+    "os8": {"n": 64, "strain": "weak", "oversampling": (6.0, 9.0)},
+    "os5_medium": {"n": 64, "strain": "medium", "oversampling": (4.5, 6.0)},
 }
 
 
@@ -103,7 +108,8 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import AISettings, PhasingSettings
-    from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
+    from bcdi_stream.phasing import excess_misfit, run_conventional
+    from bcdi_stream.pipeline import finish
 
     loaded = cached_model()
     # the refinement of the random-start and true-phase comparisons (the AI method's until
@@ -113,8 +119,9 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
     trigger = AISettings().fallback_misfit
 
     def scored(r, data, mask, obj, support):
-        """``compare`` of a result as the pipeline returns it (after its noise filter)."""
-        o, s = apply_noise_filter(r.obj, r.support, data, mask, shipped)
+        """``compare`` of a result as the pipeline returns it (after its noise filter and, since
+        session 19, with the crystal's support)."""
+        o, s = finish(r.obj, r.support, data, mask, shipped)
         return compare(o, obj, support, recon_support=s)
 
     rows = []
@@ -142,7 +149,8 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     line = (f"{variant}: AI+refinement {sum(r['ok'] for r in rows)}/{len(rows)} "
-            f"(as refined, before the noise filter, {sum(r['refined_ok'] for r in rows)}), "
+            f"(as refined, before the noise filter and the crystal support, "
+            f"{sum(r['refined_ok'] for r in rows)}), "
             f"median {statistics.median(r['rmse'] for r in rows):.3f} rad, "
             f"{statistics.median(r['s'] for r in rows):.2f} s")
     ok = [r for r in rows if r["ok"]]
