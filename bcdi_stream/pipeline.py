@@ -21,7 +21,7 @@ from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
 from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
-from bcdi_stream.validation import validate_intensity
+from bcdi_stream.validation import photon_scale, validate_intensity
 
 __all__ = ["METHODS", "Reconstruction", "default_method", "finish", "model_available",
            "reconstruct"]
@@ -51,13 +51,17 @@ class Reconstruction:
         The method that produced the result.
     quality : dict
         Poisson LLK, χ², per-run LLKs and success flags, of the refined object (before the
-        noise filter, which gives up the fit at noisy pixels on purpose).
+        noise filter, which gives up the fit at noisy pixels on purpose), in photons (an
+        intensity of scaled counts is converted, ``meta["photon_scale"]``).
     timings : dict
         Seconds per stage (``validate``, ``phase``, ``denoise``, ``support``, ``postprocess``,
         ``total``).
     meta : dict
         JSON-able provenance: software version, device, seed, settings, geometry,
-        ``noise_filter`` (its counts; 0 = off), ``crystal_support`` (its threshold; 0 = off).
+        ``photon_scale`` (photons per unit of the input intensity,
+        :func:`bcdi_stream.validation.photon_scale`: 1 for counts, None when the values are not
+        counts), ``noise_filter`` (its counts; 0 = off, or not applied because the intensity
+        is not in photons), ``crystal_support`` (its threshold; 0 = off).
     """
 
     obj: torch.Tensor
@@ -117,12 +121,14 @@ def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
 
 def finish(obj: torch.Tensor, support: torch.Tensor, intensity: torch.Tensor,
            mask: torch.Tensor | None, phasing: PhasingSettings,
-           timings: dict[str, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           timings: dict[str, float] | None = None, *, counts: bool = True
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """What every method's result goes through before post-processing.
 
     The noise filter (``phasing.noise_filter``, :func:`bcdi_stream.phasing.denoise`), then
     the reported support (``phasing.crystal_support``,
-    :func:`bcdi_stream.analysis.crystal_support`); a step set to 0 is skipped.
+    :func:`bcdi_stream.analysis.crystal_support`); a step set to 0 is skipped, and so is the
+    filter when the intensity is not in photons (``counts`` False).
 
     Parameters
     ----------
@@ -134,6 +140,9 @@ def finish(obj: torch.Tensor, support: torch.Tensor, intensity: torch.Tensor,
         ``noise_filter``, ``crystal_support`` and the last shrink-wrap's width and threshold.
     timings : dict, optional
         Receives the seconds of each step run (``denoise``, ``support``).
+    counts : bool
+        The intensity is in photons (:func:`bcdi_stream.validation.photon_scale` is 1): the
+        filter's ``noise_filter`` counts mean something.
 
     Returns
     -------
@@ -141,7 +150,7 @@ def finish(obj: torch.Tensor, support: torch.Tensor, intensity: torch.Tensor,
         The object and the bool support to post-process and report.
     """
     timings = {} if timings is None else timings
-    if phasing.noise_filter > 0:
+    if phasing.noise_filter > 0 and counts:
         with _stage(timings, "denoise"):
             obj, support = apply_noise_filter(obj, support, intensity, mask, phasing)
     if phasing.crystal_support > 0:
@@ -168,8 +177,11 @@ def reconstruct(
     Parameters
     ----------
     intensity : array-like
-        3D diffraction intensity (counts), Bragg peak near the grid centre; numpy, torch or
-        cupy.
+        3D diffraction intensity, Bragg peak near the grid centre; numpy, torch or cupy.
+        Photon counts, or counts scaled by one factor (normalised by a monitor, an exposure
+        time or the maximum: converted back to photons for the phasing and the result scaled
+        back); other values (noise-free, flat-field-corrected) are phased as given, without
+        the noise filter (:func:`bcdi_stream.validation.photon_scale`).
     mask : array-like, optional
         Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free.
     method : {"conventional", "ai", "auto"}
@@ -227,6 +239,10 @@ def reconstruct(
         data, bad = validate_intensity(intensity, mask)
         data = data.to(dev)
         bad = bad.to(dev) if bad is not None else None
+        # photons: what the noise filter, the LLK and the excess misfit count in
+        photons = photon_scale(data, bad)
+        if photons is not None and photons != 1.0:
+            data = torch.round(data * photons)  # the counts, to float32's last bit
 
     used = method
     fallback: dict[str, Any] | None = None
@@ -253,7 +269,10 @@ def reconstruct(
                               "llk": [float(v) for v in first.llk_runs],
                               "kept": first.best_run == 1}
 
-    obj, support = finish(result.obj, result.support, data, bad, phasing, timings)
+    obj, support = finish(result.obj, result.support, data, bad, phasing, timings,
+                          counts=photons is not None)
+    if photons is not None and photons != 1.0:
+        obj = obj / photons**0.5  # back to the input's units
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
     g_norm = geometry.g_norm if geometry is not None else None
     voxel = geometry.voxel_size(tuple(data.shape)) if geometry is not None else None
@@ -280,7 +299,8 @@ def reconstruct(
         "g_hat": list(g_hat),
         "geometry": geometry.to_dict() if geometry is not None else None,
         "settings": phasing.model_dump(),
-        "noise_filter": float(phasing.noise_filter),
+        "noise_filter": float(phasing.noise_filter) if photons is not None else 0.0,
+        "photon_scale": photons,
         "crystal_support": float(phasing.crystal_support),
     }
     if loaded is not None:

@@ -20,11 +20,19 @@ __all__ = [
     "check_frames",
     "check_saturation",
     "data_warnings",
+    "photon_scale",
     "validate_intensity",
 ]
 
 #: Default voxel budget: 2**25 (about 320³) voxels, 256 MiB per complex64 array.
 DEFAULT_MAX_VOXELS: int = 2**25
+#: :func:`photon_scale`: share of the checked values that must sit on the count lattice, how
+#: near (in photons), the fewest values a verdict on scaled counts needs, and which values are
+#: checked (below this many photons, where float32 still resolves a single photon).
+_ON_LATTICE = 0.99
+_LATTICE_TOL = 0.02
+_MIN_CHECKED = 100
+_FAINT_PHOTONS = 1000.0
 
 
 def _positive_int(v: Any, name: str) -> int:
@@ -283,3 +291,59 @@ def data_warnings(data: Any, mask: Any = None, *, saturation: float | None = Non
     list of str
     """
     return check_saturation(data, mask, level=saturation) + check_frames(data, mask)
+
+
+def photon_scale(intensity: Any, mask: Any = None) -> float | None:
+    """Photons per unit of ``intensity``: 1 for counts, ``1/q`` for counts scaled by ``q``.
+
+    The noise filter, the Poisson likelihood and the excess misfit (``auto``'s trigger) work in
+    photons. Counts are integers; counts divided by a monitor, an exposure time or their
+    maximum are integer multiples of one photon's value ``q``, which is then the smallest
+    positive value. Values that are neither (a noise-free simulation, flat-field-corrected
+    frames) carry no photon scale.
+
+    Parameters
+    ----------
+    intensity : array-like
+        3D intensity, as :func:`validate_intensity` returns it.
+    mask : array-like, optional
+        Bad pixels (nonzero = bad), left out of the check.
+
+    Returns
+    -------
+    float or None
+        ``1/q`` when 99 % of the positive measured values below 1000 ``q`` (at least 100 of
+        them) lie within 0.02 of a multiple of ``q``, the smallest positive value (1 for
+        counts); else 1.0 when 99 % of all of them lie within 0.02 of a positive integer;
+        None otherwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> counts = torch.poisson(torch.full((8, 8, 8), 3.0, dtype=torch.float64),
+    ...                        generator=torch.Generator().manual_seed(0))
+    >>> photon_scale(counts), photon_scale(counts / 7.5)
+    (1.0, 7.5)
+    >>> photon_scale(counts + 0.3) is None
+    True
+    """
+    x = as_tensor(intensity).to(torch.float64)
+    valid = x > 0
+    if mask is not None:
+        valid &= ~as_tensor(mask).to(x.device).bool()
+    values = x[valid]
+    if values.numel() == 0:
+        return None
+
+    def on_lattice(v: torch.Tensor) -> bool:
+        # a positive count is at least one photon
+        n = v.round()
+        near = (n >= 1) & ((v - n).abs() <= _LATTICE_TOL)
+        return float(near.double().mean()) >= _ON_LATTICE
+
+    q = float(values.min())
+    photons = values / q
+    faint = photons[photons < _FAINT_PHOTONS]
+    if faint.numel() >= _MIN_CHECKED and on_lattice(faint):
+        return 1.0 / q if q != 1.0 else 1.0
+    return 1.0 if on_lattice(values) else None

@@ -414,6 +414,31 @@ def test_every_method_reports_the_crystal_support(weights, crystal, method) -> N
     assert ma.phase_rmse == pytest.approx(mb.phase_rmse, abs=0.02)
 
 
+def test_scaled_counts_are_phased_as_counts_and_other_values_without_the_filter(
+        weights, crystal) -> None:
+    from bcdi_stream.physics import fft_centered
+
+    settings = _settings(weights)
+    counts = reconstruct(crystal.intensity, crystal.mask, method="ai", settings=settings)
+    top = float(crystal.intensity.max())
+    scaled = reconstruct(crystal.intensity / top, crystal.mask, method="ai", settings=settings)
+    assert counts.meta["photon_scale"] == 1.0 and counts.meta["noise_filter"] == 8.0
+    assert scaled.meta["photon_scale"] == pytest.approx(top, rel=1e-5)
+    assert scaled.meta["noise_filter"] == 8.0 and "denoise" in scaled.timings
+    # the same counts (rounded back from float32), the same refinement, in the input's units
+    assert scaled.quality["llk"] == counts.quality["llk"]
+    assert torch.allclose(scaled.obj * top**0.5, counts.obj, rtol=1e-4, atol=1e-4 * float(
+        counts.obj.abs().max()))
+    model = float(fft_centered(scaled.obj).abs().square().sum())
+    assert 0.5 < model / float(crystal.intensity[~crystal.mask].sum() / top) < 1.01
+    # a noise-free pattern normalised to 1 carries no photon scale: no filter (whose 8 counts
+    # would erase it)
+    clean = fft_centered(crystal.obj).abs().square()
+    rec = reconstruct(clean / clean.max(), crystal.mask, method="ai", settings=settings)
+    assert rec.meta["photon_scale"] is None and rec.meta["noise_filter"] == 0.0
+    assert "denoise" not in rec.timings and "support" in rec.timings
+
+
 @pytest.mark.parametrize("method", ["conventional", "ai"])
 def test_every_method_passes_the_noise_filter(weights, crystal, method) -> None:
     on = _settings(weights)

@@ -11,6 +11,7 @@ from bcdi_stream.validation import (
     check_frames,
     check_saturation,
     data_warnings,
+    photon_scale,
     validate_intensity,
 )
 
@@ -142,3 +143,42 @@ def test_frame_warnings():
     assert any("cut" in m and "last" in m for m in msgs)
     assert any("far from the centre" in m for m in msgs)
     assert all("\n" not in m for m in msgs)
+
+
+# --------------------------------------------------------------------------- photon scale
+def _counts() -> torch.Tensor:
+    """Poisson counts of a Gaussian peak (1e4 at the top, many 1-photon pixels)."""
+    rate = torch.from_numpy(_peak((24, 24, 24)))
+    return torch.poisson(rate, generator=torch.Generator().manual_seed(3))
+
+
+def test_photon_scale_of_counts_and_scaled_counts() -> None:
+    counts = _counts()
+    assert photon_scale(counts) == 1.0
+    assert photon_scale(counts.to(torch.float32)) == 1.0
+    for factor in (7.5, float(counts.max()), 1e-3):
+        assert photon_scale((counts / factor).to(torch.float32)) == pytest.approx(factor,
+                                                                                  rel=1e-5)
+
+
+def test_photon_scale_is_none_when_the_values_are_not_counts() -> None:
+    counts = _counts()
+    clean = torch.from_numpy(_peak((24, 24, 24)))
+    assert photon_scale(clean) is None  # noise-free
+    assert photon_scale(clean / clean.max()) is None  # noise-free, normalised: mostly < 0.02
+    assert photon_scale(counts * (1 + 0.05 * torch.rand(counts.shape, generator=torch
+                                                         .Generator().manual_seed(0)))) is None
+    assert photon_scale(torch.zeros(8, 8, 8)) is None
+    few = torch.zeros(8, 8, 8)
+    few[4, 4, :5] = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]) / 3.3
+    assert photon_scale(few) is None  # five values cannot tell scaled counts
+
+
+def test_photon_scale_ignores_masked_pixels() -> None:
+    counts = _counts()
+    mask = torch.zeros(counts.shape, dtype=torch.bool)
+    mask[:, :4] = True
+    spoiled = counts.clone()
+    spoiled[mask] = 0.37  # a gap filled with something else
+    assert photon_scale(spoiled) is None
+    assert photon_scale(spoiled, mask) == 1.0

@@ -97,12 +97,11 @@ def _mask(support: Any, like: torch.Tensor, name: str = "support") -> torch.Tens
             f"{name} must have the spatial shape {tuple(like.shape[-3:])} of the object, "
             f"got {tuple(m.shape)}"
         )
-    try:
-        torch.broadcast_shapes(m.shape, like.shape)
-    except RuntimeError as exc:
+    # by hand: torch.broadcast_shapes imports sympy (~0.6 s on a process's first scan)
+    if any(a != b and 1 not in (a, b) for a, b in zip(m.shape[::-1], like.shape[::-1])):
         raise ValueError(
             f"{name} of shape {tuple(m.shape)} does not broadcast to {tuple(like.shape)}"
-        ) from exc
+        )
     return m if m.dtype == torch.bool else m != 0
 
 

@@ -408,6 +408,9 @@ def process_run(
         for key in ("noise_filter", "crystal_support"):
             if isinstance(rec.meta.get(key), (int, float)):
                 md[key] = float(rec.meta[key])
+        if "photon_scale" in rec.meta:  # None: the frames were not counts
+            scale = rec.meta["photon_scale"]
+            md["photon_scale"] = float(scale) if isinstance(scale, (int, float)) else None
 
         stage = "write"
         t0 = time.perf_counter()

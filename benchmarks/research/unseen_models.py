@@ -24,9 +24,14 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``aggregate``: two copies of the crystal fused (the second shifted by up to half its size,
   as far as the grid's oversampling of 2 allows) with a random phase offset between them: a
   support that is not convex, with a neck; ``fused``: the same two copies without the offset
-  (one lattice through the neck), to tell the shape from the offset.
+  (one lattice through the neck), to tell the shape from the offset;
+- ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
+  0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
+  phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
+  way), the control of any variant.
 
-The base crystal is of the weak class unless the variant ends in ``_medium`` (span 1–2.5π).
+The base crystal is of the weak class unless the variant ends in ``_medium`` (span 1–2.5π) or
+``_strong`` (the simulator's strong level, ``binary_strong`` and ``none_strong`` only).
 Methods: AI = the shipped ``phase_ai``; with ``--random`` RAAR 100 + ER 100 from random phases;
 with ``--truth`` the same from the TRUE φ(q) (the ceiling of any prediction). One JSON line per
 crystal, a summary per variant.
@@ -43,8 +48,9 @@ from dataclasses import dataclass
 import torch
 from generalisation import probe_arguments, score_variant
 
-BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused")
-VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES))
+BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
+         "binary", "none")
+VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
 
@@ -71,8 +77,9 @@ def change(variant: str, seed: int) -> Changed:
     from bcdi_stream.simulation import simulate_crystal
     from bcdi_stream.simulation._forward import detector_blur, poisson_noise
 
-    base = variant.removesuffix("_medium")
-    strain = (1.0 * math.pi, 2.5 * math.pi) if variant.endswith("_medium") else "weak"
+    base = variant.removesuffix("_medium").removesuffix("_strong")
+    strain = ((1.0 * math.pi, 2.5 * math.pi) if variant.endswith("_medium")
+              else "strong" if variant.endswith("_strong") else "weak")
     c = simulate_crystal(seed, device="cpu", n=64, strain=strain)
     gen = torch.Generator().manual_seed(seed)
     amp, phase = c.obj.abs().double(), c.obj.angle().double()
@@ -139,6 +146,10 @@ def change(variant: str, seed: int) -> Changed:
         amp = torch.where(new, copy_amp, amp)
         phase = torch.where(new, copy_phase, phase)
         inside = amp > 0.5
+    elif base == "binary":
+        amp = inside.double()
+    elif base == "none":
+        pass
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     obj = torch.polar(amp, phase * (amp > 0)).to(torch.complex64)
