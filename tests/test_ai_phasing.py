@@ -395,18 +395,26 @@ def test_auto_polish_can_be_turned_off(weights, crystal) -> None:
         assert len(out.fallback["views"]) == 1
 
 
+def _with_and_without(weights, crystal, method: str, setting: str, timing: str):
+    """``reconstruct`` with the default ``phasing.<setting>`` and with it at 0; checks the
+    record (``meta``, the ``timing`` key) and that both finished the same refinement."""
+    on = _settings(weights)
+    off = on.model_copy(update={"phasing": on.phasing.model_copy(update={setting: 0})})
+    a, b = (reconstruct(crystal.intensity, crystal.mask, method=method, settings=s)
+            for s in (on, off))
+    assert a.meta[setting] == getattr(on.phasing, setting) > 0 and b.meta[setting] == 0.0
+    assert a.timings[timing] > 0 and timing not in b.timings
+    # one refinement: its quality figures are the refined object's, before either step
+    assert a.quality["llk"] == b.quality["llk"]
+    return a, b
+
+
 @pytest.mark.parametrize("method", ["conventional", "ai"])
 def test_every_method_reports_the_crystal_support(weights, crystal, method) -> None:
-    on = _settings(weights)
-    off = on.model_copy(update={"phasing": on.phasing.model_copy(update={"crystal_support": 0})})
-    a = reconstruct(crystal.intensity, crystal.mask, method=method, settings=on)
-    b = reconstruct(crystal.intensity, crystal.mask, method=method, settings=off)
-    assert a.meta["crystal_support"] == 0.4 and b.meta["crystal_support"] == 0.0
-    assert a.timings["support"] > 0 and "support" not in b.timings
     from bcdi_stream.analysis import compare
 
-    # one refinement (its quality figures), a tighter support, nearer the true shape
-    assert a.quality["llk"] == b.quality["llk"]
+    a, b = _with_and_without(weights, crystal, method, "crystal_support", "support")
+    # a tighter support, nearer the true shape; the same phase
     assert 0.5 * int(b.support.sum()) < int(a.support.sum()) < int(b.support.sum())
     ma, mb = (compare(r.obj, crystal.obj, crystal.support, recon_support=r.support)
               for r in (a, b))
@@ -441,15 +449,8 @@ def test_scaled_counts_are_phased_as_counts_and_other_values_without_the_filter(
 
 @pytest.mark.parametrize("method", ["conventional", "ai"])
 def test_every_method_passes_the_noise_filter(weights, crystal, method) -> None:
-    on = _settings(weights)
-    off = on.model_copy(update={"phasing": on.phasing.model_copy(update={"noise_filter": 0})})
-    a = reconstruct(crystal.intensity, crystal.mask, method=method, settings=on)
-    b = reconstruct(crystal.intensity, crystal.mask, method=method, settings=off)
-    assert a.meta["noise_filter"] == 8.0 and b.meta["noise_filter"] == 0.0
-    assert a.timings["denoise"] > 0 and "denoise" not in b.timings
-    # one refinement: its quality figures are the refined object's, before the filter
-    assert a.quality["llk"] == b.quality["llk"]
-    # which then loses the amplitude of its faint pixels (centring and ramp removal keep the
-    # total), and no more than that
+    a, b = _with_and_without(weights, crystal, method, "noise_filter", "denoise")
+    # the filtered object loses the amplitude of its faint pixels (centring and ramp removal
+    # keep the total), and no more than that
     energy = [float(r.obj.abs().square().sum()) for r in (a, b)]
     assert 0.5 * energy[1] < energy[0] < 0.999 * energy[1]

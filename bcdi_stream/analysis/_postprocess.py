@@ -97,8 +97,10 @@ def _mask(support: Any, like: torch.Tensor, name: str = "support") -> torch.Tens
             f"{name} must have the spatial shape {tuple(like.shape[-3:])} of the object, "
             f"got {tuple(m.shape)}"
         )
-    # by hand: torch.broadcast_shapes imports sympy (~0.6 s on a process's first scan)
-    if any(a != b and 1 not in (a, b) for a, b in zip(m.shape[::-1], like.shape[::-1])):
+    # by hand: torch.broadcast_shapes imports sympy (~0.4 s on a process's first scan); the
+    # shorter shape's missing leading axes broadcast
+    pairs = zip(m.shape[::-1], like.shape[::-1], strict=False)
+    if any(a != b and 1 not in (a, b) for a, b in pairs):
         raise ValueError(
             f"{name} of shape {tuple(m.shape)} does not broadcast to {tuple(like.shape)}"
         )

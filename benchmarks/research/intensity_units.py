@@ -13,7 +13,8 @@ Representations: ``counts``; ``counts/max`` (normalised to 1); ``counts/monitor`
 1234.5); ``clean/max`` (noise-free |ψ|², normalised to 1); ``clean*1e6`` (noise-free, peak 1e6);
 ``flatfield`` (counts times a per-pixel gain 1 ± 2 %, seeded).
 
-    python benchmarks/research/intensity_units.py --classes weak=10 strong=10
+    python benchmarks/research/intensity_units.py --classes weak=10
+    python benchmarks/research/intensity_units.py --classes weak=0 strong=10
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 
 import torch
+from _probe import add_class_options, class_counts
 
 REPRESENTATIONS = ("counts", "counts/max", "counts/monitor", "clean/max", "clean*1e6",
                    "flatfield")
@@ -51,11 +53,8 @@ def represent(name: str, crystal, seed: int) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--classes", nargs="+", default=["weak=10"])
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
+    add_class_options(ap)
+    counts = class_counts(ap.parse_args())
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import Settings
@@ -64,7 +63,6 @@ def main() -> None:
 
     loaded = cached_model()
     settings = Settings(device="cpu")
-    counts = {k: int(v) for k, v in (c.split("=") for c in args.classes)}
     totals: dict[tuple[str, str], list[int]] = {}
     for cls, seed, c in fixed_set(VAL_SEED0, counts):
         for name in REPRESENTATIONS:

@@ -30,6 +30,7 @@ import json
 import statistics
 
 import torch
+from _probe import add_class_options, class_counts
 
 THRESHOLDS = (0.3, 0.4, 0.5)
 
@@ -61,14 +62,12 @@ def candidates(obj: torch.Tensor, sw: torch.Tensor, pct: float) -> dict[str, tor
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--classes", nargs="*", default=[], help="validation class=count")
+    add_class_options(ap)
     ap.add_argument("--variants", nargs="*", default=[], help="generalisation.py variants")
     ap.add_argument("--n", type=int, default=10, help="crystals per variant")
     ap.add_argument("--pct", type=float, default=90.0)
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
+    counts = class_counts(args)
     from generalisation import crystals
 
     from bcdi_stream.ai_phasing import cached_model, phase_ai
@@ -79,7 +78,6 @@ def main() -> None:
 
     loaded = cached_model()
     shipped = PhasingSettings()
-    counts = {k: int(v) for k, v in (c.split("=") for c in args.classes)}
 
     def items():
         for cls, seed, c in fixed_set(VAL_SEED0, counts):
