@@ -59,6 +59,9 @@ VARIANTS: dict[str, dict] = {
     "os5": {"n": 64, "strain": "weak", "oversampling": (4.5, 6.0)},
     "os8": {"n": 64, "strain": "weak", "oversampling": (6.0, 9.0)},
     "os5_medium": {"n": 64, "strain": "medium", "oversampling": (4.5, 6.0)},
+    "blur12": {"n": 64, "strain": "weak", "blur_sigma": 1.2},
+    "blur15": {"n": 64, "strain": "weak", "blur_sigma": 1.5},
+    "blur12_medium": {"n": 64, "strain": "medium", "blur_sigma": 1.2},
 }
 
 
