@@ -96,6 +96,9 @@ def probe_arguments(doc: str, variants: list[str], default: list[str], *,
     ap.add_argument("--random", action="store_true", help="also refine from random phases")
     ap.add_argument("--truth", action="store_true",
                     help="also refine from the true phase (the ceiling of a prediction)")
+    ap.add_argument("--auto", action="store_true",
+                    help="also score the auto method (bcdi_stream.pipeline.reconstruct): the AI "
+                    "result where its misfit is under the trigger, else auto's own run")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -110,9 +113,9 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
     variant's summary."""
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
-    from bcdi_stream.config import AISettings, PhasingSettings
+    from bcdi_stream.config import AISettings, PhasingSettings, Settings
     from bcdi_stream.phasing import excess_misfit, run_conventional
-    from bcdi_stream.pipeline import finish
+    from bcdi_stream.pipeline import finish, reconstruct
 
     loaded = cached_model()
     # the refinement of the random-start and true-phase comparisons (the AI method's until
@@ -149,6 +152,15 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
             r3 = refine_from_phase(data, mask, phase_q, raar)
             m3 = scored(r3, data, mask, obj, support)
             row.update(truth_rmse=round(m3.phase_rmse, 3), truth_ok=bool(m3.success))
+        if getattr(args, "auto", False):
+            if row["misfit"] <= trigger:  # auto keeps the AI result: no fallback
+                row.update(auto_rmse=row["rmse"], auto_ok=row["ok"], auto_used="ai")
+            else:
+                rec = reconstruct(data, mask, method="auto", seed=0, model=loaded,
+                                  settings=Settings(device="cpu"))
+                m4 = compare(rec.obj, obj, support, recon_support=rec.support)
+                row.update(auto_rmse=round(m4.phase_rmse, 3), auto_ok=bool(m4.success),
+                           auto_used=rec.method)
         rows.append(row)
         print(json.dumps(row), flush=True)
     line = (f"{variant}: AI+refinement {sum(r['ok'] for r in rows)}/{len(rows)} "
@@ -165,6 +177,8 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
         line += f"; random start {sum(r['random_ok'] for r in rows)}/{len(rows)}"
     if args.truth:
         line += f"; true phase {sum(r['truth_ok'] for r in rows)}/{len(rows)}"
+    if getattr(args, "auto", False):
+        line += f"; auto {sum(r['auto_ok'] for r in rows)}/{len(rows)}"
     print(line, flush=True)
 
 
