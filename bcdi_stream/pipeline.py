@@ -241,7 +241,8 @@ def reconstruct(
         bad = bad.to(dev) if bad is not None else None
         # photons: what the noise filter, the LLK and the excess misfit count in
         photons = photon_scale(data, bad)
-        if photons is not None and photons != 1.0:
+        scaled = photons is not None and photons != 1.0
+        if scaled:
             data = torch.round(data * photons)  # the counts, to float32's last bit
 
     used = method
@@ -271,7 +272,7 @@ def reconstruct(
 
     obj, support = finish(result.obj, result.support, data, bad, phasing, timings,
                           counts=photons is not None)
-    if photons is not None and photons != 1.0:
+    if scaled:
         obj = obj / photons**0.5  # back to the input's units
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
     g_norm = geometry.g_norm if geometry is not None else None

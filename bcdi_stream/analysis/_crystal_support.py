@@ -72,6 +72,26 @@ def crystal_support(obj: Any, support: Any, threshold: float = 0.4,
     >>> int(crystal_support(obj, wide).sum())
     216
     """
+    m, cut, room = amplitude_cut(obj, support, threshold, percentile)
+    if cut is None:
+        return m
+    closed = _erode(_dilate(cut)) & room
+    if int(closed.sum()) < _COLLAPSE * int(m.sum()):
+        return m
+    return closed
+
+
+def amplitude_cut(obj: Any, support: Any, threshold: float, percentile: float
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """:func:`crystal_support`'s cut before its closing (also what its research probe scores).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor or None, torch.Tensor)
+        The given support as a bool tensor, ``|obj| > threshold × reference`` within one
+        voxel of it (None when the support is empty or its reference amplitude 0), and that
+        one-voxel neighbourhood.
+    """
     if not 0 < float(threshold) < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
     if not (math.isfinite(float(percentile)) and 0 < float(percentile) <= 100):
@@ -79,16 +99,13 @@ def crystal_support(obj: Any, support: Any, threshold: float = 0.4,
     t = _complex(obj)
     _require_3d(t, "obj")
     m = _mask(support, t)
-    inside = t.abs()[m].to(torch.float32)
+    amp = t.abs()
+    room = _dilate(m)
+    inside = amp[m].to(torch.float32)
     if inside.numel() == 0:
-        return m
+        return m, None, room
     k = max(1, math.ceil(float(percentile) / 100.0 * inside.numel()))
     reference = float(inside.kthvalue(k).values)
     if not reference > 0:
-        return m
-    room = _dilate(m)
-    cut = (t.abs() > threshold * reference) & room
-    closed = _erode(_dilate(cut)) & room
-    if int(closed.sum()) < _COLLAPSE * int(m.sum()):
-        return m
-    return closed
+        return m, None, room
+    return m, (amp > threshold * reference) & room, room

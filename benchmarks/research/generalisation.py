@@ -122,6 +122,7 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
     # session 5)
     raar = PhasingSettings(runs=1, n_raar=100, n_hio=0, n_er=100)
     shipped = PhasingSettings()
+    on_cpu = Settings(device="cpu")  # the auto method as shipped (--auto)
     trigger = AISettings().fallback_misfit
 
     def scored(r, data, mask, obj, support):
@@ -157,7 +158,7 @@ def score_variant(variant: str, items, args: argparse.Namespace) -> None:
                 row.update(auto_rmse=row["rmse"], auto_ok=row["ok"], auto_used="ai")
             else:
                 rec = reconstruct(data, mask, method="auto", seed=0, model=loaded,
-                                  settings=Settings(device="cpu"))
+                                  settings=on_cpu)
                 m4 = compare(rec.obj, obj, support, recon_support=rec.support)
                 row.update(auto_rmse=round(m4.phase_rmse, 3), auto_ok=bool(m4.success),
                            auto_used=rec.method)

@@ -8,14 +8,15 @@ on crystals of 30 voxels that costs little (IoU ≈ 0.85), on crystals of 6–10
 (``generalisation.py --variants os8``). This probe phases each crystal once with the shipped
 AI method and noise filter and scores candidate supports drawn from the same filtered object:
 
-- ``sw``: the pipeline's (shrink-wrap, 0.2 of the maximum);
+- ``sw``: shrink-wrap's (0.2 of the maximum), reported until session 19;
 - ``aT``: amplitude > T × the reference amplitude, the reference being the ``--pct``
-  percentile of the amplitude inside ``sw`` (robust to a few hot voxels);
+  percentile of the amplitude inside ``sw`` (robust to a few hot voxels), within one voxel of
+  ``sw`` (``bcdi_stream.analysis._crystal_support.amplitude_cut``);
 - ``aT_c``: the same closed by one voxel (6-connected), which fills the amplitude dips along
-  a dislocation core or a fault plane but not a void;
+  a dislocation core or a fault plane but not a void: the shipped
+  ``bcdi_stream.analysis.crystal_support`` at threshold T (0.4 ships).
 
-all intersected with ``sw`` dilated by one voxel (the cut must not reach the grid's other
-side). Classes are validation crystals (``VAL_SEED0``); ``os5``/``os8`` are the small-crystal
+Classes are validation crystals (``VAL_SEED0``); ``os5``/``os8`` are the small-crystal
 variants of ``generalisation.py``. One JSON line per crystal (the IoU of each candidate, the
 phase RMSE, which no support changes), the mean IoU and the successes per candidate.
 
@@ -35,28 +36,16 @@ from _probe import add_class_options, class_counts
 THRESHOLDS = (0.3, 0.4, 0.5)
 
 
-def _dilate(m: torch.Tensor) -> torch.Tensor:
-    """One-voxel 6-connected dilation."""
-    out = m.clone()
-    for d in range(3):
-        out |= torch.roll(m, 1, d) | torch.roll(m, -1, d)
-    return out
-
-
-def _erode(m: torch.Tensor) -> torch.Tensor:
-    return ~_dilate(~m)
-
-
 def candidates(obj: torch.Tensor, sw: torch.Tensor, pct: float) -> dict[str, torch.Tensor]:
-    """The candidate supports of one filtered object."""
-    amp = obj.abs()
-    ref = torch.quantile(amp[sw].float(), pct / 100.0) if bool(sw.any()) else amp.max()
-    room = _dilate(sw)
+    """The candidate supports of one filtered object: the shipped function's cut at each
+    threshold (``aT``) and the shipped function itself (``aT_c``)."""
+    from bcdi_stream.analysis import crystal_support
+    from bcdi_stream.analysis._crystal_support import amplitude_cut
+
     out = {"sw": sw}
     for t in THRESHOLDS:
-        cut = (amp > t * ref) & room
-        out[f"a{t:g}"] = cut
-        out[f"a{t:g}_c"] = _erode(_dilate(cut)) & room
+        out[f"a{t:g}"] = amplitude_cut(obj, sw, t, pct)[1]
+        out[f"a{t:g}_c"] = crystal_support(obj, sw, t, pct)
     return out
 
 
