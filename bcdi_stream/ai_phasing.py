@@ -334,8 +334,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
 def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
            settings: PhasingSettings, n_raar: int = 200, n_er: int = 100, cycles: int = 2,
            misfit_max: float = 0.0025, seed: int = 0,
-           device: str | torch.device | None = None, misfit: float | None = None
-           ) -> tuple[PhasingResult, float]:
+           device: str | torch.device | None = None, misfit: float | None = None,
+           counts: bool = True) -> tuple[PhasingResult, float]:
     """Polish a refined result that does not fit the data (the ``auto`` method's first
     fallback stage, :func:`phase_auto`).
 
@@ -365,6 +365,8 @@ def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
         Where the runs go (default: ``data``'s device).
     misfit : float, optional
         ``res``'s excess misfit when the caller has it (else computed here).
+    counts : bool
+        ``data`` is photon counts (the excess misfit's ``counts``).
 
     Returns
     -------
@@ -388,7 +390,7 @@ def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
     first = res
     kept, llks, chis, best = 0, list(res.llk_runs), list(res.chi2_runs), res.best_run
     if misfit is None:
-        misfit = float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma))
+        misfit = float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma, counts=counts))
     for _ in range(cycles):
         if misfit <= misfit_max:
             break
@@ -400,7 +402,7 @@ def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
         if not out.llk < res.llk:
             break
         res, kept, best = out, kept + 1, len(llks) - 1
-        misfit = float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma))
+        misfit = float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma, counts=counts))
     timings = {**first.timings, "polish": time.perf_counter() - t0}
     timings["total"] = timings.get("total", 0.0) + timings["polish"]
     algorithm = first.algorithm
@@ -486,7 +488,7 @@ def seeded_starts(data: torch.Tensor, bad: torch.Tensor | None, phase_q: torch.T
 def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: LoadedModel,
                ai: AISettings, settings: PhasingSettings, seed: int = 0,
                device: str | torch.device | None = None, progress: Any = None,
-               fallback: bool = True) -> AutoOutcome:
+               fallback: bool = True, counts: bool = True) -> AutoOutcome:
     """The ``ai`` method and, with ``fallback``, the ``auto`` method's fallback.
 
     :func:`phase_ai` with the iterations of ``ai``. Then, when ``fallback`` is set and the
@@ -522,6 +524,10 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
         Progress of the fallback recipe.
     fallback : bool
         False: the ``ai`` method (never falls back).
+    counts : bool
+        The intensity is photon counts (:func:`bcdi_stream.validation.photon_scale` is 1);
+        False: the excess misfits count its noise as misfit
+        (:func:`bcdi_stream.phasing.excess_misfit`).
 
     Returns
     -------
@@ -535,7 +541,8 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
                            n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
                            seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis,
                            view=view, n_er_first=ai.n_er_first)
-        return res, st, float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma))
+        return res, st, float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma,
+                                            counts=counts))
 
     result, start, misfit = refined(0)
     out = AutoOutcome(result=result, start=start, ai_result=result, used="ai", fallback=None,
@@ -553,7 +560,7 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
         pol, pol_misfit = polish(res, data, bad, settings=settings, n_raar=ai.polish_raar,
                                  n_er=ai.polish_er, cycles=ai.polish_cycles,
                                  misfit_max=ai.fallback_misfit, seed=seed, device=device,
-                                 misfit=res_misfit)
+                                 misfit=res_misfit, counts=counts)
         out.fallback[key] = {**extra, "llk": float(pol.llk), "misfit": pol_misfit,
                              "algorithm": pol.algorithm}
         if pol.llk < out.result.llk:
@@ -587,7 +594,8 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
         device=device, progress=progress,
         obj_init=seeded_starts(data, bad, kept_phase.to(data.device), runs, seed),
     )
-    conv_misfit = float(excess_misfit(conv.obj, data, bad, psf_sigma=conv.psf_sigma))
+    conv_misfit = float(excess_misfit(conv.obj, data, bad, psf_sigma=conv.psf_sigma,
+                                      counts=counts))
     out.fallback.update(conventional_llk=float(conv.llk), conventional_misfit=conv_misfit)
     if conv.llk < out.result.llk:
         out.result, out.used, out.misfit = conv, "auto:conventional", conv_misfit

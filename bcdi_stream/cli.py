@@ -338,6 +338,12 @@ def reconstruct(
             line += (f"; vs truth: phase RMSE {m['phase_rmse']:.3f} rad, "
                      f"support IoU {m['support_iou']:.2f}")
         typer.echo(line)
+        limit = settings.ai.fallback_misfit
+        if not q["excess_misfit"] <= limit:  # NaN included
+            hint = ("; --method auto tries further" if rec.method == "ai"
+                    else "; treat it as failed")
+            typer.echo(f"warning: the result does not fit the data (excess misfit "
+                       f"{q['excess_misfit']:.2g} > {limit:g}){hint}")
 
 
 def _load_truth(path: Path) -> dict[str, Any]:

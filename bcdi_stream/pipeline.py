@@ -179,9 +179,10 @@ def reconstruct(
     intensity : array-like
         3D diffraction intensity, Bragg peak near the grid centre; numpy, torch or cupy.
         Photon counts, or counts scaled by one factor (normalised by a monitor, an exposure
-        time or the maximum: converted back to photons for the phasing and the result scaled
-        back); other values (noise-free, flat-field-corrected) are phased as given, without
-        the noise filter (:func:`bcdi_stream.validation.photon_scale`).
+        time or the maximum) or by gains near 1 (a flat field, a monitor per frame): converted
+        back to photons for the phasing and the result scaled back. Other values (noise-free)
+        are phased as given, without the noise filter, and their excess misfit counts any
+        noise as misfit (:func:`bcdi_stream.validation.photon_scale`).
     mask : array-like, optional
         Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free.
     method : {"conventional", "ai", "auto"}
@@ -253,12 +254,14 @@ def reconstruct(
             result = run_conventional(
                 data, bad, settings=phasing, seed=seed, device=dev, progress=progress
             )
-            misfit = float(excess_misfit(result.obj, data, bad, psf_sigma=result.psf_sigma))
+            misfit = float(excess_misfit(result.obj, data, bad, psf_sigma=result.psf_sigma,
+                                         counts=photons is not None))
         else:
             from bcdi_stream.ai_phasing import phase_auto
 
             outcome = phase_auto(data, bad, loaded=loaded, ai=ai, settings=phasing, seed=seed,
-                                 device=dev, progress=progress, fallback=method == "auto")
+                                 device=dev, progress=progress, fallback=method == "auto",
+                                 counts=photons is not None)
             start, result, used = outcome.start, outcome.result, outcome.used
             fallback = outcome.fallback
             misfit = outcome.misfit

@@ -33,6 +33,13 @@ _ON_LATTICE = 0.99
 _LATTICE_TOL = 0.02
 _MIN_CHECKED = 100
 _FAINT_PHOTONS = 1000.0
+#: Counts times gains near 1 (a flat field, a monitor per frame): the single-photon cluster
+#: reaches this many times the smallest value, the checked values are those below this many
+#: photons, and this share of them must lie this near a whole number of photons.
+_GAIN_CLUSTER = 1.5
+_GAIN_FAINT = 4.5
+_GAIN_ON_LATTICE = 0.95
+_GAIN_TOL = 0.2
 
 
 def _positive_int(v: Any, name: str) -> int:
@@ -299,8 +306,10 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
     The noise filter, the Poisson likelihood and the excess misfit (``auto``'s trigger) work in
     photons. Counts are integers; counts divided by a monitor, an exposure time or their
     maximum are integer multiples of one photon's value ``q``, which is then the smallest
-    positive value. Values that are neither (a noise-free simulation, flat-field-corrected
-    frames) carry no photon scale.
+    positive value. Counts multiplied by gains near 1 (a flat-field correction, a monitor
+    normalisation per frame), and then perhaps scaled, lie near such multiples at the faint
+    end: ``q`` is then the median of the single-photon values. Values that are none of these
+    (a noise-free simulation) carry no photon scale.
 
     Parameters
     ----------
@@ -315,7 +324,9 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
         ``1/q`` when 99 % of the positive measured values below 1000 ``q`` (at least 100 of
         them) lie within 0.02 of a multiple of ``q``, the smallest positive value (1 for
         counts); else 1.0 when 99 % of all of them lie within 0.02 of a positive integer;
-        None otherwise.
+        else ``1/q`` when 95 % of the values from 1.5 to 4.5 ``q`` (at least 100) lie within
+        0.2 of a multiple of ``q``, the median of the values up to 1.5 times the smallest
+        (counts times gains spread by a few per cent); None otherwise.
 
     Examples
     --------
@@ -335,15 +346,25 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
     if values.numel() == 0:
         return None
 
-    def on_lattice(v: torch.Tensor) -> bool:
+    def on_lattice(v: torch.Tensor, tol: float = _LATTICE_TOL, share: float = _ON_LATTICE) -> bool:
         # a positive count is at least one photon
         n = v.round()
-        near = (n >= 1) & ((v - n).abs() <= _LATTICE_TOL)
-        return float(near.double().mean()) >= _ON_LATTICE
+        near = (n >= 1) & ((v - n).abs() <= tol)
+        return float(near.double().mean()) >= share
 
     q = float(values.min())
     photons = values / q
     faint = photons[photons < _FAINT_PHOTONS]
     if faint.numel() >= _MIN_CHECKED and on_lattice(faint):
         return 1.0 / q if q != 1.0 else 1.0
-    return 1.0 if on_lattice(values) else None
+    if on_lattice(values):
+        return 1.0
+    # counts times gains near 1: one photon is the cluster of the smallest values
+    # (checked on 2-4 photons: the single-photon cluster is on its own lattice by construction,
+    # and counts plus an offset put their zeros there)
+    q = float(values[values <= _GAIN_CLUSTER * q].median())
+    multi = values / q
+    multi = multi[(multi >= _GAIN_CLUSTER) & (multi < _GAIN_FAINT)]
+    if multi.numel() >= _MIN_CHECKED and on_lattice(multi, _GAIN_TOL, _GAIN_ON_LATTICE):
+        return 1.0 / q
+    return None

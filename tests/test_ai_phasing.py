@@ -445,6 +445,9 @@ def test_scaled_counts_are_phased_as_counts_and_other_values_without_the_filter(
     rec = reconstruct(clean / clean.max(), crystal.mask, method="ai", settings=settings)
     assert rec.meta["photon_scale"] is None and rec.meta["noise_filter"] == 0.0
     assert "denoise" not in rec.timings and "support" in rec.timings
+    # ... and its excess misfit (auto's trigger, the live quality flag) has no Poisson term:
+    # the share of the intensity the result leaves unexplained, not ≈ -1 whatever the result
+    assert 0 <= rec.quality["excess_misfit"] < 1
 
 
 @pytest.mark.parametrize("method", ["conventional", "ai"])

@@ -202,3 +202,19 @@ def test_reconstruct_ai_and_auto(trained: Path, tmp_path: Path, capsys) -> None:
     code, _, err = _run(capsys, "reconstruct", cxi, "--out", tmp_path / "x.cxi", "--method",
                         "ai", "--model", tmp_path / "missing.pt")
     assert code == 2 and "weights" in err
+
+
+def test_reconstruct_warns_when_the_result_does_not_fit(trained: Path, tmp_path: Path,
+                                                        capsys, monkeypatch) -> None:
+    """The human-readable line of ``reconstruct`` says so when the result's excess misfit
+    exceeds ``ai.fallback_misfit`` (auto's trigger), and what to try."""
+    cxi = tmp_path / "c.cxi"
+    assert _run(capsys, "simulate", cxi, "--seed", "5", "--strain", "weak")[0] == 0
+    args = ("reconstruct", cxi, "--out", tmp_path / "ai.cxi", "--method", "ai", "--model",
+            trained / "w.pt", "--n-raar", "20", "--n-er", "10", "--device", "cpu")
+    for limit, warned in (("1e-9", True), ("10", False)):
+        monkeypatch.setenv("BCDI_AI__FALLBACK_MISFIT", limit)
+        code, text, err = _run(capsys, *args)
+        assert code == 0, err
+        assert ("warning: the result does not fit the data" in text) == warned, text
+        assert ("--method auto tries further" in text) == warned

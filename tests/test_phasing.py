@@ -334,6 +334,21 @@ def test_excess_misfit_is_flux_independent_where_the_llk_is_not(crystal) -> None
     assert both.shape == (2,) and float(both[0]) < float(both[1])
 
 
+def test_excess_misfit_of_an_intensity_that_is_not_counts(crystal) -> None:
+    """A noise-free pattern normalised to 1: counted as photons, the Poisson term exceeds the
+    intensity and every model scores below zero; without it (``counts=False``) the correct
+    model scores ≈ 0 and a wrong one what it scores on counts."""
+    obj = crystal[0]
+    wrong = obj * torch.exp(1j * torch.roll(torch.angle(obj), 3, dims=0))
+    clean = pattern(obj) / float(pattern(obj).max())
+    assert float(excess_misfit(obj, clean)) < 0 and float(excess_misfit(wrong, clean)) < 0
+    assert abs(float(excess_misfit(obj, clean, counts=False))) < 1e-6
+    assert float(excess_misfit(wrong, clean, counts=False)) > 0.05
+    counts = pattern(obj) * (1e8 / float(pattern(obj).max()))
+    assert float(excess_misfit(wrong, clean, counts=False)) == pytest.approx(
+        float(excess_misfit(wrong, counts)), rel=0.01)
+
+
 # ----------------------------------------------------------------------------- recipes
 SMALL = PhasingSettings(runs=3, n_raar=40, n_hio=10, n_er=20, shrinkwrap_every=10)
 

@@ -166,12 +166,32 @@ def test_photon_scale_is_none_when_the_values_are_not_counts() -> None:
     clean = torch.from_numpy(_peak((24, 24, 24)))
     assert photon_scale(clean) is None  # noise-free
     assert photon_scale(clean / clean.max()) is None  # noise-free, normalised: mostly < 0.02
-    assert photon_scale(counts * (1 + 0.05 * torch.rand(counts.shape, generator=torch
-                                                         .Generator().manual_seed(0)))) is None
+    # counts plus an offset: the zeros make a cluster of their own, the counts are off it
+    assert photon_scale(counts + 0.3) is None
+    gain = 1 + 0.02 * torch.randn(counts.shape, generator=torch.Generator().manual_seed(0))
+    assert photon_scale(counts * gain + 0.3) is None
     assert photon_scale(torch.zeros(8, 8, 8)) is None
     few = torch.zeros(8, 8, 8)
     few[4, 4, :5] = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]) / 3.3
     assert photon_scale(few) is None  # five values cannot tell scaled counts
+
+
+def test_photon_scale_of_counts_times_gains_near_one() -> None:
+    """A flat-field correction (a gain per pixel) or a monitor per frame leaves the faint counts
+    near whole photons; the scale is one photon's value, whatever the normalisation after."""
+    counts = _counts()
+    gen = torch.Generator().manual_seed(0)
+    flat = 1 + 0.02 * torch.randn(counts.shape, generator=gen, dtype=counts.dtype)
+    assert photon_scale(counts * flat) == pytest.approx(1.0, abs=0.01)
+    top = float((counts * flat).max())
+    assert photon_scale(counts * flat / top) == pytest.approx(top, rel=0.01)
+    uniform = 1 + 0.05 * torch.rand(counts.shape, generator=gen, dtype=counts.dtype)
+    assert photon_scale(counts * uniform) == pytest.approx(1 / 1.025, rel=0.01)
+    frames = 1 + 0.01 * torch.randn(counts.shape[0], 1, 1, generator=gen, dtype=counts.dtype)
+    assert photon_scale(counts * frames / 1234.5) == pytest.approx(1234.5, rel=0.01)
+    # gains spread too wide to tell photons apart
+    wide = 1 + 0.1 * torch.randn(counts.shape, generator=gen, dtype=counts.dtype)
+    assert photon_scale(counts * wide) is None
 
 
 def test_photon_scale_ignores_masked_pixels() -> None:

@@ -222,6 +222,7 @@ def excess_misfit(
     device: str | torch.device | None = None,
     *,
     psf_sigma: Any = None,
+    counts: bool = True,
 ) -> torch.Tensor:
     """Share of the measured intensity the model leaves unexplained beyond Poisson noise.
 
@@ -240,6 +241,12 @@ def excess_misfit(
     ----------
     obj, intensity, mask, device, psf_sigma
         As :func:`poisson_llk`.
+    counts : bool
+        The intensity is photon counts (:func:`bcdi_stream.validation.photon_scale` is 1).
+        False: its noise is unknown, so no noise term is subtracted — the share of the
+        intensity left unexplained (exact for noise-free data; any noise counts as misfit).
+        The Poisson term of an intensity in other units is meaningless: for a pattern
+        normalised to 1 it exceeds the intensity itself, and every model would score ≈ −1.
 
     Returns
     -------
@@ -263,5 +270,6 @@ def excess_misfit(
             continue
         ic = ic * (total / float(ic.sum()))
         miss = float((ic.sqrt() - io.sqrt()).square().sum())
-        vals.append((miss - float(poisson_amplitude_floor(ic).sum())) / total)
+        floor = float(poisson_amplitude_floor(ic).sum()) if counts else 0.0
+        vals.append((miss - floor) / total)
     return _per_run(vals, single, o.device)

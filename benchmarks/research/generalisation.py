@@ -62,6 +62,19 @@ VARIANTS: dict[str, dict] = {
     "blur12": {"n": 64, "strain": "weak", "blur_sigma": 1.2},
     "blur15": {"n": 64, "strain": "weak", "blur_sigma": 1.5},
     "blur12_medium": {"n": 64, "strain": "medium", "blur_sigma": 1.2},
+    # session 20: rougher smooth strain than training's (correlation length 0.3-0.7 of the
+    # crystal): 0.1-0.2, the same spans; and the scattering vector along other axes
+    "rough": {"n": 64, "strain": "weak", "strain_models": ("smooth",),
+              "smooth_length": (0.1, 0.2)},
+    "rough_medium": {"n": 64, "strain": "medium", "strain_models": ("smooth",),
+                     "smooth_length": (0.1, 0.2)},
+    "smooth_medium": {"n": 64, "strain": "medium", "strain_models": ("smooth",)},
+    "rough2_medium": {"n": 64, "strain": "medium", "strain_models": ("smooth",),
+                      "smooth_length": (0.2, 0.3)},
+    "g_z_medium_disl": {"n": 64, "strain": "medium", "dislocation_probability": 1.0,
+                        "g_hat": (1.0, 0.0, 0.0)},
+    "g_oblique_medium_disl": {"n": 64, "strain": "medium", "dislocation_probability": 1.0,
+                              "g_hat": (0.577, 0.577, 0.577)},
 }
 
 
@@ -81,14 +94,40 @@ def crystals(variant: str, n: int, cls: str):
         return
     for k in range(n):
         seed = 4_100_000_000 + 1000 * k
-        yield seed, simulate_crystal(seed, device="cpu", **VARIANTS[variant]), (0, 0, 0)
+        yield seed, simulate_crystal(_spec(variant, seed), device="cpu"), (0, 0, 0)
+
+
+def _spec(variant: str, seed: int):
+    """The variant's spec of crystal ``seed``: :meth:`CrystalSpec.random` with the variant's
+    arguments, then its ``smooth_length`` range (drawn from the seed) on every smooth model."""
+    import dataclasses
+
+    import numpy as np
+
+    from bcdi_stream.simulation import CrystalSpec
+
+    kw = dict(VARIANTS[variant])
+    length = kw.pop("smooth_length", None)
+    fields = {f.name for f in dataclasses.fields(CrystalSpec)}
+    overrides = {k: kw.pop(k) for k in list(kw) if k in fields and k != "strain_models"}
+    spec = CrystalSpec.random(seed, **kw)
+    if length is not None:
+        rng = np.random.default_rng(seed)
+        models = tuple({**m, "length": float(rng.uniform(*length))} if m["kind"] == "smooth"
+                       else m for m in spec.strain_models)
+        overrides["strain_models"] = models
+    return dataclasses.replace(spec, **overrides) if overrides else spec
 
 
 def probe_arguments(doc: str, variants: list[str], default: list[str], *,
-                    centred_class: bool = False) -> argparse.Namespace:
-    """``--variants --n --random --truth --threads`` (and ``--cls`` with ``centred_class``);
-    seeds torch (0) and sets the threads."""
+                    centred_class: bool = False,
+                    extra: list[tuple[str, dict]] = ()) -> argparse.Namespace:
+    """``--variants --n --random --truth --auto --threads`` (``--cls`` with ``centred_class``,
+    and each ``(flag, add_argument keywords)`` of ``extra``); seeds torch (0) and sets the
+    threads."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, kw in extra:
+        ap.add_argument(flag, **kw)
     ap.add_argument("--variants", nargs="+", default=default, choices=variants)
     if centred_class:
         ap.add_argument("--cls", default="weak", help="class of the *_centred variants")
