@@ -415,7 +415,8 @@ def benchmark(
         help="model: test classes, comma-separated: weak, strong, and weak+disl, medium+disl "
         "(every crystal with 1-2 dislocations), weak+fault, medium+fault (every crystal with "
         "a stacking fault or twin lamella), weak+loop, medium+loop (every crystal with a "
-        "dislocation loop).")] = "weak,strong",
+        "dislocation loop), strong+field (the smooth strain is the random field alone).")
+    ] = "weak,strong",
     methods: Annotated[str, typer.Option(
         help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional,"
         "ai_views,auto; after each AI result that does not fit, ai_views refines the other "

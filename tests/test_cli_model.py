@@ -149,7 +149,7 @@ def test_benchmark_model_scores_the_views_without_the_recipe(trained: Path, tmp_
 
 
 @pytest.mark.parametrize(("cls", "place"), [("weak+disl", 2), ("medium+fault", 5),
-                                            ("medium+loop", 7)])
+                                            ("medium+loop", 7), ("strong+field", 8)])
 def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, cls: str,
                                         place: int) -> None:
     from bcdi_stream.training import TEST_SEED0
@@ -163,7 +163,9 @@ def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, c
     # its own seed range (its place in the order), every crystal with the defect
     assert row["class"] == cls and TEST_SEED0 + place * 10_000_000 <= row["seed"]
     assert row["seed"] < TEST_SEED0 + (place + 1) * 10_000_000
-    if cls.endswith("+disl"):
+    if cls.endswith("+field"):
+        assert row["smooth_models"] == ["smooth"] and row["phase_span_pi"] > 4
+    elif cls.endswith("+disl"):
         assert 1 <= len(row["dislocations"]) <= 2 and not row["faults"] and not row["loops"]
     elif cls.endswith("+fault"):
         assert len(row["faults"]) == 1 and abs(row["faults"][0]["jump"]) > 2.0

@@ -557,6 +557,36 @@ def test_loop_probability_adds_a_loop_and_changes_nothing_else() -> None:
             CrystalSpec(n=N, strain_models=({"kind": "loop", **bad},))
 
 
+def test_field_probability_makes_the_smooth_strain_the_random_field_alone() -> None:
+    """The smooth models drawn give way to one random field (the same span); everything else
+    — shape, detector, dislocations, faults — stays, and the odds 0 change nothing."""
+    from bcdi_stream.simulation import SMOOTH_MODELS
+
+    changed = 0
+    for seed in range(8):
+        kw = {"n": N, "strain": "strong", "dislocation_probability": 0.5,
+              "fault_probability": 0.5}
+        plain = CrystalSpec.random(seed, **kw)
+        assert CrystalSpec.random(seed, **kw, field_probability=0.0) == plain
+        field = CrystalSpec.random(seed, **kw, field_probability=1.0)
+        first, *rest = field.strain_models
+        assert first["kind"] == "smooth" and 0.3 <= first["length"] <= 0.7
+        assert 0.4 <= abs(first["weight"]) <= 1.0
+        assert not any(m["kind"] in SMOOTH_MODELS for m in rest)
+        others = tuple(m for m in plain.strain_models if m["kind"] not in SMOOTH_MODELS)
+        assert field.replace(strain_models=plain.strain_models) == plain
+        assert tuple(rest) == others and field.phase_span == plain.phase_span
+        changed += [m["kind"] for m in plain.strain_models if m["kind"] in SMOOTH_MODELS] != [
+            "smooth"]
+    assert changed >= 4  # the mixture drew other fields for most of these seeds
+    # no smooth part (dislocations only): nothing to replace
+    only = CrystalSpec.random(3, n=N, strain="strong", strain_models=("screw",),
+                              field_probability=1.0)
+    assert [m["kind"] for m in only.strain_models] == ["screw"] * len(only.strain_models)
+    with pytest.raises(ValueError, match="field_probability"):
+        CrystalSpec.random(0, n=N, field_probability=1.5)
+
+
 def test_vertex_cache_changes_no_crystal_and_hands_out_copies(tmp_path) -> None:
     """The polytope-vertex cache (a crystal's geometry is built twice) is invisible: the same
     crystals with it off and on, and what it returns can be changed by the caller."""

@@ -474,6 +474,34 @@ def test_loop_classes_and_odds() -> None:
     assert _looped(first) and torch.equal(batch.intensity[0], first.intensity)
 
 
+def _field_alone(c) -> bool:
+    from bcdi_stream.simulation import SMOOTH_MODELS
+
+    return [m["kind"] for m in c.spec.strain_models if m["kind"] in SMOOTH_MODELS] == ["smooth"]
+
+
+def test_field_classes_and_odds() -> None:
+    assert class_arguments("strong+field") == {**STRAIN_CLASSES["strong"],
+                                               "field_probability": 1.0}
+    both = class_arguments("strong+field+disl")
+    assert both["field_probability"] == both["dislocation_probability"] == 1.0
+    assert class_arguments("medium", None, None, None, 0.3)["field_probability"] == 0.3
+    assert "field_probability" not in class_arguments("strong")
+    with pytest.raises(ValueError, match="strain_class"):
+        class_arguments("strong+disl+field")  # +field comes first
+    with pytest.raises(ValueError, match="field_probability"):
+        TrainConfig(field_probability=-0.1)
+    (c, s), = draw_batch([(TRAIN_SEED0 + 11, "strong+field")], n=32)
+    plain, s0 = draw_crystal(TRAIN_SEED0 + 11, "strong", 32)
+    # the same draw but the field (the gradient cap may move either to a later seed)
+    assert _field_alone(c) and (s != s0 or c.spec.shape == plain.spec.shape)
+    # the training stream passes its odds on
+    batch = next(training_batches(0, 2, 10, 0.0, n=32, field_probability=1.0))
+    (first, _), = draw_batch([(batch.seeds[0], batch.classes[0])], n=32, field_probability=1.0)
+    assert torch.equal(batch.intensity[0], first.intensity)
+    assert _field_alone(first) or first.spec.phase_span == 0
+
+
 def test_training_with_dislocations_validates_the_dislocated_class(tmp_path) -> None:
     res = train(_cfg(steps=2, dislocation_probability=1.0,
                      val_counts={"weak": 1, "weak+disl": 1}), tmp_path / "run")

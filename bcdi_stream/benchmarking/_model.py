@@ -5,7 +5,8 @@ training and validation) in two classes, ``weak`` (peak-to-peak phase < π) and 
 (> 4π, see :mod:`bcdi_stream.training._datasets`), and on request two whose crystals all
 carry 1–2 dislocations, ``weak+disl`` and ``medium+disl``, and two whose crystals all carry a
 planar defect (a stacking fault or a twin lamella), ``weak+fault`` and ``medium+fault``,
-and two whose crystals all carry a dislocation loop, ``weak+loop`` and ``medium+loop``
+and two whose crystals all carry a dislocation loop, ``weak+loop`` and ``medium+loop``, and
+``strong+field``, the strong class with the Gaussian random field alone as its smooth strain
 (:data:`BENCH_CLASSES`). Every
 method runs on every crystal in the same process, one after the other, so the time ratios are
 measured under the same load.
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 #: Test classes, in the order that fixes each one's seed range (adding one never moves another).
 BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl", "weak+fault",
-                                   "medium+fault", "weak+loop", "medium+loop")
+                                   "medium+fault", "weak+loop", "medium+loop", "strong+field")
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);
@@ -203,6 +204,7 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     from bcdi_stream.ai_phasing import cached_model
     from bcdi_stream.arrays import resolve_device
     from bcdi_stream.config import AISettings, PhasingSettings
+    from bcdi_stream.simulation import SMOOTH_MODELS
     from bcdi_stream.training import TEST_SEED0, fixed_set
 
     if not classes or any(c not in BENCH_CLASSES for c in classes):
@@ -246,7 +248,9 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
                                "phase_span_pi": round(crystal.meta["phase_span"] / 3.14159265, 2),
                                "dislocations": crystal.meta["dislocations"],
                                "faults": crystal.meta["faults"],
-                               "loops": crystal.meta["loops"]}
+                               "loops": crystal.meta["loops"],
+                               "smooth_models": [m["kind"] for m in crystal.spec.strain_models
+                                                 if m["kind"] in SMOOTH_MODELS]}
         for m in methods:
             row[m] = _run_method(m, crystal, loaded, settings, ai, seed % 100_000, dev)
         rows.append(row)

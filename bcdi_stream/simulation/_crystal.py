@@ -46,6 +46,7 @@ _RANDOM_KWARGS = frozenset(
         "dislocation_probability",
         "fault_probability",
         "loop_probability",
+        "field_probability",
     }
 )
 #: Correlation length (fraction of the crystal size) of the amplitude modulation.
@@ -176,7 +177,8 @@ def simulate_crystal(
     **kwargs
         With a seed: arguments of :meth:`CrystalSpec.random` (``n``, ``strain``, ``shapes``,
         ``strain_models``, ``peak_counts``, ``oversampling``, ``g_hat``,
-        ``dislocation_probability``, ``fault_probability``, ``loop_probability``); any
+        ``dislocation_probability``, ``fault_probability``, ``loop_probability``,
+        ``field_probability``); any
         other key overrides that field of the drawn spec (e.g. ``poisson=False``,
         ``gaps=()``). With a spec: field overrides.
 

@@ -391,6 +391,7 @@ class CrystalSpec:
         dislocation_probability: float | None = None,
         fault_probability: float | None = None,
         loop_probability: float | None = None,
+        field_probability: float | None = None,
     ) -> CrystalSpec:
         """Draw a random crystal.
 
@@ -431,6 +432,12 @@ class CrystalSpec:
             0.15–0.3 of the crystal's size, centre within a sixth of its size of the centroid
             (per axis), random plane, winding ±1. Default 0 (none). Drawn from a generator of
             its own, like the fault.
+        field_probability : float, optional
+            Chance that the smooth part is the Gaussian random field alone (``"smooth"``,
+            when allowed and the crystal has a smooth part): the smooth models drawn are
+            replaced by one random field (weight ±0.4–1, correlation length 0.3–0.7) with the
+            same span; dislocations, faults and loops stay. Default 0 (the drawn mixture).
+            Drawn from a generator of its own, like the fault.
 
         Returns
         -------
@@ -474,7 +481,9 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
-        p_fault = p_loop = 0.0
+        p_fault = p_loop = p_field = 0.0
+        if field_probability is not None:
+            p_field = _number("field_probability", field_probability, 0, 1)
         if fault_probability is not None:
             p_fault = _number("fault_probability", fault_probability, 0, 1)
         if loop_probability is not None:
@@ -634,6 +643,15 @@ class CrystalSpec:
                     start = n - start - width
                 gaps = ((axis, start, width),)
         amp_mod = float(rng.uniform(0.02, 0.1)) if rng.random() < 0.5 else 0.0
+
+        # --- the random field alone, from a generator of its own (the draws above stay)
+        field_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1E1D]))
+        if ("smooth" in allowed and span > 0 and p_field > 0
+                and field_rng.random() < p_field):
+            field = {"kind": "smooth",
+                     "weight": float(field_rng.uniform(0.4, 1.0) * field_rng.choice([-1.0, 1.0])),
+                     "length": float(field_rng.uniform(0.3, 0.7))}
+            models = [field, *(m for m in models if m["kind"] not in SMOOTH_MODELS)]
 
         # --- planar defect, from a generator of its own (the draws above stay as they were)
         fault_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))

@@ -4,6 +4,7 @@ from ._config import PRECISIONS, TrainConfig
 from ._datasets import (
     DISLOCATED,
     FAULTED,
+    FIELDED,
     LOOPED,
     MAX_MEAN_GRADIENT,
     N_SYMMETRIES,
@@ -25,6 +26,7 @@ from ._loop import TrainResult, batch_losses, load_checkpoint, train, validate
 __all__ = [
     "DISLOCATED",
     "FAULTED",
+    "FIELDED",
     "LOOPED",
     "MAX_MEAN_GRADIENT",
     "N_SYMMETRIES",

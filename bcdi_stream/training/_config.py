@@ -47,6 +47,10 @@ class TrainConfig:
     loop_probability : float or None
         Odds that a training crystal carries a dislocation loop, in every strain class (None:
         none).
+    field_probability : float or None
+        Odds that a training crystal's smooth strain is the Gaussian random field alone, in
+        every strain class (None: the simulator's mixture, which draws it alone in about one
+        crystal in six).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
@@ -105,6 +109,7 @@ class TrainConfig:
     dislocation_probability: float | None = None
     fault_probability: float | None = None
     loop_probability: float | None = None
+    field_probability: float | None = None
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -135,7 +140,7 @@ class TrainConfig:
             raise ValueError(f"strong_share must be in [0, 1], got {self.strong_share}")
         # the training stream's odds: the same check as every class's simulator arguments
         class_arguments("weak", self.dislocation_probability, self.fault_probability,
-                        self.loop_probability)
+                        self.loop_probability, self.field_probability)
         if not self.val_counts:
             raise ValueError("val_counts must name at least one strain class")
         for name, count in self.val_counts.items():

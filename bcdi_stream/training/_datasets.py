@@ -22,7 +22,12 @@ every crystal a planar defect (a stacking fault or a twin lamella, the simulator
 ``"fault"`` model), and ``fault_probability`` sets its odds in the training stream (by
 default 0); the suffix :data:`LOOPED` (last: ``"weak+loop"``, ``"medium+fault+loop"``) gives
 every crystal a dislocation loop (the simulator's ``"loop"`` model), with
-``loop_probability`` for the training stream (by default 0).
+``loop_probability`` for the training stream (by default 0). The suffix :data:`FIELDED`
+(first, right after the strain level: ``"strong+field"``, ``"strong+field+disl"``) makes the
+smooth part of every crystal the Gaussian random field alone (the simulator's
+``field_probability``; the mixture draws it alone in about one crystal in six), the model's
+weakest case above 4π (docs/MODEL_RESEARCH.md, session 20), with ``field_probability`` for
+the training stream (by default the mixture).
 
 Symmetries: a simulated crystal is also a valid training sample under any of the
 :data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
@@ -50,6 +55,7 @@ from ..simulation import CrystalSpec, SimulatedCrystal, simulate_capped
 __all__ = [
     "DISLOCATED",
     "FAULTED",
+    "FIELDED",
     "LOOPED",
     "MAX_MEAN_GRADIENT",
     "N_SYMMETRIES",
@@ -85,6 +91,8 @@ STRAIN_CLASSES: dict[str, dict] = {
 }
 
 
+#: Suffix of a strain-class name whose smooth strain is the Gaussian random field alone (first).
+FIELDED = "+field"
 #: Suffix of a strain-class name whose crystals all carry dislocations.
 DISLOCATED = "+disl"
 #: Suffix of a strain-class name whose crystals all carry a planar defect (after ``+disl``).
@@ -93,17 +101,18 @@ FAULTED = "+fault"
 LOOPED = "+loop"
 #: The defect suffixes in the order they may follow the strain level, and the simulator odds
 #: (:meth:`CrystalSpec.random`) each one sets to 1.
-_SUFFIX_ODDS: dict[str, str] = {DISLOCATED: "dislocation_probability",
+_SUFFIX_ODDS: dict[str, str] = {FIELDED: "field_probability",
+                                DISLOCATED: "dislocation_probability",
                                 FAULTED: "fault_probability", LOOPED: "loop_probability"}
 
 
 def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
-    """``(strain level, defect suffixes)`` of a class name, e.g. ``("medium", ("+disl",
+    """``(strain level, suffixes)`` of a class name, e.g. ``("medium", ("+disl",
     "+loop"))`` for ``"medium+disl+loop"``.
 
     Raises ``ValueError`` (naming ``strain_class``) unless the name is a key of
-    :data:`STRAIN_CLASSES` followed by any of :data:`DISLOCATED`, :data:`FAULTED` and
-    :data:`LOOPED`, each at most once and in that order.
+    :data:`STRAIN_CLASSES` followed by any of :data:`FIELDED`, :data:`DISLOCATED`,
+    :data:`FAULTED` and :data:`LOOPED`, each at most once and in that order.
     """
     name, found = strain_class, []
     for suffix in reversed(_SUFFIX_ODDS):
@@ -121,15 +130,17 @@ def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
 
 def class_arguments(strain_class: str, dislocation_probability: float | None = None,
                     fault_probability: float | None = None,
-                    loop_probability: float | None = None) -> dict:
+                    loop_probability: float | None = None,
+                    field_probability: float | None = None) -> dict:
     """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
 
     Parameters
     ----------
     strain_class : str
-        A key of :data:`STRAIN_CLASSES`, optionally followed by :data:`DISLOCATED` (every
-        crystal gets 1–2 dislocations), :data:`FAULTED` (a planar defect) and :data:`LOOPED`
-        (a dislocation loop), in that order.
+        A key of :data:`STRAIN_CLASSES`, optionally followed by :data:`FIELDED` (the smooth
+        strain is the random field alone), :data:`DISLOCATED` (every crystal gets 1–2
+        dislocations), :data:`FAULTED` (a planar defect) and :data:`LOOPED` (a dislocation
+        loop), in that order.
     dislocation_probability : float, optional
         Odds of dislocations for a class without :data:`DISLOCATED` (default: the simulator's
         odds for that strain level).
@@ -137,6 +148,9 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
         Odds of a planar defect for a class without :data:`FAULTED` (default: none).
     loop_probability : float, optional
         Odds of a dislocation loop for a class without :data:`LOOPED` (default: none).
+    field_probability : float, optional
+        Odds that the smooth strain is the random field alone, for a class without
+        :data:`FIELDED` (default: the simulator's mixture).
 
     Returns
     -------
@@ -144,7 +158,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
     """
     base, suffixes = base_class(strain_class)
     odds = {"dislocation_probability": dislocation_probability,
-            "fault_probability": fault_probability, "loop_probability": loop_probability}
+            "fault_probability": fault_probability, "loop_probability": loop_probability,
+            "field_probability": field_probability}
     for name, p in odds.items():
         if p is not None and not 0 <= p <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -192,8 +207,8 @@ def _cap(strain_class: str, n: int) -> float | None:
 
 def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.device = "cpu",
                max_tries: int = 50, *, dislocation_probability: float | None = None,
-               fault_probability: float | None = None, loop_probability: float | None = None
-               ) -> list[tuple[SimulatedCrystal, int]]:
+               fault_probability: float | None = None, loop_probability: float | None = None,
+               field_probability: float | None = None) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
     Item ``i`` gets the same crystal as ``draw_crystal(*items[i], n)`` (to float rounding on
@@ -219,6 +234,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     loop_probability : float, optional
         Odds of a dislocation loop in every class without the :data:`LOOPED` suffix (default:
         none).
+    field_probability : float, optional
+        Odds that the smooth strain is the random field alone in every class without the
+        :data:`FIELDED` suffix (default: the simulator's mixture).
 
     Returns
     -------
@@ -229,7 +247,7 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
         raise ValueError("items must not be empty")
     try:
         kwargs = {name: class_arguments(name, dislocation_probability, fault_probability,
-                                        loop_probability)
+                                        loop_probability, field_probability)
                   for _, name in items}
     except ValueError as exc:
         raise ValueError(f"items: {exc}") from exc
@@ -349,7 +367,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      dislocation_probability: float | None = None,
                      workers: int = 0, reuse: int = 1,
                      fault_probability: float | None = None,
-                     loop_probability: float | None = None) -> Iterator[Batch]:
+                     loop_probability: float | None = None,
+                     field_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -358,7 +377,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     a GPU; the same crystals either way) and stays there. ``dislocation_probability`` sets the
     odds of dislocations in every class (default: the simulator's odds of each strain level),
     ``fault_probability`` those of a planar defect and ``loop_probability`` those of a
-    dislocation loop (default: none). ``workers > 0``
+    dislocation loop (default: none), ``field_probability`` those of a smooth strain made of
+    the random field alone (default: the simulator's mixture). ``workers > 0``
     simulates the batches on the CPU in that many processes (one torch thread each, batches
     in order, the same crystals) and moves each to ``device``: on a GPU the simulation, not
     the network, sets the pace (0.65 s per batch of 32 vectorised on an H200, 0.02 s for the
@@ -380,7 +400,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                          reuse, strong_share,
                          {"dislocation_probability": dislocation_probability,
                           "fault_probability": fault_probability,
-                          "loop_probability": loop_probability},
+                          "loop_probability": loop_probability,
+                          "field_probability": field_probability},
                          "cpu" if workers else dev)
     return _stream(groups, dev, workers, reuse, skip)
 

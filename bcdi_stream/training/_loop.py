@@ -250,6 +250,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                                dislocation_probability=config.dislocation_probability,
                                fault_probability=config.fault_probability,
                                loop_probability=config.loop_probability,
+                               field_probability=config.field_probability,
                                workers=config.workers if workers is None else workers)
     while step < config.steps and (until_step is None or step < until_step):
         batch = next(batches)

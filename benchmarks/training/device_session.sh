@@ -32,6 +32,11 @@
 # Since session 17 also a dislocation loop at odds LOOPS (default 0.2; LOOPS=0 for none): v3
 # solves 5 and 4 of 10 weak and medium crystals with a loop (docs/MODEL_RESEARCH.md, session
 # 17); the validation then adds medium+loop.
+# Since session 20 the smooth strain is also the Gaussian random field alone at odds FIELDS
+# (default 0.3, on top of the mixture's ~1 in 6; FIELDS=0 for the mixture only): v3 phases
+# strong crystals whose strain is the random field alone 1 time in 30 against 13 in 30 for the
+# mixture (benchmarks/research/span_curve.py, docs/MODEL_RESEARCH.md session 20); the
+# validation then adds strong+field. Score the run on it as well as on the strong class.
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -50,6 +55,7 @@ CHANNELS=${CHANNELS:-32,64,128,256}  # used only from scratch (INIT empty)
 CURRICULUM=${CURRICULUM:-0}
 FAULTS=${FAULTS:-0.3}
 LOOPS=${LOOPS:-0.2}
+FIELDS=${FIELDS:-0.3}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -58,5 +64,6 @@ python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     --batch-size "$BATCH" --workers "$WORKERS" --reuse "$REUSE" --dislocations 0.4 \
     $( [ "$FAULTS" != 0 ] && echo --faults "$FAULTS" ) \
     $( [ "$LOOPS" != 0 ] && echo --loops "$LOOPS" ) \
+    $( [ "$FIELDS" != 0 ] && echo --fields "$FIELDS" ) \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \
     --first-sample "$FIRST" --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000
