@@ -40,6 +40,8 @@ _GAIN_CLUSTER = 1.5
 _GAIN_FAINT = 4.5
 _GAIN_ON_LATTICE = 0.95
 _GAIN_TOL = 0.2
+#: Scaled counts have even as well as odd multiples of one photon: at least this share of each.
+_EVEN_SHARE = 0.01
 
 
 def _positive_int(v: Any, name: str) -> int:
@@ -326,7 +328,9 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
         counts); else 1.0 when 99 % of all of them lie within 0.02 of a positive integer;
         else ``1/q`` when 95 % of the values from 1.5 to 4.5 ``q`` (at least 100) lie within
         0.2 of a multiple of ``q``, the median of the values up to 1.5 times the smallest
-        (counts times gains spread by a few per cent); None otherwise.
+        (counts times gains spread by a few per cent); None otherwise. The scaled cases also
+        need 1 % of the checked values on even multiples of ``q`` (counts plus an offset of
+        ``q`` sit on odd ones only).
 
     Examples
     --------
@@ -352,10 +356,14 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
         near = (n >= 1) & ((v - n).abs() <= tol)
         return float(near.double().mean()) >= share
 
+    def both_parities(v: torch.Tensor) -> bool:
+        # counts plus an offset of q (0.5, 0.05...) sit on odd multiples of q only
+        return float((v.round() % 2 == 0).double().mean()) >= _EVEN_SHARE
+
     q = float(values.min())
     photons = values / q
     faint = photons[photons < _FAINT_PHOTONS]
-    if faint.numel() >= _MIN_CHECKED and on_lattice(faint):
+    if faint.numel() >= _MIN_CHECKED and on_lattice(faint) and both_parities(faint):
         return 1.0 / q if q != 1.0 else 1.0
     if on_lattice(values):
         return 1.0
@@ -365,6 +373,7 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
     q = float(values[values <= _GAIN_CLUSTER * q].median())
     multi = values / q
     multi = multi[(multi >= _GAIN_CLUSTER) & (multi < _GAIN_FAINT)]
-    if multi.numel() >= _MIN_CHECKED and on_lattice(multi, _GAIN_TOL, _GAIN_ON_LATTICE):
+    if (multi.numel() >= _MIN_CHECKED and on_lattice(multi, _GAIN_TOL, _GAIN_ON_LATTICE)
+            and both_parities(multi)):
         return 1.0 / q
     return None

@@ -166,8 +166,13 @@ def test_photon_scale_is_none_when_the_values_are_not_counts() -> None:
     clean = torch.from_numpy(_peak((24, 24, 24)))
     assert photon_scale(clean) is None  # noise-free
     assert photon_scale(clean / clean.max()) is None  # noise-free, normalised: mostly < 0.02
-    # counts plus an offset: the zeros make a cluster of their own, the counts are off it
-    assert photon_scale(counts + 0.3) is None
+    # counts plus an offset: the zeros make a cluster of their own, the counts are off it; an
+    # offset of one lattice step (0.5, 0.05) puts them on odd multiples of it only
+    for offset in (0.3, 0.5, 0.05):
+        assert photon_scale(counts + offset) is None, offset
+    assert photon_scale((counts + 0.5) / 3) is None
+    # the mean of two count frames is counts scaled by 1/2 (their sum is Poisson)
+    assert photon_scale((counts + counts.roll(1, 0)) / 2) == 2.0
     gain = 1 + 0.02 * torch.randn(counts.shape, generator=torch.Generator().manual_seed(0))
     assert photon_scale(counts * gain + 0.3) is None
     assert photon_scale(torch.zeros(8, 8, 8)) is None
