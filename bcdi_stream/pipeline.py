@@ -242,7 +242,8 @@ def reconstruct(
         bad = bad.to(dev) if bad is not None else None
         # photons: what the noise filter, the LLK and the excess misfit count in
         photons = photon_scale(data, bad)
-        scaled = photons is not None and photons != 1.0
+        counts = photons is not None
+        scaled = counts and photons != 1.0
         if scaled:
             data = torch.round(data * photons)  # the counts, to float32's last bit
 
@@ -255,13 +256,13 @@ def reconstruct(
                 data, bad, settings=phasing, seed=seed, device=dev, progress=progress
             )
             misfit = float(excess_misfit(result.obj, data, bad, psf_sigma=result.psf_sigma,
-                                         counts=photons is not None))
+                                         counts=counts))
         else:
             from bcdi_stream.ai_phasing import phase_auto
 
             outcome = phase_auto(data, bad, loaded=loaded, ai=ai, settings=phasing, seed=seed,
                                  device=dev, progress=progress, fallback=method == "auto",
-                                 counts=photons is not None)
+                                 counts=counts)
             start, result, used = outcome.start, outcome.result, outcome.used
             fallback = outcome.fallback
             misfit = outcome.misfit
@@ -274,7 +275,7 @@ def reconstruct(
                               "kept": first.best_run == 1}
 
     obj, support = finish(result.obj, result.support, data, bad, phasing, timings,
-                          counts=photons is not None)
+                          counts=counts)
     if scaled:
         obj = obj / photons**0.5  # back to the input's units
     g_hat = geometry.g_hat if geometry is not None else (0.0, 1.0, 0.0)
@@ -303,7 +304,7 @@ def reconstruct(
         "g_hat": list(g_hat),
         "geometry": geometry.to_dict() if geometry is not None else None,
         "settings": phasing.model_dump(),
-        "noise_filter": float(phasing.noise_filter) if photons is not None else 0.0,
+        "noise_filter": float(phasing.noise_filter) if counts else 0.0,
         "photon_scale": photons,
         "crystal_support": float(phasing.crystal_support),
     }

@@ -31,7 +31,7 @@ SEED0 = 4_400_000_000
 
 def crystals(lo: float, hi: float, n: int, models: str):
     """``n`` crystals with span in ``[lo, hi)`` π under the gradient cap."""
-    from bcdi_stream.simulation import CrystalSpec, simulate_crystal
+    from bcdi_stream.simulation import CrystalSpec, simulate_capped
     from bcdi_stream.training._datasets import MAX_MEAN_GRADIENT
 
     for k in range(n):
@@ -41,8 +41,9 @@ def crystals(lo: float, hi: float, n: int, models: str):
                 seed, strain=(lo * math.pi, hi * math.pi), oversampling=(2.0, 2.6),
                 dislocation_probability=0.0,
                 strain_models=("smooth",) if models == "smooth" else None)
-            c = simulate_crystal(spec, device="cpu")
-            if c.meta["phase_gradient_mean"] <= MAX_MEAN_GRADIENT:
+            # a draw over the cap stops before its diffraction
+            (c,) = simulate_capped([spec], [MAX_MEAN_GRADIENT], "cpu")
+            if c is not None:
                 break
         else:
             raise RuntimeError(f"no crystal under the gradient cap in 50 draws at {lo}-{hi} π")
