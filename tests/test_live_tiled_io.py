@@ -17,9 +17,11 @@ from bcdi_stream.errors import InputError
 from bcdi_stream.tiled_io import (
     RESULT_ARRAYS,
     RESULT_SPEC,
+    JobSettings,
     TiledRefused,
     find_image_field,
     jsonable,
+    misfit_limit,
     read_result,
     read_scan,
     render_slices,
@@ -208,3 +210,14 @@ def test_read_scan_refuses_an_oversized_array_before_reading(client) -> None:
     assert read_scan(client, uid, timeout=5, max_bytes=10_240).frames.shape == (8, 16, 20)
     with pytest.raises(ValueError, match="max_bytes"):
         read_scan(client, uid, max_bytes=0)
+
+
+def test_quality_flag_limit_follows_the_fallback_trigger(monkeypatch) -> None:
+    """The live flag's misfit limit is ``auto``'s fallback trigger unless set on its own."""
+    monkeypatch.delenv("BCDI_AI__FALLBACK_MISFIT", raising=False)
+    assert misfit_limit(JobSettings()) == 0.0025
+    monkeypatch.setenv("BCDI_AI__FALLBACK_MISFIT", "0.01")
+    assert misfit_limit(JobSettings()) == 0.01  # read when the scan is flagged
+    assert misfit_limit(JobSettings(misfit_good=0.004)) == 0.004
+    with pytest.raises(ValueError, match="misfit_good"):
+        JobSettings(misfit_good=0.0)

@@ -20,7 +20,13 @@ from bcdi_stream.tiled_io._frames import (
     is_image_key,
     read_scan,
 )
-from bcdi_stream.tiled_io._job import JobSettings, ScanResult, live_phasing, process_run
+from bcdi_stream.tiled_io._job import (
+    JobSettings,
+    ScanResult,
+    live_phasing,
+    misfit_limit,
+    process_run,
+)
 from bcdi_stream.tiled_io._journal import Journal
 from bcdi_stream.tiled_io._results import (
     DEFAULT_PROCESSED_KEY,
@@ -59,6 +65,7 @@ __all__ = [
     "is_unreachable",
     "jsonable",
     "live_phasing",
+    "misfit_limit",
     "png_bytes",
     "process_run",
     "processed_container",

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from bcdi_stream import __version__
-from bcdi_stream.config import PhasingSettings
+from bcdi_stream.config import PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.tiled_io._frames import TiledRefused, _short, read_scan
 from bcdi_stream.tiled_io._results import (
@@ -37,8 +37,8 @@ from bcdi_stream.tiled_io._results import (
 )
 from bcdi_stream.tiled_io._spool import Spool, is_unreachable
 
-__all__ = ["JobSettings", "ScanResult", "live_phasing", "process_run", "record_skipped",
-           "resolve_method"]
+__all__ = ["JobSettings", "ScanResult", "live_phasing", "misfit_limit", "process_run",
+           "record_skipped", "resolve_method"]
 
 log = logging.getLogger("bcdi_stream.live")
 
@@ -76,10 +76,13 @@ class JobSettings(BaseModel):
         Tiled key of the container of results.
     figures : bool
         Render and store the PNG-exportable slice figure.
-    misfit_good : float
+    misfit_good : float or None
         Excess misfit (:func:`bcdi_stream.phasing.excess_misfit`: the share of the measured
         intensity left unexplained beyond Poisson noise, ≈ 0 for a correct model at any flux)
-        at or below which the quality flag is ``good``.
+        at or below which the quality flag is ``good``. ``None`` (default): ``ai.fallback_misfit``
+        of :class:`~bcdi_stream.config.Settings` (0.0025 unless ``BCDI_AI__FALLBACK_MISFIT``
+        says otherwise), the limit above which ``auto`` tries further, so that the flag and the
+        fallback agree.
     llk_good : float
         Poisson LLK at or below which the quality flag is ``good`` when the reconstruction
         reports no excess misfit (a reconstruct function of one's own).
@@ -93,7 +96,7 @@ class JobSettings(BaseModel):
     read_timeout: float = Field(30.0, ge=0)
     processed_key: str = DEFAULT_PROCESSED_KEY
     figures: bool = True
-    misfit_good: float = Field(0.0025, gt=0)
+    misfit_good: float | None = Field(None, gt=0)
     llk_good: float = Field(3.0, gt=0)
 
     @field_validator("shape")
@@ -109,6 +112,24 @@ class JobSettings(BaseModel):
         if v not in ("auto", "conventional", "ai"):
             raise ValueError(f"method must be auto, conventional or ai, got {v!r}")
         return v
+
+
+def misfit_limit(settings: JobSettings) -> float:
+    """The excess misfit at or below which a scan's quality flag is ``good``.
+
+    Parameters
+    ----------
+    settings : JobSettings
+        ``misfit_good``, or when it is ``None`` the ``ai.fallback_misfit`` of
+        :class:`~bcdi_stream.config.Settings` (read from the environment now).
+
+    Returns
+    -------
+    float
+    """
+    if settings.misfit_good is not None:
+        return float(settings.misfit_good)
+    return float(Settings().ai.fallback_misfit)
 
 
 @dataclass
@@ -420,7 +441,7 @@ def process_run(
         llk = quality.get("llk")
         misfit = quality.get("excess_misfit")
         if isinstance(misfit, (int, float)):
-            good = math.isfinite(misfit) and misfit <= settings.misfit_good
+            good = math.isfinite(misfit) and misfit <= misfit_limit(settings)
         else:
             good = (isinstance(llk, (int, float)) and math.isfinite(llk)
                     and llk <= settings.llk_good)

@@ -25,6 +25,16 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   as far as the grid's oversampling of 2 allows) with a random phase offset between them: a
   support that is not convex, with a neck; ``fused``: the same two copies without the offset
   (one lattice through the neck), to tell the shape from the offset;
+- ``shear``: the object sampled on a sheared grid, as a rocking curve records it in the
+  detector frame (the rocking axis z is not perpendicular to the detector plane: the frame is
+  sheared by about tan θ, 0.2–0.5 at usual Bragg angles): each z slice translated along y or x
+  (drawn) by s·(z − z̄), |s| 0.2–0.5 of either sign (session 21), a band-limited (Fourier)
+  translation; the amplitude's ringing below 0.05 is cut; ``shear_large``: the same with |s|
+  0.5–1.0 (Bragg angles of 27–45°);
+- ``peakmask``: the crystal unchanged, the detector saturated at the Bragg peak and its
+  pixels flagged: every voxel whose expected counts exceed 0.3 of the peak is in the mask
+  (session 21); ``clipped``: the same saturation not flagged, the counts capped at 0.3 of the
+  peak (an attenuator left out, a count-rate limit);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -49,7 +59,7 @@ import torch
 from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
-         "binary", "none")
+         "binary", "shear", "shear_large", "peakmask", "clipped", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -148,8 +158,23 @@ def change(variant: str, seed: int) -> Changed:
         inside = amp > 0.5
     elif base == "binary":
         amp = inside.double()
-    elif base == "none":
-        pass
+    elif base in ("shear", "shear_large"):
+        axis = 1 + int(torch.rand(1, generator=gen).item() < 0.5)  # y or x
+        lo_s, width_s = (0.2, 0.3) if base == "shear" else (0.5, 0.5)
+        s = (lo_s + width_s * torch.rand(1, generator=gen).item()) * (
+            1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
+        zc = float(centroid(amp)[0])
+        moved = s * (torch.arange(n, dtype=torch.float64) - zc)  # per z slice
+        f = torch.fft.fftfreq(n, dtype=torch.float64)
+        ramp = torch.exp(-2j * math.pi * moved.view(n, 1) * f.view(1, n))  # (z, f)
+        ramp = ramp.view(n, 1, n) if axis == 2 else ramp.view(n, n, 1)
+        sheared = torch.fft.ifft(torch.fft.fft(torch.polar(amp, phase), dim=axis) * ramp,
+                                 dim=axis)
+        amp = sheared.abs() * (sheared.abs() >= 0.05)
+        phase = sheared.angle()
+        inside = amp > 0.5
+    elif base in ("none", "peakmask", "clipped"):
+        pass  # the detector side is changed below
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     obj = torch.polar(amp, phase * (amp > 0)).to(torch.complex64)
@@ -160,8 +185,13 @@ def change(variant: str, seed: int) -> Changed:
     if spec.background > 0:
         rate = rate + spec.background
     counts = poisson_noise(rate, torch.Generator().manual_seed(seed + 1))
-    intensity = counts.float().masked_fill(c.mask, 0.0)
-    return Changed(intensity, c.mask, obj, inside, torch.angle(psi).float())
+    mask = c.mask
+    if base == "peakmask":
+        mask = mask | (rate > 0.3 * spec.peak_counts)
+    elif base == "clipped":
+        counts = counts.clamp(max=round(0.3 * spec.peak_counts))
+    intensity = counts.float().masked_fill(mask, 0.0)
+    return Changed(intensity, mask, obj, inside, torch.angle(psi).float())
 
 
 def main() -> None:
