@@ -42,16 +42,23 @@ from .phasing import (
     run_conventional,
     shrinkwrap_support,
 )
-from .preprocess import bragg_offset
+from .preprocess import bragg_offset, fill_peak_holes
 
-__all__ = ["N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model", "phase_ai",
-           "phase_auto", "polish", "predict_start", "seeded_starts", "view_axes"]
+__all__ = ["FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model",
+           "phase_ai", "phase_auto", "polish", "predict_start", "seeded_starts", "view_axes"]
 
 #: Pixels the pattern's centre of mass must be off the grid centre (along some axis) before the
 #: prediction corrects for it. The training patterns themselves lie within ~0.75 px: the
 #: simulator centres a pattern by removing the object's mean (wrapped) phase gradient, which
 #: for strongly strained crystals differs from the centre of mass by up to that much.
 OFFSET_MIN: float = 1.0
+
+#: Share of the pattern's intensity that bad pixels over the Bragg peak must hide (as
+#: :func:`bcdi_stream.preprocess.fill_peak_holes` estimates it) before :func:`predict_start`
+#: shows the model the filled pattern and starts from it. The model never saw a pattern with
+#: its peak cut out (a saturated peak masked): 5/10 weak crystals phased with a zero hole there
+#: against 10/10 without (docs/MODEL_RESEARCH.md, session 21).
+FILL_SHARE: float = 0.02
 
 #: Views of a pattern the model can be asked about: view ``v`` reflects the axes whose bit is
 #: set in ``v`` (:func:`view_axes`); view 0 is the pattern as measured.
@@ -99,6 +106,11 @@ class AIStart:
     view : int
         Which view of the pattern the model saw (:func:`view_axes`); the prediction is
         reflected back, so ``obj`` and ``phase_q`` belong to the pattern as given.
+    filled : float or None
+        Share of the intensity that bad pixels over the Bragg peak hid
+        (:func:`bcdi_stream.preprocess.fill_peak_holes`), when it reached ``fill_share`` and
+        the model saw the filled pattern (``obj``'s modulus takes the estimate there too);
+        None when they were not filled.
     """
 
     obj: torch.Tensor
@@ -108,6 +120,7 @@ class AIStart:
     psf_sigma: tuple[float, float, float] | None = None
     offset: tuple[float, float, float] | None = None
     view: int = 0
+    filled: float | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -154,7 +167,8 @@ def _windows(shape: tuple[int, ...], g: int) -> tuple[tuple[slice, ...], tuple[s
 @torch.no_grad()
 def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tensor | None = None,
                   *, seed: int = 0, settings: PhasingSettings | None = None,
-                  estimate_psf: bool = False, view: int = 0) -> AIStart:
+                  estimate_psf: bool = False, view: int = 0,
+                  fill_share: float | None = FILL_SHARE) -> AIStart:
     """Predict φ(q) and build the ER start ``IFFT(√I·e^{iφ})`` and its support.
 
     Parameters
@@ -175,7 +189,15 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     view : int
         Show the model the pattern reflected along :func:`view_axes` ``(view)`` and reflect
         its prediction back (0: as measured).
+    fill_share : float or None
+        ``"patterson"`` models: when compact groups of bad pixels over the Bragg peak hide at
+        least this share of the intensity (:func:`bcdi_stream.preprocess.fill_peak_holes`),
+        the model sees the pattern filled with that estimate and the start's modulus takes it
+        (:attr:`AIStart.filled`); the refinement still leaves them free. None: never (default
+        :data:`FILL_SHARE`).
     """
+    if fill_share is not None and not 0 < fill_share < 1:
+        raise ValueError(f"fill_share must be in (0, 1) or None, got {fill_share}")
     if intensity.ndim != 3:
         raise ValueError(f"intensity must be 3D, got shape {tuple(intensity.shape)}")
     axes = view_axes(view)
@@ -193,19 +215,22 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     x = physics.reflect(x, axes)
     psf_sigma = None
     offset = None
+    filled = None
+    estimate = None  # the filled intensity on the data grid's bad pixels
     if model.config.kind == "patterson":
         bad = torch.ones((g, g, g), dtype=torch.bool, device=dev)
         bad[m_sl] = False if mask is None else mask.to(dev, torch.bool)[d_sl]
         bad = physics.reflect(bad, axes)
-        # the model was trained on patterns whose centre of mass lies within ~0.75 px of g // 2:
-        # a pattern further off is predicted as if centred, and the object is moved (a phase
-        # ramp) to where the data put it
-        offset = bragg_offset(x, bad).clamp(-g / 8, g / 8)
-        if float(offset.abs().max()) >= OFFSET_MIN:
-            obj_m = model.forward_object(x[None], offset[None].to(torch.float32))[0]
-            obj_m = obj_m * physics.shift_ramp(obj_m.shape, offset, dev)
-        else:
-            obj_m = model.forward_object(x[None])[0]
+        holes = torch.zeros_like(bad)  # bad pixels inside the data window
+        if mask is not None:
+            holes[m_sl] = mask.to(dev, torch.bool)[d_sl]
+            holes = physics.reflect(holes, axes)
+        if fill_share is not None and bool(holes.any()):
+            est, share = fill_peak_holes(x, holes)
+            if share >= fill_share:
+                x, bad, filled = est, bad & ~(holes & (est > 0)), share
+                estimate = physics.reflect(x, axes)[m_sl]
+        offset, obj_m = _predict_object(model, x, bad)
         phi_m = torch.angle(model.phasor_of(obj_m[None])[0])
         if estimate_psf:
             psf_sigma = detector_blur_of(obj_m, x, bad)
@@ -215,13 +240,33 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
     phi[d_sl] = phi_m[m_sl]
+    if estimate is not None:  # the start's modulus takes the estimate on the bad pixels
+        data = data.clone()
+        data[d_sl] = torch.where(mask.to(dev, torch.bool)[d_sl], estimate, data[d_sl])
     obj = physics.ifft_centered(torch.polar(data.sqrt(), phi)).to(torch.complex64)
     support = shrinkwrap_support(obj, settings.shrinkwrap_sigma_start,
                                  settings.shrinkwrap_threshold)
     return AIStart(obj=obj, support=support, phase_q=phi, seconds=time.perf_counter() - t0,
                    psf_sigma=psf_sigma,
                    offset=None if offset is None else tuple(float(v) for v in offset),
-                   view=int(view))
+                   view=int(view), filled=filled)
+
+
+def _predict_object(model: Any, x: torch.Tensor, bad: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``"patterson"`` model's object for pattern ``x`` (model grid, bad pixels zero) and
+    the pattern's centre-of-mass offset (:func:`bragg_offset`, capped at G/8)."""
+    g = x.shape[-1]
+    # the model was trained on patterns whose centre of mass lies within ~0.75 px of g // 2:
+    # a pattern further off is predicted as if centred, and the object is moved (a phase
+    # ramp) to where the data put it
+    offset = bragg_offset(x, bad).clamp(-g / 8, g / 8)
+    if float(offset.abs().max()) >= OFFSET_MIN:
+        obj_m = model.forward_object(x[None], offset[None].to(torch.float32))[0]
+        obj_m = obj_m * physics.shift_ramp(obj_m.shape, offset, x.device)
+    else:
+        obj_m = model.forward_object(x[None])[0]
+    return offset, obj_m
 
 
 def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,

@@ -23,7 +23,7 @@ from bcdi_stream.arrays import as_tensor
 from bcdi_stream.errors import InputError
 from bcdi_stream.physics import centroid
 
-__all__ = ["Prepared", "bragg_offset", "find_hot_pixels", "prepare_frames"]
+__all__ = ["Prepared", "bragg_offset", "fill_peak_holes", "find_hot_pixels", "prepare_frames"]
 
 #: Re-crops of :func:`prepare_frames` around the background-subtracted centre of mass.
 CENTRE_PASSES = 3
@@ -272,3 +272,81 @@ def prepare_frames(
     if float(out.sum()) < 0.5 * total:
         meta["warning"] = "less than half of the counts fall inside the crop box"
     return Prepared(out, out_bad, origin, meta)
+
+
+def fill_peak_holes(intensity: torch.Tensor, mask: torch.Tensor, *, max_voxels: int = 4096,
+                    ring: int = 3, brightness: float = 0.05) -> tuple[torch.Tensor, float]:
+    """Estimate the counts of bad pixels that cover the bright core of a Bragg peak.
+
+    A saturated peak is usually masked (or its pixels flagged) by the detector software: a
+    compact hole where most of the intensity lies. Each compact group of bad pixels (a
+    connected component of at most ``max_voxels`` spanning less than half the grid along every
+    axis; module gaps run across it) whose surroundings
+    are bright (the brightest good pixel within ``ring`` pixels reaches ``brightness`` of the
+    pattern's brightest good pixel) is filled with a Gaussian fitted to those surroundings:
+    ``log I`` quadratic in q (Guinier's law near a peak), least squares weighted by √counts,
+    capped at 20 times the brightest surrounding pixel.
+
+    Parameters
+    ----------
+    intensity : torch.Tensor
+        ``(z, y, x)`` counts (bad pixels any value).
+    mask : torch.Tensor
+        Bad pixels (True = bad), same shape.
+    max_voxels : int
+        Largest group of bad pixels filled.
+    ring : int
+        Width in pixels of the surroundings the Gaussian is fitted to.
+    brightness : float
+        Share of the brightest good pixel the surroundings must reach, in (0, 1].
+
+    Returns
+    -------
+    (torch.Tensor, float)
+        The intensity with those groups filled (other bad pixels zero), and the share of the
+        filled pattern's total they hold (0.0 when none was filled).
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    if intensity.ndim != 3 or tuple(mask.shape) != tuple(intensity.shape):
+        raise ValueError(f"intensity must be 3D and mask of its shape, got "
+                         f"{tuple(intensity.shape)} and {tuple(mask.shape)}")
+    if max_voxels < 1 or ring < 1:
+        raise ValueError(f"max_voxels and ring must be >= 1, got {max_voxels}, {ring}")
+    if not 0 < brightness <= 1:
+        raise ValueError(f"brightness must be in (0, 1], got {brightness}")
+    data = intensity.detach().to("cpu", torch.float64).clamp_min(0).numpy().copy()
+    bad = mask.detach().to("cpu").bool().numpy()
+    data[bad] = 0.0
+    top = float(data.max())
+    if not bad.any() or top <= 0:
+        return torch.as_tensor(data, dtype=torch.float32).to(intensity.device), 0.0
+    labels, _ = ndimage.label(bad)
+    sizes = np.bincount(labels.ravel())
+    hidden = 0.0
+    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
+        wide = any(2 * (sl.stop - sl.start) >= n for sl, n in zip(box, data.shape, strict=True))
+        if sizes[lab] > max_voxels or wide:
+            continue
+        hole = labels == lab
+        near = ndimage.binary_dilation(hole, iterations=ring) & ~bad & (data > 0)
+        if near.sum() < 10 or data[near].max() < brightness * top:
+            continue
+        centre = np.argwhere(hole).mean(axis=0)
+
+        def design(points: np.ndarray, centre: np.ndarray = centre) -> np.ndarray:
+            q = points - centre
+            return np.column_stack([np.ones(len(q)), q, q**2, q[:, 0] * q[:, 1],
+                                    q[:, 0] * q[:, 2], q[:, 1] * q[:, 2]])
+
+        counts = data[near]
+        weight = np.sqrt(counts)
+        coef = np.linalg.lstsq(design(np.argwhere(near)) * weight[:, None],
+                               np.log(counts) * weight, rcond=None)[0]
+        fit = np.exp(np.clip(design(np.argwhere(hole)) @ coef, -50.0, 50.0))
+        fit = np.minimum(fit, 20.0 * counts.max())
+        data[hole] = fit
+        hidden += float(fit.sum())
+    share = hidden / max(float(data.sum()), 1e-30)
+    return torch.as_tensor(data, dtype=torch.float32).to(intensity.device), share

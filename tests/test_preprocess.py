@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bcdi_stream.errors import InputError
-from bcdi_stream.preprocess import find_hot_pixels, prepare_frames
+from bcdi_stream.preprocess import fill_peak_holes, find_hot_pixels, prepare_frames
 
 
 def _frames(n: int = 24, rows: int = 48, cols: int = 40, peak=(10, 30, 12), seed: int = 0):
@@ -116,3 +116,28 @@ def test_crop_centres_a_strained_pattern_on_its_centre_of_mass() -> None:
     assert p.origin == (3, 11, 30)
     assert torch.equal(p.intensity, c.intensity)
     assert max(abs(v) for v in p.meta["bragg_offset"]) < 0.5
+
+
+def test_fill_peak_holes_restores_a_masked_gaussian_peak_and_leaves_gaps() -> None:
+    n = 32
+    q = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64) - 15.3,) * 3,
+                                   indexing="ij"))
+    peak = 1e5 * torch.exp(-(q[0] ** 2 / 8 + q[1] ** 2 / 5 + q[2] ** 2 / 12 + q[0] * q[1] / 20))
+    truth = peak.float() + 0.5
+    core = peak > 0.3 * peak.max()  # a saturated core, flagged
+    gap = torch.zeros_like(core)
+    gap[:, 24, :] = True  # a module gap: runs across the grid, never filled
+    filled, share = fill_peak_holes(truth, core | gap)
+    assert torch.allclose(filled[core], truth[core], rtol=0.02)
+    assert (filled[gap] == 0).all()
+    assert share == pytest.approx(float(truth[core].sum() / filled.sum()), rel=1e-3)
+    assert share > 0.3
+    # a dim hole (far from the peak) and no hole at all: nothing filled
+    dim = torch.zeros_like(core)
+    dim[2:4, 2:4, 2:4] = True
+    assert fill_peak_holes(truth, dim)[1] == 0.0
+    assert fill_peak_holes(truth, torch.zeros_like(core))[1] == 0.0
+    with pytest.raises(ValueError, match="brightness"):
+        fill_peak_holes(truth, core, brightness=0.0)
+    with pytest.raises(ValueError, match="mask"):
+        fill_peak_holes(truth, core[0])
