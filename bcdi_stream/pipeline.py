@@ -311,6 +311,8 @@ def reconstruct(
     if loaded is not None:
         meta["model"] = loaded.identity()
         meta["ai"] = ai.model_dump()
+        # share of the intensity a masked Bragg-peak core held, filled for the model (None: not)
+        meta["peak_filled"] = start.filled
     return Reconstruction(
         obj=post.obj,
         support=post.support.to(torch.bool),

@@ -280,12 +280,12 @@ def fill_peak_holes(intensity: torch.Tensor, mask: torch.Tensor, *, max_voxels: 
 
     A saturated peak is usually masked (or its pixels flagged) by the detector software: a
     compact hole where most of the intensity lies. Each compact group of bad pixels (a
-    connected component of at most ``max_voxels`` spanning less than half the grid along every
-    axis; module gaps run across it) whose surroundings
-    are bright (the brightest good pixel within ``ring`` pixels reaches ``brightness`` of the
-    pattern's brightest good pixel) is filled with a Gaussian fitted to those surroundings:
-    ``log I`` quadratic in q (Guinier's law near a peak), least squares weighted by √counts,
-    capped at 20 times the brightest surrounding pixel.
+    connected component of at most ``max_voxels``, spanning less than half the grid along every
+    axis; module gaps run across it) whose surroundings are bright (the brightest good pixel
+    within ``ring`` pixels reaches ``brightness`` of the pattern's brightest good pixel) is
+    filled with a Gaussian fitted to those surroundings: ``log I`` quadratic in q (Guinier's law
+    near a peak), least squares weighted by √counts, capped at 20 times the brightest
+    surrounding pixel.
 
     Parameters
     ----------

@@ -57,6 +57,7 @@ def test_ai_method_runs_and_records_the_model(weights, crystal) -> None:
     assert rec.meta["model"]["name"] == "tiny" and len(rec.meta["model"]["hash"]) == 64
     assert rec.timings["predict"] > 0 and rec.timings["refine"] >= 0
     assert rec.quality["llk"] > 0 and len(rec.quality["psf_sigma"]) == 3
+    assert rec.meta["peak_filled"] is None  # no masked peak core to fill
 
 
 def _fallback_llks(fb: dict) -> dict[str, float]:
