@@ -168,7 +168,8 @@ def _windows(shape: tuple[int, ...], g: int) -> tuple[tuple[slice, ...], tuple[s
 def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tensor | None = None,
                   *, seed: int = 0, settings: PhasingSettings | None = None,
                   estimate_psf: bool = False, view: int = 0,
-                  fill_share: float | None = FILL_SHARE) -> AIStart:
+                  fill_share: float | None = FILL_SHARE,
+                  fill_with: torch.Tensor | None = None) -> AIStart:
     """Predict φ(q) and build the ER start ``IFFT(√I·e^{iφ})`` and its support.
 
     Parameters
@@ -195,6 +196,10 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         the model sees the pattern filled with that estimate and the start's modulus takes it
         (:attr:`AIStart.filled`); the refinement still leaves them free. None: never (default
         :data:`FILL_SHARE`).
+    fill_with : torch.Tensor, optional
+        Intensity on the data grid to fill those pixels with instead of the Gaussian (which
+        still decides which pixels, and whether): :func:`phase_ai`'s second pass gives the
+        first result's ``|FFT ρ|²``.
     """
     if fill_share is not None and not 0 < fill_share < 1:
         raise ValueError(f"fill_share must be in (0, 1) or None, got {fill_share}")
@@ -228,7 +233,13 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         if fill_share is not None and bool(holes.any()):
             est, share = fill_peak_holes(x, holes)
             if share >= fill_share:
-                x, bad, filled = est, bad & ~(holes & (est > 0)), share
+                done = holes & (est > 0)
+                if fill_with is not None:
+                    other = torch.zeros((g, g, g), device=dev)
+                    other[m_sl] = fill_with.to(dev, torch.float32)[d_sl]
+                    est = torch.where(done, physics.reflect(other, axes), est)
+                    share = float(est[done].sum() / est.sum().clamp_min(1e-30))
+                x, bad, filled = est, bad & ~done, share
                 estimate = physics.reflect(x, axes)[m_sl]
         offset, obj_m = _predict_object(model, x, bad)
         phi_m = torch.angle(model.phasor_of(obj_m[None])[0])
@@ -273,7 +284,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
              n_raar: int = 0, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
              device: str | torch.device | None = None, psf_hypothesis: int = 60,
-             n_hio: int = 100, view: int = 0, n_er_first: int = 0
+             n_hio: int = 100, view: int = 0, n_er_first: int = 0,
+             fill_share: float | None = FILL_SHARE, refill: bool = True
              ) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_er_first`` ER, ``n_raar`` RAAR,
     ``n_hio`` HIO and ``n_er`` ER iterations.
@@ -318,9 +330,19 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         (docs/MODEL_RESEARCH.md, session 12): 50 + HIO 100 + ER 50 solves 11/25 strong test
         crystals against 12/25 for the default, the other classes alike, hence off.
 
+    fill_share : float or None
+        :func:`predict_start`'s: the share of the intensity a masked peak core must hold to
+        be filled for the model (None: never).
+    refill : bool
+        When the start filled a masked Bragg-peak core (:attr:`AIStart.filled`), predict and
+        refine a second time with the core filled by the first result's ``|FFT ρ|²``, and keep
+        the lower LLK (``timings["refill"]``: the other pass's seconds, counted in the total).
+        Medium crystals with a masked core: 8/10 → 9/10 (docs/MODEL_RESEARCH.md, session 21).
+
     Returns
     -------
     (PhasingResult, AIStart)
+        The result kept and the start it came from.
     """
     settings = settings or PhasingSettings()
     dev = torch.device(device) if device is not None else next(loaded.model.parameters()).device
@@ -336,9 +358,10 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         raise ValueError("n_er_first needs n_raar + n_hio > 0 (add it to n_er for ER only)")
     auto_psf = psf_hypothesis > 0 and settings.psf == "auto"
     start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf,
-                          view=view)
+                          view=view, fill_share=fill_share)
 
-    def refine(n_r: int, n_h: int, n_e: int, psf_start: Any, n_f: int = 0) -> PhasingResult:
+    def refine(start: AIStart, n_r: int, n_h: int, n_e: int, psf_start: Any, n_f: int = 0
+               ) -> PhasingResult:
         if n_raar + n_hio > 0:
             obj, support, before = start.obj, start.support, 0.0
             if n_f:
@@ -358,21 +381,39 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         return refine_er(i_t, m_t, start.obj, start.support, n_iter=n_e, shrinkwrap=shrinkwrap,
                          device=dev, settings=settings, psf_start=psf_start)
 
-    res = refine(n_raar, n_hio, n_er, None, n_er_first)
-    if start.psf_sigma is not None:
-        # the blur hypothesis: a shorter second run from the same start, the lower LLK wins
-        first = psf_hypothesis // 2 if n_raar + n_hio > 0 else 0
-        n_h = round(first * n_hio / (n_raar + n_hio)) if first else 0
-        alt = refine(first - n_h, n_h, psf_hypothesis - first, start.psf_sigma)
-        timings = dict(res.timings)
-        timings["psf_hypothesis"] = alt.timings.get("total", 0.0)
-        timings["total"] = timings.get("total", 0.0) + timings["psf_hypothesis"]
-        llks, chis = [res.llk, alt.llk], [res.chi2, alt.chi2]
-        if alt.llk < res.llk:
-            res = alt
-            res.best_run = 1
-        res.llk_runs, res.chi2_runs, res.timings = llks, chis, timings
-    res.timings["predict"] = start.seconds
+    def attempt(start: AIStart) -> PhasingResult:
+        """The refinement of ``start`` (and of its blur hypothesis, the lower LLK kept)."""
+        res = refine(start, n_raar, n_hio, n_er, None, n_er_first)
+        if start.psf_sigma is not None:
+            # the blur hypothesis: a shorter second run from the same start, the lower LLK wins
+            first = psf_hypothesis // 2 if n_raar + n_hio > 0 else 0
+            n_h = round(first * n_hio / (n_raar + n_hio)) if first else 0
+            alt = refine(start, first - n_h, n_h, psf_hypothesis - first, start.psf_sigma)
+            timings = dict(res.timings)
+            timings["psf_hypothesis"] = alt.timings.get("total", 0.0)
+            timings["total"] = timings.get("total", 0.0) + timings["psf_hypothesis"]
+            llks, chis = [res.llk, alt.llk], [res.chi2, alt.chi2]
+            if alt.llk < res.llk:
+                res = alt
+                res.best_run = 1
+            res.llk_runs, res.chi2_runs, res.timings = llks, chis, timings
+        res.timings["predict"] = start.seconds
+        return res
+
+    res = attempt(start)
+    if start.filled is not None and refill:
+        # the first result's own intensity on the filled pixels estimates a strained peak's core
+        # better than the Gaussian (docs/MODEL_RESEARCH.md, session 21): predict and refine
+        # again from it, the lower LLK kept
+        again = predict_start(loaded, i_t, m_t, seed=seed, settings=settings,
+                              estimate_psf=auto_psf, view=view, fill_share=fill_share,
+                              fill_with=physics.fft_centered(res.obj).abs().square())
+        other = attempt(again)
+        if other.llk < res.llk:
+            res, start, other = other, again, res
+        spent = other.timings.get("total", 0.0) + other.timings["predict"]
+        res.timings["refill"] = round(spent, 4)
+        res.timings["total"] = res.timings.get("total", 0.0) + spent
     return res, start
 
 
@@ -585,7 +626,8 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
         res, st = phase_ai(intensity, mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
                            n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
                            seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis,
-                           view=view, n_er_first=ai.n_er_first)
+                           view=view, n_er_first=ai.n_er_first,
+                           fill_share=ai.peak_fill or None, refill=ai.peak_refill)
         return res, st, float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma,
                                             counts=counts))
 

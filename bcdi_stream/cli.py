@@ -344,6 +344,9 @@ def reconstruct(
                     else "; treat it as failed")
             typer.echo(f"warning: the result does not fit the data (excess misfit "
                        f"{q['excess_misfit']:.2g} > {limit:g}){hint}")
+        if rec.meta.get("saturated_voxels"):
+            typer.echo(f"warning: {rec.meta['saturated_voxels']} voxels share the maximum "
+                       "count (a saturated peak?): left free in the phasing")
 
 
 def _load_truth(path: Path) -> dict[str, Any]:

@@ -104,6 +104,20 @@ class AISettings(BaseModel):
         description="auto: at most this many polishes, each from the kept result while it "
         "still does not fit and the previous one lowered the LLK (0: no polish)",
     )
+    peak_fill: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="fill compact bad-pixel groups over the Bragg peak (a saturated core, "
+        "masked) with a Gaussian fitted around them before the model sees the pattern, when "
+        "they hold at least this share of the intensity (0: never; a zero hole there halved "
+        "the weak crystals solved, 5/10 -> 10/10 filled; docs/MODEL_RESEARCH.md session 21)",
+    )
+    peak_refill: bool = Field(
+        True,
+        description="after a filled start, predict and refine again with the core filled by "
+        "the first result's |FFT|^2, the lower LLK kept (medium crystals 8/10 -> 9/10)",
+    )
     psf_hypothesis: int = Field(
         60,
         ge=0,

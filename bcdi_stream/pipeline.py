@@ -21,7 +21,7 @@ from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
 from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
-from bcdi_stream.validation import photon_scale, validate_intensity
+from bcdi_stream.validation import photon_scale, saturated_plateau, validate_intensity
 
 __all__ = ["METHODS", "Reconstruction", "default_method", "finish", "model_available",
            "reconstruct"]
@@ -61,7 +61,11 @@ class Reconstruction:
         ``photon_scale`` (photons per unit of the input intensity,
         :func:`bcdi_stream.validation.photon_scale`: 1 for counts, None when the values are not
         counts), ``noise_filter`` (its counts; 0 = off, or not applied because the intensity
-        is not in photons), ``crystal_support`` (its threshold; 0 = off).
+        is not in photons), ``crystal_support`` (its threshold; 0 = off),
+        ``saturated_voxels`` (a clipped peak's voxels left free,
+        :func:`bcdi_stream.validation.saturated_plateau`; 0 = none), ``peak_filled``
+        (``ai``/``auto``: the share of the intensity a masked peak core held, filled for the
+        model, :attr:`bcdi_stream.ai_phasing.AIStart.filled`; None = not filled).
     """
 
     obj: torch.Tensor
@@ -184,7 +188,9 @@ def reconstruct(
         are phased as given, without the noise filter, and their excess misfit counts any
         noise as misfit (:func:`bcdi_stream.validation.photon_scale`).
     mask : array-like, optional
-        Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free.
+        Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free. Counts
+        tied at a high maximum (a clipped, saturated peak) are added to it
+        (:func:`bcdi_stream.validation.saturated_plateau`, ``meta["saturated_voxels"]``).
     method : {"conventional", "ai", "auto"}
         ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +
@@ -246,6 +252,12 @@ def reconstruct(
         scaled = counts and photons != 1.0
         if scaled:
             data = torch.round(data * photons)  # the counts, to float32's last bit
+        # a clipped peak (counts tied at a high maximum) is only a lower bound: left free, and
+        # the model sees it filled (ai_phasing.predict_start)
+        plateau = saturated_plateau(data, bad) if counts else None
+        saturated = 0 if plateau is None else int(plateau.sum())
+        if plateau is not None:
+            bad = plateau if bad is None else bad | plateau
 
     used = method
     fallback: dict[str, Any] | None = None
@@ -306,6 +318,7 @@ def reconstruct(
         "settings": phasing.model_dump(),
         "noise_filter": float(phasing.noise_filter) if counts else 0.0,
         "photon_scale": photons,
+        "saturated_voxels": saturated,
         "crystal_support": float(phasing.crystal_support),
     }
     if loaded is not None:

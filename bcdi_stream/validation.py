@@ -21,6 +21,7 @@ __all__ = [
     "check_saturation",
     "data_warnings",
     "photon_scale",
+    "saturated_plateau",
     "validate_intensity",
 ]
 
@@ -239,6 +240,45 @@ def check_saturation(data: Any, mask: Any = None, *, level: float | None = None)
                 f"possible detector saturation: {n} voxels share the maximum value {top:g}"
             )
     return out
+
+
+def saturated_plateau(data: torch.Tensor, mask: torch.Tensor | None = None, *,
+                      min_voxels: int = 4, min_counts: float = 1000.0) -> torch.Tensor | None:
+    """The voxels of a clipped Bragg peak: several good voxels sharing a high maximum count.
+
+    A detector that saturates without flagging its pixels (a count-rate limit, an attenuator
+    left out) caps the peak's core at one value; those voxels then say only "at least this
+    many", and phasing them as measured, or the model seeing a flat-topped peak, fails
+    (docs/MODEL_RESEARCH.md, session 21). Poisson counts of 1000 or more almost never tie
+    ``min_voxels`` times at the maximum otherwise. The same test as
+    :func:`check_saturation`'s warning without a saturation level.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D photon counts.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored.
+    min_voxels : int
+        Fewest voxels at the maximum that make a plateau (>= 2).
+    min_counts : float
+        Lowest maximum count considered (> 0).
+
+    Returns
+    -------
+    torch.Tensor or None
+        Bool mask of the plateau's voxels, or None when there is none.
+    """
+    if min_voxels < 2:
+        raise ValueError(f"min_voxels must be >= 2, got {min_voxels}")
+    if not min_counts > 0:
+        raise ValueError(f"min_counts must be positive, got {min_counts}")
+    x = _counts(data, mask)
+    top = float(x.max())
+    if top < min_counts:
+        return None
+    plateau = x == top
+    return plateau if int(plateau.sum()) >= min_voxels else None
 
 
 def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) -> list[str]:

@@ -235,6 +235,7 @@ def test_shipped_model_phases_a_crystal_whose_saturated_peak_is_masked() -> None
     loaded = cached_model()
     res, start = phase_ai(data, mask, loaded=loaded, seed=0, device="cpu")
     assert start.filled is not None and start.filled > 0.2
+    assert res.timings["refill"] > 0  # the second pass, from the first result's |FFT|²
     m = compare(res.obj, c.obj, c.support, recon_support=res.support)
     assert m.success, m
     # without the fill, the same call fails
@@ -242,6 +243,13 @@ def test_shipped_model_phases_a_crystal_whose_saturated_peak_is_masked() -> None
     assert bare.filled is None
     # gaps alone are never filled
     assert predict_start(loaded, c.intensity, c.mask, seed=0).filled is None
+    # the same core saturated without a flag (counts capped): the pipeline finds the
+    # plateau, leaves it free and the model sees it filled
+    capped = c.intensity.clamp(max=float(c.intensity[core].min()))
+    rec = reconstruct(capped, c.mask, method="ai", seed=0, model=loaded,
+                      settings=Settings(device="cpu"))
+    assert rec.meta["saturated_voxels"] > 10 and rec.meta["peak_filled"] > 0.2
+    assert compare(rec.obj, c.obj, c.support, recon_support=rec.support).success
 
 
 def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:

@@ -220,3 +220,23 @@ def test_reconstruct_warns_when_the_result_does_not_fit(trained: Path, tmp_path:
         assert code == 0, err
         assert ("warning: the result does not fit the data" in text) == warned, text
         assert ("--method auto tries further" in text) == warned
+
+
+def test_reconstruct_warns_of_a_clipped_peak(trained: Path, tmp_path: Path, capsys) -> None:
+    """Counts tied at a high maximum (a saturated detector, not flagged) are left free, and
+    the human-readable output says so."""
+    import h5py
+
+    cxi = tmp_path / "c.cxi"
+    assert _run(capsys, "simulate", cxi, "--seed", "5", "--strain", "weak")[0] == 0
+    args = ("reconstruct", cxi, "--out", tmp_path / "ai.cxi", "--method", "ai", "--model",
+            trained / "w.pt", "--n-raar", "20", "--n-er", "10", "--device", "cpu")
+    code, text, err = _run(capsys, *args)
+    assert code == 0 and "share the maximum count" not in text, err
+    with h5py.File(cxi, "r+") as f:
+        data = f["/entry_1/data_1/data"]
+        top = float(data[...].max())
+        data[...] = data[...].clip(max=0.3 * top)
+    code, text, err = _run(capsys, *args)
+    assert code == 0, err
+    assert "voxels share the maximum count (a saturated peak?)" in text, text

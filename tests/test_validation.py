@@ -12,6 +12,7 @@ from bcdi_stream.validation import (
     check_saturation,
     data_warnings,
     photon_scale,
+    saturated_plateau,
     validate_intensity,
 )
 
@@ -130,6 +131,25 @@ def test_saturation_warnings():
     assert check_saturation(_peak(scale=100.0)) == []
     with pytest.raises(ValueError, match="level"):
         check_saturation(_peak(), level=0)
+
+
+def test_saturated_plateau_is_the_clipped_core():
+    peak = torch.from_numpy(_peak())
+    clipped = peak.clamp(max=5000.0)
+    plateau = saturated_plateau(clipped)
+    assert plateau is not None and torch.equal(plateau, peak >= 5000.0)
+    # the same warning's voxels
+    assert f"{int(plateau.sum())} voxels" in check_saturation(clipped.numpy())[0]
+    # Poisson counts of a bright peak do not tie at their maximum; a dim plateau is ignored
+    g = torch.Generator().manual_seed(0)
+    assert saturated_plateau(torch.poisson(peak, generator=g)) is None
+    assert saturated_plateau(torch.from_numpy(_peak(scale=100.0)).clamp(max=50.0)) is None
+    # bad pixels are not part of it
+    mask = torch.zeros_like(plateau)
+    mask[SHAPE[0] // 2, SHAPE[1] // 2, SHAPE[2] // 2] = True
+    assert int(saturated_plateau(clipped, mask).sum()) == int(plateau.sum()) - 1
+    with pytest.raises(ValueError, match="min_voxels"):
+        saturated_plateau(clipped, min_voxels=1)
 
 
 def test_frame_warnings():

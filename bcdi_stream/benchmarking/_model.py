@@ -76,10 +76,12 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
             n_first, n_raar, n_hio, n_er = 0, 0, 0, n_first + ai.n_raar + ai.n_hio + ai.n_er
         res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar, n_hio=n_hio,
                           shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev,
-                          psf_hypothesis=ai.psf_hypothesis, n_er_first=n_first)
+                          psf_hypothesis=ai.psf_hypothesis, n_er_first=n_first,
+                          fill_share=ai.peak_fill or None, refill=ai.peak_refill)
         obj, sup, llk = res.obj, res.support, res.llk
     elif method == "ai":
-        start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings)
+        start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings,
+                              fill_share=ai.peak_fill or None)
         obj, sup = start.obj * start.support, start.support
     elif method == "random_er":
         # the same iterations as AI+ER, from random phases in the autocorrelation support

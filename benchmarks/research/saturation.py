@@ -1,0 +1,70 @@
+"""A saturated Bragg peak through the whole pipeline (``bcdi_stream.pipeline.reconstruct``).
+
+The crystals of ``unseen_models.py`` (seeds 4_200_000_000 + 1000 k) with the peak's core
+saturated: ``peakmask`` (the voxels whose expected counts exceed 0.3 of the peak are flagged
+bad) and ``clipped`` (their counts capped at 0.3 of the peak, not flagged), of the weak class
+or, with ``_medium``, a span of 1–2.5π. Each is reconstructed as ``bcdi-stream reconstruct``
+does (``--method ai`` or ``auto``, the settings from the environment: ``BCDI_AI__PEAK_FILL=0``
+turns the fill off, ``BCDI_AI__PEAK_REFILL=false`` its second pass) and scored against the
+truth. One JSON line per crystal (the clipped voxels the pipeline left free, the share it
+filled), a summary per variant. Session 21:
+
+    python benchmarks/research/saturation.py --variants peakmask clipped peakmask_medium \\
+        clipped_medium --n 10
+    BCDI_AI__PEAK_FILL=0 python benchmarks/research/saturation.py ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from unseen_models import SEED0, change
+
+VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium")
+
+
+def main() -> None:
+    from bcdi_stream.ai_phasing import cached_model
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.config import Settings
+    from bcdi_stream.pipeline import reconstruct
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--method", default="ai", choices=("ai", "auto"))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    settings = Settings(device="cpu")
+    loaded = cached_model()
+    print(json.dumps({"peak_fill": settings.ai.peak_fill,
+                      "peak_refill": settings.ai.peak_refill}), flush=True)
+    for variant in args.variants:
+        rows = []
+        for k in range(args.n):
+            seed = SEED0 + 1000 * k
+            c = change(variant, seed)
+            t0 = time.perf_counter()
+            rec = reconstruct(c.intensity, c.mask, method=args.method, seed=0, model=loaded,
+                              settings=settings)
+            m = compare(rec.obj, c.obj, c.support, recon_support=rec.support)
+            row = {"variant": variant, "seed": seed, "rmse": round(m.phase_rmse, 3),
+                   "iou": round(m.support_iou, 2), "ok": bool(m.success),
+                   "saturated_voxels": rec.meta["saturated_voxels"],
+                   "peak_filled": (None if rec.meta["peak_filled"] is None
+                                   else round(rec.meta["peak_filled"], 3)),
+                   "method": rec.method, "s": round(time.perf_counter() - t0, 2)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        print(f"{variant}: {args.method} {sum(r['ok'] for r in rows)}/{len(rows)}, median "
+              f"{statistics.median(r['rmse'] for r in rows):.3f} rad, "
+              f"{statistics.median(r['s'] for r in rows):.2f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
