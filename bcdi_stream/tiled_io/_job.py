@@ -432,6 +432,11 @@ def process_run(
         if "photon_scale" in rec.meta:  # None: the frames were not counts
             scale = rec.meta["photon_scale"]
             md["photon_scale"] = float(scale) if isinstance(scale, (int, float)) else None
+        if isinstance(rec.meta.get("saturated_voxels"), int):  # a clipped peak, left free
+            md["saturated_voxels"] = int(rec.meta["saturated_voxels"])
+        if "peak_filled" in rec.meta:  # a masked peak core filled for the model (None: not)
+            filled = rec.meta["peak_filled"]
+            md["peak_filled"] = float(filled) if isinstance(filled, (int, float)) else None
 
         stage = "write"
         t0 = time.perf_counter()
