@@ -42,7 +42,7 @@ from .phasing import (
     run_conventional,
     shrinkwrap_support,
 )
-from .preprocess import bragg_offset, fill_peak_holes
+from .preprocess import bragg_offset, fill_lost_frames, fill_peak_holes
 
 __all__ = ["FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model",
            "phase_ai", "phase_auto", "polish", "predict_start", "seeded_starts", "view_axes"]
@@ -53,11 +53,13 @@ __all__ = ["FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome", "cac
 #: for strongly strained crystals differs from the centre of mass by up to that much.
 OFFSET_MIN: float = 1.0
 
-#: Share of the pattern's intensity that bad pixels over the Bragg peak must hide (as
-#: :func:`bcdi_stream.preprocess.fill_peak_holes` estimates it) before :func:`predict_start`
-#: shows the model the filled pattern and starts from it. The model never saw a pattern with
-#: its peak cut out (a saturated peak masked): 5/10 weak crystals phased with a zero hole there
-#: against 10/10 without (docs/MODEL_RESEARCH.md, session 21).
+#: Share of the pattern's intensity that bad pixels over the Bragg peak (a masked saturated
+#: core, :func:`bcdi_stream.preprocess.fill_peak_holes`) or lost frames
+#: (:func:`bcdi_stream.preprocess.fill_lost_frames`) must hide, as estimated, before
+#: :func:`predict_start` shows the model the filled pattern and starts from it. The model never
+#: saw such holes: a masked core left 5/10 weak crystals phased, 10/10 filled; a lost frame
+#: through the peak, left free, 7/10 medium ones, 10/10 filled (docs/MODEL_RESEARCH.md,
+#: session 21).
 FILL_SHARE: float = 0.02
 
 #: Views of a pattern the model can be asked about: view ``v`` reflects the axes whose bit is
@@ -107,10 +109,11 @@ class AIStart:
         Which view of the pattern the model saw (:func:`view_axes`); the prediction is
         reflected back, so ``obj`` and ``phase_q`` belong to the pattern as given.
     filled : float or None
-        Share of the intensity that bad pixels over the Bragg peak hid
-        (:func:`bcdi_stream.preprocess.fill_peak_holes`), when it reached ``fill_share`` and
-        the model saw the filled pattern (``obj``'s modulus takes the estimate there too);
-        None when they were not filled.
+        Share of the intensity that bad pixels over the Bragg peak or lost frames hid
+        (:func:`bcdi_stream.preprocess.fill_peak_holes`,
+        :func:`~bcdi_stream.preprocess.fill_lost_frames`), when it reached ``fill_share`` and
+        the model saw the filled pattern (``obj``'s modulus takes the estimate there too); None
+        when they were not filled.
     """
 
     obj: torch.Tensor
@@ -191,14 +194,16 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         Show the model the pattern reflected along :func:`view_axes` ``(view)`` and reflect
         its prediction back (0: as measured).
     fill_share : float or None
-        ``"patterson"`` models: when compact groups of bad pixels over the Bragg peak hide at
-        least this share of the intensity (:func:`bcdi_stream.preprocess.fill_peak_holes`),
-        the model sees the pattern filled with that estimate and the start's modulus takes it
-        (:attr:`AIStart.filled`); the refinement still leaves them free. None: never (default
-        :data:`FILL_SHARE`).
+        ``"patterson"`` models: when compact groups of bad pixels over the Bragg peak and
+        frames bad throughout hide at least this share of the intensity (estimated by a
+        Gaussian fitted around the former, :func:`bcdi_stream.preprocess.fill_peak_holes`, and
+        by interpolation between the frames around the latter,
+        :func:`~bcdi_stream.preprocess.fill_lost_frames`), the model sees the pattern filled
+        with those estimates and the start's modulus takes them (:attr:`AIStart.filled`); the
+        refinement still leaves them free. None: never (default :data:`FILL_SHARE`).
     fill_with : torch.Tensor, optional
-        Intensity on the data grid to fill those pixels with instead of the Gaussian (which
-        still decides which pixels, and whether): :func:`phase_ai`'s second pass gives the
+        Intensity on the data grid to fill those pixels with instead of the estimates (which
+        still decide which pixels, and whether): :func:`phase_ai`'s second pass gives the
         first result's ``|FFT ρ|²``.
     """
     if fill_share is not None and not 0 < fill_share < 1:
@@ -231,9 +236,11 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
             holes[m_sl] = mask.to(dev, torch.bool)[d_sl]
             holes = physics.reflect(holes, axes)
         if fill_share is not None and bool(holes.any()):
-            est, share = fill_peak_holes(x, holes)
+            est, _ = fill_peak_holes(x, holes)
+            est = torch.where(est > 0, est, fill_lost_frames(est, holes & (est <= 0)))
+            done = holes & (est > 0)
+            share = float(est[done].sum() / est.sum().clamp_min(1e-30))
             if share >= fill_share:
-                done = holes & (est > 0)
                 if fill_with is not None:
                     other = torch.zeros((g, g, g), device=dev)
                     other[m_sl] = fill_with.to(dev, torch.float32)[d_sl]
@@ -331,11 +338,12 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         crystals against 12/25 for the default, the other classes alike, hence off.
 
     fill_share : float or None
-        :func:`predict_start`'s: the share of the intensity a masked peak core must hold to
-        be filled for the model (None: never).
+        :func:`predict_start`'s: the share of the intensity a masked peak core or lost frames
+        must hold to be filled for the model (None: never).
     refill : bool
-        When the start filled a masked Bragg-peak core (:attr:`AIStart.filled`), predict and
-        refine a second time with the core filled by the first result's ``|FFT ρ|²``, and keep
+        When the start filled a masked Bragg-peak core or lost frames (:attr:`AIStart.filled`),
+        predict and refine a second time with them filled by the first result's ``|FFT ρ|²``,
+        and keep
         the lower LLK (``timings["refill"]``: the other pass's seconds, counted in the total).
         Medium crystals with a masked core: 8/10 → 9/10 (docs/MODEL_RESEARCH.md, session 21).
 

@@ -347,6 +347,9 @@ def reconstruct(
         if rec.meta.get("saturated_voxels"):
             typer.echo(f"warning: {rec.meta['saturated_voxels']} voxels share the maximum "
                        "count (a saturated peak?): left free in the phasing")
+        if rec.meta.get("lost_frames"):
+            typer.echo(f"warning: frames {rec.meta['lost_frames']} have no counts inside the "
+                       "rocking curve (dropped?): left free in the phasing")
 
 
 def _load_truth(path: Path) -> dict[str, Any]:

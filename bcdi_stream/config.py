@@ -109,14 +109,17 @@ class AISettings(BaseModel):
         ge=0,
         lt=1,
         description="fill compact bad-pixel groups over the Bragg peak (a saturated core, "
-        "masked) with a Gaussian fitted around them before the model sees the pattern, when "
-        "they hold at least this share of the intensity (0: never; a zero hole there halved "
-        "the weak crystals solved, 5/10 -> 10/10 filled; docs/MODEL_RESEARCH.md session 21)",
+        "masked) with a Gaussian fitted around them, and frames bad throughout (lost) by "
+        "interpolation, before the model sees the pattern, when they hold at least this share "
+        "of the intensity (0: never; a zero hole at the core halved the weak crystals solved, "
+        "5/10 -> 10/10 filled; a lost frame: medium 7/10 -> 10/10; docs/MODEL_RESEARCH.md "
+        "session 21)",
     )
     peak_refill: bool = Field(
         True,
-        description="after a filled start, predict and refine again with the core filled by "
-        "the first result's |FFT|^2, the lower LLK kept (medium crystals 8/10 -> 9/10)",
+        description="after a filled start, predict and refine again with the filled pixels "
+        "taken from the first result's |FFT|^2, the lower LLK kept (medium crystals with a "
+        "masked core 8/10 -> 9/10)",
     )
     psf_hypothesis: int = Field(
         60,

@@ -21,7 +21,12 @@ from bcdi_stream.config import AISettings, PhasingSettings, Settings
 from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
 from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
-from bcdi_stream.validation import photon_scale, saturated_plateau, validate_intensity
+from bcdi_stream.validation import (
+    lost_frames,
+    photon_scale,
+    saturated_plateau,
+    validate_intensity,
+)
 
 __all__ = ["METHODS", "Reconstruction", "default_method", "finish", "model_available",
            "reconstruct"]
@@ -63,9 +68,12 @@ class Reconstruction:
         counts), ``noise_filter`` (its counts; 0 = off, or not applied because the intensity
         is not in photons), ``crystal_support`` (its threshold; 0 = off),
         ``saturated_voxels`` (a clipped peak's voxels left free,
-        :func:`bcdi_stream.validation.saturated_plateau`; 0 = none), ``peak_filled``
-        (``ai``/``auto``: the share of the intensity a masked peak core held, filled for the
-        model, :attr:`bcdi_stream.ai_phasing.AIStart.filled`; None = not filled).
+        :func:`bcdi_stream.validation.saturated_plateau`; 0 = none), ``lost_frames`` (frames
+        with no counts inside the rocking curve, left free,
+        :func:`bcdi_stream.validation.lost_frames`; empty = none), ``peak_filled``
+        (``ai``/``auto``: the share of the intensity a masked peak core or lost frames held,
+        filled for the model, :attr:`bcdi_stream.ai_phasing.AIStart.filled`; None = not
+        filled).
     """
 
     obj: torch.Tensor
@@ -190,7 +198,9 @@ def reconstruct(
     mask : array-like, optional
         Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free. Counts
         tied at a high maximum (a clipped, saturated peak) are added to it
-        (:func:`bcdi_stream.validation.saturated_plateau`, ``meta["saturated_voxels"]``).
+        (:func:`bcdi_stream.validation.saturated_plateau`, ``meta["saturated_voxels"]``), and
+        so are frames with no counts inside the rocking curve (a frame the detector dropped,
+        :func:`bcdi_stream.validation.lost_frames`, ``meta["lost_frames"]``).
     method : {"conventional", "ai", "auto"}
         ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +
@@ -258,6 +268,12 @@ def reconstruct(
         saturated = 0 if plateau is None else int(plateau.sum())
         if plateau is not None:
             bad = plateau if bad is None else bad | plateau
+        # frames the detector dropped inside the rocking curve arrive as zeros: left free
+        lost = lost_frames(data, bad, min_counts=50.0 if counts else 1e-30)
+        if lost:
+            dropped = torch.zeros_like(data, dtype=torch.bool)
+            dropped[lost] = True
+            bad = dropped if bad is None else bad | dropped
 
     used = method
     fallback: dict[str, Any] | None = None
@@ -319,12 +335,13 @@ def reconstruct(
         "noise_filter": float(phasing.noise_filter) if counts else 0.0,
         "photon_scale": photons,
         "saturated_voxels": saturated,
+        "lost_frames": lost,
         "crystal_support": float(phasing.crystal_support),
     }
     if loaded is not None:
         meta["model"] = loaded.identity()
         meta["ai"] = ai.model_dump()
-        # share of the intensity a masked Bragg-peak core held, filled for the model (None: not)
+        # share a masked Bragg-peak core or lost frames held, filled for the model (None: not)
         meta["peak_filled"] = start.filled
     return Reconstruction(
         obj=post.obj,

@@ -23,7 +23,8 @@ from bcdi_stream.arrays import as_tensor
 from bcdi_stream.errors import InputError
 from bcdi_stream.physics import centroid
 
-__all__ = ["Prepared", "bragg_offset", "fill_peak_holes", "find_hot_pixels", "prepare_frames"]
+__all__ = ["Prepared", "bragg_offset", "fill_lost_frames", "fill_peak_holes", "find_hot_pixels",
+           "prepare_frames"]
 
 #: Re-crops of :func:`prepare_frames` around the background-subtracted centre of mass.
 CENTRE_PASSES = 3
@@ -350,3 +351,48 @@ def fill_peak_holes(intensity: torch.Tensor, mask: torch.Tensor, *, max_voxels: 
         hidden += float(fit.sum())
     share = hidden / max(float(data.sum()), 1e-30)
     return torch.as_tensor(data, dtype=torch.float32).to(intensity.device), share
+
+
+def fill_lost_frames(intensity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Interpolate frames (axis 0) that are bad throughout, between the good frames around them.
+
+    A frame the detector dropped inside the rocking curve
+    (:func:`bcdi_stream.validation.lost_frames`) is left free by the phasing, but the model
+    never saw a pattern with a plane missing across the peak. Each run of such frames with a
+    frame on both sides is filled pixel by pixel, linearly between those two frames (where both
+    pixels are good; elsewhere left at 0). Other bad pixels are 0.
+
+    Parameters
+    ----------
+    intensity : torch.Tensor
+        ``(z, y, x)`` counts.
+    mask : torch.Tensor
+        Bad pixels (True = bad), same shape.
+
+    Returns
+    -------
+    torch.Tensor
+        The intensity with those frames filled.
+    """
+    if intensity.ndim != 3 or tuple(mask.shape) != tuple(intensity.shape):
+        raise ValueError(f"intensity must be 3D and mask of its shape, got "
+                         f"{tuple(intensity.shape)} and {tuple(mask.shape)}")
+    bad = mask.to(intensity.device, torch.bool)
+    out = torch.where(bad, 0.0, intensity.clamp_min(0).to(torch.float32))
+    whole = bad.flatten(1).all(dim=1).tolist()
+    k, n = 0, len(whole)
+    while k < n:
+        if not whole[k]:
+            k += 1
+            continue
+        end = k
+        while end < n and whole[end]:
+            end += 1
+        if k > 0 and end < n:
+            lo, hi = out[k - 1], out[end]
+            both = ~bad[k - 1] & ~bad[end]
+            for j in range(k, end):
+                t = (j - k + 1) / (end - k + 1)
+                out[j] = torch.where(both, (1 - t) * lo + t * hi, 0.0)
+        k = end
+    return out

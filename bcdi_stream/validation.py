@@ -20,6 +20,7 @@ __all__ = [
     "check_frames",
     "check_saturation",
     "data_warnings",
+    "lost_frames",
     "photon_scale",
     "saturated_plateau",
     "validate_intensity",
@@ -279,6 +280,49 @@ def saturated_plateau(data: torch.Tensor, mask: torch.Tensor | None = None, *,
         return None
     plateau = x == top
     return plateau if int(plateau.sum()) >= min_voxels else None
+
+
+def lost_frames(data: torch.Tensor, mask: torch.Tensor | None = None, *,
+                min_counts: float = 50.0) -> list[int]:
+    """Frames (axis 0) lost inside the rocking curve: no counts between frames that have some.
+
+    A frame the detector dropped (a readout glitch, a beam loss) arrives as zeros. Phased as
+    measured, those zeros are a constraint no crystal meets: a frame through the peak made
+    every weak crystal fail, from the true phase too; left free, 10/10 phased
+    (docs/MODEL_RESEARCH.md, session 21). A run of frames with no counts on good pixels is
+    lost when the frames on both sides of it hold at least ``min_counts`` counts each (then
+    Poisson noise cannot empty it); runs at either end of the curve are its tails, kept.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D photon counts, frames along axis 0.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored.
+    min_counts : float
+        Counts each bordering frame must hold (> 0).
+
+    Returns
+    -------
+    list of int
+        Indices of the lost frames (empty when none).
+    """
+    if not min_counts > 0:
+        raise ValueError(f"min_counts must be positive, got {min_counts}")
+    sums = _counts(data, mask).sum(dim=(1, 2)).tolist()
+    lost: list[int] = []
+    k, n = 0, len(sums)
+    while k < n:
+        if sums[k] > 0:
+            k += 1
+            continue
+        end = k
+        while end < n and sums[end] <= 0:
+            end += 1
+        if k > 0 and end < n and min(sums[k - 1], sums[end]) >= min_counts:
+            lost.extend(range(k, end))
+        k = end
+    return lost
 
 
 def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) -> list[str]:

@@ -252,6 +252,23 @@ def test_shipped_model_phases_a_crystal_whose_saturated_peak_is_masked() -> None
     assert compare(rec.obj, c.obj, c.support, recon_support=rec.support).success
 
 
+def test_a_dropped_frame_is_left_free() -> None:
+    """The frame through the peak lost (all zeros, not flagged): phased as a measurement it
+    made every weak crystal fail, from the true phase too; the pipeline now leaves it free and
+    the model sees it interpolated (docs/MODEL_RESEARCH.md, session 21)."""
+    from bcdi_stream.analysis import compare
+
+    c = simulate_crystal(4_200_001_000, device="cpu", n=64, strain="weak")
+    data = c.intensity.clone()
+    data[32] = 0.0
+    rec = reconstruct(data, c.mask, method="ai", seed=0, model=cached_model(),
+                      settings=Settings(device="cpu"))
+    assert rec.meta["lost_frames"] == [32] and rec.meta["peak_filled"] > 0.02
+    assert compare(rec.obj, c.obj, c.support, recon_support=rec.support).success
+    assert reconstruct(c.intensity, c.mask, method="ai", seed=0, model=cached_model(),
+                       settings=Settings(device="cpu")).meta["lost_frames"] == []
+
+
 def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:
     """A validation crystal blurred by σ = 0.81 px on the detector: the blur hypothesis made from
     the prediction is refined beside the plain run and wins by LLK (the plain run alone ends

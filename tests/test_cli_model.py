@@ -240,3 +240,10 @@ def test_reconstruct_warns_of_a_clipped_peak(trained: Path, tmp_path: Path, caps
     code, text, err = _run(capsys, *args)
     assert code == 0, err
     assert "voxels share the maximum count (a saturated peak?)" in text, text
+    with h5py.File(cxi, "r+") as f:  # and a frame the detector dropped
+        data = f["/entry_1/data_1/data"]
+        middle = data.shape[0] // 2
+        data[middle] = 0
+    code, text, err = _run(capsys, *args)
+    assert code == 0, err
+    assert f"warning: frames [{middle}] have no counts" in text, text

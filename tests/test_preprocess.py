@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from bcdi_stream.errors import InputError
-from bcdi_stream.preprocess import fill_peak_holes, find_hot_pixels, prepare_frames
+from bcdi_stream.preprocess import (
+    fill_lost_frames,
+    fill_peak_holes,
+    find_hot_pixels,
+    prepare_frames,
+)
 
 
 def _frames(n: int = 24, rows: int = 48, cols: int = 40, peak=(10, 30, 12), seed: int = 0):
@@ -141,3 +146,20 @@ def test_fill_peak_holes_restores_a_masked_gaussian_peak_and_leaves_gaps() -> No
         fill_peak_holes(truth, core, brightness=0.0)
     with pytest.raises(ValueError, match="mask"):
         fill_peak_holes(truth, core[0])
+
+
+def test_fill_lost_frames_interpolates_between_the_frames_around() -> None:
+    z = torch.arange(8, dtype=torch.float32)
+    data = (10.0 + z).view(8, 1, 1).expand(8, 4, 4).clone()
+    mask = torch.zeros(8, 4, 4, dtype=torch.bool)
+    mask[3:5] = True  # two frames lost
+    mask[0] = True  # a lost first frame has no frame before it: left at 0
+    mask[6, 0, 0] = True  # a bad pixel of a good frame stays 0
+    out = fill_lost_frames(data, mask)
+    assert torch.allclose(out[3:5], data[3:5])  # linear data: exact
+    assert (out[0] == 0).all() and out[6, 0, 0] == 0 and out[6, 1, 1] == 16.0
+    # a pixel bad in a bordering frame is not interpolated
+    mask[2, 1, 1] = True
+    assert fill_lost_frames(data, mask)[3, 1, 1] == 0
+    with pytest.raises(ValueError, match="mask"):
+        fill_lost_frames(data, mask[0])

@@ -11,6 +11,7 @@ from bcdi_stream.validation import (
     check_frames,
     check_saturation,
     data_warnings,
+    lost_frames,
     photon_scale,
     saturated_plateau,
     validate_intensity,
@@ -150,6 +151,29 @@ def test_saturated_plateau_is_the_clipped_core():
     assert int(saturated_plateau(clipped, mask).sum()) == int(plateau.sum()) - 1
     with pytest.raises(ValueError, match="min_voxels"):
         saturated_plateau(clipped, min_voxels=1)
+
+
+def test_lost_frames_inside_the_rocking_curve():
+    peak = torch.from_numpy(_peak())  # 16 frames, peak at frame 8
+    d = peak.clone()
+    d[8] = 0.0  # dropped at the peak
+    d[10:12] = 0.0  # a run of two
+    d[0] = 0.0  # the curve's first frame: a tail, kept
+    assert lost_frames(d) == [8, 10, 11]
+    # a frame between dim frames may be empty by chance: kept
+    dim = torch.from_numpy(_peak(scale=1.0))
+    dim[3] = 0.0
+    assert lost_frames(dim) == []
+    assert lost_frames(dim, min_counts=1e-9) == [3]
+    # counts on bad pixels only do not count
+    mask = torch.zeros(SHAPE, dtype=torch.bool)
+    mask[5, 8, 8] = True
+    d[5] = 0.0
+    d[5, 8, 8] = 1e6
+    assert lost_frames(d, mask) == [5, 8, 10, 11]
+    assert lost_frames(peak) == []
+    with pytest.raises(ValueError, match="min_counts"):
+        lost_frames(d, min_counts=0)
 
 
 def test_frame_warnings():

@@ -434,6 +434,8 @@ def process_run(
             md["photon_scale"] = float(scale) if isinstance(scale, (int, float)) else None
         if isinstance(rec.meta.get("saturated_voxels"), int):  # a clipped peak, left free
             md["saturated_voxels"] = int(rec.meta["saturated_voxels"])
+        if isinstance(rec.meta.get("lost_frames"), list):  # dropped frames, left free
+            md["lost_frames"] = [int(k) for k in rec.meta["lost_frames"]]
         if "peak_filled" in rec.meta:  # a masked peak core filled for the model (None: not)
             filled = rec.meta["peak_filled"]
             md["peak_filled"] = float(filled) if isinstance(filled, (int, float)) else None

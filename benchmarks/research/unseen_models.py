@@ -35,6 +35,9 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   pixels flagged: every voxel whose expected counts exceed 0.3 of the peak is in the mask
   (session 21); ``clipped``: the same saturation not flagged, the counts capped at 0.3 of the
   peak (an attenuator left out, a count-rate limit);
+- ``dropframe``: the crystal unchanged, one frame of the rocking curve lost (a detector
+  glitch, a beam loss): the frame through the peak (z = N/2) is all zeros, as delivered;
+  ``dropmasked``: the same frame flagged bad (session 21);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -59,7 +62,8 @@ import torch
 from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
-         "binary", "shear", "shear_large", "peakmask", "clipped", "none")
+         "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
+         "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -173,7 +177,7 @@ def change(variant: str, seed: int) -> Changed:
         amp = sheared.abs() * (sheared.abs() >= 0.05)
         phase = sheared.angle()
         inside = amp > 0.5
-    elif base in ("none", "peakmask", "clipped"):
+    elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked"):
         pass  # the detector side is changed below
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -190,6 +194,12 @@ def change(variant: str, seed: int) -> Changed:
         mask = mask | (rate > 0.3 * spec.peak_counts)
     elif base == "clipped":
         counts = counts.clamp(max=round(0.3 * spec.peak_counts))
+    elif base in ("dropframe", "dropmasked"):
+        counts = counts.clone()
+        counts[n // 2] = 0.0
+        if base == "dropmasked":
+            mask = mask.clone()
+            mask[n // 2] = True
     intensity = counts.float().masked_fill(mask, 0.0)
     return Changed(intensity, mask, obj, inside, torch.angle(psi).float())
 

@@ -1,17 +1,19 @@
-"""A saturated Bragg peak through the whole pipeline (``bcdi_stream.pipeline.reconstruct``).
+"""Detector faults through the whole pipeline (``bcdi_stream.pipeline.reconstruct``).
 
 The crystals of ``unseen_models.py`` (seeds 4_200_000_000 + 1000 k) with the peak's core
 saturated: ``peakmask`` (the voxels whose expected counts exceed 0.3 of the peak are flagged
-bad) and ``clipped`` (their counts capped at 0.3 of the peak, not flagged), of the weak class
-or, with ``_medium``, a span of 1–2.5π. Each is reconstructed as ``bcdi-stream reconstruct``
+bad) and ``clipped`` (their counts capped at 0.3 of the peak, not flagged); or with the frame
+through the peak lost, all zeros (``dropframe``, not flagged); of the weak class or, with
+``_medium``, a span of 1–2.5π. Each is reconstructed as ``bcdi-stream reconstruct``
 does (``--method ai`` or ``auto``, the settings from the environment: ``BCDI_AI__PEAK_FILL=0``
 turns the fill off, ``BCDI_AI__PEAK_REFILL=false`` its second pass) and scored against the
-truth. One JSON line per crystal (the clipped voxels the pipeline left free, the share it
-filled), a summary per variant. Session 21:
+truth. One JSON line per crystal (the clipped voxels and lost frames the pipeline left free,
+the share it filled), a summary per variant. Session 21:
 
-    python benchmarks/research/saturation.py --variants peakmask clipped peakmask_medium \\
+    python benchmarks/research/detector_faults.py --variants peakmask clipped peakmask_medium \\
         clipped_medium --n 10
-    BCDI_AI__PEAK_FILL=0 python benchmarks/research/saturation.py ...
+    BCDI_AI__PEAK_FILL=0 python benchmarks/research/detector_faults.py ...
+    python benchmarks/research/detector_faults.py --variants dropframe dropframe_medium --n 10
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import time
 import torch
 from unseen_models import SEED0, change
 
-VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium")
+VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
+            "dropframe_medium")
 
 
 def main() -> None:
@@ -34,7 +37,7 @@ def main() -> None:
     from bcdi_stream.pipeline import reconstruct
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS[:4]), choices=VARIANTS)
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--method", default="ai", choices=("ai", "auto"))
     args = ap.parse_args()
@@ -56,6 +59,7 @@ def main() -> None:
             row = {"variant": variant, "seed": seed, "rmse": round(m.phase_rmse, 3),
                    "iou": round(m.support_iou, 2), "ok": bool(m.success),
                    "saturated_voxels": rec.meta["saturated_voxels"],
+                   "lost_frames": rec.meta["lost_frames"],
                    "peak_filled": (None if rec.meta["peak_filled"] is None
                                    else round(rec.meta["peak_filled"], 3)),
                    "method": rec.method, "s": round(time.perf_counter() - t0, 2)}
