@@ -27,7 +27,7 @@ import torch
 from unseen_models import SEED0, change
 
 VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
-            "dropframe_medium")
+            "dropframe_medium", "hotpixel", "zinger", "none")
 
 
 def main() -> None:

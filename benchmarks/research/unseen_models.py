@@ -38,6 +38,9 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``dropframe``: the crystal unchanged, one frame of the rocking curve lost (a detector
   glitch, a beam loss): the frame through the peak (z = N/2) is all zeros, as delivered;
   ``dropmasked``: the same frame flagged bad (session 21);
+- ``hotpixel``: three detector pixels (16–30 px from the peak along y and x) hot in every
+  frame, 1 % of the peak's counts each, not flagged; ``zinger``: five voxels (cosmic rays,
+  anywhere 12 px or more from the peak) at half the peak's counts, not flagged (session 21);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -63,7 +66,7 @@ from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
          "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
-         "none")
+         "hotpixel", "zinger", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -177,7 +180,8 @@ def change(variant: str, seed: int) -> Changed:
         amp = sheared.abs() * (sheared.abs() >= 0.05)
         phase = sheared.angle()
         inside = amp > 0.5
-    elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked"):
+    elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked", "hotpixel",
+                  "zinger"):
         pass  # the detector side is changed below
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -194,6 +198,19 @@ def change(variant: str, seed: int) -> Changed:
         mask = mask | (rate > 0.3 * spec.peak_counts)
     elif base == "clipped":
         counts = counts.clamp(max=round(0.3 * spec.peak_counts))
+    elif base in ("hotpixel", "zinger"):
+        counts = counts.clone()
+        hot = torch.Generator().manual_seed(seed + 2)
+        for _ in range(3 if base == "hotpixel" else 5):
+            while True:
+                p = torch.randint(0, n, (3,), generator=hot)
+                d = (p - n // 2).abs()
+                if base == "hotpixel" and 16 <= int(d[1:].max()) <= 30:
+                    counts[:, p[1], p[2]] += round(0.01 * spec.peak_counts)
+                    break
+                if base == "zinger" and int(d.max()) >= 12:
+                    counts[p[0], p[1], p[2]] += round(0.5 * spec.peak_counts)
+                    break
     elif base in ("dropframe", "dropmasked"):
         counts = counts.clone()
         counts[n // 2] = 0.0
