@@ -27,7 +27,8 @@ import torch
 from unseen_models import SEED0, change
 
 VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
-            "dropframe_medium", "hotpixel", "zinger", "none")
+            "dropframe_medium", "hotpixel", "zinger", "cutcurve", "cutcurve4",
+            "cutcurve_medium", "cutcurve4_medium", "none")
 
 
 def main() -> None:
