@@ -343,9 +343,9 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     refill : bool
         When the start filled a masked Bragg-peak core or lost frames (:attr:`AIStart.filled`),
         predict and refine a second time with them filled by the first result's ``|FFT ρ|²``,
-        and keep
-        the lower LLK (``timings["refill"]``: the other pass's seconds, counted in the total).
-        Medium crystals with a masked core: 8/10 → 9/10 (docs/MODEL_RESEARCH.md, session 21).
+        and keep the lower LLK (``timings["refill"]``: the other pass's seconds, counted in the
+        total). Medium crystals with a masked core: 8/10 → 9/10 (docs/MODEL_RESEARCH.md,
+        session 21).
 
     Returns
     -------

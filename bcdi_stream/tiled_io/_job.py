@@ -436,7 +436,7 @@ def process_run(
             md["saturated_voxels"] = int(rec.meta["saturated_voxels"])
         if isinstance(rec.meta.get("lost_frames"), list):  # dropped frames, left free
             md["lost_frames"] = [int(k) for k in rec.meta["lost_frames"]]
-        if "peak_filled" in rec.meta:  # a masked peak core filled for the model (None: not)
+        if "peak_filled" in rec.meta:  # a masked core or lost frames filled for the model
             filled = rec.meta["peak_filled"]
             md["peak_filled"] = float(filled) if isinstance(filled, (int, float)) else None
 
