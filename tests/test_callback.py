@@ -172,6 +172,29 @@ class _NaNDetector(SimBCDIDetector):
         return frame
 
 
+class _DroppingDetector(SimBCDIDetector):
+    """A detector that loses the frame at the Bragg peak (a readout glitch): all zeros."""
+
+    def render(self, angle_deg: float) -> np.ndarray:
+        frame = super().render(angle_deg)
+        n = self.source.shape[0] if self.source is not None else 1
+        if round(self.rocking_index(angle_deg)) == n // 2:
+            frame[:] = 0
+        return frame
+
+
+def test_a_dropped_frame_is_left_free_and_recorded(rig) -> None:
+    RE, cb, bl = rig
+    det = _DroppingDetector(bl.motor, name="dropper", shape=(64, 80), seed=4)
+    det.load(toy_source(32))
+    (uid,) = RE(_rc_md(det, bl))
+    assert cb.wait(120)
+    res = cb.result(uid)
+    assert res.status == "ok", res.error
+    md = read_result(_fresh(), uid, arrays=False)["metadata"]
+    assert md["status"] == "ok" and len(md["lost_frames"]) == 1, md.get("lost_frames")
+
+
 def _failed_then_recovered(RE, cb, bl, uid: str, expect: str) -> None:
     ok_uid = _scan(RE, bl, seed=7)
     assert cb.wait(120)
