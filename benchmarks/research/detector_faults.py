@@ -28,7 +28,7 @@ from unseen_models import SEED0, change
 
 VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
             "dropframe_medium", "hotpixel", "zinger", "cutcurve", "cutcurve4",
-            "cutcurve_medium", "cutcurve4_medium", "none")
+            "cutcurve_medium", "cutcurve4_medium", "offcentre", "offcentre_medium", "none")
 
 
 def main() -> None:

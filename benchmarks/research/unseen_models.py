@@ -44,6 +44,8 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``cutcurve``: a rocking curve cut short on one side: the frames beyond N/2 + 8 not measured
   (flagged bad, as the live path pads a crop that runs past the scan); ``cutcurve4``: beyond
   N/2 + 4 (session 21);
+- ``offcentre``: the crystal unchanged, the pattern (and its mask) rolled by (2, 9, -11)
+  pixels: a CXI file whose Bragg peak is not at the array's centre (session 21);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -69,7 +71,7 @@ from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
          "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
-         "hotpixel", "zinger", "cutcurve", "cutcurve4", "none")
+         "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -184,7 +186,7 @@ def change(variant: str, seed: int) -> Changed:
         phase = sheared.angle()
         inside = amp > 0.5
     elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked", "hotpixel",
-                  "zinger", "cutcurve", "cutcurve4"):
+                  "zinger", "cutcurve", "cutcurve4", "offcentre"):
         pass  # the detector side is changed below
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -214,6 +216,9 @@ def change(variant: str, seed: int) -> Changed:
                 if base == "zinger" and int(d.max()) >= 12:
                     counts[p[0], p[1], p[2]] += round(0.5 * spec.peak_counts)
                     break
+    elif base == "offcentre":
+        counts = torch.roll(counts, (2, 9, -11), (0, 1, 2))
+        mask = torch.roll(mask, (2, 9, -11), (0, 1, 2))
     elif base in ("cutcurve", "cutcurve4"):
         mask = mask.clone()
         mask[n // 2 + (8 if base == "cutcurve" else 4) + 1:] = True
