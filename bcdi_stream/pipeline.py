@@ -25,6 +25,7 @@ from bcdi_stream.validation import (
     lost_frames,
     photon_scale,
     saturated_plateau,
+    sub_photon_noise,
     validate_intensity,
 )
 
@@ -65,7 +66,10 @@ class Reconstruction:
         JSON-able provenance: software version, device, seed, settings, geometry,
         ``photon_scale`` (photons per unit of the input intensity,
         :func:`bcdi_stream.validation.photon_scale`: 1 for counts, None when the values are not
-        counts), ``noise_filter`` (its counts; 0 = off, or not applied because the intensity
+        counts), ``rounded_to_photons`` (the values were photons plus sub-photon noise, a
+        charge-integrating detector's, and were rounded:
+        :func:`bcdi_stream.validation.sub_photon_noise`), ``noise_filter`` (its counts; 0 =
+        off, or not applied because the intensity
         is not in photons), ``crystal_support`` (its threshold; 0 = off),
         ``saturated_voxels`` (a clipped peak's voxels left free,
         :func:`bcdi_stream.validation.saturated_plateau`; 0 = none), ``lost_frames`` (frames
@@ -192,7 +196,9 @@ def reconstruct(
         3D diffraction intensity, Bragg peak near the grid centre; numpy, torch or cupy.
         Photon counts, or counts scaled by one factor (normalised by a monitor, an exposure
         time or the maximum) or by gains near 1 (a flat field, a monitor per frame): converted
-        back to photons for the phasing and the result scaled back. Other values (noise-free)
+        back to photons for the phasing and the result scaled back. Photons plus sub-photon
+        noise (a charge-integrating detector's, clamped at 0) are rounded to counts
+        (``meta["rounded_to_photons"]``). Other values (noise-free)
         are phased as given, without the noise filter, and their excess misfit counts any
         noise as misfit (:func:`bcdi_stream.validation.photon_scale`).
     mask : array-like, optional
@@ -258,6 +264,10 @@ def reconstruct(
         bad = bad.to(dev) if bad is not None else None
         # photons: what the noise filter, the LLK and the excess misfit count in
         photons = photon_scale(data, bad)
+        # a charge-integrating detector's photons plus sub-photon noise: the photon conversion
+        rounded = photons is None and sub_photon_noise(data, bad)
+        if rounded:
+            data, photons = torch.round(data), 1.0
         counts = photons is not None
         scaled = counts and photons != 1.0
         if scaled:
@@ -334,6 +344,7 @@ def reconstruct(
         "settings": phasing.model_dump(),
         "noise_filter": float(phasing.noise_filter) if counts else 0.0,
         "photon_scale": photons,
+        "rounded_to_photons": rounded,
         "saturated_voxels": saturated,
         "lost_frames": lost,
         "crystal_support": float(phasing.crystal_support),

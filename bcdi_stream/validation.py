@@ -23,6 +23,7 @@ __all__ = [
     "lost_frames",
     "photon_scale",
     "saturated_plateau",
+    "sub_photon_noise",
     "validate_intensity",
 ]
 
@@ -44,6 +45,14 @@ _GAIN_ON_LATTICE = 0.95
 _GAIN_TOL = 0.2
 #: Scaled counts have even as well as odd multiples of one photon: at least this share of each.
 _EVEN_SHARE = 0.01
+#: Photons plus sub-photon noise (a charge-integrating detector): the values checked (in
+#: photons), the share of them within this distance of a whole number, and the largest mean
+#: and smallest spread of their distance to it (signed: a constant offset is not noise).
+_NOISY_RANGE = (0.7, 20.5)
+_NOISY_SHARE = 0.9
+_NOISY_TOL = 0.3
+_NOISY_MEAN = 0.05
+_NOISY_SPREAD = 0.02
 
 
 def _positive_int(v: Any, name: str) -> int:
@@ -323,6 +332,42 @@ def lost_frames(data: torch.Tensor, mask: torch.Tensor | None = None, *,
             lost.extend(range(k, end))
         k = end
     return lost
+
+
+def sub_photon_noise(intensity: Any, mask: Any = None) -> bool:
+    """Whether the values are photons plus sub-photon noise: a charge-integrating detector's
+    frames after their gain and pedestal calibration (Jungfrau, ePix, a CCD), clamped at 0.
+
+    Such values are not on the count lattice (:func:`photon_scale` says None) but cluster
+    around whole numbers of photons; rounding them is the photon conversion those detectors'
+    users make, and gives counts. Phased as given, the excess misfit (no Poisson term for data
+    not in photons) took the noise for misfit and flagged half the successes of 10 weak
+    crystals ``poor`` (docs/MODEL_RESEARCH.md, session 21).
+
+    Parameters
+    ----------
+    intensity : array-like
+        3D intensity (``>= 0``).
+    mask : array-like, optional
+        Bad pixels (nonzero = bad), left out.
+
+    Returns
+    -------
+    bool
+        True when at least 100 of the values from 0.7 to 20.5 are measured, 90 % of them lie
+        within 0.3 of a whole number, and their signed distance to it has a mean within 0.05
+        and a spread above 0.02 (noise, not an offset, not exact integers).
+    """
+    x = as_tensor(intensity).to(torch.float64)
+    valid = (x >= _NOISY_RANGE[0]) & (x < _NOISY_RANGE[1])
+    if mask is not None:
+        valid &= ~as_tensor(mask).to(x.device).bool()
+    values = x[valid]
+    if values.numel() < _MIN_CHECKED:
+        return False
+    r = values - values.round()
+    return (float((r.abs() <= _NOISY_TOL).double().mean()) >= _NOISY_SHARE
+            and abs(float(r.mean())) <= _NOISY_MEAN and float(r.std()) > _NOISY_SPREAD)
 
 
 def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) -> list[str]:

@@ -269,6 +269,24 @@ def test_a_dropped_frame_is_left_free() -> None:
                        settings=Settings(device="cpu")).meta["lost_frames"] == []
 
 
+def test_a_charge_integrating_detector_is_rounded_to_photons() -> None:
+    """Counts plus Gaussian noise of 0.15 photon, clamped at 0 (a calibrated Jungfrau or ePix
+    frame): rounded to counts, so the excess misfit has its Poisson term again and a success is
+    flagged as one (docs/MODEL_RESEARCH.md, session 21)."""
+    c = simulate_crystal(2_000_002_000, device="cpu", n=64, strain="weak")
+    g = torch.Generator().manual_seed(1)
+    data = (c.intensity + 0.15 * torch.randn(c.intensity.shape, generator=g)).clamp_min(0)
+    rec = reconstruct(data, c.mask, method="ai", seed=0, model=cached_model(),
+                      settings=Settings(device="cpu"))
+    assert rec.meta["rounded_to_photons"] and rec.meta["photon_scale"] == 1.0
+    plain = reconstruct(c.intensity, c.mask, method="ai", seed=0, model=cached_model(),
+                        settings=Settings(device="cpu"))
+    assert not plain.meta["rounded_to_photons"]
+    # the misfit is the counts' again (as given, the noise counted as misfit)
+    misfit, counted = rec.quality["excess_misfit"], plain.quality["excess_misfit"]
+    assert abs(misfit - counted) < 0.001, (misfit, counted)
+
+
 def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:
     """A validation crystal blurred by σ = 0.81 px on the detector: the blur hypothesis made from
     the prediction is refined beside the plain run and wins by LLK (the plain run alone ends

@@ -84,6 +84,7 @@ def test_rocking_curve_reconstructed_into_tiled(rig) -> None:
     assert md["crystal_support"] == 0.4  # and reports the crystal's support
     assert md["photon_scale"] == 1.0  # the detector's frames are photon counts
     assert md["saturated_voxels"] == 0  # no clipped peak
+    assert md["rounded_to_photons"] is False  # counts already
     assert set(md["timings"]) >= {"read", "preprocess", "predict", "refine", "write"}
     assert md["software"].startswith("bcdi-stream")
     assert len(md["voxel_size_m"]) == 3 and all(v > 0 for v in md["voxel_size_m"])

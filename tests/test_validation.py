@@ -14,6 +14,7 @@ from bcdi_stream.validation import (
     lost_frames,
     photon_scale,
     saturated_plateau,
+    sub_photon_noise,
     validate_intensity,
 )
 
@@ -174,6 +175,25 @@ def test_lost_frames_inside_the_rocking_curve():
     assert lost_frames(peak) == []
     with pytest.raises(ValueError, match="min_counts"):
         lost_frames(d, min_counts=0)
+
+
+def test_sub_photon_noise_is_a_charge_integrating_detector():
+    g = torch.Generator().manual_seed(0)
+    counts = torch.poisson(torch.from_numpy(_peak(shape=(24, 24, 24), scale=30.0)), generator=g)
+
+    def noisy(sigma: float) -> torch.Tensor:
+        return (counts + sigma * torch.randn(counts.shape, generator=g,
+                                             dtype=counts.dtype)).clamp_min(0)
+
+    assert sub_photon_noise(noisy(0.15)) and sub_photon_noise(noisy(0.1))
+    assert photon_scale(noisy(0.15)) is None  # not on the count lattice
+    assert not sub_photon_noise(noisy(0.5))  # too noisy to tell photons apart
+    assert not sub_photon_noise(counts)  # exact counts are photon_scale's
+    assert not sub_photon_noise(counts + 0.3)  # an offset is not noise
+    assert not sub_photon_noise(counts + 0.05)
+    assert not sub_photon_noise(torch.from_numpy(_peak(shape=(24, 24, 24), scale=30.0)))
+    # too few values in the checked range
+    assert not sub_photon_noise(noisy(0.15)[:1, :3, :3])
 
 
 def test_frame_warnings():

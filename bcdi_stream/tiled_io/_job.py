@@ -432,6 +432,8 @@ def process_run(
         if "photon_scale" in rec.meta:  # None: the frames were not counts
             scale = rec.meta["photon_scale"]
             md["photon_scale"] = float(scale) if isinstance(scale, (int, float)) else None
+        if isinstance(rec.meta.get("rounded_to_photons"), bool):  # integrating detector
+            md["rounded_to_photons"] = bool(rec.meta["rounded_to_photons"])
         if isinstance(rec.meta.get("saturated_voxels"), int):  # a clipped peak, left free
             md["saturated_voxels"] = int(rec.meta["saturated_voxels"])
         if isinstance(rec.meta.get("lost_frames"), list):  # dropped frames, left free

@@ -13,7 +13,10 @@ Representations: ``counts``; ``counts/max`` (normalised to 1); ``counts/monitor`
 1234.5); ``clean/max`` (noise-free |ψ|², normalised to 1); ``clean*1e6`` (noise-free, peak 1e6);
 ``flatfield`` (counts times a per-pixel gain 1 ± 2 %, seeded); since session 20
 ``flatfield/max`` (the same, normalised to 1) and ``frames/monitor`` (each frame of the rocking
-curve divided by its own monitor, 1234.5 × (1 ± 3 %), seeded). Each line also gives the
+curve divided by its own monitor, 1234.5 × (1 ± 3 %), seeded); since session 21
+``integrating`` (a charge-integrating detector after its gain and pedestal calibration: counts
+plus Gaussian noise of 0.15 photon, seeded, clamped at 0 as the input check asks). Each line
+also gives the
 excess misfit the pipeline reported (``auto``'s trigger and the live quality flag: ``good`` at
 most ``AISettings().fallback_misfit``), and the summary how often that flag agrees with the
 success (a failure flagged ``good`` is a wrong answer the user is not warned of).
@@ -33,7 +36,7 @@ import torch
 from _probe import add_class_options, class_counts
 
 REPRESENTATIONS = ("counts", "counts/max", "counts/monitor", "clean/max", "clean*1e6",
-                   "flatfield", "flatfield/max", "frames/monitor")
+                   "flatfield", "flatfield/max", "frames/monitor", "integrating")
 
 
 def represent(name: str, crystal, seed: int) -> torch.Tensor:
@@ -59,6 +62,9 @@ def represent(name: str, crystal, seed: int) -> torch.Tensor:
         monitor = 1234.5 * (1 + 0.03 * torch.randn(counts.shape[0], 1, 1,
                                                     generator=torch.Generator().manual_seed(seed)))
         return counts / monitor
+    if name == "integrating":
+        noise = 0.15 * torch.randn(counts.shape, generator=torch.Generator().manual_seed(seed))
+        return (counts + noise).clamp_min(0)
     raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {name!r}")
 
 
