@@ -22,6 +22,7 @@ from bcdi_stream.errors import InputError
 from bcdi_stream.geometry import Geometry
 from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
 from bcdi_stream.validation import (
+    clamp_sub_photon_negatives,
     lost_frames,
     photon_scale,
     saturated_plateau,
@@ -68,7 +69,8 @@ class Reconstruction:
         :func:`bcdi_stream.validation.photon_scale`: 1 for counts, None when the values are not
         counts), ``rounded_to_photons`` (the values were photons plus sub-photon noise, a
         charge-integrating detector's, and were rounded:
-        :func:`bcdi_stream.validation.sub_photon_noise`), ``noise_filter`` (its counts; 0 =
+        :func:`bcdi_stream.validation.sub_photon_noise`), ``clamped_negative`` (how many of
+        their values below 0 were set to 0), ``noise_filter`` (its counts; 0 =
         off, or not applied because the intensity
         is not in photons), ``crystal_support`` (its threshold; 0 = off),
         ``saturated_voxels`` (a clipped peak's voxels left free,
@@ -198,7 +200,9 @@ def reconstruct(
         time or the maximum) or by gains near 1 (a flat field, a monitor per frame): converted
         back to photons for the phasing and the result scaled back. Photons plus sub-photon
         noise (a charge-integrating detector's, clamped at 0) are rounded to counts
-        (``meta["rounded_to_photons"]``). Other values (noise-free)
+        (``meta["rounded_to_photons"]``); their negative values above -1 photon are set to 0
+        first (``meta["clamped_negative"]``; other negative values are refused). Other values
+        (noise-free)
         are phased as given, without the noise filter, and their excess misfit counts any
         noise as misfit (:func:`bcdi_stream.validation.photon_scale`).
     mask : array-like, optional
@@ -259,6 +263,8 @@ def reconstruct(
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     with _stage(timings, "validate"):
+        # a charge-integrating detector's noise below 0 (above -1 photon) is set to 0
+        intensity, clamped = clamp_sub_photon_negatives(intensity, mask)
         data, bad = validate_intensity(intensity, mask)
         data = data.to(dev)
         bad = bad.to(dev) if bad is not None else None
@@ -345,6 +351,7 @@ def reconstruct(
         "noise_filter": float(phasing.noise_filter) if counts else 0.0,
         "photon_scale": photons,
         "rounded_to_photons": rounded,
+        "clamped_negative": clamped,
         "saturated_voxels": saturated,
         "lost_frames": lost,
         "crystal_support": float(phasing.crystal_support),

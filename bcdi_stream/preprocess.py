@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from bcdi_stream.arrays import as_tensor
 from bcdi_stream.errors import InputError
 from bcdi_stream.physics import centroid
+from bcdi_stream.validation import clamp_sub_photon_negatives
 
 __all__ = ["Prepared", "bragg_offset", "fill_lost_frames", "fill_peak_holes", "find_hot_pixels",
            "prepare_frames"]
@@ -207,6 +208,8 @@ def prepare_frames(
         if len(shape) != 3 or any(int(s) < 4 for s in shape):
             raise ValueError(f"shape must be 3 sizes >= 4, got {tuple(shape)}")
         shape = tuple(int(s) for s in shape)
+    # a charge-integrating detector's noise around 0 (above -1 photon): set to 0, counted
+    data, clamped = clamp_sub_photon_negatives(data)
     if (data < 0).any():
         raise InputError(f"frames contain {int((data < 0).sum())} negative values")
 
@@ -224,7 +227,7 @@ def prepare_frames(
                 f"mask shape {tuple(m.shape)} matches neither the detector {(rows, cols)} nor the "
                 f"frames {tuple(data.shape)}"
             )
-    meta: dict[str, Any] = {"input_shape": [n, rows, cols]}
+    meta: dict[str, Any] = {"input_shape": [n, rows, cols], "clamped_negative": clamped}
     if hot_pixels and rows >= 3 and cols >= 3:
         hot = find_hot_pixels(torch.where(bad, 0.0, data))
         meta["hot_pixels"] = int(hot.sum())

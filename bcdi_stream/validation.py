@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_MAX_VOXELS",
     "check_frames",
     "check_saturation",
+    "clamp_sub_photon_negatives",
     "data_warnings",
     "lost_frames",
     "photon_scale",
@@ -368,6 +369,46 @@ def sub_photon_noise(intensity: Any, mask: Any = None) -> bool:
     r = values - values.round()
     return (float((r.abs() <= _NOISY_TOL).double().mean()) >= _NOISY_SHARE
             and abs(float(r.mean())) <= _NOISY_MEAN and float(r.std()) > _NOISY_SPREAD)
+
+
+def clamp_sub_photon_negatives(intensity: Any, mask: Any = None) -> tuple[Any, int]:
+    """Set to 0 the negative values of photons plus sub-photon noise, and say how many.
+
+    A charge-integrating detector's calibrated frames (Jungfrau, ePix, a CCD after its dark)
+    scatter around 0 where no photon arrived: negative values above -1 photon are noise, not
+    bad input, and the photon conversion (:func:`sub_photon_noise`, rounding) sends them to 0.
+    Anything else negative is left as it is, for :func:`validate_intensity` to refuse.
+
+    Parameters
+    ----------
+    intensity : array-like
+        3D intensity.
+    mask : array-like, optional
+        Bad pixels (nonzero = bad), left out of the test.
+
+    Returns
+    -------
+    (array-like, int)
+        ``intensity`` clamped at 0 (a float tensor) and the number of values clamped, when every
+        negative value is above -1 and the rest are photons plus sub-photon noise; else
+        ``intensity`` unchanged and 0.
+    """
+    t = as_tensor(intensity)
+    if t.is_complex() or not t.is_floating_point():
+        return intensity, 0
+    neg = t < 0
+    if mask is not None:
+        m = as_tensor(mask).to(t.device).bool()
+        if tuple(m.shape) != tuple(t.shape):
+            return intensity, 0  # validate_intensity explains the shape
+        neg &= ~m
+    n = int(neg.sum())
+    if n == 0 or not float(t[neg].min()) > -1.0:
+        return intensity, 0
+    clamped = t.clamp_min(0)
+    if not sub_photon_noise(clamped, mask):
+        return intensity, 0
+    return clamped, n
 
 
 def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) -> list[str]:

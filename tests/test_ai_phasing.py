@@ -285,6 +285,12 @@ def test_a_charge_integrating_detector_is_rounded_to_photons() -> None:
     # the misfit is the counts' again (as given, the noise counted as misfit)
     misfit, counted = rec.quality["excess_misfit"], plain.quality["excess_misfit"]
     assert abs(misfit - counted) < 0.001, (misfit, counted)
+    # the same frames not clamped: their noise below 0 is set to 0, not refused
+    raw = c.intensity + 0.15 * torch.randn(c.intensity.shape, generator=g)
+    rec_raw = reconstruct(raw, c.mask, method="ai", seed=0, model=cached_model(),
+                          settings=Settings(device="cpu"))
+    assert rec_raw.meta["clamped_negative"] > 1000 and rec_raw.meta["rounded_to_photons"]
+    assert plain.meta["clamped_negative"] == 0
 
 
 def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:

@@ -163,3 +163,18 @@ def test_fill_lost_frames_interpolates_between_the_frames_around() -> None:
     assert fill_lost_frames(data, mask)[3, 1, 1] == 0
     with pytest.raises(ValueError, match="mask"):
         fill_lost_frames(data, mask[0])
+
+
+def test_charge_integrating_frames_are_accepted() -> None:
+    """Calibrated frames of a charge-integrating detector scatter around 0 where no photon
+    arrived: their negative values are set to 0 (and counted), other negatives refused."""
+    g = torch.Generator().manual_seed(0)
+    z, y, x = torch.meshgrid(*(torch.arange(s, dtype=torch.float32) for s in (24, 40, 40)),
+                             indexing="ij")
+    rate = 300.0 * torch.exp(-((z - 12) ** 2 + (y - 20) ** 2 + (x - 20) ** 2) / 18.0)
+    frames = torch.poisson(rate, generator=g) + 0.15 * torch.randn(rate.shape, generator=g)
+    prep = prepare_frames(frames, shape=(16, 16, 16), hot_pixels=False)
+    assert prep.meta["clamped_negative"] == int((frames < 0).sum()) > 100
+    assert float(prep.intensity.min()) >= 0
+    with pytest.raises(InputError, match="negative"):
+        prepare_frames(frames - 2.0, shape=(16, 16, 16))

@@ -10,6 +10,7 @@ from bcdi_stream.errors import InputError
 from bcdi_stream.validation import (
     check_frames,
     check_saturation,
+    clamp_sub_photon_negatives,
     data_warnings,
     lost_frames,
     photon_scale,
@@ -194,6 +195,28 @@ def test_sub_photon_noise_is_a_charge_integrating_detector():
     assert not sub_photon_noise(torch.from_numpy(_peak(shape=(24, 24, 24), scale=30.0)))
     # too few values in the checked range
     assert not sub_photon_noise(noisy(0.15)[:1, :3, :3])
+
+
+def test_sub_photon_negatives_are_clamped_other_negatives_refused():
+    g = torch.Generator().manual_seed(0)
+    counts = torch.poisson(torch.from_numpy(_peak(shape=(24, 24, 24), scale=30.0)), generator=g)
+    raw = counts + 0.15 * torch.randn(counts.shape, generator=g, dtype=counts.dtype)
+    out, n = clamp_sub_photon_negatives(raw)
+    assert n == int((raw < 0).sum()) > 1000 and float(out.min()) == 0.0
+    validate_intensity(out)  # passes now
+    with pytest.raises(InputError, match="negative"):
+        validate_intensity(raw)
+    # a masked voxel may be anything
+    mask = torch.zeros(raw.shape, dtype=torch.bool)
+    mask[0, 0, 0] = True
+    raw_bad = raw.clone()
+    raw_bad[0, 0, 0] = -50.0
+    assert clamp_sub_photon_negatives(raw_bad, mask)[1] == n - int(raw[0, 0, 0] < 0)
+    # negatives of a photon or more, or noise without photons on a lattice: left for refusal
+    for data in (torch.from_numpy(_with(-2.0)), torch.from_numpy(_peak()) - 0.5,
+                 counts.to(torch.int64) - (counts == 0).to(torch.int64)):
+        same, k = clamp_sub_photon_negatives(data)
+        assert k == 0 and same is data
 
 
 def test_frame_warnings():

@@ -15,8 +15,8 @@ Representations: ``counts``; ``counts/max`` (normalised to 1); ``counts/monitor`
 ``flatfield/max`` (the same, normalised to 1) and ``frames/monitor`` (each frame of the rocking
 curve divided by its own monitor, 1234.5 × (1 ± 3 %), seeded); since session 21
 ``integrating`` (a charge-integrating detector after its gain and pedestal calibration: counts
-plus Gaussian noise of 0.15 photon, seeded, clamped at 0 as the input check asks). Each line
-also gives the
+plus Gaussian noise of 0.15 photon, seeded, clamped at 0 as the input check asked until then)
+and ``integrating/raw`` (the same, not clamped). Each line also gives the
 excess misfit the pipeline reported (``auto``'s trigger and the live quality flag: ``good`` at
 most ``AISettings().fallback_misfit``), and the summary how often that flag agrees with the
 success (a failure flagged ``good`` is a wrong answer the user is not warned of).
@@ -36,7 +36,8 @@ import torch
 from _probe import add_class_options, class_counts
 
 REPRESENTATIONS = ("counts", "counts/max", "counts/monitor", "clean/max", "clean*1e6",
-                   "flatfield", "flatfield/max", "frames/monitor", "integrating")
+                   "flatfield", "flatfield/max", "frames/monitor", "integrating",
+                   "integrating/raw")
 
 
 def represent(name: str, crystal, seed: int) -> torch.Tensor:
@@ -62,9 +63,9 @@ def represent(name: str, crystal, seed: int) -> torch.Tensor:
         monitor = 1234.5 * (1 + 0.03 * torch.randn(counts.shape[0], 1, 1,
                                                     generator=torch.Generator().manual_seed(seed)))
         return counts / monitor
-    if name == "integrating":
+    if name in ("integrating", "integrating/raw"):
         noise = 0.15 * torch.randn(counts.shape, generator=torch.Generator().manual_seed(seed))
-        return (counts + noise).clamp_min(0)
+        return (counts + noise).clamp_min(0) if name == "integrating" else counts + noise
     raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {name!r}")
 
 
