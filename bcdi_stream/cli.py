@@ -347,6 +347,10 @@ def reconstruct(
         if rec.meta.get("saturated_voxels"):
             typer.echo(f"warning: {rec.meta['saturated_voxels']} voxels share the maximum "
                        "count (a saturated peak?): left free in the phasing")
+        if rec.meta.get("secondary_peak_voxels"):
+            n_other = rec.meta["secondary_peak_voxels"]
+            typer.echo(f"warning: another Bragg peak in the array ({n_other} voxels): left "
+                       "free in the phasing")
         if rec.meta.get("lost_frames"):
             typer.echo(f"warning: frames {rec.meta['lost_frames']} have no counts inside the "
                        "rocking curve (dropped?): left free in the phasing")

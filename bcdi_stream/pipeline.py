@@ -26,6 +26,7 @@ from bcdi_stream.validation import (
     lost_frames,
     photon_scale,
     saturated_plateau,
+    secondary_peaks,
     sub_photon_noise,
     validate_intensity,
 )
@@ -76,7 +77,9 @@ class Reconstruction:
         ``saturated_voxels`` (a clipped peak's voxels left free,
         :func:`bcdi_stream.validation.saturated_plateau`; 0 = none), ``lost_frames`` (frames
         with no counts inside the rocking curve, left free,
-        :func:`bcdi_stream.validation.lost_frames`; empty = none), ``peak_filled``
+        :func:`bcdi_stream.validation.lost_frames`; empty = none), ``secondary_peak_voxels``
+        (the region of another grain's Bragg peak, left free,
+        :func:`bcdi_stream.validation.secondary_peaks`; 0 = none), ``peak_filled``
         (``ai``/``auto``: the share of the intensity a masked peak core or lost frames held,
         filled for the model, :attr:`bcdi_stream.ai_phasing.AIStart.filled`; None = not
         filled).
@@ -210,7 +213,9 @@ def reconstruct(
         tied at a high maximum (a clipped, saturated peak) are added to it
         (:func:`bcdi_stream.validation.saturated_plateau`, ``meta["saturated_voxels"]``), and
         so are frames with no counts inside the rocking curve (a frame the detector dropped,
-        :func:`bcdi_stream.validation.lost_frames`, ``meta["lost_frames"]``).
+        :func:`bcdi_stream.validation.lost_frames`, ``meta["lost_frames"]``), and the region
+        of another grain's Bragg peak (:func:`bcdi_stream.validation.secondary_peaks`,
+        ``meta["secondary_peak_voxels"]``).
     method : {"conventional", "ai", "auto"}
         ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +
@@ -290,6 +295,11 @@ def reconstruct(
             dropped = torch.zeros_like(data, dtype=torch.bool)
             dropped[lost] = True
             bad = dropped if bad is None else bad | dropped
+        # another grain's Bragg peak in the array: its region left free
+        others = secondary_peaks(data, bad)
+        secondary = 0 if others is None else int(others.sum())
+        if others is not None:
+            bad = others if bad is None else bad | others
 
     used = method
     fallback: dict[str, Any] | None = None
@@ -354,6 +364,7 @@ def reconstruct(
         "clamped_negative": clamped,
         "saturated_voxels": saturated,
         "lost_frames": lost,
+        "secondary_peak_voxels": secondary,
         "crystal_support": float(phasing.crystal_support),
     }
     if loaded is not None:

@@ -293,6 +293,25 @@ def test_a_charge_integrating_detector_is_rounded_to_photons() -> None:
     assert plain.meta["clamped_negative"] == 0
 
 
+def test_another_grains_peak_is_left_free() -> None:
+    """A second crystal's pattern in the array at 0.3 of the peak, 20 px away along y and x:
+    every weak crystal failed with it phased as data; its region is now left free
+    (docs/MODEL_RESEARCH.md, session 21)."""
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.physics import fft_centered
+
+    c = simulate_crystal(4_200_001_000, device="cpu", n=64, strain="weak")
+    other = simulate_crystal(4_200_001_007, device="cpu", n=64, strain="weak")
+    clean = fft_centered(other.obj).abs().square()
+    extra = torch.roll(clean * (0.3 * float(c.intensity.max()) / clean.max()), (0, 20, 20),
+                       (0, 1, 2))
+    data = c.intensity + torch.poisson(extra, generator=torch.Generator().manual_seed(0))
+    rec = reconstruct(data, c.mask, method="ai", seed=0, model=cached_model(),
+                      settings=Settings(device="cpu"))
+    assert rec.meta["secondary_peak_voxels"] > 100
+    assert compare(rec.obj, c.obj, c.support, recon_support=rec.support).success
+
+
 def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:
     """A validation crystal blurred by σ = 0.81 px on the detector: the blur hypothesis made from
     the prediction is refined beside the plain run and wins by LLK (the plain run alone ends

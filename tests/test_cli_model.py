@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,3 +248,15 @@ def test_reconstruct_warns_of_a_clipped_peak(trained: Path, tmp_path: Path, caps
     code, text, err = _run(capsys, *args)
     assert code == 0, err
     assert f"warning: frames [{middle}] have no counts" in text, text
+    with h5py.File(cxi, "r+") as f:  # and another grain's peak, 12 px off along y and x
+        data = f["/entry_1/data_1/data"]
+        arr = data[...].astype("float64")
+        shape = arr.shape
+        grid = [np.arange(n) for n in shape]
+        z, y, x = np.meshgrid(*grid, indexing="ij")
+        c = [n // 2 for n in shape]
+        blob = np.exp(-((z - c[0]) ** 2 + (y - c[1] - 12) ** 2 + (x - c[2] - 12) ** 2) / 8.0)
+        data[...] = (arr + 0.5 * arr.max() * blob).astype(data.dtype)
+    code, text, err = _run(capsys, *args)
+    assert code == 0, err
+    assert "warning: another Bragg peak in the array" in text, text

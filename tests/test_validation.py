@@ -15,6 +15,7 @@ from bcdi_stream.validation import (
     lost_frames,
     photon_scale,
     saturated_plateau,
+    secondary_peaks,
     sub_photon_noise,
     validate_intensity,
 )
@@ -178,6 +179,17 @@ def test_lost_frames_inside_the_rocking_curve():
         lost_frames(d, min_counts=0)
 
 
+def test_photon_scale_ignores_subnormal_values():
+    """float32 subnormals (a smooth tail computed down to 1e-45) are all multiples of the
+    smallest one: they once passed for a count lattice and turned the counts into infinities."""
+    counts = torch.poisson(torch.from_numpy(_peak()), generator=torch.Generator().manual_seed(0))
+    tail = torch.zeros_like(counts)
+    tail[:4] = torch.arange(1, 4 * 16 * 16 + 1, dtype=counts.dtype).view(4, 16, 16) * 1.4e-45
+    data = (counts + tail).to(torch.float32)
+    assert float(data[data > 0].min()) < 1e-40  # subnormal values are there
+    assert photon_scale(data) == 1.0
+
+
 def test_sub_photon_noise_is_a_charge_integrating_detector():
     g = torch.Generator().manual_seed(0)
     counts = torch.poisson(torch.from_numpy(_peak(shape=(24, 24, 24), scale=30.0)), generator=g)
@@ -217,6 +229,29 @@ def test_sub_photon_negatives_are_clamped_other_negatives_refused():
                  counts.to(torch.int64) - (counts == 0).to(torch.int64)):
         same, k = clamp_sub_photon_negatives(data)
         assert k == 0 and same is data
+
+
+def _gauss(shape, centre, height, width=2.0) -> torch.Tensor:
+    grids = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in shape), indexing="ij")
+    r2 = sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True))
+    return height * torch.exp(-r2 / (2 * width**2))
+
+
+def test_secondary_peaks_finds_another_grain_not_a_side_lobe():
+    shape = (32, 32, 32)
+    main = _gauss(shape, (16, 16, 16), 1e4)
+    other = _gauss(shape, (16, 28, 27), 3e3)
+    found = secondary_peaks(main + other)
+    assert found is not None and bool(found[16, 28, 27]) and not bool(found[16, 16, 16])
+    assert not found[16, 10:22, 10:22].any()  # the main peak's region stays measured
+    # a side lobe: dimmer than peak_share, or too close
+    assert secondary_peaks(main + _gauss(shape, (16, 28, 27), 300.0)) is None
+    assert secondary_peaks(main + _gauss(shape, (16, 16, 22), 3e3, width=1.0)) is None
+    assert secondary_peaks(main) is None and secondary_peaks(torch.zeros(shape)) is None
+    # a masked second peak is not data
+    assert secondary_peaks(main + other, (main + other) > 0) is None
+    with pytest.raises(ValueError, match="peak_share"):
+        secondary_peaks(main, peak_share=0.0)
 
 
 def test_frame_warnings():

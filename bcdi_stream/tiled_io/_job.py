@@ -436,6 +436,8 @@ def process_run(
             md["rounded_to_photons"] = bool(rec.meta["rounded_to_photons"])
         if isinstance(rec.meta.get("saturated_voxels"), int):  # a clipped peak, left free
             md["saturated_voxels"] = int(rec.meta["saturated_voxels"])
+        if isinstance(rec.meta.get("secondary_peak_voxels"), int):  # another grain's peak
+            md["secondary_peak_voxels"] = int(rec.meta["secondary_peak_voxels"])
         if isinstance(rec.meta.get("lost_frames"), list):  # dropped frames, left free
             md["lost_frames"] = [int(k) for k in rec.meta["lost_frames"]]
         if "peak_filled" in rec.meta:  # a masked core or lost frames filled for the model

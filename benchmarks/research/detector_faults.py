@@ -28,7 +28,8 @@ from unseen_models import SEED0, change
 
 VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
             "dropframe_medium", "hotpixel", "zinger", "cutcurve", "cutcurve4",
-            "cutcurve_medium", "cutcurve4_medium", "offcentre", "offcentre_medium", "none")
+            "cutcurve_medium", "cutcurve4_medium", "offcentre", "offcentre_medium", "parasitic",
+            "none")
 
 
 def main() -> None:
@@ -61,6 +62,7 @@ def main() -> None:
                    "iou": round(m.support_iou, 2), "ok": bool(m.success),
                    "saturated_voxels": rec.meta["saturated_voxels"],
                    "lost_frames": rec.meta["lost_frames"],
+                   "secondary_peak_voxels": rec.meta["secondary_peak_voxels"],
                    "peak_filled": (None if rec.meta["peak_filled"] is None
                                    else round(rec.meta["peak_filled"], 3)),
                    "method": rec.method, "s": round(time.perf_counter() - t0, 2)}

@@ -46,6 +46,9 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   N/2 + 4 (session 21);
 - ``offcentre``: the crystal unchanged, the pattern (and its mask) rolled by (2, 9, -11)
   pixels: a CXI file whose Bragg peak is not at the array's centre (session 21);
+- ``parasitic``: another grain's Bragg peak in the crop: the pattern of crystal ``seed + 7``
+  at 0.3 of this one's peak counts, rolled 20 pixels along y and x, added before the noise
+  (session 21);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -71,7 +74,7 @@ from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
          "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
-         "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "none")
+         "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -186,7 +189,7 @@ def change(variant: str, seed: int) -> Changed:
         phase = sheared.angle()
         inside = amp > 0.5
     elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked", "hotpixel",
-                  "zinger", "cutcurve", "cutcurve4", "offcentre"):
+                  "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic"):
         pass  # the detector side is changed below
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -197,6 +200,11 @@ def change(variant: str, seed: int) -> Changed:
     rate = detector_blur(clean * (spec.peak_counts / clean.max()), spec.blur_sigma)
     if spec.background > 0:
         rate = rate + spec.background
+    if base == "parasitic":
+        other = simulate_crystal(seed + 7, device="cpu", n=n, strain="weak")
+        o_clean = fft_centered(other.obj).abs().square()
+        rate = rate + torch.roll(o_clean * (0.3 * spec.peak_counts / o_clean.max()), (0, 20, 20),
+                                 (0, 1, 2))
     counts = poisson_noise(rate, torch.Generator().manual_seed(seed + 1))
     mask = c.mask
     if base == "peakmask":

@@ -1,0 +1,52 @@
+"""The pipeline's data checks on crystals that have none of the faults they look for.
+
+``bcdi_stream.pipeline.reconstruct`` leaves free a clipped peak
+(:func:`bcdi_stream.validation.saturated_plateau`), lost frames
+(:func:`~bcdi_stream.validation.lost_frames`) and another grain's Bragg peak
+(:func:`~bcdi_stream.validation.secondary_peaks`). None of them may fire on ordinary patterns,
+or the benchmark figures would move: this runs the three checks on the test set (every
+benchmark class) and validation crystals, prints each crystal they fire on and the totals,
+then the secondary-peak check on the detector-fault variants of ``unseen_models.py`` (10 each;
+only ``parasitic`` has another peak). Session 21:
+
+    python benchmarks/research/fault_checks_on_clean.py
+"""
+
+from __future__ import annotations
+
+import torch
+from unseen_models import SEED0, change
+
+FAULT_VARIANTS = ("peakmask", "clipped", "dropframe", "peakmask_medium", "dropframe_medium",
+                  "shear_large_medium", "parasitic")
+
+
+def main() -> None:
+    from bcdi_stream.training import TEST_SEED0, VAL_SEED0, fixed_set
+    from bcdi_stream.validation import lost_frames, saturated_plateau, secondary_peaks
+
+    torch.set_num_threads(1)
+    sets = ((TEST_SEED0, {"weak": 25, "strong": 25, "medium+fault": 10, "weak+disl": 10,
+                          "medium+loop": 10, "strong+field": 10}),
+            (VAL_SEED0, {"strong": 30, "medium": 20, "weak": 20}))
+    n = fired = 0
+    for seed0, counts in sets:
+        for cls, seed, c in fixed_set(seed0, counts):
+            n += 1
+            found = {"secondary_peaks": secondary_peaks(c.intensity, c.mask) is not None,
+                     "saturated_plateau": saturated_plateau(c.intensity, c.mask) is not None,
+                     "lost_frames": bool(lost_frames(c.intensity, c.mask))}
+            if any(found.values()):
+                fired += 1
+                print(cls, seed, [k for k, v in found.items() if v], flush=True)
+    print(f"{n} crystals, a check fired on {fired}", flush=True)
+    for variant in FAULT_VARIANTS:
+        hits = 0
+        for k in range(10):
+            c = change(variant, SEED0 + 1000 * k)
+            hits += secondary_peaks(c.intensity, c.mask) is not None
+        print(f"{variant}: secondary peak found in {hits}/10", flush=True)
+
+
+if __name__ == "__main__":
+    main()
