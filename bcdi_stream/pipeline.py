@@ -23,10 +23,8 @@ from bcdi_stream.geometry import Geometry
 from bcdi_stream.phasing import apply_noise_filter, excess_misfit, run_conventional
 from bcdi_stream.validation import (
     clamp_sub_photon_negatives,
-    lost_frames,
+    leave_free,
     photon_scale,
-    saturated_plateau,
-    secondary_peaks,
     sub_photon_noise,
     validate_intensity,
 )
@@ -283,23 +281,9 @@ def reconstruct(
         scaled = counts and photons != 1.0
         if scaled:
             data = torch.round(data * photons)  # the counts, to float32's last bit
-        # a clipped peak (counts tied at a high maximum) is only a lower bound: left free, and
-        # the model sees it filled (ai_phasing.predict_start)
-        plateau = saturated_plateau(data, bad) if counts else None
-        saturated = 0 if plateau is None else int(plateau.sum())
-        if plateau is not None:
-            bad = plateau if bad is None else bad | plateau
-        # frames the detector dropped inside the rocking curve arrive as zeros: left free
-        lost = lost_frames(data, bad, min_counts=50.0 if counts else 1e-30)
-        if lost:
-            dropped = torch.zeros_like(data, dtype=torch.bool)
-            dropped[lost] = True
-            bad = dropped if bad is None else bad | dropped
-        # another grain's Bragg peak in the array: its region left free
-        others = secondary_peaks(data, bad)
-        secondary = 0 if others is None else int(others.sum())
-        if others is not None:
-            bad = others if bad is None else bad | others
+        # a clipped peak, lost frames, another grain's peak: left free (the model sees the
+        # first two filled, ai_phasing.predict_start)
+        bad, faults = leave_free(data, bad, counts=counts)
 
     used = method
     fallback: dict[str, Any] | None = None
@@ -362,9 +346,7 @@ def reconstruct(
         "photon_scale": photons,
         "rounded_to_photons": rounded,
         "clamped_negative": clamped,
-        "saturated_voxels": saturated,
-        "lost_frames": lost,
-        "secondary_peak_voxels": secondary,
+        **faults,
         "crystal_support": float(phasing.crystal_support),
     }
     if loaded is not None:

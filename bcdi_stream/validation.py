@@ -21,6 +21,7 @@ __all__ = [
     "check_saturation",
     "clamp_sub_photon_negatives",
     "data_warnings",
+    "leave_free",
     "lost_frames",
     "photon_scale",
     "saturated_plateau",
@@ -425,13 +426,14 @@ def secondary_peaks(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     A second crystal's peak in the crop (a polycrystalline film, a dense ensemble) is data no
     single compact object explains: every weak crystal with one at 0.3 of its peak failed
     (docs/MODEL_RESEARCH.md, session 21). The pattern, smoothed over 3³ voxels, is cut at
-    ``level`` of its maximum; a connected part other than the one holding the maximum is
-    another peak when it reaches ``peak_share`` of the maximum and lies at least ``min_gap``
-    voxels from it. A crystal's own side lobes and strained fragments, on 130 test and
-    validation crystals of every class, reach at most 0.056 of the maximum (and lie 2–8
-    voxels away); other grains' peaks, 0.27–0.47 at 12–19 voxels. Its region is the voxels
-    nearer to it than to the main peak where the smoothed pattern is above ``floor`` of its
-    own maximum, grown by one voxel.
+    ``level`` of its maximum; the connected part nearest the array's centre is the crystal's
+    peak (the contract puts it there; its maximum may sit in a masked core, and another grain's
+    part may hold more intensity), and another part is another peak when it reaches
+    ``peak_share`` of that peak's maximum and lies at least ``min_gap`` voxels from it. A
+    crystal's own side lobes and strained fragments, on 120 test and validation crystals (weak
+    to strong), reach at most 0.056 of the maximum (and lie 2–8 voxels away); other grains'
+    peaks, 0.27–0.47 at 12–19 voxels. Its region is the voxels nearer to it than to the main
+    peak where the smoothed pattern is above ``floor`` of its own maximum, grown by one voxel.
 
     Parameters
     ----------
@@ -464,7 +466,12 @@ def secondary_peaks(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     labels, count = ndimage.label(s >= level * top, structure=np.ones((3, 3, 3)))
     if count < 2:
         return None
-    main = labels == labels[np.unravel_index(int(s.argmax()), s.shape)]
+    # the crystal's own peak is the part nearest the centre
+    grids = np.meshgrid(*(np.arange(n) - n // 2 for n in s.shape), indexing="ij")
+    radius = np.sqrt(sum(g.astype(np.float64) ** 2 for g in grids))
+    nearest = ndimage.minimum(radius, labels, index=np.arange(1, count + 1))
+    main = labels == 1 + int(np.argmin(nearest))
+    top = float(s[main].max())
     to_main = ndimage.distance_transform_edt(~main)
     out = np.zeros(s.shape, dtype=bool)
     for lab, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -480,6 +487,52 @@ def secondary_peaks(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     if not out.any():
         return None
     return torch.from_numpy(out).to(data.device)
+
+
+def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
+               ) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """Add to the bad pixels what no object should be asked to fit, and say what was added.
+
+    A clipped peak (:func:`saturated_plateau`, photon counts only: its values are a lower
+    bound), frames lost inside the rocking curve (:func:`lost_frames`, bordering frames of 50
+    counts, or of any positive value when ``data`` is not counts) and another grain's Bragg
+    peak (:func:`secondary_peaks`), in that order.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D intensity.
+    mask : torch.Tensor or None
+        Bad pixels (True = bad).
+    counts : bool
+        ``data`` is photon counts (:func:`photon_scale` found one).
+
+    Returns
+    -------
+    (torch.Tensor or None, dict)
+        The bad pixels (``mask`` when nothing was added) and ``saturated_voxels``,
+        ``lost_frames`` (frame indices) and ``secondary_peak_voxels``.
+    """
+    bad = mask
+
+    def add(region: torch.Tensor) -> None:
+        nonlocal bad
+        bad = region if bad is None else bad | region
+
+    plateau = saturated_plateau(data, bad) if counts else None
+    if plateau is not None:
+        add(plateau)
+    lost = lost_frames(data, bad, min_counts=50.0 if counts else 1e-30)
+    if lost:
+        dropped = torch.zeros(data.shape, dtype=torch.bool, device=data.device)
+        dropped[lost] = True
+        add(dropped)
+    others = secondary_peaks(data, mask)  # the clipped core still marks the crystal's peak
+    if others is not None:
+        add(others)
+    return bad, {"saturated_voxels": 0 if plateau is None else int(plateau.sum()),
+                 "lost_frames": lost,
+                 "secondary_peak_voxels": 0 if others is None else int(others.sum())}
 
 
 def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) -> list[str]:

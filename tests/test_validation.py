@@ -12,6 +12,7 @@ from bcdi_stream.validation import (
     check_saturation,
     clamp_sub_photon_negatives,
     data_warnings,
+    leave_free,
     lost_frames,
     photon_scale,
     saturated_plateau,
@@ -250,8 +251,35 @@ def test_secondary_peaks_finds_another_grain_not_a_side_lobe():
     assert secondary_peaks(main) is None and secondary_peaks(torch.zeros(shape)) is None
     # a masked second peak is not data
     assert secondary_peaks(main + other, (main + other) > 0) is None
+    # the crystal's peak is the part nearest the centre, even when another grain's holds more
+    # intensity or the crystal's own maximum is masked
+    wide = _gauss(shape, (16, 30, 30), 5e3, width=3.5)
+    found = secondary_peaks(main + wide)
+    assert float(wide.sum()) > float(main.sum())
+    assert found is not None and bool(found[16, 30, 30]) and not bool(found[16, 16, 16])
+    core = main > 0.5 * float(main.max())
+    found = secondary_peaks(main + other, core)
+    assert found is not None and bool(found[16, 28, 27]) and not found[core].any()
     with pytest.raises(ValueError, match="peak_share"):
         secondary_peaks(main, peak_share=0.0)
+
+
+def test_leave_free_adds_each_fault_and_says_so():
+    shape = (32, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    main = torch.poisson(_gauss(shape, (16, 16, 16), 1e4), generator=g)
+    assert leave_free(main, None, counts=True) == (None, {
+        "saturated_voxels": 0, "lost_frames": [], "secondary_peak_voxels": 0})
+    data = (main + _gauss(shape, (16, 28, 27), 3e3).round()).clamp(max=5000.0)
+    data[20] = 0.0
+    gap = torch.zeros(shape, dtype=torch.bool)
+    gap[:, 3] = True
+    bad, faults = leave_free(data, gap, counts=True)
+    assert faults["lost_frames"] == [20] and bad[20].all() and bad[:, 3].all()
+    assert faults["saturated_voxels"] == int(((data == 5000.0) & ~gap).sum()) >= 4
+    assert faults["secondary_peak_voxels"] > 0 and bool(bad[16, 28, 27])
+    # not counts: no plateau test (a maximum shared by design is not saturation)
+    assert leave_free(data, gap, counts=False)[1]["saturated_voxels"] == 0
 
 
 def test_frame_warnings():
