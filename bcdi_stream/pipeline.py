@@ -69,9 +69,9 @@ class Reconstruction:
         counts), ``rounded_to_photons`` (the values were photons plus sub-photon noise, a
         charge-integrating detector's, and were rounded:
         :func:`bcdi_stream.validation.sub_photon_noise`), ``clamped_negative`` (how many of
-        their values below 0 were set to 0), ``noise_filter`` (its counts; 0 =
-        off, or not applied because the intensity
-        is not in photons), ``crystal_support`` (its threshold; 0 = off),
+        their values below 0 were set to 0), ``noise_filter`` (its counts; 0 = off, or not
+        applied because the intensity is not in photons), ``crystal_support`` (its threshold;
+        0 = off),
         ``saturated_voxels`` (a clipped peak's voxels left free,
         :func:`bcdi_stream.validation.saturated_plateau`; 0 = none), ``lost_frames`` (frames
         with no counts inside the rocking curve, left free,
@@ -203,9 +203,8 @@ def reconstruct(
         noise (a charge-integrating detector's, clamped at 0) are rounded to counts
         (``meta["rounded_to_photons"]``); their negative values above -1 photon are set to 0
         first (``meta["clamped_negative"]``; other negative values are refused). Other values
-        (noise-free)
-        are phased as given, without the noise filter, and their excess misfit counts any
-        noise as misfit (:func:`bcdi_stream.validation.photon_scale`).
+        (noise-free) are phased as given, without the noise filter, and their excess misfit
+        counts any noise as misfit (:func:`bcdi_stream.validation.photon_scale`).
     mask : array-like, optional
         Bad-pixel mask of the same shape (nonzero = bad); bad pixels are left free. Counts
         tied at a high maximum (a clipped, saturated peak) are added to it
@@ -274,7 +273,8 @@ def reconstruct(
         # photons: what the noise filter, the LLK and the excess misfit count in
         photons = photon_scale(data, bad)
         # a charge-integrating detector's photons plus sub-photon noise: the photon conversion
-        rounded = photons is None and sub_photon_noise(data, bad)
+        # (clamped values passed that test already)
+        rounded = photons is None and (clamped > 0 or sub_photon_noise(data, bad))
         if rounded:
             data, photons = torch.round(data), 1.0
         counts = photons is not None

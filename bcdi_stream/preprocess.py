@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from bcdi_stream.arrays import as_tensor
 from bcdi_stream.errors import InputError
 from bcdi_stream.physics import centroid
-from bcdi_stream.validation import clamp_sub_photon_negatives
+from bcdi_stream.validation import clamp_sub_photon_negatives, interior_runs
 
 __all__ = ["Prepared", "bragg_offset", "fill_lost_frames", "fill_peak_holes", "find_hot_pixels",
            "prepare_frames"]
@@ -382,20 +382,10 @@ def fill_lost_frames(intensity: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
                          f"{tuple(intensity.shape)} and {tuple(mask.shape)}")
     bad = mask.to(intensity.device, torch.bool)
     out = torch.where(bad, 0.0, intensity.clamp_min(0).to(torch.float32))
-    whole = bad.flatten(1).all(dim=1).tolist()
-    k, n = 0, len(whole)
-    while k < n:
-        if not whole[k]:
-            k += 1
-            continue
-        end = k
-        while end < n and whole[end]:
-            end += 1
-        if k > 0 and end < n:
-            lo, hi = out[k - 1], out[end]
-            both = ~bad[k - 1] & ~bad[end]
-            for j in range(k, end):
-                t = (j - k + 1) / (end - k + 1)
-                out[j] = torch.where(both, (1 - t) * lo + t * hi, 0.0)
-        k = end
+    for k, end in interior_runs(bad.flatten(1).all(dim=1).tolist()):
+        lo, hi = out[k - 1], out[end]
+        both = ~bad[k - 1] & ~bad[end]
+        for j in range(k, end):
+            t = (j - k + 1) / (end - k + 1)
+            out[j] = torch.where(both, (1 - t) * lo + t * hi, 0.0)
     return out

@@ -8,6 +8,7 @@ suspicious (saturation, empty frames, a cut rocking curve).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "check_saturation",
     "clamp_sub_photon_negatives",
     "data_warnings",
+    "interior_runs",
     "leave_free",
     "lost_frames",
     "photon_scale",
@@ -205,6 +207,16 @@ def _counts(data: Any, mask: Any) -> torch.Tensor:
     return torch.where(keep, x, torch.zeros_like(x))
 
 
+def _measured(intensity: Any, mask: Any, keep: Callable[[torch.Tensor], torch.Tensor]
+              ) -> torch.Tensor:
+    """float64 values of ``intensity`` that ``keep`` selects, bad pixels (``mask``) left out."""
+    x = as_tensor(intensity).to(torch.float64)
+    valid = keep(x)
+    if mask is not None:
+        valid &= ~as_tensor(mask).to(x.device).bool()
+    return x[valid]
+
+
 def _ranges(idx: list[int], limit: int = 8) -> str:
     """``[0, 1, 2, 5]`` -> ``"0-2, 5"`` (at most ``limit`` pieces)."""
     parts: list[str] = []
@@ -251,12 +263,11 @@ def check_saturation(data: Any, mask: Any = None, *, level: float | None = None)
                 f"{n} voxels at or above the saturation level {float(level):g} counts "
                 f"(max {top:g}): the Bragg peak is probably clipped"
             )
-    elif top >= 1000:
-        n = int((x == top).sum())
-        if n >= 4:
-            out.append(
-                f"possible detector saturation: {n} voxels share the maximum value {top:g}"
-            )
+    else:
+        plateau = saturated_plateau(x)
+        if plateau is not None:
+            out.append(f"possible detector saturation: {int(plateau.sum())} voxels share the "
+                       f"maximum value {top:g}")
     return out
 
 
@@ -268,8 +279,8 @@ def saturated_plateau(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     left out) caps the peak's core at one value; those voxels then say only "at least this
     many", and phasing them as measured, or the model seeing a flat-topped peak, fails
     (docs/MODEL_RESEARCH.md, session 21). Poisson counts of 1000 or more almost never tie
-    ``min_voxels`` times at the maximum otherwise. The same test as
-    :func:`check_saturation`'s warning without a saturation level.
+    ``min_voxels`` times at the maximum otherwise. :func:`check_saturation` warns of it when
+    given no saturation level.
 
     Parameters
     ----------
@@ -327,19 +338,40 @@ def lost_frames(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     if not min_counts > 0:
         raise ValueError(f"min_counts must be positive, got {min_counts}")
     sums = _counts(data, mask).sum(dim=(1, 2)).tolist()
-    lost: list[int] = []
-    k, n = 0, len(sums)
+    return [k for start, end in interior_runs([v <= 0 for v in sums])
+            if min(sums[start - 1], sums[end]) >= min_counts for k in range(start, end)]
+
+
+def interior_runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """The runs of true ``flags`` with a false one on both sides, as ``(start, end)`` slices.
+
+    Parameters
+    ----------
+    flags : list of bool
+
+    Returns
+    -------
+    list of (int, int)
+        ``flags[start:end]`` are all true, ``flags[start - 1]`` and ``flags[end]`` false.
+
+    Examples
+    --------
+    >>> interior_runs([True, False, True, True, False, True])
+    [(2, 4)]
+    """
+    runs: list[tuple[int, int]] = []
+    k, n = 0, len(flags)
     while k < n:
-        if sums[k] > 0:
+        if not flags[k]:
             k += 1
             continue
         end = k
-        while end < n and sums[end] <= 0:
+        while end < n and flags[end]:
             end += 1
-        if k > 0 and end < n and min(sums[k - 1], sums[end]) >= min_counts:
-            lost.extend(range(k, end))
+        if k > 0 and end < n:
+            runs.append((k, end))
         k = end
-    return lost
+    return runs
 
 
 def sub_photon_noise(intensity: Any, mask: Any = None) -> bool:
@@ -366,11 +398,7 @@ def sub_photon_noise(intensity: Any, mask: Any = None) -> bool:
         within 0.3 of a whole number, and their signed distance to it has a mean within 0.05
         and a spread above 0.02 (noise, not an offset, not exact integers).
     """
-    x = as_tensor(intensity).to(torch.float64)
-    valid = (x >= _NOISY_RANGE[0]) & (x < _NOISY_RANGE[1])
-    if mask is not None:
-        valid &= ~as_tensor(mask).to(x.device).bool()
-    values = x[valid]
+    values = _measured(intensity, mask, lambda x: (x >= _NOISY_RANGE[0]) & (x < _NOISY_RANGE[1]))
     if values.numel() < _MIN_CHECKED:
         return False
     r = values - values.round()
@@ -636,11 +664,7 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
     >>> photon_scale(counts + 0.3) is None
     True
     """
-    x = as_tensor(intensity).to(torch.float64)
-    valid = x > 0
-    if mask is not None:
-        valid &= ~as_tensor(mask).to(x.device).bool()
-    values = x[valid]
+    values = _measured(intensity, mask, lambda x: x > 0)
     if values.numel() == 0:
         return None
     values = values[values >= _DYNAMIC_RANGE * float(values.max())]

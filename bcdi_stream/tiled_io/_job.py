@@ -432,12 +432,11 @@ def process_run(
         if "photon_scale" in rec.meta:  # None: the frames were not counts
             scale = rec.meta["photon_scale"]
             md["photon_scale"] = float(scale) if isinstance(scale, (int, float)) else None
-        if isinstance(rec.meta.get("rounded_to_photons"), bool):  # integrating detector
-            md["rounded_to_photons"] = bool(rec.meta["rounded_to_photons"])
-        if isinstance(rec.meta.get("saturated_voxels"), int):  # a clipped peak, left free
-            md["saturated_voxels"] = int(rec.meta["saturated_voxels"])
-        if isinstance(rec.meta.get("secondary_peak_voxels"), int):  # another grain's peak
-            md["secondary_peak_voxels"] = int(rec.meta["secondary_peak_voxels"])
+        # an integrating detector's frames rounded; a clipped peak, another grain's peak left free
+        for key, kind in (("rounded_to_photons", bool), ("saturated_voxels", int),
+                          ("secondary_peak_voxels", int)):
+            if isinstance(rec.meta.get(key), kind):
+                md[key] = kind(rec.meta[key])
         if isinstance(rec.meta.get("lost_frames"), list):  # dropped frames, left free
             md["lost_frames"] = [int(k) for k in rec.meta["lost_frames"]]
         if "peak_filled" in rec.meta:  # a masked core or lost frames filled for the model
