@@ -96,7 +96,7 @@ class AIStart:
     seconds : float
         Wall time of the prediction (model forward pass included).
     psf_sigma : tuple of 3 floats or None
-        Detector-blur hypothesis ``(0, s, s)`` made from the predicted object
+        Detector-blur hypothesis ``(0, s_y, s_x)`` made from the predicted object
         (:func:`bcdi_stream.phasing.detector_blur_of`); None when not asked for or when the
         prediction shows no detector blur.
     offset : tuple of 3 floats or None

@@ -695,6 +695,25 @@ def test_detector_sigma_estimate_recovers_a_shared_blur(blurred) -> None:
         detector_blur_of(obj[:8], data)
 
 
+def test_detector_blur_hypothesis_follows_a_blur_along_one_axis(blurred) -> None:
+    # partial coherence short along x only: the shared width splits the difference and, on
+    # the simulator's crystals, fell under the floor or far from x (session 22); each axis on
+    # its own finds it
+    obj, _, _ = blurred
+    data = torch.poisson(blur(pattern(obj), (0.0, 0.0, 1.4)),
+                         generator=torch.Generator().manual_seed(11))
+    hyp = detector_blur_of(obj, data)
+    assert hyp is not None and hyp[0] == 0.0, hyp
+    assert abs(hyp[2] - 1.4) < 0.2 and hyp[1] < 0.4, hyp
+    shared = detector_blur_of(obj, data, per_axis=False)
+    assert shared is None or (shared[1] == shared[2] and abs(shared[2] - 1.4) > 0.2), shared
+    # the same width along y only: the axes are not mixed up
+    along_y = torch.poisson(blur(pattern(obj), (0.0, 1.4, 0.0)),
+                            generator=torch.Generator().manual_seed(12))
+    hyp_y = detector_blur_of(obj, along_y)
+    assert hyp_y is not None and abs(hyp_y[1] - 1.4) < 0.2 and hyp_y[2] < 0.4, hyp_y
+
+
 def test_psf_start_makes_the_auto_estimates_local(blurred, small) -> None:
     obj, data, sigma = blurred
     settings = PhasingSettings(runs=1, n_raar=0, n_er=100, shrinkwrap_every=20)

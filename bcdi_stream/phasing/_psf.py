@@ -330,16 +330,18 @@ def detector_blur_of(
     *,
     floor: float = 0.5,
     margin: float = 0.2,
+    per_axis: bool = True,
 ) -> Sigma | None:
-    """A detector-blur hypothesis ``(0, s, s)`` from an object predicted before any refinement.
+    """A detector-blur hypothesis ``(0, s_y, s_x)`` from an object predicted before any refinement.
 
     An object fitted to blurred data without a PSF learns to mimic the blur (softer edges),
     after which an LLK search from it finds little blur; a prediction made from the intensity
     alone has no such bias, but it is imperfect, and the LLK then asks for some blur on every
     axis. A detector PSF blurs the detector axes ``y, x`` only, not the rocking axis ``z``: the
-    hypothesis is made when the shared ``y, x`` width ``s`` (:func:`estimate_detector_sigma`)
-    is at least ``floor`` and exceeds by ``margin`` the ``z`` width estimated next to it. It
-    is a hypothesis for a second refinement to test by LLK, not a measurement.
+    hypothesis is made when the ``y, x`` widths (a shared width :func:`estimate_detector_sigma`,
+    then, with ``per_axis``, each axis on its own from there: partial coherence is seldom the
+    same along both) reach ``floor`` and exceed by ``margin`` the ``z`` width estimated next to
+    them. It is a hypothesis for a second refinement to test by LLK, not a measurement.
 
     Parameters
     ----------
@@ -350,7 +352,9 @@ def detector_blur_of(
     mask : torch.Tensor, optional
         Bad pixels (True = bad), excluded from the LLK.
     floor, margin : float
-        Smallest width, and smallest excess over the ``z`` width (pixels).
+        Smallest width, and smallest excess over the ``z`` width (pixels), of the wider axis.
+    per_axis : bool
+        Estimate ``y`` and ``x`` each on its own after the shared width (``False``: ``(0, s, s)``).
 
     Returns
     -------
@@ -366,7 +370,11 @@ def detector_blur_of(
     meas = prepare_measured(intensity.to(torch.float32), None if mask is None else mask.bool())
     i0 = _intensity_of(obj.to(torch.complex64))
     s_yx = estimate_detector_sigma(i0, meas, axes=(1, 2))[1]
-    if s_yx < floor:
+    s_y = s_x = s_yx
+    if per_axis:
+        s_y = estimate_detector_sigma(i0, meas, axes=(1,), others=(0.0, s_yx, s_yx))[1]
+        s_x = estimate_detector_sigma(i0, meas, axes=(2,), others=(0.0, s_y, s_yx))[2]
+    if max(s_y, s_x) < floor:
         return None
-    s_z = estimate_detector_sigma(i0, meas, axes=(0,), others=(0.0, s_yx, s_yx))[0]
-    return (0.0, s_yx, s_yx) if s_yx - s_z >= margin else None
+    s_z = estimate_detector_sigma(i0, meas, axes=(0,), others=(0.0, s_y, s_x))[0]
+    return (0.0, s_y, s_x) if max(s_y, s_x) - s_z >= margin else None

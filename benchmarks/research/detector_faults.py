@@ -29,7 +29,9 @@ from unseen_models import SEED0, change
 VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
             "dropframe_medium", "hotpixel", "zinger", "cutcurve", "cutcurve4",
             "cutcurve_medium", "cutcurve4_medium", "offcentre", "offcentre_medium", "parasitic",
-            "none")
+            "flux", "flux_medium", "flux20", "flux20_medium", "deadtime", "deadtime_medium",
+            "anisoblur", "anisoblur_medium", "zblur", "zblur_medium", "halo", "halo_medium",
+            "jitter", "jitter_medium", "none", "none_medium")
 
 
 def main() -> None:

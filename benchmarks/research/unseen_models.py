@@ -49,6 +49,24 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``parasitic``: another grain's Bragg peak in the crop: the pattern of crystal ``seed + 7``
   at 0.3 of this one's peak counts, rolled 20 pixels along y and x, added before the noise
   (session 21);
+- ``flux``: the crystal unchanged, the incident flux not constant over the rocking curve and
+  not normalised by a monitor: each frame's expected counts scaled by 1 + 0.1·N(0, 1), clamped
+  to 0.6–1.4 (top-up injections, beam-position drift); ``flux20``: 0.2·N(0, 1) (session 22);
+- ``deadtime``: the crystal unchanged, a photon-counting detector's count-rate loss left
+  uncorrected (or under-corrected): expected counts I → I/(1 + I/I_c), I_c = 1.5 × the peak,
+  so the peak reads 0.6 of its true value and the tails are untouched (session 22);
+- ``anisoblur``: the crystal unchanged, a partially coherent beam whose coherence length is
+  short along one detector axis only (the horizontal of a third-generation source): the
+  pattern blurred by a Gaussian of σ 1.2–1.8 px along x only, on top of the crystal's own
+  blur (session 22);
+- ``zblur``: the same blur along the rocking axis z only (σ 1.2–1.8 px: angular divergence or
+  bandwidth, which no detector PSF makes) (session 22);
+- ``halo``: the crystal unchanged, diffuse scattering under the peak (thermal diffuse or
+  Huang scattering, not from the crystal's shape): expected counts 3·10⁻⁴ of the peak ×
+  1/(1 + (|q|/3 px)²) added before the noise (session 22);
+- ``jitter``: the crystal unchanged, the rocking-curve angles not evenly spaced (a motor's
+  backlash and encoder error): frame k samples the pattern at q_z = k + δ_k, δ_k ~ 0.15·N(0, 1)
+  px (exact, a non-integer DFT along z), while the data say k (session 22);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -74,7 +92,8 @@ from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
          "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
-         "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "none")
+         "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "flux", "flux20",
+         "deadtime", "anisoblur", "zblur", "halo", "jitter", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -88,6 +107,8 @@ class Changed:
     obj: torch.Tensor
     support: torch.Tensor
     phase_q: torch.Tensor
+    #: the PSF widths (z, y, x) px the pattern was blurred with (detector and coherence)
+    psf: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def _unit(gen: torch.Generator) -> torch.Tensor:
@@ -189,7 +210,8 @@ def change(variant: str, seed: int) -> Changed:
         phase = sheared.angle()
         inside = amp > 0.5
     elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked", "hotpixel",
-                  "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic"):
+                  "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "flux", "flux20",
+                  "deadtime", "anisoblur", "zblur", "halo", "jitter"):
         pass  # the detector side is changed below
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -197,7 +219,40 @@ def change(variant: str, seed: int) -> Changed:
     psi = fft_centered(obj)
     clean = psi.real.square() + psi.imag.square()
     spec = c.spec
+    if base == "jitter":
+        # frame k is the pattern at q_z = k + delta_k: the object's z axis given the ramp
+        # exp(-2 pi i delta_k z / n) before the transform (fft_centered's phase convention
+        # checked against delta = 0 and delta = 1, a whole-frame roll)
+        delta = 0.15 * torch.randn(n, generator=gen, dtype=torch.float64)
+        zc = torch.arange(n, dtype=torch.float64) - n // 2
+        clean = clean.clone()
+        for k in range(n):
+            ramp = torch.exp(-2j * math.pi * float(delta[k]) * zc / n).view(n, 1, 1)
+            frame = fft_centered((obj.to(torch.complex128) * ramp).to(torch.complex64))[k]
+            clean[k] = frame.real.square() + frame.imag.square()
     rate = detector_blur(clean * (spec.peak_counts / clean.max()), spec.blur_sigma)
+    psf = (0.0, spec.blur_sigma, spec.blur_sigma)
+    if base == "anisoblur":
+        from bcdi_stream.phasing._psf import blur
+
+        s_x = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
+        rate = blur(rate, (0.0, 0.0, s_x))
+        psf = (0.0, spec.blur_sigma, math.hypot(spec.blur_sigma, s_x))
+    elif base == "zblur":
+        from bcdi_stream.phasing._psf import blur
+
+        s_z = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
+        rate = blur(rate, (s_z, 0.0, 0.0))
+        psf = (s_z, spec.blur_sigma, spec.blur_sigma)
+    elif base == "halo":
+        q = (grid - n // 2).norm(dim=0)
+        rate = rate + (3e-4 * spec.peak_counts / (1.0 + (q / 3.0).square())).to(rate.dtype)
+    elif base == "deadtime":
+        rate = rate / (1.0 + rate / (1.5 * float(rate.max())))
+    elif base in ("flux", "flux20"):
+        rms = 0.1 if base == "flux" else 0.2
+        scale = (1.0 + rms * torch.randn(n, generator=gen, dtype=torch.float64)).clamp(0.6, 1.4)
+        rate = rate * scale.view(n, 1, 1).to(rate.dtype)
     if spec.background > 0:
         rate = rate + spec.background
     if base == "parasitic":
@@ -237,7 +292,7 @@ def change(variant: str, seed: int) -> Changed:
             mask = mask.clone()
             mask[n // 2] = True
     intensity = counts.float().masked_fill(mask, 0.0)
-    return Changed(intensity, mask, obj, inside, torch.angle(psi).float())
+    return Changed(intensity, mask, obj, inside, torch.angle(psi).float(), psf)
 
 
 def main() -> None:
