@@ -331,7 +331,6 @@ def detector_blur_of(
     floor: float = 0.5,
     margin: float = 0.2,
     per_axis: bool = True,
-    rocking: bool = False,
 ) -> Sigma | None:
     """A detector-blur hypothesis ``(0, s_y, s_x)`` from an object predicted before any refinement.
 
@@ -375,15 +374,7 @@ def detector_blur_of(
     if per_axis:
         s_y = estimate_detector_sigma(i0, meas, axes=(1,), others=(0.0, s_yx, s_yx))[1]
         s_x = estimate_detector_sigma(i0, meas, axes=(2,), others=(0.0, s_y, s_yx))[2]
-    if max(s_y, s_x) < floor and not rocking:
-        return None
-    s_z = estimate_detector_sigma(i0, meas, axes=(0,), others=(0.0, s_y, s_x))[0]
-    if rocking and s_z >= floor and s_z - max(s_y, s_x) >= margin:
-        # y and x took some of the rocking axis's blur while z was held at 0: again from s_z
-        s_y = estimate_detector_sigma(i0, meas, axes=(1,), others=(s_z, s_y, s_x))[1]
-        s_x = estimate_detector_sigma(i0, meas, axes=(2,), others=(s_z, s_y, s_x))[2]
-        s_z = estimate_detector_sigma(i0, meas, axes=(0,), others=(s_z, s_y, s_x))[0]
-        return (s_z, s_y, s_x)
     if max(s_y, s_x) < floor:
         return None
+    s_z = estimate_detector_sigma(i0, meas, axes=(0,), others=(0.0, s_y, s_x))[0]
     return (0.0, s_y, s_x) if max(s_y, s_x) - s_z >= margin else None

@@ -10,8 +10,6 @@ reconstruct --method ai`` does, with the blur hypothesis made from the predictio
 - ``shipped``: the rule in the checkout;
 - ``shared``: one width shared by y and x, the rule up to session 21 (``detector_blur_of`` with
   ``per_axis=False``);
-- ``rocking``: the shipped rule, and a hypothesis ``(s_z, s_y, s_x)`` also where the rocking
-  axis z needs more blur than y and x (``detector_blur_of(rocking=True)``);
 - ``oracle``: the TRUE widths the pattern was blurred with (the ceiling of any hypothesis);
 - ``none``: no hypothesis (the refinement's own PSF estimate only).
 
@@ -30,7 +28,7 @@ import time
 import torch
 from unseen_models import SEED0, change
 
-RULES = ("shipped", "shared", "rocking", "oracle", "none")
+RULES = ("shipped", "shared", "oracle", "none")
 
 
 def main() -> None:
@@ -64,8 +62,7 @@ def main() -> None:
                     elif rule == "none":
                         out = None
                     else:
-                        kw = ({"per_axis": False} if rule == "shared"
-                              else {"rocking": True} if rule == "rocking" else {})
+                        kw = {"per_axis": False} if rule == "shared" else {}
                         out = detector_blur_of(obj, intensity, mask, **kw)
                     made.append(out)
                     return out
