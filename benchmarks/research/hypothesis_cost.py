@@ -1,0 +1,74 @@
+"""What the per-axis blur hypothesis costs on the test set, side by side (session 22).
+
+Each test crystal (``bcdi-stream benchmark model``'s fixed set) is phased by the shipped
+``ai`` refinement (:func:`bcdi_stream.ai_phasing.phase_ai`, the benchmark's ``ai_er`` call)
+twice in a row, with the blur hypothesis made per axis (``detector_blur_of(per_axis=True)``,
+the default since session 22) and with one width shared by y and x (the rule before), in
+alternating order. One JSON line per crystal (both times, whether each rule made a hypothesis,
+the phase RMSE of each), then the medians and their ratio.
+
+    python benchmarks/research/hypothesis_cost.py --cls weak --n 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def main() -> None:
+    import bcdi_stream.ai_phasing as aip
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.config import Settings
+    from bcdi_stream.phasing import detector_blur_of
+    from bcdi_stream.training import TEST_SEED0, fixed_set
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cls", default="weak", choices=("weak", "strong"))
+    ap.add_argument("--n", type=int, default=25)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    settings = Settings(device="cpu")
+    ai = settings.ai
+    loaded = aip.cached_model()
+    counts = {"weak": args.n if args.cls == "weak" else 0,
+              "strong": args.n if args.cls == "strong" else 0}
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for k, (_, seed, c) in enumerate(fixed_set(TEST_SEED0, counts, 64)):
+        row: dict = {"seed": seed}
+        for per_axis in ((True, False) if k % 2 == 0 else (False, True)):
+            made: list = []
+
+            def rule(obj, intensity, mask=None, per_axis=per_axis, made=made):
+                out = detector_blur_of(obj, intensity, mask, per_axis=per_axis)
+                made.append(out is not None)
+                return out
+
+            aip.detector_blur_of = rule
+            t0 = time.perf_counter()
+            res, _ = aip.phase_ai(c.intensity, c.mask, loaded=loaded, n_er=ai.n_er,
+                                  n_raar=ai.n_raar, n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap,
+                                  settings=settings.phasing, seed=seed, device="cpu",
+                                  psf_hypothesis=ai.psf_hypothesis, n_er_first=ai.n_er_first,
+                                  fill_share=ai.peak_fill or None, refill=ai.peak_refill)
+            dt = time.perf_counter() - t0
+            aip.detector_blur_of = detector_blur_of
+            times[per_axis].append(dt)
+            m = compare(res.obj, c.obj, c.support, recon_support=res.support)
+            key = "per_axis" if per_axis else "shared"
+            row[key] = {"s": round(dt, 3), "hypothesis": any(made),
+                        "rmse": round(m.phase_rmse, 4)}
+        print(json.dumps(row), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{args.cls}, {len(times[True])} crystals: per axis {med[True]:.3f} s, shared "
+          f"{med[False]:.3f} s (median), ratio {med[True] / med[False]:.3f}; hypothesis runs "
+          f"made: see the rows", flush=True)
+
+
+if __name__ == "__main__":
+    main()
