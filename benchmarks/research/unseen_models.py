@@ -59,8 +59,9 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   short along one detector axis only (the horizontal of a third-generation source): the
   pattern blurred by a Gaussian of σ 1.2–1.8 px along x only, on top of the crystal's own
   blur (session 22);
-- ``zblur``: the same blur along the rocking axis z only (σ 1.2–1.8 px: angular divergence or
-  bandwidth, which no detector PSF makes) (session 22);
+- ``zblur``: the same blur along the rocking axis z only (σ 1.2–1.8 px, which no detector PSF
+  makes: an upper bound for partial coherence across the beam projected on z at large 2θ;
+  bandwidth and divergence give ~0.1–0.2 px) (session 22);
 - ``halo``: the crystal unchanged, diffuse scattering under the peak (thermal diffuse or
   Huang scattering, not from the crystal's shape): expected counts 3·10⁻⁴ of the peak ×
   1/(1 + (|q|/3 px)²) added before the noise (session 22);
