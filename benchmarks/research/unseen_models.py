@@ -68,6 +68,9 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``jitter``: the crystal unchanged, the rocking-curve angles not evenly spaced (a motor's
   backlash and encoder error): frame k samples the pattern at q_z = k + δ_k, δ_k ~ 0.15·N(0, 1)
   px (exact, a non-integer DFT along z), while the data say k (session 22);
+- ``network``: three or four straight dislocations (screw, winding ±1, random lines through
+  points within a quarter of the crystal's size of its centroid): a dislocation network, as
+  in cycled battery cathodes; the simulator makes at most two (session 22);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -94,7 +97,7 @@ from generalisation import probe_arguments, score_variant
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
          "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
          "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "flux", "flux20",
-         "deadtime", "anisoblur", "zblur", "halo", "jitter", "none")
+         "deadtime", "anisoblur", "zblur", "halo", "jitter", "network", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -193,6 +196,19 @@ def change(variant: str, seed: int) -> Changed:
         amp = torch.where(new, copy_amp, amp)
         phase = torch.where(new, copy_phase, phase)
         inside = amp > 0.5
+    elif base == "network":
+        n_lines = 3 + int(torch.rand(1, generator=gen).item() < 0.5)
+        zyx = tuple(r[k].view(1, n, n, n).float() for k in range(3))
+        for _ in range(n_lines):
+            line = _unit(gen)
+            burgers = torch.linalg.cross(line, _unit(gen), dim=0)
+            burgers = burgers / burgers.norm()
+            point = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * 0.5 * size
+            sign = 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0
+            phase = phase + fld.dislocation_phase(
+                zyx, point.view(1, 3).float(), line.view(1, 3).float(),
+                burgers.view(1, 3).float(), torch.tensor([sign]), torch.tensor([0.0]),
+                torch.tensor([0.3]), torch.zeros(1, 3), torch.tensor([1.0]))[0].double()
     elif base == "binary":
         amp = inside.double()
     elif base in ("shear", "shear_large"):
