@@ -30,7 +30,8 @@ VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropfra
             "dropframe_medium", "hotpixel", "zinger", "cutcurve", "cutcurve4",
             "cutcurve_medium", "cutcurve4_medium", "offcentre", "offcentre_medium", "parasitic",
             "flux", "flux_medium", "flux20", "flux20_medium", "deadtime", "deadtime_medium",
-            "anisoblur", "anisoblur_medium", "zblur", "zblur_medium", "halo", "halo_medium",
+            "anisoblur", "anisoblur_medium", "diagblur", "diagblur_medium", "zblur",
+            "zblur_medium", "halo", "halo_medium",
             "jitter", "jitter_medium", "network", "network_medium", "none", "none_medium")
 
 

@@ -62,6 +62,10 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``zblur``: the same blur along the rocking axis z only (σ 1.2–1.8 px, which no detector PSF
   makes: an upper bound for partial coherence across the beam projected on z at large 2θ;
   bandwidth and divergence give ~0.1–0.2 px) (session 22);
+- ``diagblur``: the ``anisoblur`` blur along the detector's diagonal (y + x)/√2 instead of x
+  (partial coherence whose short direction is not a detector axis), made exactly in Fourier
+  space; the true widths are not separable, ``psf`` gives its projections on y and x
+  (session 22);
 - ``halo``: the crystal unchanged, diffuse scattering under the peak (thermal diffuse or
   Huang scattering, not from the crystal's shape): expected counts 3·10⁻⁴ of the peak ×
   1/(1 + (|q|/3 px)²) added before the noise (session 22);
@@ -97,7 +101,7 @@ from generalisation import probe_arguments, score_variant
 BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
          "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
          "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "flux", "flux20",
-         "deadtime", "anisoblur", "zblur", "halo", "jitter", "network", "none")
+         "deadtime", "anisoblur", "diagblur", "zblur", "halo", "jitter", "network", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -228,7 +232,7 @@ def change(variant: str, seed: int) -> Changed:
         inside = amp > 0.5
     elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked", "hotpixel",
                   "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "flux", "flux20",
-                  "deadtime", "anisoblur", "zblur", "halo", "jitter"):
+                  "deadtime", "anisoblur", "diagblur", "zblur", "halo", "jitter"):
         pass  # the detector side is changed below
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -255,6 +259,15 @@ def change(variant: str, seed: int) -> Changed:
         s_x = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
         rate = blur(rate, (0.0, 0.0, s_x))
         psf = (0.0, spec.blur_sigma, math.hypot(spec.blur_sigma, s_x))
+    elif base == "diagblur":
+        s_d = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
+        f = torch.fft.fftfreq(n, dtype=torch.float64)
+        along = (f.view(1, n, 1) + f.view(1, 1, n)) / math.sqrt(2.0)
+        kernel = torch.exp(-2.0 * (math.pi * s_d * along) ** 2)  # a Gaussian's transform
+        rate = torch.fft.ifftn(torch.fft.fftn(rate.double(), dim=(1, 2)) * kernel,
+                               dim=(1, 2)).real.clamp_min(0.0).to(rate.dtype)
+        s_p = s_d / math.sqrt(2.0)
+        psf = (0.0, math.hypot(spec.blur_sigma, s_p), math.hypot(spec.blur_sigma, s_p))
     elif base == "zblur":
         from bcdi_stream.phasing._psf import blur
 
