@@ -11,6 +11,10 @@
   steps) shared by the fine-tune probes.
 - :func:`add_class_options`, :func:`class_counts`: ``--classes class=count … --threads`` of
   the probes that walk the validation classes in ``fixed_set``'s order.
+- :func:`summary_line`: the closing line per variant of the probes that reconstruct through the
+  pipeline (successes, median RMSE, median seconds).
+- :func:`blur_hypothesis_rule`: the ``ai`` method's blur hypothesis made by another rule for the
+  length of a ``with`` block, each hypothesis recorded (session 22's PSF probes).
 - :func:`modulus`: the plain-torch modulus projection of the algorithm probes (the package's
   ``modulus_projection`` differs in its zero handling by float rounding, and HIO amplifies
   that: the probes keep their own so that their logged figures reproduce).
@@ -19,8 +23,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import statistics
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -170,3 +177,32 @@ def score_into(row: dict[str, Any], totals: dict[str, int], name: str, result: A
 def print_totals(label: str, totals: dict[str, int], n: int) -> None:
     """The closing line: successes per method out of ``n``."""
     print(f"{label}: " + ", ".join(f"{k} {v}/{n}" for k, v in totals.items()), flush=True)
+
+
+def summary_line(label: str, rows: list[dict[str, Any]]) -> str:
+    """``label ok/n, median R rad, S s`` of rows holding ``ok``, ``rmse`` and ``s``."""
+    return (f"{label} {sum(r['ok'] for r in rows)}/{len(rows)}, median "
+            f"{statistics.median(r['rmse'] for r in rows):.3f} rad, "
+            f"{statistics.median(r['s'] for r in rows):.2f} s")
+
+
+@contextlib.contextmanager
+def blur_hypothesis_rule(rule: Callable[..., Any]) -> Iterator[list[Any]]:
+    """Inside the block, the ``ai`` method makes its blur hypothesis with ``rule`` (called as
+    :func:`bcdi_stream.phasing.detector_blur_of` is); yields the list of what it returned, and
+    puts the shipped function back on the way out, even on an error."""
+    import bcdi_stream.ai_phasing as aip
+    from bcdi_stream.phasing import detector_blur_of
+
+    made: list[Any] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        out = rule(*args, **kwargs)
+        made.append(out)
+        return out
+
+    aip.detector_blur_of = recorded
+    try:
+        yield made
+    finally:
+        aip.detector_blur_of = detector_blur_of

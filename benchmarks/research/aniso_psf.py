@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
+from _probe import blur_hypothesis_rule, summary_line
 from unseen_models import SEED0, change
 
 RULES = ("shipped", "shared", "oracle", "none")
 
 
 def main() -> None:
-    import bcdi_stream.ai_phasing as aip
     from bcdi_stream.ai_phasing import cached_model
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import Settings
@@ -54,24 +53,20 @@ def main() -> None:
             seed = SEED0 + 1000 * k
             c = change(variant, seed)
             for rule in args.rules:
-                made: list = []
 
-                def hypothesis(obj, intensity, mask=None, rule=rule, made=made, c=c):
+                def hypothesis(obj, intensity, mask=None, rule=rule, c=c):
                     if rule == "oracle":
-                        out = c.psf if max(c.psf) > 0 else None
-                    elif rule == "none":
-                        out = None
-                    else:
-                        kw = {"per_axis": False} if rule == "shared" else {}
-                        out = detector_blur_of(obj, intensity, mask, **kw)
-                    made.append(out)
-                    return out
+                        return c.psf if max(c.psf) > 0 else None
+                    if rule == "none":
+                        return None
+                    kw = {"per_axis": False} if rule == "shared" else {}
+                    return detector_blur_of(obj, intensity, mask, **kw)
 
-                aip.detector_blur_of = hypothesis
-                t0 = time.perf_counter()
-                rec = reconstruct(c.intensity, c.mask, method="ai", seed=0, model=loaded,
-                                  settings=settings)
-                dt = time.perf_counter() - t0
+                with blur_hypothesis_rule(hypothesis) as made:
+                    t0 = time.perf_counter()
+                    rec = reconstruct(c.intensity, c.mask, method="ai", seed=0, model=loaded,
+                                      settings=settings)
+                    dt = time.perf_counter() - t0
                 m = compare(rec.obj, c.obj, c.support, recon_support=rec.support)
                 row = {"variant": variant, "seed": seed, "rule": rule,
                        "true_psf": [round(v, 2) for v in c.psf],
@@ -81,11 +76,8 @@ def main() -> None:
                        "ok": bool(m.success), "s": round(dt, 2)}
                 rows[rule].append(row)
                 print(json.dumps(row), flush=True)
-            aip.detector_blur_of = detector_blur_of
         for rule, rs in rows.items():
-            print(f"{variant} {rule}: {sum(r['ok'] for r in rs)}/{len(rs)}, median "
-                  f"{statistics.median(r['rmse'] for r in rs):.3f} rad, "
-                  f"{statistics.median(r['s'] for r in rs):.2f} s", flush=True)
+            print(summary_line(f"{variant} {rule}:", rs), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
+from _probe import summary_line
 from unseen_models import SEED0, change
 
 VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
@@ -71,9 +71,7 @@ def main() -> None:
                    "method": rec.method, "s": round(time.perf_counter() - t0, 2)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        print(f"{variant}: {args.method} {sum(r['ok'] for r in rows)}/{len(rows)}, median "
-              f"{statistics.median(r['rmse'] for r in rows):.3f} rad, "
-              f"{statistics.median(r['s'] for r in rows):.2f} s", flush=True)
+        print(summary_line(f"{variant}: {args.method}", rows), flush=True)
 
 
 if __name__ == "__main__":

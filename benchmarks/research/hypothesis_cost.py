@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from _probe import blur_hypothesis_rule
 
 
 def main() -> None:
@@ -42,26 +43,23 @@ def main() -> None:
     for k, (_, seed, c) in enumerate(fixed_set(TEST_SEED0, counts, 64)):
         row: dict = {"seed": seed}
         for per_axis in ((True, False) if k % 2 == 0 else (False, True)):
-            made: list = []
 
-            def rule(obj, intensity, mask=None, per_axis=per_axis, made=made):
-                out = detector_blur_of(obj, intensity, mask, per_axis=per_axis)
-                made.append(out is not None)
-                return out
+            def rule(obj, intensity, mask=None, per_axis=per_axis):
+                return detector_blur_of(obj, intensity, mask, per_axis=per_axis)
 
-            aip.detector_blur_of = rule
-            t0 = time.perf_counter()
-            res, _ = aip.phase_ai(c.intensity, c.mask, loaded=loaded, n_er=ai.n_er,
-                                  n_raar=ai.n_raar, n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap,
-                                  settings=settings.phasing, seed=seed, device="cpu",
-                                  psf_hypothesis=ai.psf_hypothesis, n_er_first=ai.n_er_first,
-                                  fill_share=ai.peak_fill or None, refill=ai.peak_refill)
-            dt = time.perf_counter() - t0
-            aip.detector_blur_of = detector_blur_of
+            with blur_hypothesis_rule(rule) as made:
+                t0 = time.perf_counter()
+                res, _ = aip.phase_ai(c.intensity, c.mask, loaded=loaded, n_er=ai.n_er,
+                                      n_raar=ai.n_raar, n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap,
+                                      settings=settings.phasing, seed=seed, device="cpu",
+                                      psf_hypothesis=ai.psf_hypothesis,
+                                      n_er_first=ai.n_er_first, fill_share=ai.peak_fill or None,
+                                      refill=ai.peak_refill)
+                dt = time.perf_counter() - t0
             times[per_axis].append(dt)
             m = compare(res.obj, c.obj, c.support, recon_support=res.support)
             key = "per_axis" if per_axis else "shared"
-            row[key] = {"s": round(dt, 3), "hypothesis": any(made),
+            row[key] = {"s": round(dt, 3), "hypothesis": any(h is not None for h in made),
                         "rmse": round(m.phase_rmse, 4)}
         print(json.dumps(row), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}

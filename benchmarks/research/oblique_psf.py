@@ -22,28 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 
 import torch
-from unseen_models import SEED0, change
+from unseen_models import SEED0, change, yx_transfer
 
 PSFS = ("none", "separable", "oblique")
-
-
-def _kernel(n: int, sigma_diag: float, sigma_det: float) -> torch.Tensor:
-    """Transfer function over (y, x) of the diagonal Gaussian and the detector's own blur."""
-    f = torch.fft.fftfreq(n, dtype=torch.float64)
-    fy, fx = f.view(n, 1), f.view(1, n)
-    along = (fy + fx) / math.sqrt(2.0)
-    out = torch.exp(-2.0 * (math.pi * sigma_diag * along) ** 2)
-    return out * torch.exp(-2.0 * (math.pi * sigma_det) ** 2 * (fy.square() + fx.square()))
-
-
-def _separable(n: int, sigma_y: float, sigma_x: float) -> torch.Tensor:
-    f = torch.fft.fftfreq(n, dtype=torch.float64)
-    return (torch.exp(-2.0 * (math.pi * sigma_y * f.view(n, 1)) ** 2)
-            * torch.exp(-2.0 * (math.pi * sigma_x * f.view(1, n)) ** 2))
 
 
 def refine(intensity, mask, phase_q, support, transfer, n_iter: int):
@@ -68,7 +52,6 @@ def main() -> None:
     from scipy import ndimage
 
     from bcdi_stream.analysis import compare
-    from bcdi_stream.simulation import simulate_crystal
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=["diagblur", "diagblur_medium"])
@@ -83,15 +66,12 @@ def main() -> None:
             seed = SEED0 + 1000 * k
             c = change(variant, seed)
             n = c.intensity.shape[-1]
-            strain = ((1.0 * math.pi, 2.5 * math.pi) if variant.endswith("_medium")
-                      else "weak")
-            s_det = simulate_crystal(seed, device="cpu", n=n, strain=strain).spec.blur_sigma
-            s_diag = math.sqrt(2.0) * math.sqrt(max(c.psf[1] ** 2 - s_det ** 2, 0.0))
+            s_diag, s_det = c.oblique, c.detector_sigma
             support = torch.from_numpy(ndimage.binary_dilation(c.support.numpy()))
             transfers = {
                 "none": None,
-                "separable": _separable(n, c.psf[1], c.psf[2]),
-                "oblique": _kernel(n, s_diag, s_det),
+                "separable": yx_transfer(n, c.psf[1], c.psf[2]),
+                "oblique": yx_transfer(n, s_det, s_det, s_diag),
             }
             for name, transfer in transfers.items():
                 rho = refine(c.intensity, c.mask, c.phase_q, support, transfer, args.iters)

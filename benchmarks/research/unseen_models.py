@@ -115,8 +115,27 @@ class Changed:
     obj: torch.Tensor
     support: torch.Tensor
     phase_q: torch.Tensor
-    #: the PSF widths (z, y, x) px the pattern was blurred with (detector and coherence)
+    #: the PSF widths (z, y, x) px the pattern was blurred with (detector and coherence; for
+    #: ``diagblur``, the oblique kernel's projections on y and x)
     psf: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: ``diagblur``'s width along the detector's diagonal (px), else 0
+    oblique: float = 0.0
+    #: the crystal's own detector blur (px, on y and x)
+    detector_sigma: float = 0.0
+
+
+def yx_transfer(n: int, sigma_y: float = 0.0, sigma_x: float = 0.0,
+                sigma_diag: float = 0.0) -> torch.Tensor:
+    """Fourier transfer function ``(n, n)`` over (y, x) of Gaussian blurs along y, along x and
+    along the diagonal (y + x)/√2 (widths in px; 0 = none), in FFT layout."""
+    f = torch.fft.fftfreq(n, dtype=torch.float64)
+    fy, fx = f.view(n, 1), f.view(1, n)
+    out = torch.ones(n, n, dtype=torch.float64)
+    if sigma_diag > 0:
+        along = (fy + fx) / math.sqrt(2.0)
+        out = torch.exp(-2.0 * (math.pi * sigma_diag * along) ** 2)
+    return out * torch.exp(-2.0 * (math.pi * sigma_y * fy) ** 2) * torch.exp(
+        -2.0 * (math.pi * sigma_x * fx) ** 2)
 
 
 def _unit(gen: torch.Generator) -> torch.Tensor:
@@ -252,29 +271,23 @@ def change(variant: str, seed: int) -> Changed:
             frame = fft_centered((obj.to(torch.complex128) * ramp).to(torch.complex64))[k]
             clean[k] = frame.real.square() + frame.imag.square()
     rate = detector_blur(clean * (spec.peak_counts / clean.max()), spec.blur_sigma)
-    psf = (0.0, spec.blur_sigma, spec.blur_sigma)
-    if base == "anisoblur":
+    coherence = (0.0, 0.0, 0.0)  # the widths (z, y, x) of the blur added below, as projected
+    oblique = 0.0
+    if base in ("anisoblur", "zblur"):
         from bcdi_stream.phasing._psf import blur
 
-        s_x = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
-        rate = blur(rate, (0.0, 0.0, s_x))
-        psf = (0.0, spec.blur_sigma, math.hypot(spec.blur_sigma, s_x))
+        width = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
+        coherence = (0.0, 0.0, width) if base == "anisoblur" else (width, 0.0, 0.0)
+        rate = blur(rate, coherence)
     elif base == "diagblur":
-        s_d = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
-        f = torch.fft.fftfreq(n, dtype=torch.float64)
-        along = (f.view(1, n, 1) + f.view(1, 1, n)) / math.sqrt(2.0)
-        kernel = torch.exp(-2.0 * (math.pi * s_d * along) ** 2)  # a Gaussian's transform
-        rate = torch.fft.ifftn(torch.fft.fftn(rate.double(), dim=(1, 2)) * kernel,
+        oblique = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
+        rate = torch.fft.ifftn(torch.fft.fftn(rate.double(), dim=(1, 2))
+                               * yx_transfer(n, sigma_diag=oblique),
                                dim=(1, 2)).real.clamp_min(0.0).to(rate.dtype)
-        s_p = s_d / math.sqrt(2.0)
-        psf = (0.0, math.hypot(spec.blur_sigma, s_p), math.hypot(spec.blur_sigma, s_p))
-    elif base == "zblur":
-        from bcdi_stream.phasing._psf import blur
-
-        s_z = 1.2 + 0.6 * torch.rand(1, generator=gen).item()
-        rate = blur(rate, (s_z, 0.0, 0.0))
-        psf = (s_z, spec.blur_sigma, spec.blur_sigma)
-    elif base == "halo":
+        coherence = (0.0, oblique / math.sqrt(2.0), oblique / math.sqrt(2.0))
+    psf = tuple(math.hypot(a, b) for a, b in zip((0.0, spec.blur_sigma, spec.blur_sigma),
+                                                  coherence, strict=True))
+    if base == "halo":
         q = (grid - n // 2).norm(dim=0)
         rate = rate + (3e-4 * spec.peak_counts / (1.0 + (q / 3.0).square())).to(rate.dtype)
     elif base == "deadtime":
@@ -322,7 +335,8 @@ def change(variant: str, seed: int) -> Changed:
             mask = mask.clone()
             mask[n // 2] = True
     intensity = counts.float().masked_fill(mask, 0.0)
-    return Changed(intensity, mask, obj, inside, torch.angle(psi).float(), psf)
+    return Changed(intensity, mask, obj, inside, torch.angle(psi).float(), psf, oblique,
+                   spec.blur_sigma)
 
 
 def main() -> None:
