@@ -127,14 +127,15 @@ class AIStart:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(path: str, device: str, mtime: float) -> LoadedModel:
+def _cached(path: str, device: str, precision: str, mtime: float) -> LoadedModel:
     del mtime  # part of the key: a rewritten file is loaded again
-    return load_model(path, device)
+    return load_model(path, device, precision)
 
 
-def cached_model(path: str | Path | None = None, device: str | torch.device = "cpu"
-                 ) -> LoadedModel:
-    """Load a weights file once per (path, device) and keep it (the live worker's model).
+def cached_model(path: str | Path | None = None, device: str | torch.device = "cpu",
+                 precision: str = "auto") -> LoadedModel:
+    """Load a weights file once per (path, device, precision) and keep it (the live worker's
+    model).
 
     Parameters
     ----------
@@ -143,13 +144,17 @@ def cached_model(path: str | Path | None = None, device: str | torch.device = "c
         :func:`bcdi_stream.model.default_weights_path`).
     device : str or torch.device
         Device the model runs on.
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of the prediction (:func:`bcdi_stream.model.load_model`).
     """
-    from .model import default_weights_path
+    from .model import PRECISIONS, default_weights_path
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     p = Path(path or default_weights_path()).resolve()
     if not p.is_file():
         raise ValueError(f"model weights {p} do not exist")
-    return _cached(str(p), str(torch.device(device)), p.stat().st_mtime)
+    return _cached(str(p), str(torch.device(device)), precision, p.stat().st_mtime)
 
 
 def _windows(shape: tuple[int, ...], g: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
@@ -248,12 +253,13 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
                     share = float(est[done].sum() / est.sum().clamp_min(1e-30))
                 x, bad, filled = est, bad & ~done, share
                 estimate = physics.reflect(x, axes)[m_sl]
-        offset, obj_m = _predict_object(model, x, bad)
+        offset, obj_m = _predict_object(loaded, x, bad)
         phi_m = torch.angle(model.phasor_of(obj_m[None])[0])
         if estimate_psf:
             psf_sigma = detector_blur_of(obj_m, x, bad)
     else:
-        phi_m = model.predict_phase(x[None])[0]
+        with loaded.autocast():
+            phi_m = model.predict_phase(x[None])[0].float()
     phi_m = physics.reflect(phi_m, axes)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
@@ -270,20 +276,23 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
                    view=int(view), filled=filled)
 
 
-def _predict_object(model: Any, x: torch.Tensor, bad: torch.Tensor
+def _predict_object(loaded: LoadedModel, x: torch.Tensor, bad: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``"patterson"`` model's object for pattern ``x`` (model grid, bad pixels zero) and
     the pattern's centre-of-mass offset (:func:`bragg_offset`, capped at G/8)."""
+    model = loaded.model
     g = x.shape[-1]
     # the model was trained on patterns whose centre of mass lies within ~0.75 px of g // 2:
     # a pattern further off is predicted as if centred, and the object is moved (a phase
     # ramp) to where the data put it
     offset = bragg_offset(x, bad).clamp(-g / 8, g / 8)
     if float(offset.abs().max()) >= OFFSET_MIN:
-        obj_m = model.forward_object(x[None], offset[None].to(torch.float32))[0]
+        with loaded.autocast():
+            obj_m = model.forward_object(x[None], offset[None].to(torch.float32))[0]
         obj_m = obj_m * physics.shift_ramp(obj_m.shape, offset, x.device)
     else:
-        obj_m = model.forward_object(x[None])[0]
+        with loaded.autocast():
+            obj_m = model.forward_object(x[None])[0]
     return offset, obj_m
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "resolve_device", "to_numpy"]
+__all__ = ["as_tensor", "cpu_bf16_support", "fast_bf16", "resolve_device", "to_numpy"]
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -35,6 +35,31 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
     return dev
+
+
+def cpu_bf16_support() -> list[str]:
+    """The CPU flags that make bfloat16 convolutions fast (AMX, AVX-512 BF16), if any."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(f for f in flags if f in ("amx_bf16", "avx512_bf16"))
+
+
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether bfloat16 convolutions run natively on ``device`` (faster than float32).
+
+    CUDA: a GPU that supports bfloat16 (Ampere and later); CPU: AMX or AVX-512 BF16
+    (:func:`cpu_bf16_support`; elsewhere oneDNN emulates bfloat16, which is no faster).
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if dev.type == "cpu":
+        return bool(cpu_bf16_support())
+    return False
 
 
 def as_tensor(

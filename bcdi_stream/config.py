@@ -73,6 +73,13 @@ class AISettings(BaseModel):
     model: str = Field(
         "", description="weights file (empty: the shipped weights, or BCDI_MODEL)"
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="arithmetic of the network's prediction: auto is bf16 for weights trained "
+        "under bfloat16 autocast (v3) on a device that computes it natively (AMX or AVX-512 "
+        "BF16 CPUs, Ampere+ GPUs), else fp32 (v3 on the CI CPU: the forward pass ~3x faster, "
+        "the test set's successes unchanged; docs/MODEL_RESEARCH.md session 23)",
+    )
     n_er_first: int = Field(
         0,
         ge=0,

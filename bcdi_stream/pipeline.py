@@ -124,7 +124,7 @@ def _load(model: Any, ai: AISettings, dev: torch.device) -> Any:
     if isinstance(model, LoadedModel):
         return model
     try:
-        return cached_model(model or ai.model or None, dev)
+        return cached_model(model or ai.model or None, dev, ai.precision)
     except ValueError as exc:
         raise InputError(f"the ai method needs model weights: {exc}") from None
 

@@ -356,7 +356,7 @@ def test_shipped_model_is_blind_to_where_the_pattern_sits() -> None:
     loaded = cached_model()
     centred = predict_start(loaded, c.intensity, c.mask, seed=0)
     assert max(abs(v) for v in centred.offset) < OFFSET_MIN
-    with torch.no_grad():
+    with torch.no_grad(), loaded.autocast():  # in the precision the pipeline predicts in
         x = c.intensity.masked_fill(c.mask, 0.0)
         plain = torch.angle(loaded.model(x[None])[0])
     assert torch.equal(centred.phase_q, plain)

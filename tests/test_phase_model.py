@@ -132,6 +132,39 @@ def test_export_and_load_weights(tmp_path) -> None:
         export_weights(ck, tmp_path / "w.bin")
 
 
+def test_inference_precision_follows_the_training_precision(tmp_path) -> None:
+    """``auto`` runs the trunk in bfloat16 only for weights trained under bfloat16 autocast on a
+    device with native bfloat16; ``bf16`` always does, and its prediction is the fp32 one to
+    bfloat16 rounding; an unknown precision is refused by name."""
+    from bcdi_stream.ai_phasing import cached_model, predict_start
+    from bcdi_stream.arrays import fast_bf16
+
+    m = _tiny()
+    ck = {"model_config": m.config.to_dict(), "state_dict": m.state_dict()}
+    fp32_file = export_weights(ck, tmp_path / "fp32.pt")
+    bf16_file = export_weights({**ck, "train_config": {"precision": "bf16"}}, tmp_path / "bf16.pt")
+    assert load_model(fp32_file).precision == "fp32"
+    assert load_model(bf16_file).precision == ("bf16" if fast_bf16("cpu") else "fp32")
+    assert load_model(bf16_file, precision="fp32").precision == "fp32"
+    forced = load_model(fp32_file, precision="bf16")
+    assert forced.precision == "bf16"
+    seen: list[torch.dtype] = []
+    hook = forced.model.unet.stem[0].register_forward_hook(
+        lambda mod, inp, out: seen.append(out.dtype))
+    i = physics.fft_centered(_object()).abs() ** 2 * 1e4
+    got = predict_start(forced, i, seed=0)
+    hook.remove()
+    ref = predict_start(load_model(fp32_file), i, seed=0)
+    assert seen == [torch.bfloat16]  # the trunk ran in bfloat16, the start is complex64
+    assert got.obj.dtype == ref.obj.dtype == torch.complex64
+    # the same start to bfloat16 rounding (8 bits of mantissa)
+    assert float((got.obj - ref.obj).abs().max() / ref.obj.abs().max()) < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        load_model(fp32_file, precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        cached_model(fp32_file, precision="half")
+
+
 def test_patterson_features_offset_undoes_a_pattern_shift() -> None:
     i = physics.fft_centered(_object()).abs()[None] ** 2
     moved = torch.roll(i, (1, -2, 0), (1, 2, 3))

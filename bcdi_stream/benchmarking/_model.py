@@ -226,11 +226,12 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
         ai = ai.model_copy(update={"n_raar": min(ai.n_raar, 20), "n_hio": min(ai.n_hio, 20),
                                    "n_er": 10, "psf_hypothesis": 10})
     uses_model = {"ai", "ai_er", "ai_er_only", "ai_views", "auto"} & set(methods)
-    loaded = cached_model(model, dev) if uses_model else None
+    loaded = cached_model(model, dev, ai.precision) if uses_model else None
     header = {
         "n_per_class": n_per_class, "quick": quick, "device": str(dev),
         "methods": list(methods), "conventional": settings.model_dump(), "ai": ai.model_dump(),
-        "model": loaded.identity() if loaded else None, "test_seed0": TEST_SEED0,
+        "model": loaded.identity() if loaded else None,
+        "precision": loaded.precision if loaded else None, "test_seed0": TEST_SEED0,
         "threads": torch.get_num_threads(), "classes": list(classes),
     }
     rows: list[dict[str, Any]] = []

@@ -12,21 +12,10 @@ from typing import Any
 
 import torch
 
-from bcdi_stream.arrays import resolve_device
+from bcdi_stream.arrays import cpu_bf16_support, resolve_device
 
 #: UNet channels per level timed: the shipped model's and the wider trunk of the GPU recipe.
 TRUNKS: tuple[tuple[int, ...], ...] = ((16, 32, 64, 128), (32, 64, 128, 256))
-
-
-def cpu_bf16_support() -> list[str]:
-    """The CPU flags that make bfloat16 convolutions fast (AMX, AVX-512 BF16), if any."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(f for f in flags if f in ("amx_bf16", "avx512_bf16"))
 
 
 def bench_training(*, quick: bool = False, device: str | None = None,

@@ -14,6 +14,7 @@ from ._loss import (
 from ._phase_model import MODEL_KINDS, ModelConfig, PhaseModel, patterson_features
 from ._unet import UNet3D, UNetConfig, count_flops, count_parameters
 from ._weights import (
+    PRECISIONS,
     WEIGHTS_FORMAT,
     LoadedModel,
     default_weights_path,
@@ -25,6 +26,7 @@ from ._widen import widen_model
 
 __all__ = [
     "MODEL_KINDS",
+    "PRECISIONS",
     "WEIGHTS_FORMAT",
     "LoadedModel",
     "ModelConfig",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import torch
 from ._phase_model import ModelConfig, PhaseModel
 
 __all__ = [
+    "PRECISIONS",
     "WEIGHTS_FORMAT",
     "LoadedModel",
     "default_weights_path",
@@ -24,6 +27,9 @@ __all__ = [
 #: Format tag of a weights file.
 WEIGHTS_FORMAT = "bcdi-stream-weights/1"
 _DEFAULT_NAME = "bcdi-phase-v3.pt"
+#: Inference precisions of :func:`load_model`: ``"auto"`` is ``"bf16"`` for weights trained
+#: under bfloat16 autocast on a device where bfloat16 is native, ``"fp32"`` otherwise.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def default_weights_path() -> Path:
@@ -98,28 +104,77 @@ def export_weights(checkpoint: str | Path | dict[str, Any], out: str | Path, *,
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference and its identity (recorded with every result)."""
+    """A model ready for inference and its identity (recorded with every result).
+
+    ``precision`` (``"fp32"`` or ``"bf16"``) is the arithmetic of the network's trunk at
+    inference (:meth:`autocast`); the weights are float32 either way.
+    """
 
     model: PhaseModel
     name: str
     sha256: str
     path: Path
     meta: dict[str, Any]
+    precision: str = "fp32"
 
     def identity(self) -> dict[str, str]:
         """``{"name", "hash"}`` (SHA-256 of the file) for result metadata (the Tiled contract)."""
         return {"name": self.name, "hash": self.sha256}
 
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The context the prediction runs in: bfloat16 autocast when ``precision`` is
+        ``"bf16"``, nothing otherwise (an autocast already entered by the caller is left on)."""
+        if self.precision != "bf16":
+            yield
+            return
+        dev = next(self.model.parameters()).device
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            yield
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu"
-               ) -> LoadedModel:
+
+def _trained_precision(meta: dict[str, Any]) -> str:
+    """The precision the weights were trained in (``"fp32"`` when the file does not say)."""
+    cfg = meta.get("train_config") if isinstance(meta, dict) else None
+    return str(cfg.get("precision") or "fp32") if isinstance(cfg, dict) else "fp32"
+
+
+def _resolve_precision(precision: str, meta: dict[str, Any], device: str | torch.device) -> str:
+    """``"fp32"`` or ``"bf16"`` for a :data:`PRECISIONS` option (see :func:`load_model`)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    from bcdi_stream.arrays import fast_bf16
+
+    return "bf16" if _trained_precision(meta) == "bf16" and fast_bf16(device) else "fp32"
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu",
+               precision: str = "auto") -> LoadedModel:
     """Load a weights file (default: the shipped one) in eval mode on ``device``.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Weights file (default :func:`default_weights_path`).
+    device : str or torch.device
+        Where the model runs.
+    precision : {"auto", "fp32", "bf16"}
+        The trunk's arithmetic at inference (:meth:`LoadedModel.autocast`). ``"auto"``:
+        bfloat16 when the weights were trained under bfloat16 autocast (their
+        ``train_config.precision``) and the device computes it natively
+        (:func:`bcdi_stream.arrays.fast_bf16`), float32 otherwise. The shipped v3 in bf16 on
+        the CI CPU: the forward pass ~3× faster, the test set's successes as in fp32
+        (docs/MODEL_RESEARCH.md, session 23).
 
     Raises
     ------
     ValueError
-        The file is missing or not a bcdi-stream weights file.
+        The file is missing or not a bcdi-stream weights file, or ``precision`` is unknown.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = Path(path or default_weights_path())
     if not path.is_file():
         raise ValueError(f"model weights {path} do not exist")
@@ -138,4 +193,5 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     model = PhaseModel(ModelConfig.from_dict(cfg))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     model.eval().to(device)
-    return LoadedModel(model, name, _sha256(path), path, meta)
+    return LoadedModel(model, name, _sha256(path), path, meta,
+                       _resolve_precision(precision, meta, device))
