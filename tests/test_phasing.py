@@ -622,6 +622,36 @@ def test_sigma_estimation_recovers_a_known_blur(blurred) -> None:
     assert estimate_sigma(i0, prepare_measured(sharp, None)) == (0.0, 0.0, 0.0)
 
 
+def test_width_search_llk_is_the_poisson_llk_of_the_full_blur(blurred) -> None:
+    """The searches' LLK (data terms computed once, the axes a line does not vary blurred once)
+    is the PyNX Poisson LLK of the model blurred on every axis, masked pixels left out."""
+    from bcdi_stream.phasing._psf import Psf, _Search, llk_fast
+    from bcdi_stream.phasing._quality import IMODEL_MIN
+
+    obj, data, _ = blurred
+    mask = torch.zeros(data.shape, dtype=torch.bool)
+    mask[:, :3, :] = True  # a detector gap, and no counts in a corner
+    meas = prepare_measured(data, mask)
+    i0 = _intensity_of(obj)
+
+    def reference(sigma: tuple[float, float, float]) -> float:
+        ic = Psf(sigma, i0.shape).apply(i0).clone() * meas.valid
+        ic = ic * (float(meas.iobs.sum()) / float(ic.sum()))
+        io = meas.iobs
+        floor = torch.where(ic < IMODEL_MIN, ic + IMODEL_MIN, ic)
+        term = ic - io + io * torch.log(torch.where(io > 0, io, 1.0) / floor)
+        return 2.0 * float(term[meas.valid].double().sum()) / meas.n_valid
+
+    search = _Search(i0, meas)
+    line = search.along((0.4, 0.8, 0.0), (2,))
+    for c in (0.0, 0.6, 1.1):
+        assert line(c) == pytest.approx(reference((0.4, 0.8, c)), rel=1e-5)
+    shared = search.along((0.0, 0.0, 0.0), (1, 2))
+    assert shared(0.9) == pytest.approx(reference((0.0, 0.9, 0.9)), rel=1e-5)
+    assert llk_fast(Psf((0.0, 0.9, 0.9), i0.shape).apply(i0), meas) == pytest.approx(
+        shared(0.9), rel=1e-6)
+
+
 def test_psf_off_path_is_unchanged(small) -> None:
     obj, shape, intensity = small
     assert _psf_marks("off", 800) == _psf_marks("fixed", 800) == frozenset()

@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 
-from bcdi_stream.arrays import resolve_device
+from bcdi_stream.arrays import cpu_bf16_support, resolve_device
 
 
 def machine_info(device: str | None = None) -> dict[str, Any]:
-    """CPU model, cores, torch threads, GPU name (if used), versions and the date."""
+    """CPU model, its bfloat16 flags (what the ``auto`` inference precision goes by), cores,
+    torch threads, GPU name (if used), versions and the date."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -27,6 +28,7 @@ def machine_info(device: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
+        "cpu_bf16_flags": cpu_bf16_support(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

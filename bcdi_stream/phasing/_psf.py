@@ -195,7 +195,7 @@ class _Search:
         self.log_io = torch.where(io > 0, io, 1.0).log_()  # io * log_io: 0 where io = 0
         self.valid = None if meas.valid is None else meas.valid.to(torch.float32)
         self._buf = (torch.empty_like(self.i0), torch.empty_like(self.i0))
-        self._blur_buf = (torch.empty_like(self.i0), torch.empty_like(self.i0))
+        self._blur_buf: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def llk(self, ic: torch.Tensor) -> float:
         """``2 / n_valid * sum(ic' - I + I log(I / floor(ic')))`` with ``ic'`` the model
@@ -219,6 +219,8 @@ class _Search:
 
     def _blur(self, sigma: Sequence[float], x: torch.Tensor) -> torch.Tensor:
         psf = Psf(sigma, self.shape)
+        if self._blur_buf is None:
+            self._blur_buf = (torch.empty_like(self.i0), torch.empty_like(self.i0))
         psf._buf = self._blur_buf  # one pair of buffers for every width searched
         return psf.apply(x)
 
