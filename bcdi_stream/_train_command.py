@@ -61,11 +61,15 @@ def train_command(
     fields: Annotated[float | None, typer.Option(
         help="Odds that a training crystal's smooth strain is the Gaussian random field alone, "
         "in every strain class (default: the simulator's mixture, about 1 in 6).")] = None,
+    networks: Annotated[float | None, typer.Option(
+        help="Odds of a dislocation network (3-4 straight dislocations) in a training crystal, "
+        "in every strain class (default: none).")] = None,
     val: Annotated[str, typer.Option(
         help="Validation crystals per class, e.g. weak=6,strong=6,weak+disl=6 (+field, first: "
         "the smooth strain is the random field alone; a +disl class: every crystal with "
-        "dislocations; +fault, also after +disl: every crystal with a planar defect; +loop, "
-        "last: every crystal with a dislocation loop).")
+        "dislocations; +fault, also after +disl: every crystal with a planar defect; +loop: "
+        "every crystal with a dislocation loop; +net, last: every crystal with a dislocation "
+        "network).")
     ] = "weak=6,strong=6",
     object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
@@ -119,6 +123,7 @@ def train_command(
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
             strong_share=strong_share, dislocation_probability=dislocations,
             fault_probability=faults, loop_probability=loops, field_probability=fields,
+            network_probability=networks,
             val_counts=_counts(val, "--val"),
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,

@@ -557,6 +557,29 @@ def test_loop_probability_adds_a_loop_and_changes_nothing_else() -> None:
             CrystalSpec(n=N, strain_models=({"kind": "loop", **bad},))
 
 
+def test_network_probability_adds_lines_to_three_or_four_and_changes_nothing_else() -> None:
+    disl = ("screw", "edge")
+    counts = []
+    for seed in range(12):
+        plain = CrystalSpec.random(seed, n=N, strain="medium", loop_probability=0.5)
+        assert CrystalSpec.random(seed, n=N, strain="medium", loop_probability=0.5,
+                                  network_probability=0.0) == plain
+        net = CrystalSpec.random(seed, n=N, strain="medium", loop_probability=0.5,
+                                 network_probability=1.0)
+        lines = [m for m in net.strain_models if m["kind"] in disl]
+        counts.append(len(lines))
+        # the drawn models stay, in their order; the added lines come last
+        assert net.strain_models[:len(plain.strain_models)] == plain.strain_models
+        assert all(m["kind"] in disl for m in net.strain_models[len(plain.strain_models):])
+    assert set(counts) == {3, 4}
+    # no dislocation model allowed: no network
+    smooth = CrystalSpec.random(0, n=N, strain="weak", strain_models=("smooth",),
+                                network_probability=1.0)
+    assert all(m["kind"] == "smooth" for m in smooth.strain_models)
+    with pytest.raises(ValueError, match="network_probability"):
+        CrystalSpec.random(0, n=N, network_probability=1.5)
+
+
 def test_field_probability_makes_the_smooth_strain_the_random_field_alone() -> None:
     """The smooth models drawn give way to one random field (the same span); everything else
     — shape, detector, dislocations, faults — stays, and the odds 0 change nothing."""

@@ -474,6 +474,29 @@ def test_loop_classes_and_odds() -> None:
     assert _looped(first) and torch.equal(batch.intensity[0], first.intensity)
 
 
+def test_network_classes_and_odds() -> None:
+    assert class_arguments("weak+net") == {**STRAIN_CLASSES["weak"], "network_probability": 1.0}
+    assert class_arguments("medium+disl+loop+net")["network_probability"] == 1.0
+    assert class_arguments("strong", network_probability=0.2)["network_probability"] == 0.2
+    with pytest.raises(ValueError, match="strain_class"):
+        class_arguments("weak+net+loop")  # +net comes last
+    with pytest.raises(ValueError, match="network_probability"):
+        TrainConfig(network_probability=-0.1)
+
+    def lines(c) -> int:
+        return sum(m["kind"] in ("screw", "edge") for m in c.spec.strain_models)
+
+    (c, s), = draw_batch([(TRAIN_SEED0 + 7, "weak+net")], n=32)
+    plain, s0 = draw_crystal(TRAIN_SEED0 + 7, "weak", 32)
+    assert 3 <= lines(c) <= 4 and lines(plain) == 0 and len(c.meta["dislocations"]) == lines(c)
+    assert s == s0 and c.spec.shape == plain.spec.shape
+    # the training stream passes its odds on
+    batch = next(training_batches(0, 2, 10, 0.0, n=32, network_probability=1.0))
+    (first, _), = draw_batch([(batch.seeds[0], batch.classes[0])], n=32,
+                             network_probability=1.0)
+    assert lines(first) >= 3 and torch.equal(batch.intensity[0], first.intensity)
+
+
 def _field_alone(c) -> bool:
     from bcdi_stream.simulation import SMOOTH_MODELS
 

@@ -6,8 +6,9 @@ training and validation) in two classes, ``weak`` (peak-to-peak phase < π) and 
 carry 1–2 dislocations, ``weak+disl`` and ``medium+disl``, and two whose crystals all carry a
 planar defect (a stacking fault or a twin lamella), ``weak+fault`` and ``medium+fault``,
 and two whose crystals all carry a dislocation loop, ``weak+loop`` and ``medium+loop``, and
-``strong+field``, the strong class with the Gaussian random field alone as its smooth strain
-(:data:`BENCH_CLASSES`). Every
+``strong+field``, the strong class with the Gaussian random field alone as its smooth strain,
+and two whose crystals all carry a dislocation network (3–4 straight dislocations),
+``weak+net`` and ``medium+net`` (:data:`BENCH_CLASSES`). Every
 method runs on every crystal in the same process, one after the other, so the time ratios are
 measured under the same load.
 Every method's result passes the pipeline's :func:`bcdi_stream.pipeline.finish` (the noise
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
 #: Test classes, in the order that fixes each one's seed range (adding one never moves another).
 BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl", "weak+fault",
-                                   "medium+fault", "weak+loop", "medium+loop", "strong+field")
+                                   "medium+fault", "weak+loop", "medium+loop", "strong+field",
+                                   "weak+net", "medium+net")
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);

@@ -392,6 +392,7 @@ class CrystalSpec:
         fault_probability: float | None = None,
         loop_probability: float | None = None,
         field_probability: float | None = None,
+        network_probability: float | None = None,
     ) -> CrystalSpec:
         """Draw a random crystal.
 
@@ -438,6 +439,11 @@ class CrystalSpec:
             replaced by one random field (weight ±0.4–1, correlation length 0.3–0.7) with the
             same span; dislocations, faults and loops stay. Default 0 (the drawn mixture).
             Drawn from a generator of its own, like the fault.
+        network_probability : float, optional
+            Chance that the crystal carries a dislocation network: straight dislocations
+            (screw or edge, among the allowed ``strain_models``, drawn as the 1–2 above) are
+            added until it has 3 or 4 (the drawn ones stay). Default 0 (none). Drawn from a
+            generator of its own, like the fault.
 
         Returns
         -------
@@ -481,7 +487,9 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
-        p_fault = p_loop = p_field = 0.0
+        p_fault = p_loop = p_field = p_net = 0.0
+        if network_probability is not None:
+            p_net = _number("network_probability", network_probability, 0, 1)
         if field_probability is not None:
             p_field = _number("field_probability", field_probability, 0, 1)
         if fault_probability is not None:
@@ -584,33 +592,10 @@ class CrystalSpec:
                         }
                     )
             span = float(rng.uniform(*span_range))
+        r_in = geom.inner_radius / geom.size
         if disl_ok and rng.random() < p_disl:
             for _ in range(1 if rng.random() < 0.75 else 2):
-                kind = disl_ok[rng.integers(len(disl_ok))]
-                winding = int(rng.choice([1, -1])) * (1 if rng.random() < 0.85 else 2)
-                r_in = geom.inner_radius / geom.size
-                pt = _random_unit(rng) * rng.uniform(0, 0.5) * r_in
-                line = _random_unit(rng)
-                m: dict[str, Any] = {
-                    "kind": kind,
-                    "winding": winding,
-                    "point": [float(v) for v in pt],
-                    "line": [float(v) for v in line],
-                }
-                if kind == "edge":
-                    g = np.asarray(g_hat)
-                    # keep the line away from g_hat and the Burgers vector close to it
-                    while abs(float(line @ g)) > 0.8:
-                        line = _random_unit(rng)
-                    gp = g - (g @ line) * line
-                    gp /= np.linalg.norm(gp)
-                    other = np.cross(line, gp)
-                    ang = rng.uniform(-0.35, 0.35) * math.pi
-                    b = math.cos(ang) * gp + math.sin(ang) * other
-                    m["line"] = [float(v) for v in line]
-                    m["burgers"] = [float(v) for v in b]
-                    m["poisson_ratio"] = float(rng.uniform(0.25, 0.42))
-                models.append(m)
+                models.append(_random_dislocation(rng, disl_ok, r_in, g_hat))
 
         # --- detector
         if peak_counts is None:
@@ -679,6 +664,13 @@ class CrystalSpec:
                 }
             )
 
+        # --- dislocation network: lines added up to 3-4, from a generator of its own
+        net_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E7]))
+        if disl_ok and net_rng.random() < p_net:
+            have = sum(m["kind"] in DISLOCATION_MODELS for m in models)
+            for _ in range(max(0, int(net_rng.integers(3, 5)) - have)):
+                models.append(_random_dislocation(net_rng, disl_ok, r_in, g_hat))
+
         return cls(
             n=n,
             shape=shape,
@@ -697,6 +689,37 @@ class CrystalSpec:
             amp_modulation=amp_mod,
             seed=seed,
         )
+
+
+def _random_dislocation(rng: np.random.Generator, kinds: Sequence[str], r_in: float,
+                        g_hat: tuple[float, float, float]) -> dict[str, Any]:
+    """One straight dislocation of a random kind among ``kinds``: winding ±1 (15 %: ±2), through
+    a point within half the inner radius ``r_in`` (fraction of the crystal's size) of the
+    centroid; an edge dislocation's line kept away from ``g_hat`` and its Burgers vector close
+    to it."""
+    kind = kinds[rng.integers(len(kinds))]
+    winding = int(rng.choice([1, -1])) * (1 if rng.random() < 0.85 else 2)
+    pt = _random_unit(rng) * rng.uniform(0, 0.5) * r_in
+    line = _random_unit(rng)
+    m: dict[str, Any] = {
+        "kind": kind,
+        "winding": winding,
+        "point": [float(v) for v in pt],
+        "line": [float(v) for v in line],
+    }
+    if kind == "edge":
+        g = np.asarray(g_hat)
+        while abs(float(line @ g)) > 0.8:
+            line = _random_unit(rng)
+        gp = g - (g @ line) * line
+        gp /= np.linalg.norm(gp)
+        other = np.cross(line, gp)
+        ang = rng.uniform(-0.35, 0.35) * math.pi
+        b = math.cos(ang) * gp + math.sin(ang) * other
+        m["line"] = [float(v) for v in line]
+        m["burgers"] = [float(v) for v in b]
+        m["poisson_ratio"] = float(rng.uniform(0.25, 0.42))
+    return m
 
 
 def _random_unit(rng: np.random.Generator) -> np.ndarray:

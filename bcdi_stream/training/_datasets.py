@@ -27,7 +27,11 @@ every crystal a dislocation loop (the simulator's ``"loop"`` model), with
 smooth part of every crystal the Gaussian random field alone (the simulator's
 ``field_probability``; the mixture draws it alone in about one crystal in six), the model's
 weakest case above 4π (docs/MODEL_RESEARCH.md, session 20), with ``field_probability`` for
-the training stream (by default the mixture).
+the training stream (by default the mixture). The suffix :data:`NETWORKED` (after every other:
+``"weak+net"``, ``"medium+net"``) gives every crystal a dislocation network, 3–4 straight
+dislocations (the simulator's ``network_probability``; session 22 found v3 solving 6 and 4 of
+10 weak and medium crystals with one), with ``network_probability`` for the training stream
+(by default 0).
 
 Symmetries: a simulated crystal is also a valid training sample under any of the
 :data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
@@ -58,6 +62,7 @@ __all__ = [
     "FIELDED",
     "LOOPED",
     "MAX_MEAN_GRADIENT",
+    "NETWORKED",
     "N_SYMMETRIES",
     "STRAIN_CLASSES",
     "TEST_SEED0",
@@ -97,13 +102,16 @@ FIELDED = "+field"
 DISLOCATED = "+disl"
 #: Suffix of a strain-class name whose crystals all carry a planar defect (after ``+disl``).
 FAULTED = "+fault"
-#: Suffix of a strain-class name whose crystals all carry a dislocation loop (last).
+#: Suffix of a strain-class name whose crystals all carry a dislocation loop.
 LOOPED = "+loop"
+#: Suffix of a strain-class name whose crystals all carry a dislocation network (last).
+NETWORKED = "+net"
 #: The defect suffixes in the order they may follow the strain level, and the simulator odds
 #: (:meth:`CrystalSpec.random`) each one sets to 1.
 _SUFFIX_ODDS: dict[str, str] = {FIELDED: "field_probability",
                                 DISLOCATED: "dislocation_probability",
-                                FAULTED: "fault_probability", LOOPED: "loop_probability"}
+                                FAULTED: "fault_probability", LOOPED: "loop_probability",
+                                NETWORKED: "network_probability"}
 
 
 def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
@@ -112,7 +120,8 @@ def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
 
     Raises ``ValueError`` (naming ``strain_class``) unless the name is a key of
     :data:`STRAIN_CLASSES` followed by any of :data:`FIELDED`, :data:`DISLOCATED`,
-    :data:`FAULTED` and :data:`LOOPED`, each at most once and in that order.
+    :data:`FAULTED`, :data:`LOOPED` and :data:`NETWORKED`, each at most once and in that
+    order.
     """
     name, found = strain_class, []
     for suffix in reversed(_SUFFIX_ODDS):
@@ -131,7 +140,8 @@ def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
 def class_arguments(strain_class: str, dislocation_probability: float | None = None,
                     fault_probability: float | None = None,
                     loop_probability: float | None = None,
-                    field_probability: float | None = None) -> dict:
+                    field_probability: float | None = None,
+                    network_probability: float | None = None) -> dict:
     """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
 
     Parameters
@@ -139,8 +149,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
     strain_class : str
         A key of :data:`STRAIN_CLASSES`, optionally followed by :data:`FIELDED` (the smooth
         strain is the random field alone), :data:`DISLOCATED` (every crystal gets 1–2
-        dislocations), :data:`FAULTED` (a planar defect) and :data:`LOOPED` (a dislocation
-        loop), in that order.
+        dislocations), :data:`FAULTED` (a planar defect), :data:`LOOPED` (a dislocation
+        loop) and :data:`NETWORKED` (3–4 dislocations), in that order.
     dislocation_probability : float, optional
         Odds of dislocations for a class without :data:`DISLOCATED` (default: the simulator's
         odds for that strain level).
@@ -151,6 +161,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
     field_probability : float, optional
         Odds that the smooth strain is the random field alone, for a class without
         :data:`FIELDED` (default: the simulator's mixture).
+    network_probability : float, optional
+        Odds of a dislocation network for a class without :data:`NETWORKED` (default: none).
 
     Returns
     -------
@@ -159,7 +171,7 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
     base, suffixes = base_class(strain_class)
     odds = {"dislocation_probability": dislocation_probability,
             "fault_probability": fault_probability, "loop_probability": loop_probability,
-            "field_probability": field_probability}
+            "field_probability": field_probability, "network_probability": network_probability}
     for name, p in odds.items():
         if p is not None and not 0 <= p <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -208,7 +220,8 @@ def _cap(strain_class: str, n: int) -> float | None:
 def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.device = "cpu",
                max_tries: int = 50, *, dislocation_probability: float | None = None,
                fault_probability: float | None = None, loop_probability: float | None = None,
-               field_probability: float | None = None) -> list[tuple[SimulatedCrystal, int]]:
+               field_probability: float | None = None,
+               network_probability: float | None = None) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
     Item ``i`` gets the same crystal as ``draw_crystal(*items[i], n)`` (to float rounding on
@@ -237,6 +250,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     field_probability : float, optional
         Odds that the smooth strain is the random field alone in every class without the
         :data:`FIELDED` suffix (default: the simulator's mixture).
+    network_probability : float, optional
+        Odds of a dislocation network in every class without the :data:`NETWORKED` suffix
+        (default: none).
 
     Returns
     -------
@@ -247,7 +263,8 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
         raise ValueError("items must not be empty")
     try:
         kwargs = {name: class_arguments(name, dislocation_probability, fault_probability,
-                                        loop_probability, field_probability)
+                                        loop_probability, field_probability,
+                                        network_probability)
                   for _, name in items}
     except ValueError as exc:
         raise ValueError(f"items: {exc}") from exc
@@ -368,7 +385,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      workers: int = 0, reuse: int = 1,
                      fault_probability: float | None = None,
                      loop_probability: float | None = None,
-                     field_probability: float | None = None) -> Iterator[Batch]:
+                     field_probability: float | None = None,
+                     network_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -378,7 +396,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     odds of dislocations in every class (default: the simulator's odds of each strain level),
     ``fault_probability`` those of a planar defect and ``loop_probability`` those of a
     dislocation loop (default: none), ``field_probability`` those of a smooth strain made of
-    the random field alone (default: the simulator's mixture). ``workers > 0``
+    the random field alone (default: the simulator's mixture), ``network_probability`` those
+    of a dislocation network (3–4 lines; default: none). ``workers > 0``
     simulates the batches on the CPU in that many processes (one torch thread each, batches
     in order, the same crystals) and moves each to ``device``: on a GPU the simulation, not
     the network, sets the pace (0.65 s per batch of 32 vectorised on an H200, 0.02 s for the
@@ -401,7 +420,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                          {"dislocation_probability": dislocation_probability,
                           "fault_probability": fault_probability,
                           "loop_probability": loop_probability,
-                          "field_probability": field_probability},
+                          "field_probability": field_probability,
+                          "network_probability": network_probability},
                          "cpu" if workers else dev)
     return _stream(groups, dev, workers, reuse, skip)
 

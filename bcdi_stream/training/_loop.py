@@ -251,6 +251,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                                fault_probability=config.fault_probability,
                                loop_probability=config.loop_probability,
                                field_probability=config.field_probability,
+                               network_probability=config.network_probability,
                                workers=config.workers if workers is None else workers)
     while step < config.steps and (until_step is None or step < until_step):
         batch = next(batches)

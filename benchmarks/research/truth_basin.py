@@ -9,6 +9,10 @@ refinement (HIO 100 + ER 100, shrink-wrap, ``psf="auto"``, one run) started from
 
     python benchmarks/research/truth_basin.py --n 20
     python benchmarks/research/truth_basin.py --n 20 --truth-recipe er   # ER 200 from the truth
+    python benchmarks/research/truth_basin.py --n 10 --cls weak+net --test-set   # session 23
+
+``--test-set``: the crystals of ``bcdi-stream benchmark model --classes CLS`` (the test set's
+seeds and the class's place among ``BENCH_CLASSES``) instead of validation crystals.
 """
 
 from __future__ import annotations
@@ -27,19 +31,28 @@ def main() -> None:
     ap.add_argument("--cls", default="strong")
     ap.add_argument("--truth-recipe", choices=["hio", "er"], default="hio",
                     help="refinement from the true phase: the shipped HIO 100 + ER 100, or ER 200")
+    ap.add_argument("--test-set", action="store_true",
+                    help="the benchmark's test crystals of --cls (default: validation crystals)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     from bcdi_stream.ai_phasing import cached_model, phase_ai
     from bcdi_stream.analysis import compare
+    from bcdi_stream.benchmarking._model import BENCH_CLASSES
     from bcdi_stream.config import PhasingSettings
-    from bcdi_stream.training._datasets import fixed_set
+    from bcdi_stream.training._datasets import TEST_SEED0, fixed_set
 
     loaded = cached_model()
     n_hio = 100 if args.truth_recipe == "hio" else 0
     recipe = PhasingSettings(runs=1, n_raar=0, n_hio=n_hio, n_er=200 - n_hio)
     rows = []
-    for _, seed, c in fixed_set(2_300_000_000, {args.cls: args.n}):
+    if args.test_set:
+        if args.cls not in BENCH_CLASSES:
+            raise SystemExit(f"--cls must be one of {BENCH_CLASSES} with --test-set")
+        chosen = (TEST_SEED0, {k: args.n if k == args.cls else 0 for k in BENCH_CLASSES})
+    else:
+        chosen = (2_300_000_000, {args.cls: args.n})
+    for _, seed, c in fixed_set(*chosen):
         t0 = time.perf_counter()
         res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
         m = compare(res.obj, c.obj, c.support, recon_support=res.support)

@@ -37,6 +37,10 @@
 # strong crystals whose strain is the random field alone 1 time in 30 against 13 in 30 for the
 # mixture (benchmarks/research/span_curve.py, docs/MODEL_RESEARCH.md session 20); the
 # validation then adds strong+field. Score the run on it as well as on the strong class.
+# Since session 23 also a dislocation network (3-4 straight dislocations; the simulator draws
+# 1-2) at odds NETWORKS (default 0.2; NETWORKS=0 for none): v3 solves 6 and 4 of 10 weak and
+# medium crystals with one, the true phase 10/10 (docs/MODEL_RESEARCH.md, session 22); the
+# validation then adds medium+net.
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -56,6 +60,7 @@ CURRICULUM=${CURRICULUM:-0}
 FAULTS=${FAULTS:-0.3}
 LOOPS=${LOOPS:-0.2}
 FIELDS=${FIELDS:-0.3}
+NETWORKS=${NETWORKS:-0.2}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -65,5 +70,6 @@ python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     $( [ "$FAULTS" != 0 ] && echo --faults "$FAULTS" ) \
     $( [ "$LOOPS" != 0 ] && echo --loops "$LOOPS" ) \
     $( [ "$FIELDS" != 0 ] && echo --fields "$FIELDS" ) \
+    $( [ "$NETWORKS" != 0 ] && echo --networks "$NETWORKS" ) \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \
     --first-sample "$FIRST" --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000
