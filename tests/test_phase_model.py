@@ -159,6 +159,10 @@ def test_inference_precision_follows_the_training_precision(tmp_path) -> None:
     assert got.obj.dtype == ref.obj.dtype == torch.complex64
     # the same start to bfloat16 rounding (8 bits of mantissa)
     assert float((got.obj - ref.obj).abs().max() / ref.obj.abs().max()) < 0.05
+    # the shipped v3 was trained under bfloat16 autocast: it predicts in bf16 where that is fast
+    assert cached_model().meta["train_config"]["precision"] == "bf16"
+    assert cached_model().precision == ("bf16" if fast_bf16("cpu") else "fp32")
+    assert cached_model(precision="fp32").precision == "fp32"
     with pytest.raises(ValueError, match="precision"):
         load_model(fp32_file, precision="fp16")
     with pytest.raises(ValueError, match="precision"):
