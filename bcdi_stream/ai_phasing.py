@@ -147,10 +147,8 @@ def cached_model(path: str | Path | None = None, device: str | torch.device = "c
     precision : {"auto", "fp32", "bf16"}
         Arithmetic of the prediction (:func:`bcdi_stream.model.load_model`).
     """
-    from .model import PRECISIONS, default_weights_path
+    from .model import default_weights_path
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     p = Path(path or default_weights_path()).resolve()
     if not p.is_file():
         raise ValueError(f"model weights {p} do not exist")
@@ -286,13 +284,11 @@ def _predict_object(loaded: LoadedModel, x: torch.Tensor, bad: torch.Tensor
     # a pattern further off is predicted as if centred, and the object is moved (a phase
     # ramp) to where the data put it
     offset = bragg_offset(x, bad).clamp(-g / 8, g / 8)
-    if float(offset.abs().max()) >= OFFSET_MIN:
-        with loaded.autocast():
-            obj_m = model.forward_object(x[None], offset[None].to(torch.float32))[0]
+    off = float(offset.abs().max()) >= OFFSET_MIN
+    with loaded.autocast():
+        obj_m = model.forward_object(x[None], offset[None].to(torch.float32) if off else None)[0]
+    if off:
         obj_m = obj_m * physics.shift_ramp(obj_m.shape, offset, x.device)
-    else:
-        with loaded.autocast():
-            obj_m = model.forward_object(x[None])[0]
     return offset, obj_m
 
 

@@ -141,8 +141,6 @@ def _trained_precision(meta: dict[str, Any]) -> str:
 
 def _resolve_precision(precision: str, meta: dict[str, Any], device: str | torch.device) -> str:
     """``"fp32"`` or ``"bf16"`` for a :data:`PRECISIONS` option (see :func:`load_model`)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
     from bcdi_stream.arrays import fast_bf16

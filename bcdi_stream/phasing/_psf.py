@@ -348,13 +348,19 @@ def estimate_detector_sigma(
     cands = sorted({float(c) for c in candidates})
     if not cands or cands[0] < 0 or cands[-1] > SIGMA_MAX:
         raise ValueError(f"candidates must lie in [0, {SIGMA_MAX}], got {candidates!r}")
+    return _shared_width(_Search(i0, meas), cands, axes, others)
+
+
+def _shared_width(search: _Search, cands: Sequence[float], axes: Sequence[int],
+                  others: Sequence[float]) -> Sigma:
+    """:func:`estimate_detector_sigma` on a prepared search (checked arguments)."""
     base = [float(v) for v in others]
 
     def widths(s: float) -> Sigma:
         return (s if 0 in axes else base[0], s if 1 in axes else base[1],
                 s if 2 in axes else base[2])
 
-    best = _best_on_line(cands, _Search(i0, meas).along(base, axes))
+    best = _best_on_line(cands, search.along(base, axes))
     return widths(0.0 if best < SIGMA_OFF else round(best, 4))
 
 
@@ -403,13 +409,15 @@ def detector_blur_of(
     from ._quality import _intensity_of
 
     meas = prepare_measured(intensity.to(torch.float32), None if mask is None else mask.bool())
-    i0 = _intensity_of(obj.to(torch.complex64))
-    s_yx = estimate_detector_sigma(i0, meas, axes=(1, 2))[1]
+    # one search for the four line searches: the data's LLK terms are computed once
+    search = _Search(_intensity_of(obj.to(torch.complex64)), meas)
+    cands = sorted(WIDE_GRID)
+    s_yx = _shared_width(search, cands, (1, 2), (0.0, 0.0, 0.0))[1]
     s_y = s_x = s_yx
     if per_axis:
-        s_y = estimate_detector_sigma(i0, meas, axes=(1,), others=(0.0, s_yx, s_yx))[1]
-        s_x = estimate_detector_sigma(i0, meas, axes=(2,), others=(0.0, s_y, s_yx))[2]
+        s_y = _shared_width(search, cands, (1,), (0.0, s_yx, s_yx))[1]
+        s_x = _shared_width(search, cands, (2,), (0.0, s_y, s_yx))[2]
     if max(s_y, s_x) < floor:
         return None
-    s_z = estimate_detector_sigma(i0, meas, axes=(0,), others=(0.0, s_y, s_x))[0]
+    s_z = _shared_width(search, cands, (0,), (0.0, s_y, s_x))[0]
     return (0.0, s_y, s_x) if max(s_y, s_x) - s_z >= margin else None

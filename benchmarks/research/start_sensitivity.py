@@ -3,11 +3,11 @@
 Session 23 (``inference_precision.py``): with the prediction in bfloat16 the weak test
 crystals end with a phase RMSE up to 0.07 rad away from float32's, all still solved. Is that
 bfloat16's error, or the refinement's sensitivity to any small change of its start? For each
-test crystal named (``--seeds``, of ``--cls``), the shipped ``ai_er`` refinement and the
-pipeline's finish run from: the float32 start, the bfloat16 start, and ``--draws`` float32
-starts plus complex white noise with the norm of the bfloat16 − float32 difference (seeded
-0, 1, …). One JSON line per crystal: the relative size of that difference, and per start the
-phase RMSE and the refined LLK.
+test crystal named (``--seeds``, of ``--cls``), the benchmark's ``ai_er`` method (the shipped
+refinement and the pipeline's finish, ``_run_method``) runs from: the float32 start, the
+bfloat16 start, and ``--draws`` float32 starts plus complex white noise with the norm of the
+bfloat16 − float32 difference (seeded 0, 1, …). One JSON line per crystal: the relative size
+of that difference, and per start the phase RMSE and the refined LLK.
 
     python benchmarks/research/start_sensitivity.py --seeds 3000000000 3000003000 \\
         3000007000 3000016000
@@ -25,9 +25,8 @@ import torch
 
 def main() -> None:
     import bcdi_stream.ai_phasing as aip
-    from bcdi_stream.benchmarking._model import BENCH_CLASSES, _score
+    from bcdi_stream.benchmarking._model import BENCH_CLASSES, _run_method
     from bcdi_stream.config import Settings
-    from bcdi_stream.pipeline import finish
     from bcdi_stream.training import TEST_SEED0, fixed_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +37,6 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     s = Settings(device="cpu")
-    ai = s.ai
     models = {p: aip.cached_model(None, "cpu", p) for p in ("fp32", "bf16")}
     shipped = aip.predict_start
     last = max((sd - TEST_SEED0) % 10_000_000 // 1000 for sd in args.seeds) + 1
@@ -49,17 +47,13 @@ def main() -> None:
             st = shipped(*a, **k)
             return st if change is None else dataclasses.replace(st, obj=change(st.obj))
 
-        aip.predict_start = start
+        aip.predict_start = start  # phase_ai looks it up in its module
         try:
-            res, _ = aip.phase_ai(c.intensity, c.mask, loaded=loaded, n_er=ai.n_er,
-                                  n_raar=ai.n_raar, n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap,
-                                  settings=s.phasing, seed=seed % 100_000, device="cpu",
-                                  psf_hypothesis=ai.psf_hypothesis,
-                                  fill_share=ai.peak_fill or None, refill=ai.peak_refill)
+            row = _run_method("ai_er", c, loaded, s.phasing, s.ai, seed % 100_000,
+                              torch.device("cpu"))
         finally:
             aip.predict_start = shipped
-        obj, sup = finish(res.obj, res.support, c.intensity, c.mask, s.phasing)
-        return [_score(obj, sup, c)["phase_rmse"], round(float(res.llk), 3)]
+        return [row["phase_rmse"], round(row["llk"], 3)]
 
     for _, seed, c in fixed_set(TEST_SEED0, counts, 64):
         if seed not in args.seeds:
