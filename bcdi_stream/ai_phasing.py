@@ -95,10 +95,10 @@ class AIStart:
         region, see the module docstring).
     seconds : float
         Wall time of the prediction (model forward pass included).
-    psf_sigma : tuple of 3 floats or None
-        Detector-blur hypothesis ``(0, s_y, s_x)`` made from the predicted object
-        (:func:`bcdi_stream.phasing.detector_blur_of`); None when not asked for or when the
-        prediction shows no detector blur.
+    psf_sigma : tuple of 3 or 4 floats or None
+        Detector-blur hypothesis ``(0, s_y, s_x)`` (``(0, s_y, s_x, r)`` for an oblique one)
+        made from the predicted object (:func:`bcdi_stream.phasing.detector_blur_of`); None
+        when not asked for or when the prediction shows no detector blur.
     offset : tuple of 3 floats or None
         Centre of mass of the model's input pattern in pixels from the grid centre
         (:func:`bcdi_stream.preprocess.bragg_offset`, capped at G/8; of the reflected pattern
@@ -120,7 +120,7 @@ class AIStart:
     support: torch.Tensor
     phase_q: torch.Tensor
     seconds: float
-    psf_sigma: tuple[float, float, float] | None = None
+    psf_sigma: tuple[float, ...] | None = None
     offset: tuple[float, float, float] | None = None
     view: int = 0
     filled: float | None = None

@@ -652,6 +652,69 @@ def test_width_search_llk_is_the_poisson_llk_of_the_full_blur(blurred) -> None:
         shared(0.9), rel=1e-6)
 
 
+def test_oblique_psf_is_the_correlated_gaussian() -> None:
+    """``(z, y, x, r)``: a unit-sum, positive kernel with those widths and that y, x
+    correlation; r = 0 is the separable kernel; parse_psf takes and checks the form."""
+    from bcdi_stream.phasing._psf import axes_of_yx, yx_of_axes
+
+    delta = torch.zeros(16, 32, 32)
+    delta[8, 16, 16] = 1.0
+    z, y, x = torch.meshgrid(torch.arange(16.0) - 8, torch.arange(32.0) - 16,
+                             torch.arange(32.0) - 16, indexing="ij")
+    for sigma in ((0.0, 1.0, 1.5, 0.6), (0.8, 1.2, 0.9, -0.5)):
+        k = blur(delta, sigma)
+        assert float(k.sum()) == pytest.approx(1.0, abs=1e-5) and float(k.min()) >= 0.0
+        cyy, cxx, cyx = (float((k * a * b).sum()) for a, b in ((y, y), (x, x), (y, x)))
+        assert math.sqrt(float((k * z * z).sum())) == pytest.approx(sigma[0], abs=0.01)
+        assert math.sqrt(cyy) == pytest.approx(sigma[1], abs=0.01)
+        assert math.sqrt(cxx) == pytest.approx(sigma[2], abs=0.01)
+        assert cyx / math.sqrt(cyy * cxx) == pytest.approx(sigma[3], abs=0.01)
+    # near the cap the width across (0.25 px) is below a pixel: sampled, a line along y = x
+    k = blur(delta, (0.0, 1.1, 1.1, 0.95))
+    assert float(k.min()) >= 0.0 and float((k * y * x).sum()) / float((k * y * y).sum()) > 0.95
+    assert torch.allclose(blur(delta, (0.5, 0.8, 1.0, 0.0)), blur(delta, (0.5, 0.8, 1.0)))
+    assert parse_psf((0.0, 1.0, 1.0, 0.5)) == ("fixed", (0.0, 1.0, 1.0, 0.5))
+    assert parse_psf((0.0, 1.0, 1.0, 0.0)) == ("fixed", (0.0, 1.0, 1.0))
+    for bad in ((0.0, 1.0, 1.0, 0.995), (0.0, 1.0, 1.0, float("nan"))):
+        with pytest.raises(ValueError, match="correlation"):
+            parse_psf(bad)
+    su, sv, th = axes_of_yx(*yx_of_axes(1.5, 0.3, 0.6))
+    assert (su, sv, th) == pytest.approx((1.5, 0.3, 0.6), abs=1e-9)
+
+
+def test_an_oblique_blur_is_estimated_and_projected(blurred) -> None:
+    """A pattern blurred along the detector's diagonal (partial coherence short along an
+    oblique direction): from the true object the estimate finds the oblique kernel, which the
+    separable one cannot hold; with it the truth is a fixed point of the projection and of the
+    engine. Data without such a blur get no correlation."""
+    obj = blurred[0]
+    sigma = (0.0, 1.0, 1.0, 0.9)
+    data = torch.poisson(blur(pattern(obj), sigma), generator=torch.Generator().manual_seed(7))
+    meas = prepare_measured(data, None)
+    i0 = _intensity_of(obj)
+    est = estimate_sigma(i0, meas)
+    assert len(est) == 4 and est[3] > 0.8 and est[0] <= 0.3 and all(
+        abs(e - s) < 0.15 for e, s in zip(est[1:3], sigma[1:3], strict=True)), est
+    sep = estimate_sigma(i0, meas, correlation=False)
+    llk_est = float(poisson_llk(obj, data, psf_sigma=est))
+    assert len(sep) == 3 and float(poisson_llk(obj, data, psf_sigma=sep)) > 3 * llk_est
+    assert llk_est < 1.5
+    # the separable blurred data of the fixture: no correlation
+    assert len(estimate_sigma(i0, prepare_measured(blurred[1], None))) == 3
+    # the truth is kept by the projection and by ER in the engine
+    psi = fft_centered(obj)
+    exact = blur(pattern(obj), sigma)
+    out = modulus_projection(psi, exact.sqrt(), psf_sigma=sigma)
+    assert torch.allclose(out, psi, rtol=1e-3, atol=1e-4 * float(psi.abs().max()))
+    shape = obj.abs() > 0
+    eng = Engine(meas, obj[None].clone(), shape[None].clone(), Kernels(obj.device, False))
+    eng.set_psf(est)
+    assert eng.psf_sigma == [est]
+    eng.iterate("ER", 10)
+    assert phase_error(eng.rho[0], obj, shape) < 0.02
+    assert bool(torch.isfinite(eng.rho).all())
+
+
 def test_psf_off_path_is_unchanged(small) -> None:
     obj, shape, intensity = small
     assert _psf_marks("off", 800) == _psf_marks("fixed", 800) == frozenset()

@@ -6,16 +6,24 @@ Detector cross-talk and partial coherence blur the measured pattern: the model i
 Because the PSF includes the pixel itself with weight ``k0 > 0``, ``|psi'|**2 <= I_obs / k0``:
 the update is bounded without any regularisation.
 
-The PSF here is a separable, unit-sum Gaussian with one width per axis ``(z, y, x)`` (a width
-of 0 leaves that axis alone; the detector blurs ``y`` and ``x``). The convolution is periodic
-(so the FFT layout of the engine is fine: a symmetric periodic kernel commutes with the shift)
-and done in real space, one axis at a time: on a 2-core CPU at 64**3 a 5-tap pass over two axes
-costs ~0.7 ms, against ~1.1 ms for a 2D rfft pair and ~3 ms for a 3D one (an FFT pair of the
-complex field is ~3.3 ms).
+The PSF here is a unit-sum Gaussian given by its widths along the axes ``(z, y, x)`` (a width
+of 0 leaves that axis alone; the detector blurs ``y`` and ``x``), optionally followed by the
+correlation ``r`` of ``y`` and ``x``: ``(z, y, x, r)`` is the Gaussian of covariance
+``diag(z**2) (+) [[y**2, r*y*x], [r*y*x, x**2]]``, whose principal directions in the detector
+plane need not be the detector's axes (partial coherence short along an oblique direction,
+session 22: a product of one Gaussian per axis cannot hold it, and the refinement then drifts
+from the true phase to fit it). ``r = 0`` (the three-width form) is the separable kernel.
 
-The widths are estimated during a run (:func:`estimate_sigma`) by minimising the Poisson LLK
-of the blurred model over a few candidates per axis (coordinate descent, then a parabola
-through the best candidate and its neighbours).
+The convolution is periodic (so the FFT layout of the engine is fine: a periodic kernel
+commutes with the shift). The separable kernel is applied in real space, one axis at a time: on
+a 2-core CPU at 64**3 a 5-tap pass over two axes costs ~0.7 ms, against ~1.1 ms for a 2D rfft
+pair and ~3 ms for a 3D one (an FFT pair of the complex field is ~3.3 ms). A correlated
+``y, x`` kernel is applied by a 2D rfft pair over ``(y, x)`` with the Gaussian's exact transfer
+function ``exp(-2 pi**2 (y**2 fy**2 + 2 r y x fy fx + x**2 fx**2))``, ``z`` by taps.
+
+The parameters are estimated during a run (:func:`estimate_sigma`) by minimising the Poisson
+LLK of the blurred model over a few candidates per parameter (coordinate descent, then a
+parabola through the best candidate and its neighbours).
 """
 
 from __future__ import annotations
@@ -50,8 +58,65 @@ EPS = 1e-30
 WIDE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 #: Offsets around the current width of a later ("local") estimate.
 LOCAL_STEPS = (-0.3, -0.15, 0.0, 0.15, 0.3)
+#: Oblique kernels a first estimate tries against the separable one: the principal direction
+#: along the detector's diagonal or anti-diagonal (radians from ``y`` towards ``x``) ...
+OBLIQUE_ANGLES = (math.pi / 4, 3 * math.pi / 4)
+#: ... and the share of the separable kernel's variance ``s_y**2 + s_x**2`` along it.
+OBLIQUE_SHARES = (0.7, 0.85, 1.0)
+#: Steps of the principal widths (px) and of the angle (radians) refining an oblique kernel:
+#: the sweeps of a first estimate, then the one sweep of a later estimate.
+OBLIQUE_STEPS = (((-0.4, -0.2, 0.0, 0.2, 0.4), (-0.1, -0.05, 0.0, 0.05, 0.1)),
+                 ((-0.1, 0.0, 0.1),))
+ANGLE_STEPS = (((-math.pi / 8, -math.pi / 16, 0.0, math.pi / 16, math.pi / 8),
+                (-math.pi / 32, 0.0, math.pi / 32)),
+               ((-math.pi / 32, 0.0, math.pi / 32),))
+#: Estimated correlations below this (in magnitude) count as none: the separable kernel, which
+#: is cheaper and what an estimate on data without an oblique blur should return.
+CORR_OFF = 0.15
+#: Largest correlation (in magnitude) a PSF may have (1 would be a kernel of rank 1).
+CORR_MAX = 0.99
+#: Smallest width across an oblique kernel an estimate gives (px): a narrower one, sampled on
+#: the grid, is the same line.
+ACROSS_MIN = 0.2
 
-Sigma = tuple[float, float, float]
+#: PSF parameters: widths ``(z, y, x)`` in pixels, or ``(z, y, x, r)`` with ``r`` the
+#: correlation of ``y`` and ``x`` (the four-value form only where ``r != 0``).
+Sigma = tuple[float, ...]
+
+
+def psf_params(sigma: Sequence[float]) -> tuple[float, float, float, float]:
+    """``(z, y, x, r)`` of PSF parameters given as 3 widths or 3 widths and a correlation."""
+    if len(sigma) not in (3, 4):
+        raise ValueError(f"psf parameters must be (z, y, x) or (z, y, x, r), got {sigma!r}")
+    r = float(sigma[3]) if len(sigma) == 4 else 0.0
+    return float(sigma[0]), float(sigma[1]), float(sigma[2]), r
+
+
+def yx_of_axes(su: float, sv: float, theta: float) -> tuple[float, float, float]:
+    """``(s_y, s_x, r)`` of the ``y, x`` Gaussian with widths ``su`` along the direction at
+    ``theta`` radians from ``y`` towards ``x`` and ``sv`` across it (``|r|`` capped at
+    :data:`CORR_MAX`)."""
+    c, s = math.cos(theta), math.sin(theta)
+    cyy = su * su * c * c + sv * sv * s * s
+    cxx = su * su * s * s + sv * sv * c * c
+    sy, sx = math.sqrt(cyy), math.sqrt(cxx)
+    if sy == 0.0 or sx == 0.0:
+        return sy, sx, 0.0
+    r = (su * su - sv * sv) * c * s / (sy * sx)
+    return sy, sx, max(-CORR_MAX, min(CORR_MAX, r))
+
+
+def axes_of_yx(sy: float, sx: float, r: float) -> tuple[float, float, float]:
+    """``(su, sv, theta)``, the inverse of :func:`yx_of_axes` (``su >= sv``)."""
+    cyy, cxx, cyx = sy * sy, sx * sx, r * sy * sx
+    theta = 0.5 * math.atan2(2.0 * cyx, cyy - cxx)
+    mean, half = 0.5 * (cyy + cxx), math.hypot(0.5 * (cyy - cxx), cyx)
+    return math.sqrt(mean + half), math.sqrt(max(0.0, mean - half)), theta
+
+
+def pack_psf(z: float, y: float, x: float, r: float = 0.0) -> Sigma:
+    """The parameters' tuple: ``(z, y, x)``, or ``(z, y, x, r)`` where the kernel is correlated."""
+    return (z, y, x) if r == 0.0 else (z, y, x, r)
 
 
 def parse_psf(option: Any) -> tuple[str, Sigma]:
@@ -59,7 +124,8 @@ def parse_psf(option: Any) -> tuple[str, Sigma]:
 
     ``"auto"`` (estimate, starting from no blur), ``"off"``/``None``/``False``/0 (no PSF), a
     number ``s`` (fixed width ``s`` on the detector axes ``y, x``), or a sequence of 2 ``(y, x)``
-    or 3 ``(z, y, x)`` fixed widths in pixels.
+    or 3 ``(z, y, x)`` fixed widths in pixels, or 4 ``(z, y, x, r)``: the widths and the
+    correlation ``r`` of ``y`` and ``x`` (``|r| <=`` :data:`CORR_MAX`).
     """
     if option is None or option is False or (isinstance(option, str) and option == "off"):
         return "off", (0.0, 0.0, 0.0)
@@ -76,18 +142,22 @@ def parse_psf(option: Any) -> tuple[str, Sigma]:
         raise ValueError(f"psf must be 'auto', 'off', a width or widths, got {option!r}")
     if isinstance(option, int | float):
         vals: list[float] = [0.0, float(option), float(option)]
-    elif isinstance(option, Sequence) and len(option) in (2, 3):
+    elif isinstance(option, Sequence) and len(option) in (2, 3, 4):
         vals = [float(v) for v in option]
         if len(vals) == 2:
             vals = [0.0, *vals]
     else:
-        raise ValueError(f"psf must be 'auto', 'off', a width or (z, y, x) widths, got {option!r}")
-    if not all(math.isfinite(v) and 0.0 <= v <= SIGMA_MAX * 4 for v in vals):
+        raise ValueError(
+            f"psf must be 'auto', 'off', a width, (z, y, x) widths or (z, y, x, r), got {option!r}"
+        )
+    if not all(math.isfinite(v) and 0.0 <= v <= SIGMA_MAX * 4 for v in vals[:3]):
         raise ValueError(f"psf widths must be finite, >= 0 and <= {SIGMA_MAX * 4}, got {option!r}")
-    sigma = (vals[0], vals[1], vals[2])
-    if max(sigma) < SIGMA_OFF:
+    r = vals[3] if len(vals) == 4 else 0.0
+    if not (math.isfinite(r) and abs(r) <= CORR_MAX):
+        raise ValueError(f"psf correlation r must be finite and |r| <= {CORR_MAX}, got {option!r}")
+    if max(vals[:3]) < SIGMA_OFF:
         return "off", (0.0, 0.0, 0.0)
-    return "fixed", sigma
+    return "fixed", pack_psf(vals[0], vals[1], vals[2], r)
 
 
 def _taps(sigma: float, n: int) -> list[float] | None:
@@ -113,31 +183,52 @@ def _conv_axis(x: torch.Tensor, dim: int, taps: list[float], out: torch.Tensor) 
         out.narrow(dim, n - s, s).add_(x.narrow(dim, 0, s), alpha=w)
 
 
+def _kernel_yx(sy: float, sx: float, r: float, ny: int, nx: int) -> torch.Tensor:
+    """The correlated Gaussian sampled on the periodic ``(ny, nx)`` grid (FFT layout: the
+    centre at ``[0, 0]``), unit sum, float64: positive, as a PSF must be."""
+    dy = torch.fft.fftfreq(ny, 1.0 / ny, dtype=torch.float64).view(ny, 1)
+    dx = torch.fft.fftfreq(nx, 1.0 / nx, dtype=torch.float64).view(1, nx)
+    det = (sy * sx) ** 2 * (1.0 - r * r)
+    # d^T C^-1 d for C = [[sy^2, r sy sx], [r sy sx, sx^2]]
+    m = (sx * sx * dy * dy - 2.0 * r * sy * sx * dy * dx + sy * sy * dx * dx) / det
+    k = torch.exp(-0.5 * m)
+    return k / k.sum()
+
+
 class Psf:
-    """A separable periodic Gaussian PSF of widths ``sigma = (z, y, x)`` pixels on a grid.
+    """A periodic Gaussian PSF on a grid: widths ``(z, y, x)`` pixels, or ``(z, y, x, r)`` with
+    ``r`` the correlation of ``y`` and ``x`` (see the module doc).
 
     :meth:`apply` convolves a real array ``(..., z, y, x)`` (any layout: the kernel is
-    symmetric and periodic) into preallocated buffers.
+    point-symmetric and periodic) into preallocated buffers.
     """
 
     def __init__(self, sigma: Sequence[float], shape: Sequence[int]) -> None:
-        self.sigma: Sigma = (float(sigma[0]), float(sigma[1]), float(sigma[2]))
+        z, y, x, r = psf_params(sigma)
+        if y < SIGMA_OFF or x < SIGMA_OFF:
+            r = 0.0  # a correlation needs both axes blurred
+        self.sigma: Sigma = pack_psf(z, y, x, r)
         self.shape = tuple(int(n) for n in shape[-3:])
+        #: the correlated ``y, x`` kernel, applied by FFT (``None``: separable, by taps)
+        self.yx: tuple[float, float, float] | None = (y, x, r) if r != 0.0 else None
+        widths = (z, 0.0, 0.0) if self.yx is not None else (z, y, x)
         self.axes = [
             (dim, t)
-            for dim, s, n in zip((-3, -2, -1), self.sigma, self.shape, strict=True)
+            for dim, s, n in zip((-3, -2, -1), widths, self.shape, strict=True)
             if (t := _taps(s, n)) is not None
         ]
         self._buf: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: the correlated kernel's transfer function (rfft layout) and centre weight
+        self._transfer: tuple[torch.Tensor, float] | None = None
 
     @property
     def active(self) -> bool:
         """Whether any axis is blurred."""
-        return bool(self.axes)
+        return bool(self.axes) or self.yx is not None
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Blurred copy of the real array ``x`` (a reused buffer: copy it to keep it)."""
-        if not self.axes:
+        if not self.active:
             return x
         buf = self._buf
         if buf is None or buf[0].shape != x.shape or buf[0].dtype != x.dtype:
@@ -148,11 +239,27 @@ class Psf:
             dst = buf[k % 2]
             _conv_axis(src, dim, taps, dst)
             src = dst
+        if self.yx is not None:
+            ny, nx = self.shape[1], self.shape[2]
+            if self._transfer is None or self._transfer[0].device != x.device:
+                k = _kernel_yx(*self.yx, ny, nx)
+                h = torch.fft.rfft2(k).real.to(device=x.device, dtype=torch.float32)
+                self._transfer = (h, float(k[0, 0]))
+            h, k0 = self._transfer
+            spec = torch.fft.rfft2(src, dim=(-2, -1))
+            spec.mul_(h)
+            dst = buf[len(self.axes) % 2]
+            dst.copy_(torch.fft.irfft2(spec, s=(ny, nx), dim=(-2, -1)))
+            # the kernel is positive, so each value is at least k0 times its own: the bound
+            # the blur-aware projection relies on, which FFT rounding alone would not keep
+            torch.maximum(dst, src * k0, out=dst)
+            src = dst
         return src
 
 
 def blur(x: torch.Tensor, sigma: Sequence[float]) -> torch.Tensor:
-    """Periodic separable Gaussian blur of a real array ``(..., z, y, x)`` (a new tensor)."""
+    """Periodic Gaussian blur of a real array ``(..., z, y, x)`` (a new tensor); ``sigma`` as
+    :class:`Psf`'s."""
     return Psf(sigma, tuple(x.shape[-3:])).apply(x.to(torch.float32)).clone()
 
 
@@ -225,13 +332,32 @@ class _Search:
         return psf.apply(x)
 
     def along(self, sigma: Sequence[float], axes: Sequence[int]) -> Callable[[float], float]:
-        """``f(c)``: the LLK with width ``c`` on ``axes`` and ``sigma`` on the others (which
-        are blurred here, once)."""
-        fixed = [0.0 if a in axes else float(sigma[a]) for a in range(3)]
-        base = self._blur(fixed, self.i0).clone() if max(fixed) >= SIGMA_OFF else self.i0
+        """``f(c)``: the LLK with width ``c`` on ``axes`` and ``sigma`` (3 widths, or 3 widths
+        and the ``y, x`` correlation) elsewhere. The axes not searched are blurred here, once,
+        where the kernel lets them be (a correlated ``y, x`` kernel is blurred whole each
+        time)."""
+        z, y, x, r = psf_params(sigma)
+        widths = (z, y, x)
+        corr = r != 0.0 and (1 in axes or 2 in axes)
+        pre = [0.0 if a in axes or (corr and a > 0) else widths[a] for a in range(3)]
+        if r != 0.0 and not corr:
+            pre = [pre[0], y, x, r]  # z searched: the correlated y, x kernel is fixed
+        base = self._blur(pre, self.i0).clone() if max(pre[:3]) >= SIGMA_OFF else self.i0
 
         def f(c: float) -> float:
-            return self.llk(self._blur([c if a in axes else 0.0 for a in range(3)], base))
+            trial = [c if a in axes else (widths[a] if corr and a > 0 else 0.0)
+                     for a in range(3)]
+            return self.llk(self._blur([*trial, r] if corr else trial, base))
+
+        return f
+
+    def yx(self, z: float) -> Callable[[float, float, float], float]:
+        """``f(s_y, s_x, r)``: the LLK of the kernel ``(z, s_y, s_x, r)`` (``z`` blurred here,
+        once)."""
+        base = self._blur([z, 0.0, 0.0], self.i0).clone() if z >= SIGMA_OFF else self.i0
+
+        def f(sy: float, sx: float, r: float) -> float:
+            return self.llk(self._blur([0.0, sy, sx, r], base))
 
         return f
 
@@ -253,6 +379,64 @@ def _best_on_line(cands: Sequence[float], f: Callable[[float], float]) -> float:
     return best
 
 
+def _oblique(search: _Search, sigma: Sequence[float], wide: bool) -> Sigma:
+    """The ``y, x`` part of the kernel ``sigma`` as an oblique (correlated) Gaussian where that
+    fits the data better.
+
+    Searched by its principal widths and direction (``su`` along, ``sv`` across, the angle):
+    a blur along a line that is not a detector axis is a narrow valley in ``(s_y, s_x, r)``,
+    where coordinate descent crawls. A first (``wide``) estimate from a separable kernel tries
+    :data:`OBLIQUE_ANGLES` x :data:`OBLIQUE_SHARES` at its total variance and goes on only when
+    one beats it; an oblique kernel is refined by line searches over ``su``, ``sv`` and the
+    angle (:data:`OBLIQUE_STEPS`, :data:`ANGLE_STEPS`: two sweeps wide, one later; ``sv`` not
+    below :data:`ACROSS_MIN`). Correlations below :data:`CORR_OFF` end separable.
+    """
+    z, y, x, r = psf_params(sigma)
+    if min(y, x) < SIGMA_OFF:
+        return pack_psf(z, y, x)
+    f = search.yx(z)
+    cache: dict[tuple[float, float, float], float] = {}
+
+    def llk(su: float, sv: float, th: float) -> float:
+        key = (round(su, 4), round(sv, 4), round(th % math.pi, 4))
+        if key not in cache:
+            cache[key] = f(*yx_of_axes(key[0], key[1], key[2]))
+        return cache[key]
+
+    if r == 0.0:
+        if not wide:
+            return pack_psf(z, y, x)
+        total = y * y + x * x
+        ref = f(y, x, 0.0)
+        tried = [(llk(math.sqrt(total * a), max(ACROSS_MIN, math.sqrt(total * (1.0 - a))), th),
+                  a, th) for th in OBLIQUE_ANGLES for a in OBLIQUE_SHARES]
+        best, a, th = min(tried)
+        if not best < ref:
+            return pack_psf(z, y, x)
+        su, sv = math.sqrt(total * a), max(ACROSS_MIN, math.sqrt(total * (1.0 - a)))
+    else:
+        su, sv, th = axes_of_yx(y, x, r)
+    cur = [su, sv, th]
+
+    def at(i: int, c: float) -> float:
+        trial = list(cur)
+        trial[i] = c
+        return llk(*trial)
+
+    sweeps = zip(OBLIQUE_STEPS[0 if wide else 1], ANGLE_STEPS[0 if wide else 1], strict=True)
+    for steps, angles in sweeps:
+        cands = sorted({round(min(SIGMA_MAX * 1.5, max(SIGMA_OFF, cur[0] + d)), 4)
+                        for d in steps})
+        cur[0] = max(SIGMA_OFF, _best_on_line(cands, lambda c: at(0, c)))
+        cands = sorted({round(max(ACROSS_MIN, cur[1] + d), 4) for d in steps})
+        cur[1] = max(ACROSS_MIN, _best_on_line(cands, lambda c: at(1, c)))
+        cur[2] = _best_on_line([cur[2] + d for d in angles], lambda c: at(2, c))
+    su, sv, th = cur
+    y, x, r = yx_of_axes(su, sv, th)
+    y, x = round(min(SIGMA_MAX, y), 4), round(min(SIGMA_MAX, x), 4)
+    return pack_psf(z, y, x, 0.0 if abs(r) < CORR_OFF else round(r, 4))
+
+
 def estimate_sigma(
     i0: torch.Tensor,
     meas: Measured,
@@ -261,8 +445,9 @@ def estimate_sigma(
     wide: bool = True,
     axes: Sequence[int] = (0, 1, 2),
     sweeps: int = 1,
+    correlation: bool = True,
 ) -> Sigma:
-    """PSF widths ``(z, y, x)`` minimising the Poisson LLK of ``psf(i0)`` against the data.
+    """PSF parameters minimising the Poisson LLK of ``psf(i0)`` against the data.
 
     Parameters
     ----------
@@ -270,49 +455,67 @@ def estimate_sigma(
         Unblurred model intensity ``|fftn(rho)|**2``, in the layout of ``meas`` (FFT layout).
     meas : Measured
         The measured data.
-    start : sequence of 3 floats
-        Current widths.
+    start : sequence of 3 or 4 floats
+        Current parameters: widths ``(z, y, x)``, optionally the ``y, x`` correlation.
     wide : bool
-        Search :data:`WIDE_GRID` (first estimate) in a first sweep, before the local ones.
+        Search :data:`WIDE_GRID` (and try oblique kernels) in a first sweep, before the
+        local ones.
     axes : sequence of int
         Axes (0 = z, 1 = y, 2 = x) to estimate; the others keep ``start``.
     sweeps : int
         Coordinate-descent sweeps over ``axes`` with :data:`LOCAL_STEPS` around the current
-        widths (after the wide sweep, if any).
+        values (after the wide sweep, if any).
+    correlation : bool
+        After the widths of each sweep, when ``y`` and ``x`` are both estimated and blurred,
+        make the ``y, x`` kernel oblique where that fits better (:func:`_oblique`: tried in
+        the wide sweep, refined in every sweep once oblique). ``False`` keeps the start's
+        correlation.
 
     Returns
     -------
-    tuple of 3 floats
+    tuple of 3 or 4 floats
+        ``(z, y, x)``, or ``(z, y, x, r)`` where the estimated kernel is correlated.
     """
-    sigma = [max(0.0, float(v)) for v in start]
+    z0, y0, x0, r0 = psf_params(start)
+    sigma = [max(0.0, v) for v in (z0, y0, x0)]
+    corr = r0
     search = _Search(i0, meas)
-    cache: dict[tuple[float, float, float], float] = {}
+    cache: dict[tuple[float, float, float, float], float] = {}
+
+    def key_of(trial: Sequence[float], r: float) -> tuple[float, float, float, float]:
+        return (round(trial[0], 4), round(trial[1], 4), round(trial[2], 4), round(r, 4))
 
     # A wide first sweep visits the detector axes first (a z blur can partly mimic theirs),
     # then the local sweeps refine every axis.
     order = [ax for ax in (1, 2, 0) if ax in axes]
     for sweep in range(max(1, sweeps) + (1 if wide else 0)):
+        first = wide and sweep == 0
         for ax in order:
             cur = sigma[ax]
-            if wide and sweep == 0:
+            if first:
                 cands = sorted(set(WIDE_GRID) | {round(cur, 4)})
             else:
                 cands = sorted({round(min(SIGMA_MAX, max(0.0, cur + d)), 4) for d in LOCAL_STEPS})
+            live = corr if min(sigma[1], sigma[2]) >= SIGMA_OFF else 0.0
+            line = search.along([*(round(v, 4) for v in sigma), live], (ax,))
 
-            line = search.along([round(v, 4) for v in sigma], (ax,))
-
-            def along(c: float, ax: int = ax, line: Callable[[float], float] = line) -> float:
+            def along(c: float, ax: int = ax, line: Callable[[float], float] = line,
+                      live: float = live) -> float:
                 trial = list(sigma)
                 trial[ax] = c
-                key = (round(trial[0], 4), round(trial[1], 4), round(trial[2], 4))
+                key = key_of(trial, live if min(trial[1], trial[2]) >= SIGMA_OFF else 0.0)
                 if key not in cache:
                     cache[key] = line(key[ax])
                 return cache[key]
 
             best = _best_on_line(cands, along)
             sigma[ax] = min(SIGMA_MAX, max(0.0, best))
-    out = tuple(0.0 if v < SIGMA_OFF else round(v, 4) for v in sigma)
-    return out  # type: ignore[return-value]
+        if not (correlation and 1 in axes and 2 in axes):
+            continue
+        _, y, x, corr = psf_params(_oblique(search, [*sigma, corr], first))
+        sigma[1], sigma[2] = y, x
+    z, y, x = (0.0 if v < SIGMA_OFF else round(v, 4) for v in sigma)
+    return pack_psf(z, y, x, corr if min(y, x) >= SIGMA_OFF else 0.0)
 
 
 def estimate_detector_sigma(
@@ -372,8 +575,10 @@ def detector_blur_of(
     floor: float = 0.5,
     margin: float = 0.2,
     per_axis: bool = True,
+    correlation: bool = True,
 ) -> Sigma | None:
-    """A detector-blur hypothesis ``(0, s_y, s_x)`` from an object predicted before any refinement.
+    """A detector-blur hypothesis ``(0, s_y, s_x[, r])`` from an object predicted before any
+    refinement.
 
     An object fitted to blurred data without a PSF learns to mimic the blur (softer edges),
     after which an LLK search from it finds little blur; a prediction made from the intensity
@@ -396,10 +601,14 @@ def detector_blur_of(
         Smallest width, and smallest excess over the ``z`` width (pixels), of the wider axis.
     per_axis : bool
         Estimate ``y`` and ``x`` each on its own after the shared width (``False``: ``(0, s, s)``).
+    correlation : bool
+        Then try an oblique ``y, x`` kernel (:func:`_oblique`), before the ``z`` width is
+        compared.
 
     Returns
     -------
-    tuple of 3 floats or None
+    tuple of 3 or 4 floats, or None
+        ``(0, s_y, s_x)``, or ``(0, s_y, s_x, r)`` for a correlated kernel.
     """
     if obj.ndim != 3 or tuple(obj.shape) != tuple(intensity.shape):
         raise ValueError(
@@ -419,5 +628,10 @@ def detector_blur_of(
         s_x = _shared_width(search, cands, (2,), (0.0, s_y, s_yx))[2]
     if max(s_y, s_x) < floor:
         return None
-    s_z = _shared_width(search, cands, (0,), (0.0, s_y, s_x))[0]
-    return (0.0, s_y, s_x) if max(s_y, s_x) - s_z >= margin else None
+    r = 0.0
+    if correlation:
+        _, s_y, s_x, r = psf_params(_oblique(search, (0.0, s_y, s_x), True))
+    s_z = search.along((0.0, s_y, s_x, r), (0,))
+    z = _best_on_line(cands, s_z)
+    z = 0.0 if z < SIGMA_OFF else round(z, 4)
+    return pack_psf(0.0, s_y, s_x, r) if max(s_y, s_x) - z >= margin else None

@@ -27,7 +27,7 @@ from ._common import (
 )
 from ._engine import Engine, random_start
 from ._kernels import Kernels, Measured, prepare_measured
-from ._psf import Sigma, parse_psf
+from ._psf import CORR_MAX, Sigma, pack_psf, parse_psf
 from ._support import AUTOCORR_THRESHOLD, autocorrelation_support, halve_support, shrinkwrap_support
 
 __all__ = ["PhasingResult", "refine_er", "run_conventional", "warmup"]
@@ -79,9 +79,10 @@ class PhasingResult:
         Compute device.
     compiled : bool
         Whether the fused torch.compile kernels ran.
-    psf_sigma : tuple of 3 floats
-        Gaussian PSF widths ``(z, y, x)`` in pixels of the kept run's intensity model (estimated
-        with ``psf="auto"``, given with a fixed ``psf``; zeros: no PSF).
+    psf_sigma : tuple of 3 or 4 floats
+        Gaussian PSF widths ``(z, y, x)`` in pixels of the kept run's intensity model, followed
+        by the ``y, x`` correlation where the kernel has one (estimated with ``psf="auto"``,
+        given with a fixed ``psf``; zeros: no PSF).
     psf : str
         The PSF mode that ran: ``"off"``, ``"auto"`` or ``"fixed"``.
     """
@@ -299,9 +300,13 @@ def _psf_start(mode: str, sigma: Sigma, start: Sigma | None) -> tuple[Sigma, boo
     if start is None or mode != "auto":
         return sigma, False
     vals = tuple(float(v) for v in start)
-    if len(vals) != 3 or not all(math.isfinite(v) and v >= 0 for v in vals):
-        raise ValueError(f"psf_start must be 3 finite widths >= 0, got {start!r}")
-    return (vals[0], vals[1], vals[2]), True
+    if (len(vals) not in (3, 4) or not all(math.isfinite(v) and v >= 0 for v in vals[:3])
+            or not (len(vals) == 3 or (math.isfinite(vals[3]) and abs(vals[3]) <= CORR_MAX))):
+        raise ValueError(
+            f"psf_start must be 3 finite widths >= 0, optionally then a y, x correlation "
+            f"|r| <= {CORR_MAX}, got {start!r}"
+        )
+    return pack_psf(*vals), True
 
 
 def _resolve_psf(option: Any, settings: PhasingSettings) -> tuple[str, Sigma]:
@@ -429,12 +434,14 @@ def run_conventional(
         :mod:`bcdi_stream.phasing._psf`): ``"auto"`` estimates a Gaussian PSF per run by LLK
         from :data:`PSF_START` of the iterations on; ``"off"`` is the plain constraint; a number
         fixes the width on the detector axes ``(y, x)``, a 2- or 3-sequence the widths
-        ``(y, x)`` or ``(z, y, x)``. ``None`` uses ``settings.psf`` when that setting exists,
-        else ``"auto"``.
-    psf_start : tuple of 3 floats, optional
-        With ``psf="auto"``: the widths ``(z, y, x)`` the runs start with (e.g. estimated from
-        the AI prediction, :func:`bcdi_stream.phasing.estimate_detector_sigma`); the later
-        estimates then search locally around them instead of over a wide grid.
+        ``(y, x)`` or ``(z, y, x)``, a 4-sequence ``(z, y, x, r)`` the widths and the ``y, x``
+        correlation of an oblique kernel (which ``"auto"`` estimates too). ``None`` uses
+        ``settings.psf`` when that setting exists, else ``"auto"``.
+    psf_start : tuple of 3 or 4 floats, optional
+        With ``psf="auto"``: the widths ``(z, y, x)`` (and ``y, x`` correlation) the runs start
+        with (e.g. estimated from the AI prediction,
+        :func:`bcdi_stream.phasing.estimate_detector_sigma`); the later estimates then search
+        locally around them instead of over a wide grid.
 
     Returns
     -------
@@ -555,8 +562,8 @@ def refine_er(
         Fused kernels (see :func:`resolve_compile`).
     psf : "auto", "off", float, tuple or None
         Blur-aware modulus constraint, as in :func:`run_conventional`.
-    psf_start : tuple of 3 floats, optional
-        Starting widths with ``psf="auto"``, as in :func:`run_conventional`.
+    psf_start : tuple of 3 or 4 floats, optional
+        Starting parameters with ``psf="auto"``, as in :func:`run_conventional`.
 
     Returns
     -------

@@ -10,7 +10,12 @@ reconstruct --method ai`` does, with the blur hypothesis made from the predictio
 - ``shipped``: the rule in the checkout;
 - ``shared``: one width shared by y and x, the rule up to session 21 (``detector_blur_of`` with
   ``per_axis=False``);
-- ``oracle``: the TRUE widths the pattern was blurred with (the ceiling of any hypothesis);
+- ``oracle``: the TRUE widths the pattern was blurred with (the ceiling of any hypothesis;
+  for ``diagblur``, the oblique kernel's projections on y and x);
+- ``oblique``: for ``diagblur``, the TRUE oblique kernel as ``(0, s_y, s_x, r)`` (the
+  correlation capped at ``CORR_MAX``; session 24); ``oracle`` for the other variants;
+- ``separable``: the shipped rule without its oblique part (``correlation=False``: the rule of
+  sessions 22–23);
 - ``none``: no hypothesis (the refinement's own PSF estimate only).
 
 One JSON line per crystal and rule, a summary per variant and rule.
@@ -22,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
 from _probe import blur_hypothesis_rule, summary_line
 from unseen_models import SEED0, change
 
-RULES = ("shipped", "shared", "oracle", "none")
+RULES = ("shipped", "shared", "oracle", "oblique", "separable", "none")
 
 
 def main() -> None:
@@ -36,6 +42,7 @@ def main() -> None:
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import Settings
     from bcdi_stream.phasing import detector_blur_of
+    from bcdi_stream.phasing._psf import CORR_MAX
     from bcdi_stream.pipeline import reconstruct
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,11 +62,17 @@ def main() -> None:
             for rule in args.rules:
 
                 def hypothesis(obj, intensity, mask=None, rule=rule, c=c):
-                    if rule == "oracle":
+                    if rule == "oblique" and c.oblique > 0:
+                        s_y = math.sqrt(c.oblique**2 / 2 + c.detector_sigma**2)
+                        r = min(CORR_MAX, c.oblique**2 / 2 / s_y**2)
+                        return (0.0, s_y, s_y, r)
+                    if rule in ("oracle", "oblique"):
                         return c.psf if max(c.psf) > 0 else None
                     if rule == "none":
                         return None
                     kw = {"per_axis": False} if rule == "shared" else {}
+                    if rule == "separable":
+                        kw = {"correlation": False}
                     return detector_blur_of(obj, intensity, mask, **kw)
 
                 with blur_hypothesis_rule(hypothesis) as made:
