@@ -63,6 +63,11 @@ LOCAL_STEPS = (-0.3, -0.15, 0.0, 0.15, 0.3)
 OBLIQUE_ANGLES = (math.pi / 4, 3 * math.pi / 4)
 #: ... and the share of the separable kernel's variance ``s_y**2 + s_x**2`` along it.
 OBLIQUE_SHARES = (0.7, 0.85, 1.0)
+#: Smallest relative LLK gain of a first oblique estimate over the separable kernel for it to
+#: be kept: an imperfect object (a prediction) often fits a slightly oblique
+#: kernel better by 0.5-1 % without any oblique blur in the data (weak test crystals), whereas
+#: a blur along the detector's diagonal gains 2-36 % from the prediction (session 24).
+OBLIQUE_GAIN = 0.02
 #: Steps of the principal widths (px) and of the angle (radians) refining an oblique kernel:
 #: the sweeps of a first estimate, then the one sweep of a later estimate.
 OBLIQUE_STEPS = (((-0.4, -0.2, 0.0, 0.2, 0.4), (-0.1, -0.05, 0.0, 0.05, 0.1)),
@@ -387,9 +392,10 @@ def _oblique(search: _Search, sigma: Sequence[float], wide: bool) -> Sigma:
     a blur along a line that is not a detector axis is a narrow valley in ``(s_y, s_x, r)``,
     where coordinate descent crawls. A first (``wide``) estimate from a separable kernel tries
     :data:`OBLIQUE_ANGLES` x :data:`OBLIQUE_SHARES` at its total variance and goes on only when
-    one beats it; an oblique kernel is refined by line searches over ``su``, ``sv`` and the
-    angle (:data:`OBLIQUE_STEPS`, :data:`ANGLE_STEPS`: two sweeps wide, one later; ``sv`` not
-    below :data:`ACROSS_MIN`). Correlations below :data:`CORR_OFF` end separable.
+    one beats it, and keeps the result only when it beats it by :data:`OBLIQUE_GAIN` of its
+    LLK; an oblique kernel is refined by line searches over ``su``, ``sv`` and the angle
+    (:data:`OBLIQUE_STEPS`, :data:`ANGLE_STEPS`: two sweeps wide, one later; ``sv`` not below
+    :data:`ACROSS_MIN`). Correlations below :data:`CORR_OFF` end separable.
     """
     z, y, x, r = psf_params(sigma)
     if min(y, x) < SIGMA_OFF:
@@ -432,6 +438,8 @@ def _oblique(search: _Search, sigma: Sequence[float], wide: bool) -> Sigma:
         cur[1] = max(ACROSS_MIN, _best_on_line(cands, lambda c: at(1, c)))
         cur[2] = _best_on_line([cur[2] + d for d in angles], lambda c: at(2, c))
     su, sv, th = cur
+    if r == 0.0 and not llk(su, sv, th) < (1.0 - OBLIQUE_GAIN) * ref:
+        return pack_psf(z, y, x)
     y, x, r = yx_of_axes(su, sv, th)
     y, x = round(min(SIGMA_MAX, y), 4), round(min(SIGMA_MAX, x), 4)
     return pack_psf(z, y, x, 0.0 if abs(r) < CORR_OFF else round(r, 4))
