@@ -64,12 +64,16 @@ def train_command(
     networks: Annotated[float | None, typer.Option(
         help="Odds of a dislocation network (3-4 straight dislocations) in a training crystal, "
         "in every strain class (default: none).")] = None,
+    coherence: Annotated[float | None, typer.Option(
+        help="Odds of partial coherence beyond the detector blur in a training pattern (along "
+        "a random direction in the detector plane or along the rocking axis), in every strain "
+        "class (default: none).")] = None,
     val: Annotated[str, typer.Option(
         help="Validation crystals per class, e.g. weak=6,strong=6,weak+disl=6 (+field, first: "
         "the smooth strain is the random field alone; a +disl class: every crystal with "
         "dislocations; +fault, also after +disl: every crystal with a planar defect; +loop: "
-        "every crystal with a dislocation loop; +net, last: every crystal with a dislocation "
-        "network).")
+        "every crystal with a dislocation loop; +net: every crystal with a dislocation "
+        "network; +coh, last: every pattern with partial coherence).")
     ] = "weak=6,strong=6",
     object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
@@ -123,7 +127,7 @@ def train_command(
             steps=steps, batch_size=batch_size, lr=lr, curriculum=curriculum,
             strong_share=strong_share, dislocation_probability=dislocations,
             fault_probability=faults, loop_probability=loops, field_probability=fields,
-            network_probability=networks,
+            network_probability=networks, coherence_probability=coherence,
             val_counts=_counts(val, "--val"),
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,

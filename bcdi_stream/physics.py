@@ -61,6 +61,7 @@ __all__ = [
     "centroid",
     "fft_centered",
     "fourier_shift",
+    "gaussian_kernel_yx",
     "ifft_centered",
     "reciprocal_phase",
     "reflect",
@@ -267,6 +268,27 @@ def shift_ramp(shape: Sequence[int], shift: torch.Tensor, device: torch.device |
         view[ax] = n[ax]
         out = out + (2 * math.pi * s[ax] / n[ax] * r).reshape(view)
     return torch.polar(torch.ones_like(out), out).to(torch.complex64)
+
+
+def gaussian_kernel_yx(sigma_y: float, sigma_x: float, r: float, n_y: int, n_x: int
+                       ) -> torch.Tensor:
+    """A unit-sum Gaussian over ``(y, x)`` with widths ``sigma_y, sigma_x`` (pixels) and
+    correlation ``r``, sampled on the periodic ``(n_y, n_x)`` grid in FFT layout (the centre at
+    ``[0, 0]``), float64.
+
+    A partial-coherence or detector kernel whose principal directions need not be the detector's
+    axes (covariance ``[[sy**2, r sy sx], [r sy sx, sx**2]]``); sampled in real space, it is
+    positive, as a PSF must be. Used by the simulator and the phasing engine alike.
+    """
+    if not (sigma_y > 0 and sigma_x > 0 and abs(r) < 1):
+        raise ValueError(f"sigma_y, sigma_x must be > 0 and |r| < 1, got {sigma_y}, {sigma_x}, {r}")
+    dy = torch.fft.fftfreq(n_y, 1.0 / n_y, dtype=torch.float64).view(n_y, 1)
+    dx = torch.fft.fftfreq(n_x, 1.0 / n_x, dtype=torch.float64).view(1, n_x)
+    det = (sigma_y * sigma_x) ** 2 * (1.0 - r * r)
+    # d^T C^-1 d
+    m = (sigma_x**2 * dy * dy - 2.0 * r * sigma_y * sigma_x * dy * dx + sigma_y**2 * dx * dx) / det
+    k = torch.exp(-0.5 * m)
+    return k / k.sum()
 
 
 def centroid(weights: torch.Tensor) -> torch.Tensor:

@@ -151,7 +151,7 @@ def test_benchmark_model_scores_the_views_without_the_recipe(trained: Path, tmp_
 
 @pytest.mark.parametrize(("cls", "place"), [("weak+disl", 2), ("medium+fault", 5),
                                             ("medium+loop", 7), ("strong+field", 8),
-                                            ("medium+net", 10)])
+                                            ("medium+net", 10), ("medium+coh", 12)])
 def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, cls: str,
                                         place: int) -> None:
     from bcdi_stream.training import TEST_SEED0
@@ -173,6 +173,8 @@ def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, c
         assert len(row["faults"]) == 1 and abs(row["faults"][0]["jump"]) > 2.0
     elif cls.endswith("+net"):
         assert 3 <= len(row["dislocations"]) <= 4 and not row["faults"] and not row["loops"]
+    elif cls.endswith("+coh"):
+        assert max(row["coherence"][:3]) > 0 and not row["faults"] and not row["loops"]
     else:
         assert len(row["loops"]) == 1 and not row["faults"]
     assert f"| {cls} | ai |" in table

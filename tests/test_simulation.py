@@ -580,6 +580,59 @@ def test_network_probability_adds_lines_to_three_or_four_and_changes_nothing_els
         CrystalSpec.random(0, n=N, network_probability=1.5)
 
 
+def test_coherence_probability_blurs_the_pattern_and_changes_nothing_else() -> None:
+    """Partial coherence from a generator of its own: every other field of the spec as drawn
+    without it, the odds 0 change nothing; the kernel has the drawn widths and correlation."""
+    import dataclasses
+    import math
+
+    from bcdi_stream.simulation._forward import coherence_blur
+
+    kinds = []
+    for seed in range(16):
+        plain = CrystalSpec.random(seed, n=N, strain="medium", network_probability=0.5)
+        assert CrystalSpec.random(seed, n=N, strain="medium", network_probability=0.5,
+                                  coherence_probability=0.0) == plain
+        coh = CrystalSpec.random(seed, n=N, strain="medium", network_probability=0.5,
+                                 coherence_probability=1.0)
+        assert plain.coherence == (0.0, 0.0, 0.0, 0.0)
+        assert dataclasses.replace(coh, coherence=plain.coherence) == plain
+        z, y, x, r = coh.coherence
+        kinds.append("z" if z > 0 else "yx")
+        if z > 0:
+            assert 0.6 <= z <= 1.2 and y == x == r == 0.0
+        else:  # 1.0-1.8 px along a direction, 0.25-0.6 across: the total variance between
+            assert 1.0**2 + 0.25**2 <= y * y + x * x <= 1.8**2 + 0.6**2 and abs(r) < 0.97
+    assert set(kinds) == {"z", "yx"}
+    with pytest.raises(ValueError, match="coherence_probability"):
+        CrystalSpec.random(0, n=N, coherence_probability=2.0)
+    for bad in ((0.0, 1.0, 0.0, 0.5), (0.0, 1.0, 1.0, 1.0), (0.0, -1.0, 1.0, 0.0), (1.0, 2.0)):
+        with pytest.raises(ValueError, match="coherence"):
+            CrystalSpec(n=N, coherence=bad)
+    # the kernel: unit sum, the widths and the correlation asked for, on a delta
+    delta = torch.zeros(16, 32, 32, dtype=torch.float64)
+    delta[8, 16, 16] = 1.0
+    k = coherence_blur(delta, (0.8, 1.2, 1.0, -0.6))
+    zz, yy, xx = torch.meshgrid(torch.arange(16.0) - 8, torch.arange(32.0) - 16,
+                                torch.arange(32.0) - 16, indexing="ij")
+    assert float(k.sum()) == pytest.approx(1.0) and float(k.min()) >= 0.0
+    m = {n_: float((k * a * b).sum()) for n_, a, b in (("zz", zz, zz), ("yy", yy, yy),
+                                                         ("xx", xx, xx), ("yx", yy, xx))}
+    assert math.sqrt(m["zz"]) == pytest.approx(0.8, abs=0.01)
+    assert math.sqrt(m["yy"]) == pytest.approx(1.2, abs=0.01)
+    assert math.sqrt(m["xx"]) == pytest.approx(1.0, abs=0.01)
+    assert m["yx"] / math.sqrt(m["yy"] * m["xx"]) == pytest.approx(-0.6, abs=0.01)
+    assert coherence_blur(delta, (0.0, 0.0, 0.0, 0.0)) is delta
+    # the simulated pattern: the same crystal, its intensity blurred, the counts kept
+    spec = CrystalSpec.random(3, n=N, strain="weak").replace(poisson=False, background=0.0)
+    sharp = simulate_crystal(spec, device=CPU)
+    soft = simulate_crystal(spec.replace(coherence=(0.0, 1.0, 1.0, 0.8)), device=CPU)
+    assert torch.equal(sharp.obj, soft.obj)
+    assert float(soft.intensity.sum()) == pytest.approx(float(sharp.intensity.sum()), rel=1e-4)
+    assert float(soft.intensity.max()) < 0.8 * float(sharp.intensity.max())
+    assert soft.meta["coherence"] == [0.0, 1.0, 1.0, 0.8]
+
+
 def test_field_probability_makes_the_smooth_strain_the_random_field_alone() -> None:
     """The smooth models drawn give way to one random field (the same span); everything else
     — shape, detector, dislocations, faults — stays, and the odds 0 change nothing."""

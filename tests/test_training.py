@@ -497,6 +497,25 @@ def test_network_classes_and_odds() -> None:
     assert lines(first) >= 3 and torch.equal(batch.intensity[0], first.intensity)
 
 
+def test_coherence_classes_and_odds() -> None:
+    assert class_arguments("weak+coh") == {**STRAIN_CLASSES["weak"], "coherence_probability": 1.0}
+    assert class_arguments("medium+disl+net+coh")["coherence_probability"] == 1.0
+    assert class_arguments("strong", coherence_probability=0.2)["coherence_probability"] == 0.2
+    with pytest.raises(ValueError, match="strain_class"):
+        class_arguments("weak+coh+net")  # +coh comes last
+    with pytest.raises(ValueError, match="coherence_probability"):
+        TrainConfig(coherence_probability=1.5)
+    (c, s), = draw_batch([(TRAIN_SEED0 + 7, "weak+coh")], n=32)
+    plain, s0 = draw_crystal(TRAIN_SEED0 + 7, "weak", 32)
+    assert max(c.spec.coherence[:3]) > 0 and plain.spec.coherence == (0.0, 0.0, 0.0, 0.0)
+    assert s == s0 and c.spec.shape == plain.spec.shape and torch.equal(c.obj, plain.obj)
+    # the training stream passes its odds on
+    batch = next(training_batches(0, 2, 10, 0.0, n=32, coherence_probability=1.0))
+    (first, _), = draw_batch([(batch.seeds[0], batch.classes[0])], n=32,
+                             coherence_probability=1.0)
+    assert max(first.spec.coherence[:3]) > 0 and torch.equal(batch.intensity[0], first.intensity)
+
+
 def _field_alone(c) -> bool:
     from bcdi_stream.simulation import SMOOTH_MODELS
 

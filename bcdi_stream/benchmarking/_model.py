@@ -8,7 +8,9 @@ planar defect (a stacking fault or a twin lamella), ``weak+fault`` and ``medium+
 and two whose crystals all carry a dislocation loop, ``weak+loop`` and ``medium+loop``, and
 ``strong+field``, the strong class with the Gaussian random field alone as its smooth strain,
 and two whose crystals all carry a dislocation network (3–4 straight dislocations),
-``weak+net`` and ``medium+net`` (:data:`BENCH_CLASSES`). Every
+``weak+net`` and ``medium+net``, and two whose patterns all have partial coherence beyond the
+detector blur (along a random direction in the detector plane or along the rocking axis),
+``weak+coh`` and ``medium+coh`` (:data:`BENCH_CLASSES`). Every
 method runs on every crystal in the same process, one after the other, so the time ratios are
 measured under the same load.
 Every method's result passes the pipeline's :func:`bcdi_stream.pipeline.finish` (the noise
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 #: Test classes, in the order that fixes each one's seed range (adding one never moves another).
 BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl", "weak+fault",
                                    "medium+fault", "weak+loop", "medium+loop", "strong+field",
-                                   "weak+net", "medium+net")
+                                   "weak+net", "medium+net", "weak+coh", "medium+coh")
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);
@@ -254,6 +256,7 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
                                "dislocations": crystal.meta["dislocations"],
                                "faults": crystal.meta["faults"],
                                "loops": crystal.meta["loops"],
+                               "coherence": crystal.meta["coherence"],
                                "smooth_models": [m["kind"] for m in crystal.spec.strain_models
                                                  if m["kind"] in SMOOTH_MODELS]}
         for m in methods:

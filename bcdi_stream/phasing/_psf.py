@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ..physics import gaussian_kernel_yx
 from ._kernels import Measured, prepare_measured
 
 __all__ = [
@@ -188,18 +189,6 @@ def _conv_axis(x: torch.Tensor, dim: int, taps: list[float], out: torch.Tensor) 
         out.narrow(dim, n - s, s).add_(x.narrow(dim, 0, s), alpha=w)
 
 
-def _kernel_yx(sy: float, sx: float, r: float, ny: int, nx: int) -> torch.Tensor:
-    """The correlated Gaussian sampled on the periodic ``(ny, nx)`` grid (FFT layout: the
-    centre at ``[0, 0]``), unit sum, float64: positive, as a PSF must be."""
-    dy = torch.fft.fftfreq(ny, 1.0 / ny, dtype=torch.float64).view(ny, 1)
-    dx = torch.fft.fftfreq(nx, 1.0 / nx, dtype=torch.float64).view(1, nx)
-    det = (sy * sx) ** 2 * (1.0 - r * r)
-    # d^T C^-1 d for C = [[sy^2, r sy sx], [r sy sx, sx^2]]
-    m = (sx * sx * dy * dy - 2.0 * r * sy * sx * dy * dx + sy * sy * dx * dx) / det
-    k = torch.exp(-0.5 * m)
-    return k / k.sum()
-
-
 class Psf:
     """A periodic Gaussian PSF on a grid: widths ``(z, y, x)`` pixels, or ``(z, y, x, r)`` with
     ``r`` the correlation of ``y`` and ``x`` (see the module doc).
@@ -247,7 +236,7 @@ class Psf:
         if self.yx is not None:
             ny, nx = self.shape[1], self.shape[2]
             if self._transfer is None or self._transfer[0].device != x.device:
-                k = _kernel_yx(*self.yx, ny, nx)
+                k = gaussian_kernel_yx(*self.yx, ny, nx)
                 h = torch.fft.rfft2(k).real.to(device=x.device, dtype=torch.float32)
                 self._transfer = (h, float(k[0, 0]))
             h, k0 = self._transfer

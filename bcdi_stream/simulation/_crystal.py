@@ -28,7 +28,7 @@ import torch
 from ..arrays import resolve_device
 from ..physics import centroid, fft_centered, fourier_shift
 from . import _displacement as fld
-from ._forward import detector_blur, gap_mask, poisson_noise
+from ._forward import coherence_blur, detector_blur, gap_mask, poisson_noise
 from ._shapes import Geometry, build_geometry
 from ._spec import DISLOCATION_MODELS, FAULT_MODELS, LOOP_MODELS, SMOOTH_MODELS, CrystalSpec
 
@@ -48,6 +48,7 @@ _RANDOM_KWARGS = frozenset(
         "loop_probability",
         "field_probability",
         "network_probability",
+        "coherence_probability",
     }
 )
 #: Correlation length (fraction of the crystal size) of the amplitude modulation.
@@ -179,7 +180,7 @@ def simulate_crystal(
         With a seed: arguments of :meth:`CrystalSpec.random` (``n``, ``strain``, ``shapes``,
         ``strain_models``, ``peak_counts``, ``oversampling``, ``g_hat``,
         ``dislocation_probability``, ``fault_probability``, ``loop_probability``,
-        ``field_probability``, ``network_probability``); any
+        ``field_probability``, ``network_probability``, ``coherence_probability``); any
         other key overrides that field of the drawn spec (e.g. ``poisson=False``,
         ``gaps=()``). With a spec: field overrides.
 
@@ -569,7 +570,7 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
     mask = torch.stack([gap_mask(n, s.gaps, device) for s in specs])
     counts = []
     for i, s in enumerate(specs):
-        rate = detector_blur(expected[i], s.blur_sigma)
+        rate = coherence_blur(detector_blur(expected[i], s.blur_sigma), s.coherence)
         if s.background > 0:
             rate = rate + s.background
         if s.poisson:
@@ -642,6 +643,7 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
                 "substrate_cut": float(s.substrate_cut),
                 "background": float(s.background),
                 "blur_sigma": float(s.blur_sigma),
+                "coherence": [float(v) for v in s.coherence],
                 "gaps": [list(gp) for gp in s.gaps],
                 "poisson": bool(s.poisson),
                 "seed": int(s.seed),

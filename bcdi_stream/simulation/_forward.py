@@ -1,4 +1,5 @@
-"""Detector side of the forward model: photon scaling, PSF blur, background, Poisson noise, gaps.
+"""Detector side of the forward model: photon scaling, PSF blur, partial coherence, background,
+Poisson noise, gaps.
 
 Convention (see :mod:`bcdi_stream.physics`): ``psi = fft_centered(rho)`` and the noise-free
 intensity is ``scale * |psi|**2`` with ``scale`` chosen so that its maximum is ``peak_counts``.
@@ -12,7 +13,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["detector_blur", "gap_mask", "poisson_noise"]
+from ..physics import gaussian_kernel_yx
+
+__all__ = ["coherence_blur", "detector_blur", "gap_mask", "poisson_noise"]
 
 
 def _gaussian_kernel(
@@ -51,6 +54,51 @@ def detector_blur(intensity: torch.Tensor, sigma: float) -> torch.Tensor:
         conv = F.conv1d(flat, k.reshape(1, 1, -1), padding=k.numel() // 2)
         out = conv.reshape(moved.shape).movedim(-1, axis)
     return out.reshape(shape).contiguous()
+
+
+def coherence_blur(intensity: torch.Tensor, kernel: Sequence[float]) -> torch.Tensor:
+    """Convolve a ``(z, y, x)`` intensity with a partial-coherence kernel (periodic, by FFT).
+
+    Parameters
+    ----------
+    intensity : torch.Tensor
+        ``(z, y, x)`` real intensity.
+    kernel : sequence of 4 floats
+        ``(z, y, x, r)``: Gaussian widths in pixels along the rocking axis and the detector's
+        axes, and the correlation of ``y`` and ``x`` (a kernel whose principal directions in the
+        detector plane are not its axes; :func:`bcdi_stream.physics.gaussian_kernel_yx`).
+        A width of 0: none along that axis (``r`` needs both ``y`` and ``x``).
+
+    Returns
+    -------
+    torch.Tensor
+        Blurred intensity, same dtype (the input itself when the kernel is all zeros).
+    """
+    sz, sy, sx, r = (float(v) for v in kernel)
+    if sz <= 0 and sy <= 0 and sx <= 0:
+        return intensity
+    nz, ny, nx = intensity.shape[-3:]
+
+    def along(sigma: float, n: int) -> torch.Tensor:
+        d = torch.fft.fftfreq(n, 1.0 / n, dtype=torch.float64)
+        k = torch.exp(-0.5 * (d / sigma) ** 2)
+        return torch.fft.fft(k / k.sum())
+
+    transfer = torch.ones((nz, ny, nx), dtype=torch.complex128)
+    if r != 0.0:
+        transfer = transfer * torch.fft.fftn(gaussian_kernel_yx(sy, sx, r, ny, nx))
+    else:
+        if sy > 0:
+            transfer = transfer * along(sy, ny).view(1, ny, 1)
+        if sx > 0:
+            transfer = transfer * along(sx, nx).view(1, 1, nx)
+    if sz > 0:
+        transfer = transfer * along(sz, nz).view(nz, 1, 1)
+    spec = torch.fft.fftn(torch.fft.ifftshift(intensity.to(torch.float64), dim=(-3, -2, -1)),
+                          dim=(-3, -2, -1))
+    out = torch.fft.ifftn(spec * transfer.to(intensity.device), dim=(-3, -2, -1)).real
+    out = torch.fft.fftshift(out, dim=(-3, -2, -1)).clamp_min(0.0)
+    return out.to(intensity.dtype)
 
 
 def poisson_noise(rate: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

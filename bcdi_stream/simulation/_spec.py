@@ -248,6 +248,12 @@ class CrystalSpec:
         Constant background (photons per pixel) added before Poisson noise.
     blur_sigma : float
         Standard deviation (pixels) of a Gaussian detector PSF along ``y`` and ``x``; 0 = none.
+    coherence : tuple of 4 floats
+        Partial coherence, a Gaussian kernel the intensity is convolved with after the detector
+        PSF: widths ``(z, y, x)`` in pixels and the correlation ``r`` of ``y`` and ``x`` (a
+        coherence length short along a direction that is not a detector axis; the phasing
+        engine's PSF form, :class:`bcdi_stream.phasing.Psf`). Zeros: none; ``r`` needs both
+        ``y`` and ``x``, ``|r| <= 0.99``.
     gaps : tuple of (axis, start, width)
         Detector gaps: bands of rows (``axis=1``) or columns (``axis=2``) masked in every frame.
     amp_modulation : float
@@ -273,6 +279,7 @@ class CrystalSpec:
     peak_counts: float = 1e6
     background: float = 0.0
     blur_sigma: float = 0.0
+    coherence: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     gaps: tuple[tuple[int, int, int], ...] = ()
     amp_modulation: float = 0.0
     edge_width: float = 1.5
@@ -317,6 +324,17 @@ class CrystalSpec:
             raise ValueError(f"peak_counts must be positive, got {self.peak_counts}")
         put("background", _number("background", self.background, 0.0, 1e9))
         put("blur_sigma", _number("blur_sigma", self.blur_sigma, 0.0, n / 8))
+        try:
+            coh = tuple(float(v) for v in self.coherence)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"coherence must be (z, y, x, r), got {self.coherence!r}") from exc
+        if len(coh) != 4:
+            raise ValueError(f"coherence must be (z, y, x, r), got {self.coherence!r}")
+        widths = tuple(_number(f"coherence[{i}]", v, 0.0, n / 8) for i, v in enumerate(coh[:3]))
+        r = _number("coherence[3]", coh[3], -0.99, 0.99)
+        if r != 0.0 and min(widths[1:]) <= 0.0:
+            raise ValueError(f"coherence: a correlation r needs y and x widths, got {coh!r}")
+        put("coherence", (*widths, r))
         gaps = []
         if isinstance(self.gaps, (str, bytes)) or not isinstance(self.gaps, Iterable):
             raise ValueError(f"gaps must be a sequence of (axis, start, width), got {self.gaps!r}")
@@ -393,6 +411,7 @@ class CrystalSpec:
         loop_probability: float | None = None,
         field_probability: float | None = None,
         network_probability: float | None = None,
+        coherence_probability: float | None = None,
     ) -> CrystalSpec:
         """Draw a random crystal.
 
@@ -444,6 +463,12 @@ class CrystalSpec:
             (screw or edge, among the allowed ``strain_models``, drawn as the 1–2 above) are
             added until it has 3 or 4 (the drawn ones stay). Default 0 (none). Drawn from a
             generator of its own, like the fault.
+        coherence_probability : float, optional
+            Chance of partial coherence (:attr:`coherence`) beyond the detector blur: three times
+            in four in the detector plane, a Gaussian 1.0–1.8 px wide along a random direction
+            and 0.25–0.6 px across it (along a detector axis or oblique to it); else along the
+            rocking axis, 0.6–1.2 px. Default 0 (none). Drawn from a generator of its own, like
+            the fault.
 
         Returns
         -------
@@ -487,7 +512,9 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
-        p_fault = p_loop = p_field = p_net = 0.0
+        p_fault = p_loop = p_field = p_net = p_coh = 0.0
+        if coherence_probability is not None:
+            p_coh = _number("coherence_probability", coherence_probability, 0, 1)
         if network_probability is not None:
             p_net = _number("network_probability", network_probability, 0, 1)
         if field_probability is not None:
@@ -671,6 +698,21 @@ class CrystalSpec:
             for _ in range(max(0, int(net_rng.integers(3, 5)) - have)):
                 models.append(_random_dislocation(net_rng, disl_ok, r_in, g_hat))
 
+        # --- partial coherence, from a generator of its own
+        coh_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC0E]))
+        coherence = (0.0, 0.0, 0.0, 0.0)
+        if coh_rng.random() < p_coh:
+            if coh_rng.random() < 0.75:
+                along, across = coh_rng.uniform(1.0, 1.8), coh_rng.uniform(0.25, 0.6)
+                theta = coh_rng.uniform(0.0, math.pi)
+                c, s_ = math.cos(theta), math.sin(theta)
+                cyy = along**2 * c * c + across**2 * s_ * s_
+                cxx = along**2 * s_ * s_ + across**2 * c * c
+                r = (along**2 - across**2) * c * s_ / math.sqrt(cyy * cxx)
+                coherence = (0.0, math.sqrt(cyy), math.sqrt(cxx), float(r))
+            else:
+                coherence = (float(coh_rng.uniform(0.6, 1.2)), 0.0, 0.0, 0.0)
+
         return cls(
             n=n,
             shape=shape,
@@ -685,6 +727,7 @@ class CrystalSpec:
             peak_counts=counts,
             background=background,
             blur_sigma=blur,
+            coherence=coherence,
             gaps=gaps,
             amp_modulation=amp_mod,
             seed=seed,

@@ -54,6 +54,10 @@ class TrainConfig:
     network_probability : float or None
         Odds that a training crystal carries a dislocation network (3–4 straight
         dislocations), in every strain class (None: none).
+    coherence_probability : float or None
+        Odds that a training pattern has partial coherence beyond the detector blur (along a
+        random direction in the detector plane or along the rocking axis), in every strain
+        class (None: none).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
@@ -62,7 +66,8 @@ class TrainConfig:
         Validation crystals per strain class (seeds disjoint from training and test); a class
         name may carry the suffix ``"+disl"`` (every crystal with dislocations), then
         ``"+fault"`` (every crystal with a planar defect), then ``"+loop"`` (every crystal with
-        a dislocation loop), then ``"+net"`` (every crystal with a dislocation network).
+        a dislocation loop), then ``"+net"`` (every crystal with a dislocation network), then
+        ``"+coh"`` (every pattern with partial coherence).
     object_weight : float
         ``"patterson"`` models: weight of the real-space :func:`~bcdi_stream.model.object_loss`
         added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
@@ -114,6 +119,7 @@ class TrainConfig:
     loop_probability: float | None = None
     field_probability: float | None = None
     network_probability: float | None = None
+    coherence_probability: float | None = None
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -145,7 +151,7 @@ class TrainConfig:
         # the training stream's odds: the same check as every class's simulator arguments
         class_arguments("weak", self.dislocation_probability, self.fault_probability,
                         self.loop_probability, self.field_probability,
-                        self.network_probability)
+                        self.network_probability, self.coherence_probability)
         if not self.val_counts:
             raise ValueError("val_counts must name at least one strain class")
         for name, count in self.val_counts.items():

@@ -31,7 +31,11 @@ the training stream (by default the mixture). The suffix :data:`NETWORKED` (afte
 ``"weak+net"``, ``"medium+net"``) gives every crystal a dislocation network, 3–4 straight
 dislocations (the simulator's ``network_probability``; session 22 found v3 solving 6 and 4 of
 10 weak and medium crystals with one), with ``network_probability`` for the training stream
-(by default 0).
+(by default 0). The suffix :data:`PARTIAL` (last: ``"weak+coh"``, ``"medium+coh"``) gives
+every pattern partial coherence beyond the detector blur, along a random direction in the
+detector plane or along the rocking axis (the simulator's ``coherence_probability``; session
+24: blurs along one axis or an oblique direction that v3, trained on isotropic ones, reads as
+a smaller crystal), with ``coherence_probability`` for the training stream (by default 0).
 
 Symmetries: a simulated crystal is also a valid training sample under any of the
 :data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
@@ -64,6 +68,7 @@ __all__ = [
     "MAX_MEAN_GRADIENT",
     "NETWORKED",
     "N_SYMMETRIES",
+    "PARTIAL",
     "STRAIN_CLASSES",
     "TEST_SEED0",
     "TRAIN_SAMPLES",
@@ -104,14 +109,17 @@ DISLOCATED = "+disl"
 FAULTED = "+fault"
 #: Suffix of a strain-class name whose crystals all carry a dislocation loop.
 LOOPED = "+loop"
-#: Suffix of a strain-class name whose crystals all carry a dislocation network (last).
+#: Suffix of a strain-class name whose crystals all carry a dislocation network.
 NETWORKED = "+net"
+#: Suffix of a strain-class name whose patterns all have partial coherence (last).
+PARTIAL = "+coh"
 #: The defect suffixes in the order they may follow the strain level, and the simulator odds
 #: (:meth:`CrystalSpec.random`) each one sets to 1.
 _SUFFIX_ODDS: dict[str, str] = {FIELDED: "field_probability",
                                 DISLOCATED: "dislocation_probability",
                                 FAULTED: "fault_probability", LOOPED: "loop_probability",
-                                NETWORKED: "network_probability"}
+                                NETWORKED: "network_probability",
+                                PARTIAL: "coherence_probability"}
 
 
 def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
@@ -120,8 +128,8 @@ def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
 
     Raises ``ValueError`` (naming ``strain_class``) unless the name is a key of
     :data:`STRAIN_CLASSES` followed by any of :data:`FIELDED`, :data:`DISLOCATED`,
-    :data:`FAULTED`, :data:`LOOPED` and :data:`NETWORKED`, each at most once and in that
-    order.
+    :data:`FAULTED`, :data:`LOOPED`, :data:`NETWORKED` and :data:`PARTIAL`, each at most once
+    and in that order.
     """
     name, found = strain_class, []
     for suffix in reversed(_SUFFIX_ODDS):
@@ -141,7 +149,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
                     fault_probability: float | None = None,
                     loop_probability: float | None = None,
                     field_probability: float | None = None,
-                    network_probability: float | None = None) -> dict:
+                    network_probability: float | None = None,
+                    coherence_probability: float | None = None) -> dict:
     """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
 
     Parameters
@@ -150,7 +159,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
         A key of :data:`STRAIN_CLASSES`, optionally followed by :data:`FIELDED` (the smooth
         strain is the random field alone), :data:`DISLOCATED` (every crystal gets 1–2
         dislocations), :data:`FAULTED` (a planar defect), :data:`LOOPED` (a dislocation
-        loop) and :data:`NETWORKED` (3–4 dislocations), in that order.
+        loop), :data:`NETWORKED` (3–4 dislocations) and :data:`PARTIAL` (partial coherence),
+        in that order.
     dislocation_probability : float, optional
         Odds of dislocations for a class without :data:`DISLOCATED` (default: the simulator's
         odds for that strain level).
@@ -163,6 +173,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
         :data:`FIELDED` (default: the simulator's mixture).
     network_probability : float, optional
         Odds of a dislocation network for a class without :data:`NETWORKED` (default: none).
+    coherence_probability : float, optional
+        Odds of partial coherence for a class without :data:`PARTIAL` (default: none).
 
     Returns
     -------
@@ -171,7 +183,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
     base, suffixes = base_class(strain_class)
     odds = {"dislocation_probability": dislocation_probability,
             "fault_probability": fault_probability, "loop_probability": loop_probability,
-            "field_probability": field_probability, "network_probability": network_probability}
+            "field_probability": field_probability, "network_probability": network_probability,
+            "coherence_probability": coherence_probability}
     for name, p in odds.items():
         if p is not None and not 0 <= p <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -221,7 +234,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
                max_tries: int = 50, *, dislocation_probability: float | None = None,
                fault_probability: float | None = None, loop_probability: float | None = None,
                field_probability: float | None = None,
-               network_probability: float | None = None) -> list[tuple[SimulatedCrystal, int]]:
+               network_probability: float | None = None,
+               coherence_probability: float | None = None
+               ) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
     Item ``i`` gets the same crystal as ``draw_crystal(*items[i], n)`` (to float rounding on
@@ -253,6 +268,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     network_probability : float, optional
         Odds of a dislocation network in every class without the :data:`NETWORKED` suffix
         (default: none).
+    coherence_probability : float, optional
+        Odds of partial coherence in every class without the :data:`PARTIAL` suffix (default:
+        none).
 
     Returns
     -------
@@ -264,7 +282,7 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     try:
         kwargs = {name: class_arguments(name, dislocation_probability, fault_probability,
                                         loop_probability, field_probability,
-                                        network_probability)
+                                        network_probability, coherence_probability)
                   for _, name in items}
     except ValueError as exc:
         raise ValueError(f"items: {exc}") from exc
@@ -386,7 +404,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      fault_probability: float | None = None,
                      loop_probability: float | None = None,
                      field_probability: float | None = None,
-                     network_probability: float | None = None) -> Iterator[Batch]:
+                     network_probability: float | None = None,
+                     coherence_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -397,7 +416,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     ``fault_probability`` those of a planar defect and ``loop_probability`` those of a
     dislocation loop (default: none), ``field_probability`` those of a smooth strain made of
     the random field alone (default: the simulator's mixture), ``network_probability`` those
-    of a dislocation network (3–4 lines; default: none). ``workers > 0``
+    of a dislocation network (3–4 lines; default: none), ``coherence_probability`` those of
+    partial coherence beyond the detector blur (default: none). ``workers > 0``
     simulates the batches on the CPU in that many processes (one torch thread each, batches
     in order, the same crystals) and moves each to ``device``: on a GPU the simulation, not
     the network, sets the pace (0.65 s per batch of 32 vectorised on an H200, 0.02 s for the
@@ -421,7 +441,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                           "fault_probability": fault_probability,
                           "loop_probability": loop_probability,
                           "field_probability": field_probability,
-                          "network_probability": network_probability},
+                          "network_probability": network_probability,
+                          "coherence_probability": coherence_probability},
                          "cpu" if workers else dev)
     return _stream(groups, dev, workers, reuse, skip)
 

@@ -41,6 +41,12 @@
 # 1-2) at odds NETWORKS (default 0.2; NETWORKS=0 for none): v3 solves 6 and 4 of 10 weak and
 # medium crystals with one, the true phase 10/10 (docs/MODEL_RESEARCH.md, session 22); the
 # validation then adds medium+net.
+# Since session 24 also partial coherence beyond the detector blur (three times in four along a
+# random direction in the detector plane, 1.0-1.8 px along it; else along the rocking axis) at
+# odds COHERENCE (default 0.15; COHERENCE=0 for none): v3, trained on isotropic blur <= 1 px,
+# reads a pattern blurred along an oblique direction as a smaller crystal, so the blur
+# hypothesis made from its prediction is too small (diagblur 3/10 against 8/10 with the true
+# kernel; docs/MODEL_RESEARCH.md, session 24); the validation then adds medium+coh.
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -61,6 +67,7 @@ FAULTS=${FAULTS:-0.3}
 LOOPS=${LOOPS:-0.2}
 FIELDS=${FIELDS:-0.3}
 NETWORKS=${NETWORKS:-0.2}
+COHERENCE=${COHERENCE:-0.15}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -71,5 +78,6 @@ python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     $( [ "$LOOPS" != 0 ] && echo --loops "$LOOPS" ) \
     $( [ "$FIELDS" != 0 ] && echo --fields "$FIELDS" ) \
     $( [ "$NETWORKS" != 0 ] && echo --networks "$NETWORKS" ) \
+    $( [ "$COHERENCE" != 0 ] && echo --coherence "$COHERENCE" ) \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \
     --first-sample "$FIRST" --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000
