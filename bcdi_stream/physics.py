@@ -61,6 +61,7 @@ __all__ = [
     "centroid",
     "fft_centered",
     "fourier_shift",
+    "gaussian_axes_to_yx",
     "gaussian_kernel_yx",
     "ifft_centered",
     "reciprocal_phase",
@@ -268,6 +269,19 @@ def shift_ramp(shape: Sequence[int], shift: torch.Tensor, device: torch.device |
         view[ax] = n[ax]
         out = out + (2 * math.pi * s[ax] / n[ax] * r).reshape(view)
     return torch.polar(torch.ones_like(out), out).to(torch.complex64)
+
+
+def gaussian_axes_to_yx(su: float, sv: float, theta: float) -> tuple[float, float, float]:
+    """``(sigma_y, sigma_x, r)`` of the ``y, x`` Gaussian with width ``su`` along the direction
+    at ``theta`` radians from ``y`` towards ``x`` and ``sv`` across it (the parameters of
+    :func:`gaussian_kernel_yx`; ``r = 0`` where a width is 0)."""
+    c, s = math.cos(theta), math.sin(theta)
+    cyy = su * su * c * c + sv * sv * s * s
+    cxx = su * su * s * s + sv * sv * c * c
+    sy, sx = math.sqrt(cyy), math.sqrt(cxx)
+    if sy == 0.0 or sx == 0.0:
+        return sy, sx, 0.0
+    return sy, sx, (su * su - sv * sv) * c * s / (sy * sx)
 
 
 def gaussian_kernel_yx(sigma_y: float, sigma_x: float, r: float, n_y: int, n_x: int

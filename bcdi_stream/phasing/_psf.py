@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ..physics import gaussian_kernel_yx
+from ..physics import gaussian_axes_to_yx, gaussian_kernel_yx
 from ._kernels import Measured, prepare_measured
 
 __all__ = [
@@ -101,14 +101,8 @@ def psf_params(sigma: Sequence[float]) -> tuple[float, float, float, float]:
 def yx_of_axes(su: float, sv: float, theta: float) -> tuple[float, float, float]:
     """``(s_y, s_x, r)`` of the ``y, x`` Gaussian with widths ``su`` along the direction at
     ``theta`` radians from ``y`` towards ``x`` and ``sv`` across it (``|r|`` capped at
-    :data:`CORR_MAX`)."""
-    c, s = math.cos(theta), math.sin(theta)
-    cyy = su * su * c * c + sv * sv * s * s
-    cxx = su * su * s * s + sv * sv * c * c
-    sy, sx = math.sqrt(cyy), math.sqrt(cxx)
-    if sy == 0.0 or sx == 0.0:
-        return sy, sx, 0.0
-    r = (su * su - sv * sv) * c * s / (sy * sx)
+    :data:`CORR_MAX`; :func:`bcdi_stream.physics.gaussian_axes_to_yx`)."""
+    sy, sx, r = gaussian_axes_to_yx(su, sv, theta)
     return sy, sx, max(-CORR_MAX, min(CORR_MAX, r))
 
 
@@ -553,12 +547,14 @@ def estimate_detector_sigma(
 
 def _shared_width(search: _Search, cands: Sequence[float], axes: Sequence[int],
                   others: Sequence[float]) -> Sigma:
-    """:func:`estimate_detector_sigma` on a prepared search (checked arguments)."""
+    """:func:`estimate_detector_sigma` on a prepared search (checked arguments); ``others``
+    may carry the ``y, x`` correlation of a kernel not searched on ``y`` or ``x``."""
     base = [float(v) for v in others]
+    r = psf_params(base)[3]
 
     def widths(s: float) -> Sigma:
-        return (s if 0 in axes else base[0], s if 1 in axes else base[1],
-                s if 2 in axes else base[2])
+        return pack_psf(s if 0 in axes else base[0], s if 1 in axes else base[1],
+                        s if 2 in axes else base[2], r)
 
     best = _best_on_line(cands, search.along(base, axes))
     return widths(0.0 if best < SIGMA_OFF else round(best, 4))
@@ -628,7 +624,5 @@ def detector_blur_of(
     r = 0.0
     if correlation:
         _, s_y, s_x, r = psf_params(_oblique(search, (0.0, s_y, s_x), True))
-    s_z = search.along((0.0, s_y, s_x, r), (0,))
-    z = _best_on_line(cands, s_z)
-    z = 0.0 if z < SIGMA_OFF else round(z, 4)
-    return pack_psf(0.0, s_y, s_x, r) if max(s_y, s_x) - z >= margin else None
+    s_z = _shared_width(search, cands, (0,), (0.0, s_y, s_x, r))[0]
+    return pack_psf(0.0, s_y, s_x, r) if max(s_y, s_x) - s_z >= margin else None

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..physics import gaussian_axes_to_yx
 from ._shapes import SHAPES, _normals_bound, _vertices, build_geometry, validate_shape_params
 
 __all__ = [
@@ -704,12 +705,8 @@ class CrystalSpec:
         if coh_rng.random() < p_coh:
             if coh_rng.random() < 0.75:
                 along, across = coh_rng.uniform(1.0, 1.8), coh_rng.uniform(0.25, 0.6)
-                theta = coh_rng.uniform(0.0, math.pi)
-                c, s_ = math.cos(theta), math.sin(theta)
-                cyy = along**2 * c * c + across**2 * s_ * s_
-                cxx = along**2 * s_ * s_ + across**2 * c * c
-                r = (along**2 - across**2) * c * s_ / math.sqrt(cyy * cxx)
-                coherence = (0.0, math.sqrt(cyy), math.sqrt(cxx), float(r))
+                sy, sx, r = gaussian_axes_to_yx(along, across, coh_rng.uniform(0.0, math.pi))
+                coherence = (0.0, sy, sx, r)
             else:
                 coherence = (float(coh_rng.uniform(0.6, 1.2)), 0.0, 0.0, 0.0)
 
