@@ -36,6 +36,8 @@ from .config import AISettings, PhasingSettings
 from .model import LoadedModel, load_model
 from .phasing import (
     PhasingResult,
+    blur_fit_of,
+    deconvolve,
     detector_blur_of,
     excess_misfit,
     refine_er,
@@ -44,8 +46,9 @@ from .phasing import (
 )
 from .preprocess import bragg_offset, fill_lost_frames, fill_peak_holes
 
-__all__ = ["FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome", "cached_model",
-           "phase_ai", "phase_auto", "polish", "predict_start", "seeded_starts", "view_axes"]
+__all__ = ["DEBLUR", "FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome",
+           "cached_model", "phase_ai", "phase_auto", "polish", "predict_start", "seeded_starts",
+           "unseen_blur", "view_axes"]
 
 #: Pixels the pattern's centre of mass must be off the grid centre (along some axis) before the
 #: prediction corrects for it. The training patterns themselves lie within ~0.75 px: the
@@ -62,9 +65,38 @@ OFFSET_MIN: float = 1.0
 #: session 21).
 FILL_SHARE: float = 0.02
 
+#: Richardson-Lucy iterations of the blur hypothesis's own prediction (:func:`predict_start`'s
+#: ``deblur``). The model saw isotropic detector blur of at most ~1 px in training; a blur it
+#: never saw (partial coherence along a line of the detector plane, or along the rocking axis)
+#: it reads as a smaller crystal, and the blur fitted to that prediction is 20-50 % short. When
+#: the hypothesis is such a blur (:func:`unseen_blur`), the pattern deconvolved by it is
+#: predicted, the blur fitted again to that prediction, and the prediction from the pattern
+#: deconvolved by the new fit starts a second hypothesis run (docs/MODEL_RESEARCH.md,
+#: session 25). 0: never.
+DEBLUR: int = 20
+
+#: :func:`unseen_blur`'s bounds (pixels): a y, x width difference or a correlation from this
+#: on, or a width from :data:`UNSEEN_WIDTH`, is a blur the model never saw; a hypothesis wider
+#: than :data:`UNSEEN_MAX` along some axis is a prediction far from the truth (strong crystals
+#: the model misses ask for the search's cap), not a blur to take out.
+UNSEEN_SPLIT: float = 0.3
+UNSEEN_WIDTH: float = 1.15
+UNSEEN_MAX: float = 2.0
+
 #: Views of a pattern the model can be asked about: view ``v`` reflects the axes whose bit is
 #: set in ``v`` (:func:`view_axes`); view 0 is the pattern as measured.
 N_VIEWS: int = 8
+
+
+def unseen_blur(sigma: tuple[float, ...]) -> bool:
+    """Whether a blur hypothesis ``(z, y, x[, r])`` is one the model never saw in training
+    (isotropic detector blur of at most ~1 px): along the rocking axis, oblique, different on
+    ``y`` and ``x``, or wider than :data:`UNSEEN_WIDTH`, but not beyond :data:`UNSEEN_MAX`."""
+    z, y, x, r = (*(float(v) for v in sigma[:3]), float(sigma[3]) if len(sigma) > 3 else 0.0)
+    if max(z, y, x) > UNSEEN_MAX:
+        return False
+    return (z > 0.0 or abs(r) >= UNSEEN_SPLIT or abs(y - x) >= UNSEEN_SPLIT
+            or max(y, x) >= UNSEEN_WIDTH)
 
 
 def view_axes(view: int) -> tuple[int, ...]:
@@ -124,6 +156,10 @@ class AIStart:
     offset: tuple[float, float, float] | None = None
     view: int = 0
     filled: float | None = None
+    #: the start of a second blur-hypothesis run (:func:`predict_start`'s ``deblur``): the
+    #: prediction from the pattern deconvolved by the blur refitted after deconvolving by
+    #: :attr:`psf_sigma`, with that refit as its own :attr:`psf_sigma`; None: no second run
+    deblurred: AIStart | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -175,7 +211,7 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
                   *, seed: int = 0, settings: PhasingSettings | None = None,
                   estimate_psf: bool = False, view: int = 0,
                   fill_share: float | None = FILL_SHARE,
-                  fill_with: torch.Tensor | None = None) -> AIStart:
+                  fill_with: torch.Tensor | None = None, deblur: int = DEBLUR) -> AIStart:
     """Predict φ(q) and build the ER start ``IFFT(√I·e^{iφ})`` and its support.
 
     Parameters
@@ -208,7 +244,17 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         Intensity on the data grid to fill those pixels with instead of the estimates (which
         still decide which pixels, and whether): :func:`phase_ai`'s second pass gives the
         first result's ``|FFT ρ|²``.
+    deblur : int
+        With ``estimate_psf``: the hypothesis may also be a blur along the rocking axis
+        (``detector_blur_of(rocking=True)``), and when it is a blur the model never saw
+        (:func:`unseen_blur`) the pattern is deconvolved by it (this many Richardson-Lucy
+        iterations, :func:`bcdi_stream.phasing.deconvolve`) and predicted, the blur fitted
+        again to that prediction (:func:`bcdi_stream.phasing.blur_fit_of`), and the prediction
+        from the pattern deconvolved by the refit is :attr:`AIStart.deblurred` (see
+        :data:`DEBLUR`). 0: neither.
     """
+    if deblur < 0:
+        raise ValueError(f"deblur must be >= 0, got {deblur}")
     if fill_share is not None and not 0 < fill_share < 1:
         raise ValueError(f"fill_share must be in (0, 1) or None, got {fill_share}")
     if intensity.ndim != 3:
@@ -230,6 +276,8 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
     offset = None
     filled = None
     estimate = None  # the filled intensity on the data grid's bad pixels
+    phi_deblurred = None
+    refit = None
     if model.config.kind == "patterson":
         bad = torch.ones((g, g, g), dtype=torch.bool, device=dev)
         bad[m_sl] = False if mask is None else mask.to(dev, torch.bool)[d_sl]
@@ -254,24 +302,53 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         offset, obj_m = _predict_object(loaded, x, bad)
         phi_m = torch.angle(model.phasor_of(obj_m[None])[0])
         if estimate_psf:
-            psf_sigma = detector_blur_of(obj_m, x, bad)
+            psf_sigma = detector_blur_of(obj_m, x, bad, rocking=deblur > 0)
+            if psf_sigma is not None and deblur > 0 and unseen_blur(psf_sigma):
+                refit, phi_deblurred = _deblurred(loaded, x, bad, psf_sigma, deblur)
     else:
         with loaded.autocast():
             phi_m = model.predict_phase(x[None])[0].float()
-    phi_m = physics.reflect(phi_m, axes)
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
-    phi[d_sl] = phi_m[m_sl]
     if estimate is not None:  # the start's modulus takes the estimate on the bad pixels
         data = data.clone()
         data[d_sl] = torch.where(mask.to(dev, torch.bool)[d_sl], estimate, data[d_sl])
-    obj = physics.ifft_centered(torch.polar(data.sqrt(), phi)).to(torch.complex64)
-    support = shrinkwrap_support(obj, settings.shrinkwrap_sigma_start,
-                                 settings.shrinkwrap_threshold)
-    return AIStart(obj=obj, support=support, phase_q=phi, seconds=time.perf_counter() - t0,
-                   psf_sigma=psf_sigma,
-                   offset=None if offset is None else tuple(float(v) for v in offset),
-                   view=int(view), filled=filled)
+
+    def start_of(phi_model: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The phase on the data grid, the object and its support of a prediction."""
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
+        phi[d_sl] = physics.reflect(phi_model, axes)[m_sl]
+        obj = physics.ifft_centered(torch.polar(data.sqrt(), phi)).to(torch.complex64)
+        support = shrinkwrap_support(obj, settings.shrinkwrap_sigma_start,
+                                     settings.shrinkwrap_threshold)
+        return phi, obj, support
+
+    common = {"psf_sigma": psf_sigma, "view": int(view), "filled": filled,
+              "offset": None if offset is None else tuple(float(v) for v in offset)}
+    deblurred = None
+    if phi_deblurred is not None:
+        phi_d, obj_d, support_d = start_of(phi_deblurred)
+        deblurred = AIStart(obj=obj_d, support=support_d, phase_q=phi_d, seconds=0.0,
+                            **{**common, "psf_sigma": refit})
+    phi, obj, support = start_of(phi_m)
+    seconds = time.perf_counter() - t0
+    if deblurred is not None:
+        deblurred.seconds = seconds
+    return AIStart(obj=obj, support=support, phase_q=phi, seconds=seconds,
+                   deblurred=deblurred, **common)
+
+
+def _deblurred(loaded: LoadedModel, x: torch.Tensor, bad: torch.Tensor,
+               sigma: tuple[float, ...], n_iter: int
+               ) -> tuple[tuple[float, ...] | None, torch.Tensor | None]:
+    """The blur hypothesis ``sigma`` refitted to the prediction from pattern ``x`` (model grid)
+    deconvolved by it, and the phase predicted from ``x`` deconvolved by the refit (see
+    :data:`DEBLUR`); ``(None, None)`` when the refit finds no blur."""
+    _, obj = _predict_object(loaded, deconvolve(x, sigma, bad, n_iter), bad)
+    refit = blur_fit_of(obj, x, bad)
+    if max(refit[:3]) <= 0.0:
+        return None, None
+    _, obj = _predict_object(loaded, deconvolve(x, refit, bad, n_iter), bad)
+    return tuple(float(v) for v in refit), torch.angle(loaded.model.phasor_of(obj[None])[0])
 
 
 def _predict_object(loaded: LoadedModel, x: torch.Tensor, bad: torch.Tensor
@@ -297,8 +374,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
              settings: PhasingSettings | None = None, seed: int = 0,
              device: str | torch.device | None = None, psf_hypothesis: int = 60,
              n_hio: int = 100, view: int = 0, n_er_first: int = 0,
-             fill_share: float | None = FILL_SHARE, refill: bool = True
-             ) -> tuple[PhasingResult, AIStart]:
+             fill_share: float | None = FILL_SHARE, refill: bool = True,
+             deblur: int = DEBLUR) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_er_first`` ER, ``n_raar`` RAAR,
     ``n_hio`` HIO and ``n_er`` ER iterations.
 
@@ -351,6 +428,10 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         and keep the lower LLK (``timings["refill"]``: the other pass's seconds, counted in the
         total). Medium crystals with a masked core: 8/10 → 9/10 (docs/MODEL_RESEARCH.md,
         session 21).
+    deblur : int
+        :func:`predict_start`'s: the blur hypothesis's run refines the prediction from the
+        pattern deconvolved by the hypothesis (:attr:`AIStart.deblurred`), and a blur along
+        the rocking axis is a hypothesis too (0: the plain prediction, detector blur only).
 
     Returns
     -------
@@ -371,7 +452,7 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         raise ValueError("n_er_first needs n_raar + n_hio > 0 (add it to n_er for ER only)")
     auto_psf = psf_hypothesis > 0 and settings.psf == "auto"
     start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings, estimate_psf=auto_psf,
-                          view=view, fill_share=fill_share)
+                          view=view, fill_share=fill_share, deblur=deblur)
 
     def refine(start: AIStart, n_r: int, n_h: int, n_e: int, psf_start: Any, n_f: int = 0
                ) -> PhasingResult:
@@ -394,40 +475,52 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         return refine_er(i_t, m_t, start.obj, start.support, n_iter=n_e, shrinkwrap=shrinkwrap,
                          device=dev, settings=settings, psf_start=psf_start)
 
-    def attempt(start: AIStart) -> PhasingResult:
-        """The refinement of ``start`` (and of its blur hypothesis, the lower LLK kept)."""
+    def attempt(start: AIStart) -> tuple[PhasingResult, AIStart]:
+        """The refinement of ``start`` (and of its blur hypotheses, the lowest LLK kept), and
+        the start of the run kept."""
         res = refine(start, n_raar, n_hio, n_er, None, n_er_first)
+        kept = start
         if start.psf_sigma is not None:
-            # the blur hypothesis: a shorter second run from the same start, the lower LLK wins
+            # the blur hypotheses: shorter runs from the same start with the hypothesis, and
+            # from the prediction of the deconvolved pattern with the blur refitted to it; the
+            # lowest LLK wins
             first = psf_hypothesis // 2 if n_raar + n_hio > 0 else 0
             n_h = round(first * n_hio / (n_raar + n_hio)) if first else 0
-            alt = refine(start, first - n_h, n_h, psf_hypothesis - first, start.psf_sigma)
             timings = dict(res.timings)
-            timings["psf_hypothesis"] = alt.timings.get("total", 0.0)
-            timings["total"] = timings.get("total", 0.0) + timings["psf_hypothesis"]
-            llks, chis = [res.llk, alt.llk], [res.chi2, alt.chi2]
-            if alt.llk < res.llk:
-                res = alt
-                res.best_run = 1
+            llks, chis = [res.llk], [res.chi2]
+            best, spent = res, 0.0
+            others = [start] if start.deblurred is None else [start, start.deblurred]
+            for k, other in enumerate(others, start=1):
+                alt = refine(other, first - n_h, n_h, psf_hypothesis - first, other.psf_sigma)
+                spent += alt.timings.get("total", 0.0)
+                llks.append(alt.llk)
+                chis.append(alt.chi2)
+                if alt.llk < best.llk:
+                    best, kept = alt, other
+                    best.best_run = k
+            res = best
+            timings["psf_hypothesis"] = spent
+            timings["total"] = timings.get("total", 0.0) + spent
             res.llk_runs, res.chi2_runs, res.timings = llks, chis, timings
         res.timings["predict"] = start.seconds
-        return res
+        return res, kept
 
-    res = attempt(start)
+    res, kept = attempt(start)
     if start.filled is not None and refill:
         # the first result's own intensity on the filled pixels estimates a strained peak's core
         # better than the Gaussian (docs/MODEL_RESEARCH.md, session 21): predict and refine
         # again from it, the lower LLK kept
         again = predict_start(loaded, i_t, m_t, seed=seed, settings=settings,
                               estimate_psf=auto_psf, view=view, fill_share=fill_share,
-                              fill_with=physics.fft_centered(res.obj).abs().square())
-        other = attempt(again)
+                              fill_with=physics.fft_centered(res.obj).abs().square(),
+                              deblur=deblur)
+        other, kept_again = attempt(again)
         if other.llk < res.llk:
-            res, start, other = other, again, res
+            res, kept, other = other, kept_again, res
         spent = other.timings.get("total", 0.0) + other.timings["predict"]
         res.timings["refill"] = round(spent, 4)
         res.timings["total"] = res.timings.get("total", 0.0) + spent
-    return res, start
+    return res, kept
 
 
 def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
@@ -640,7 +733,8 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
                            n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
                            seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis,
                            view=view, n_er_first=ai.n_er_first,
-                           fill_share=ai.peak_fill or None, refill=ai.peak_refill)
+                           fill_share=ai.peak_fill or None, refill=ai.peak_refill,
+                           deblur=ai.deblur)
         return res, st, float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma,
                                             counts=counts))
 

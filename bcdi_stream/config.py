@@ -136,6 +136,15 @@ class AISettings(BaseModel):
         "prediction (half RAAR/HIO as in the main run, half ER; the lower LLK wins; 0: never; "
         "needs phasing.psf = auto)",
     )
+    deblur: int = Field(
+        20,
+        ge=0,
+        description="Richardson-Lucy iterations of the blur hypothesis's own start: the "
+        "pattern deconvolved by the hypothesis is predicted, the blur fitted again to that "
+        "prediction, and the prediction from the pattern deconvolved by it refined with it; "
+        "a blur along the rocking axis is a hypothesis too (0: the plain prediction, detector "
+        "blur only; docs/MODEL_RESEARCH.md session 25)",
+    )
     fallback_misfit: float = Field(
         0.0025,
         gt=0,

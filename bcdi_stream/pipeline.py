@@ -307,10 +307,14 @@ def reconstruct(
             timings["predict"] = round(start.seconds, 4)
             timings["refine"] = round(outcome.ai_result.timings["total"], 4)
             if start.psf_sigma is not None:
+                # the LLKs of the main run and of the hypothesis runs (a second one from the
+                # deconvolved pattern's prediction when the blur is one the model never saw);
+                # sigma: the hypothesis of the start kept
                 first = outcome.ai_result
                 hypothesis = {"sigma": [float(v) for v in start.psf_sigma],
                               "llk": [float(v) for v in first.llk_runs],
-                              "kept": first.best_run == 1}
+                              "kept": first.best_run >= 1,
+                              "deblurred": first.best_run == 2}
 
     obj, support = finish(result.obj, result.support, data, bad, phasing, timings,
                           counts=counts)

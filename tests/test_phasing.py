@@ -34,7 +34,10 @@ from bcdi_stream.phasing import (
 from bcdi_stream.phasing._engine import Engine, default_block
 from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured
 from bcdi_stream.phasing._psf import (
+    ROCKING_RANGE,
     blur,
+    blur_fit_of,
+    deconvolve,
     detector_blur_of,
     estimate_detector_sigma,
     estimate_sigma,
@@ -805,6 +808,56 @@ def test_detector_blur_hypothesis_follows_a_blur_along_one_axis(blurred) -> None
                             generator=torch.Generator().manual_seed(12))
     hyp_y = detector_blur_of(obj, along_y)
     assert hyp_y is not None and abs(hyp_y[1] - 1.4) < 0.2 and hyp_y[2] < 0.4, hyp_y
+
+
+def test_a_blur_along_the_rocking_axis_is_a_hypothesis_only_when_asked(blurred) -> None:
+    # partial coherence across the incident beam blurs the rocking axis z (session 25): not a
+    # detector's blur, so a hypothesis only with rocking=True, with the widths fitted beside it
+    obj, _, _ = blurred
+    data = torch.poisson(blur(pattern(obj), (1.4, 0.0, 0.0)),
+                         generator=torch.Generator().manual_seed(13))
+    assert detector_blur_of(obj, data) is None
+    hyp = detector_blur_of(obj, data, rocking=True)
+    assert hyp is not None and abs(hyp[0] - 1.4) < 0.2 and max(hyp[1:3]) < 0.4, hyp
+    # outside ROCKING_RANGE (an imperfect prediction asks for a little z blur): none
+    low = ROCKING_RANGE[0] - 0.4
+    weak = torch.poisson(blur(pattern(obj), (low, 0.0, 0.0)),
+                         generator=torch.Generator().manual_seed(14))
+    assert detector_blur_of(obj, weak, rocking=True) is None
+    # a detector blur stays a detector hypothesis (z = 0), rocking or not
+    det = torch.poisson(blur(pattern(obj), (0.0, 1.2, 1.2)),
+                        generator=torch.Generator().manual_seed(15))
+    assert detector_blur_of(obj, det, rocking=True) == detector_blur_of(obj, det)
+    # the full fit finds the z width too
+    fit = blur_fit_of(obj, data)
+    assert abs(fit[0] - 1.4) < 0.2 and max(fit[1:3]) < 0.4, fit
+    with pytest.raises(ValueError, match="same shape"):
+        blur_fit_of(obj[:8], data)
+
+
+def test_deconvolution_undoes_a_known_blur(blurred) -> None:
+    # Richardson-Lucy by the kernel the pattern was blurred with brings it back towards the
+    # sharp pattern (the model's input in the blur hypothesis, session 25); bad pixels keep
+    # their value and nothing goes negative
+    obj, _, _ = blurred
+    sharp = pattern(obj) * (1e5 / pattern(obj).max())
+    sigma = (0.0, 1.0, 1.0, 0.8)
+    data = blur(sharp, sigma)
+    mask = torch.zeros(data.shape, dtype=torch.bool)
+    mask[:, 2, :] = True
+    out = deconvolve(data, sigma, mask, n_iter=30)
+    assert out.shape == data.shape and out.dtype == torch.float32 and bool((out >= 0).all())
+    assert torch.equal(out[mask], data[mask])
+    ok = ~mask
+    before = float((data - sharp)[ok].norm() / sharp[ok].norm())
+    after = float((out - sharp)[ok].norm() / sharp[ok].norm())
+    assert after < 0.6 * before, (before, after)
+    # no blur: a copy; bad arguments
+    assert torch.equal(deconvolve(data, (0.0, 0.0, 0.0)), data)
+    with pytest.raises(ValueError, match="n_iter"):
+        deconvolve(data, sigma, n_iter=-1)
+    with pytest.raises(ValueError, match="3D"):
+        deconvolve(data[0], sigma)
 
 
 def test_psf_start_makes_the_auto_estimates_local(blurred, small) -> None:

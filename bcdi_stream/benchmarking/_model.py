@@ -81,7 +81,8 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
         res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar, n_hio=n_hio,
                           shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev,
                           psf_hypothesis=ai.psf_hypothesis, n_er_first=n_first,
-                          fill_share=ai.peak_fill or None, refill=ai.peak_refill)
+                          fill_share=ai.peak_fill or None, refill=ai.peak_refill,
+                          deblur=ai.deblur)
         obj, sup, llk = res.obj, res.support, res.llk
     elif method == "ai":
         start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings,

@@ -40,6 +40,8 @@ from ._kernels import Measured, prepare_measured
 __all__ = [
     "Psf",
     "blur",
+    "blur_fit_of",
+    "deconvolve",
     "detector_blur_of",
     "estimate_detector_sigma",
     "estimate_sigma",
@@ -57,6 +59,12 @@ TRUNCATE = 3.0
 EPS = 1e-30
 #: Candidates of a first ("wide") estimate, per axis.
 WIDE_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+#: A blur along the rocking axis ``z`` (partial coherence across the incident beam, which has a
+#: ``z`` component in the detector frame) is a hypothesis of :func:`detector_blur_of` (with
+#: ``rocking=True``) when the width fitted along ``z`` lies in this range (pixels): the imperfect
+#: predictions of unblurred weak crystals ask for up to ~0.85 px, those of strong crystals far
+#: from the truth for the search's cap (docs/MODEL_RESEARCH.md, session 25).
+ROCKING_RANGE = (0.9, 2.0)
 #: Offsets around the current width of a later ("local") estimate.
 LOCAL_STEPS = (-0.3, -0.15, 0.0, 0.15, 0.3)
 #: Oblique kernels a first estimate tries against the separable one: the principal direction
@@ -569,6 +577,7 @@ def detector_blur_of(
     margin: float = 0.2,
     per_axis: bool = True,
     correlation: bool = True,
+    rocking: bool = False,
 ) -> Sigma | None:
     """A detector-blur hypothesis ``(0, s_y, s_x[, r])`` from an object predicted before any
     refinement.
@@ -597,11 +606,17 @@ def detector_blur_of(
     correlation : bool
         Then try an oblique ``y, x`` kernel (:func:`_oblique`), before the ``z`` width is
         compared.
+    rocking : bool
+        When there is no detector hypothesis, make one along the rocking axis ``z``
+        ``(s_z, s_y, s_x)`` where the ``z`` width lies in :data:`ROCKING_RANGE` and exceeds the
+        wider detector axis by ``margin`` (partial coherence; the ``y, x`` widths are the ones
+        fitted beside it).
 
     Returns
     -------
     tuple of 3 or 4 floats, or None
-        ``(0, s_y, s_x)``, or ``(0, s_y, s_x, r)`` for a correlated kernel.
+        ``(0, s_y, s_x)``, or ``(0, s_y, s_x, r)`` for a correlated kernel, or with
+        ``rocking`` ``(s_z, s_y, s_x)``.
     """
     if obj.ndim != 3 or tuple(obj.shape) != tuple(intensity.shape):
         raise ValueError(
@@ -619,10 +634,88 @@ def detector_blur_of(
     if per_axis:
         s_y = _shared_width(search, cands, (1,), (0.0, s_yx, s_yx))[1]
         s_x = _shared_width(search, cands, (2,), (0.0, s_y, s_yx))[2]
-    if max(s_y, s_x) < floor:
+    detector = max(s_y, s_x) >= floor
+    if not (detector or rocking):
         return None
     r = 0.0
-    if correlation:
+    if correlation and detector:
         _, s_y, s_x, r = psf_params(_oblique(search, (0.0, s_y, s_x), True))
     s_z = _shared_width(search, cands, (0,), (0.0, s_y, s_x, r))[0]
-    return pack_psf(0.0, s_y, s_x, r) if max(s_y, s_x) - s_z >= margin else None
+    if detector and max(s_y, s_x) - s_z >= margin:
+        return pack_psf(0.0, s_y, s_x, r)
+    lo, hi = ROCKING_RANGE
+    if not (rocking and lo <= s_z <= hi and s_z - max(s_y, s_x) >= margin):
+        return None
+    if r == 0.0:
+        # the detector widths were fitted without the z blur, part of which they then hold
+        s_y = _shared_width(search, cands, (1,), (s_z, s_y, s_x))[1]
+        s_x = _shared_width(search, cands, (2,), (s_z, s_y, s_x))[2]
+    return pack_psf(s_z, s_y, s_x, r)
+
+
+def blur_fit_of(obj: torch.Tensor, intensity: torch.Tensor,
+                mask: torch.Tensor | None = None) -> Sigma:
+    """The PSF ``(z, y, x[, r])`` under which ``obj``'s pattern best explains ``intensity``
+    (Poisson LLK, the wide search of :func:`estimate_sigma`: every axis, oblique ``y, x``
+    kernels tried).
+
+    Parameters
+    ----------
+    obj : torch.Tensor
+        Centred complex object ``(z, y, x)``.
+    intensity : torch.Tensor
+        Centred measured intensity, same shape.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), excluded from the LLK.
+    """
+    if obj.ndim != 3 or tuple(obj.shape) != tuple(intensity.shape):
+        raise ValueError(
+            f"obj and intensity must be 3D of the same shape, got {tuple(obj.shape)} and "
+            f"{tuple(intensity.shape)}"
+        )
+    from ._quality import _intensity_of
+
+    meas = prepare_measured(intensity.to(torch.float32), None if mask is None else mask.bool())
+    return estimate_sigma(_intensity_of(obj.to(torch.complex64)), meas, wide=True)
+
+
+def deconvolve(intensity: torch.Tensor, sigma: Sequence[float],
+               mask: torch.Tensor | None = None, n_iter: int = 20) -> torch.Tensor:
+    """Richardson-Lucy deconvolution of a centred intensity by the PSF ``sigma``.
+
+    ``u <- u * psf(w * I / psf(u)) / psf(w)`` from ``u = psf(w * I)``, with ``w`` 0 on bad
+    pixels (they keep their value) and 1 elsewhere: for Poisson counts the iteration raises
+    the likelihood of ``I`` under ``psf(u)`` and keeps ``u >= 0``.
+
+    Parameters
+    ----------
+    intensity : torch.Tensor
+        Real 3D intensity (negative values count as 0).
+    sigma : sequence of 3 or 4 floats
+        The PSF (:class:`Psf`'s form).
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad).
+    n_iter : int
+        Iterations (each two blurs).
+
+    Returns
+    -------
+    torch.Tensor
+        The deconvolved intensity, float32, same shape.
+    """
+    if intensity.ndim != 3:
+        raise ValueError(f"intensity must be 3D, got shape {tuple(intensity.shape)}")
+    if n_iter < 0:
+        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+    data = intensity.to(torch.float32).clamp_min(0)
+    w = (torch.ones_like(data) if mask is None
+         else (~mask.to(data.device, torch.bool)).to(torch.float32))
+    psf = Psf(sigma, tuple(data.shape))
+    if not psf.active:
+        return data.clone()
+    norm = psf.apply(w).clamp_min(1e-6).clone()
+    u = psf.apply(data * w).clamp_min(1e-3)
+    for _ in range(n_iter):
+        ratio = w * data / psf.apply(u).clamp_min(1e-6)
+        u = u * psf.apply(ratio) / norm
+    return torch.where(w > 0, u, data)
