@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -333,6 +335,50 @@ def test_shipped_model_phases_a_strongly_blurred_crystal() -> None:
     assert len(plain.llk_runs) == 1 and "psf_hypothesis" not in plain.timings
     with pytest.raises(ValueError, match="psf_hypothesis"):
         phase_ai(c.intensity, c.mask, loaded=cached_model(), psf_hypothesis=-1)
+
+
+def _blurred_along_z(seed: int, width: float) -> tuple[torch.Tensor, Any]:
+    """Weak crystal ``seed`` diffracted again with a blur of ``width`` px along the rocking axis
+    on top of its own detector blur (partial coherence across the beam), Poisson noise."""
+    from bcdi_stream.phasing._psf import blur
+    from bcdi_stream.physics import fft_centered
+    from bcdi_stream.simulation._forward import detector_blur, poisson_noise
+
+    c = simulate_crystal(seed, device="cpu", n=64, strain="weak")
+    clean = fft_centered(c.obj).abs().square()
+    rate = detector_blur(clean * (c.spec.peak_counts / clean.max()), c.spec.blur_sigma)
+    rate = blur(rate, (width, 0.0, 0.0)) + c.spec.background
+    counts = poisson_noise(rate, torch.Generator().manual_seed(seed + 1))
+    return counts.float().masked_fill(c.mask, 0.0), c
+
+
+def test_a_blur_the_model_never_saw_is_taken_out_of_its_input() -> None:
+    """A blur of 1.68 px along the rocking axis: the prediction reads it as a crystal shorter
+    along z, and refining it fails; the hypothesis along z, taken out of the pattern before a
+    second prediction, phases it (docs/MODEL_RESEARCH.md, session 25)."""
+    from bcdi_stream.ai_phasing import phase_ai, unseen_blur
+    from bcdi_stream.analysis import compare
+
+    data, c = _blurred_along_z(4_200_004_000, 1.68)
+    res, start = phase_ai(data, c.mask, loaded=cached_model(), seed=0, device="cpu")
+    assert start.psf_sigma is not None and abs(start.psf_sigma[0] - 1.68) < 0.4, start.psf_sigma
+    assert res.best_run == 2 and len(res.llk_runs) == 3 and res.llk == min(res.llk_runs)
+    assert start.deblurred is None  # the start returned is the deblurred one, which was kept
+    # end to end, and with the deblurred hypothesis turned off in the settings
+    rec = reconstruct(data, c.mask, method="ai", seed=0, model=cached_model(),
+                      settings=Settings(device="cpu"))
+    assert rec.quality["psf_hypothesis"]["deblurred"] and rec.quality["psf_sigma"][0] > 0.9
+    assert compare(rec.obj, c.obj, c.support, recon_support=rec.support).success
+    off = reconstruct(data, c.mask, method="ai", seed=0, model=cached_model(),
+                      settings=Settings(device="cpu", ai=AISettings(deblur=0)))
+    assert "psf_hypothesis" not in off.quality  # no detector blur, and z is not asked about
+    assert not compare(off.obj, c.obj, c.support, recon_support=off.support).success
+    # what counts as a blur the model never saw
+    assert not unseen_blur((0.0, 0.9, 0.95)) and not unseen_blur((0.0, 2.3, 2.5, -0.6))
+    assert unseen_blur((1.2, 0.4, 0.5)) and unseen_blur((0.0, 0.8, 0.8, 0.6))
+    assert unseen_blur((0.0, 0.4, 1.3)) and unseen_blur((0.0, 1.2, 1.2))
+    with pytest.raises(ValueError, match="deblur"):
+        phase_ai(data, c.mask, loaded=cached_model(), deblur=-1)
 
 
 def test_shipped_model_is_blind_to_where_the_pattern_sits() -> None:
