@@ -128,9 +128,11 @@ class AIStart:
     seconds : float
         Wall time of the prediction (model forward pass included).
     psf_sigma : tuple of 3 or 4 floats or None
-        Detector-blur hypothesis ``(0, s_y, s_x)`` (``(0, s_y, s_x, r)`` for an oblique one)
-        made from the predicted object (:func:`bcdi_stream.phasing.detector_blur_of`); None
-        when not asked for or when the prediction shows no detector blur.
+        Blur hypothesis made from the predicted object
+        (:func:`bcdi_stream.phasing.detector_blur_of`): ``(0, s_y, s_x)`` on the detector
+        (``(0, s_y, s_x, r)`` for an oblique one), or with :func:`predict_start`'s ``deblur``
+        ``(s_z, s_y, s_x)`` along the rocking axis; for :attr:`deblurred`, the blur refitted to
+        its prediction. None when not asked for or when the prediction shows no such blur.
     offset : tuple of 3 floats or None
         Centre of mass of the model's input pattern in pixels from the grid centre
         (:func:`bcdi_stream.preprocess.bragg_offset`, capped at G/8; of the reflected pattern
@@ -429,9 +431,11 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         total). Medium crystals with a masked core: 8/10 → 9/10 (docs/MODEL_RESEARCH.md,
         session 21).
     deblur : int
-        :func:`predict_start`'s: the blur hypothesis's run refines the prediction from the
-        pattern deconvolved by the hypothesis (:attr:`AIStart.deblurred`), and a blur along
-        the rocking axis is a hypothesis too (0: the plain prediction, detector blur only).
+        :func:`predict_start`'s: a blur along the rocking axis is a hypothesis too, and when
+        the hypothesis is a blur the model never saw (:func:`unseen_blur`) a third run, as
+        long as the hypothesis's, refines the prediction from the deconvolved pattern
+        (:attr:`AIStart.deblurred`) with its own refitted blur; the lowest LLK of the runs is
+        kept (``best_run`` 2 for that one). 0: the plain prediction, detector blur only.
 
     Returns
     -------

@@ -139,11 +139,13 @@ class AISettings(BaseModel):
     deblur: int = Field(
         20,
         ge=0,
-        description="Richardson-Lucy iterations of the blur hypothesis's own start: the "
-        "pattern deconvolved by the hypothesis is predicted, the blur fitted again to that "
-        "prediction, and the prediction from the pattern deconvolved by it refined with it; "
-        "a blur along the rocking axis is a hypothesis too (0: the plain prediction, detector "
-        "blur only; docs/MODEL_RESEARCH.md session 25)",
+        description="Richardson-Lucy iterations of a second blur-hypothesis run's start: when "
+        "the hypothesis is a blur the model never saw (along the rocking axis, oblique, "
+        "different on y and x, wider than 1.15 px), the pattern deconvolved by it is "
+        "predicted, the blur fitted again to that prediction, and the prediction from the "
+        "pattern deconvolved by the refit is refined with it beside the other runs, the lowest "
+        "LLK kept; a blur along the rocking axis is a hypothesis too (0: neither; blur along "
+        "the rocking axis 9/20 -> 15/20, docs/MODEL_RESEARCH.md session 25)",
     )
     fallback_misfit: float = Field(
         0.0025,

@@ -608,26 +608,18 @@ def detector_blur_of(
         compared.
     rocking : bool
         When there is no detector hypothesis, make one along the rocking axis ``z``
-        ``(s_z, s_y, s_x)`` where the ``z`` width lies in :data:`ROCKING_RANGE` and exceeds the
-        wider detector axis by ``margin`` (partial coherence; the ``y, x`` widths are the ones
-        fitted beside it).
+        ``(s_z, s_y, s_x[, r])`` where the ``z`` width lies in :data:`ROCKING_RANGE` and exceeds
+        the wider detector axis by ``margin`` (partial coherence; separable ``y, x`` widths are
+        fitted again beside it, since fitted first they hold part of it).
 
     Returns
     -------
     tuple of 3 or 4 floats, or None
         ``(0, s_y, s_x)``, or ``(0, s_y, s_x, r)`` for a correlated kernel, or with
-        ``rocking`` ``(s_z, s_y, s_x)``.
+        ``rocking`` ``(s_z, s_y, s_x[, r])``.
     """
-    if obj.ndim != 3 or tuple(obj.shape) != tuple(intensity.shape):
-        raise ValueError(
-            f"obj and intensity must be 3D of the same shape, got {tuple(obj.shape)} and "
-            f"{tuple(intensity.shape)}"
-        )
-    from ._quality import _intensity_of
-
-    meas = prepare_measured(intensity.to(torch.float32), None if mask is None else mask.bool())
     # one search for the four line searches: the data's LLK terms are computed once
-    search = _Search(_intensity_of(obj.to(torch.complex64)), meas)
+    search = _Search(*_model_and_data(obj, intensity, mask))
     cands = sorted(WIDE_GRID)
     s_yx = _shared_width(search, cands, (1, 2), (0.0, 0.0, 0.0))[1]
     s_y = s_x = s_yx
@@ -657,17 +649,15 @@ def blur_fit_of(obj: torch.Tensor, intensity: torch.Tensor,
                 mask: torch.Tensor | None = None) -> Sigma:
     """The PSF ``(z, y, x[, r])`` under which ``obj``'s pattern best explains ``intensity``
     (Poisson LLK, the wide search of :func:`estimate_sigma`: every axis, oblique ``y, x``
-    kernels tried).
-
-    Parameters
-    ----------
-    obj : torch.Tensor
-        Centred complex object ``(z, y, x)``.
-    intensity : torch.Tensor
-        Centred measured intensity, same shape.
-    mask : torch.Tensor, optional
-        Bad pixels (True = bad), excluded from the LLK.
+    kernels tried). ``obj``, ``intensity`` and ``mask`` as :func:`detector_blur_of`'s.
     """
+    return estimate_sigma(*_model_and_data(obj, intensity, mask), wide=True)
+
+
+def _model_and_data(obj: torch.Tensor, intensity: torch.Tensor, mask: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, Measured]:
+    """``|FFT obj|²`` and the measured data, both in the searches' (FFT) layout, for the fits
+    of a centred object to a centred intensity (checked: 3D, one shape)."""
     if obj.ndim != 3 or tuple(obj.shape) != tuple(intensity.shape):
         raise ValueError(
             f"obj and intensity must be 3D of the same shape, got {tuple(obj.shape)} and "
@@ -676,7 +666,7 @@ def blur_fit_of(obj: torch.Tensor, intensity: torch.Tensor,
     from ._quality import _intensity_of
 
     meas = prepare_measured(intensity.to(torch.float32), None if mask is None else mask.bool())
-    return estimate_sigma(_intensity_of(obj.to(torch.complex64)), meas, wide=True)
+    return _intensity_of(obj.to(torch.complex64)), meas
 
 
 def deconvolve(intensity: torch.Tensor, sigma: Sequence[float],

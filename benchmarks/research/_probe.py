@@ -11,6 +11,8 @@
   steps) shared by the fine-tune probes.
 - :func:`add_class_options`, :func:`class_counts`: ``--classes class=count … --threads`` of
   the probes that walk the validation classes in ``fixed_set``'s order.
+- :func:`scored_row`, :func:`print_rule_summaries`: one JSON line per crystal and rule of the
+  probes that compare rules through the pipeline (the blur probes), and their closing lines.
 - :func:`summary_line`: the closing line per variant of the probes that reconstruct through the
   pipeline (successes, median RMSE, median seconds).
 - :func:`blur_hypothesis_rule`: the ``ai`` method's blur hypothesis made by another rule for the
@@ -177,6 +179,25 @@ def score_into(row: dict[str, Any], totals: dict[str, int], name: str, result: A
 def print_totals(label: str, totals: dict[str, int], n: int) -> None:
     """The closing line: successes per method out of ``n``."""
     print(f"{label}: " + ", ".join(f"{k} {v}/{n}" for k, v in totals.items()), flush=True)
+
+
+def scored_row(rows: list[dict[str, Any]], rec: Any, crystal: Any, seconds: float,
+               **head: Any) -> None:
+    """Score the reconstruction ``rec`` against ``crystal``'s truth, append ``{**head, rmse,
+    iou, ok, s}`` to ``rows`` and print it as one JSON line."""
+    from bcdi_stream.analysis import compare
+
+    m = compare(rec.obj, crystal.obj, crystal.support, recon_support=rec.support)
+    row = {**head, "rmse": round(m.phase_rmse, 3), "iou": round(m.support_iou, 2),
+           "ok": bool(m.success), "s": round(seconds, 2)}
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def print_rule_summaries(variant: str, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """The closing :func:`summary_line` of each rule's rows for ``variant``."""
+    for rule, rs in rows.items():
+        print(summary_line(f"{variant} {rule}:", rs), flush=True)
 
 
 def summary_line(label: str, rows: list[dict[str, Any]]) -> str:

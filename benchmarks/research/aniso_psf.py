@@ -26,12 +26,11 @@ One JSON line per crystal and rule, a summary per variant and rule.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import torch
-from _probe import blur_hypothesis_rule, summary_line
+from _probe import blur_hypothesis_rule, print_rule_summaries, scored_row
 from unseen_models import SEED0, change
 
 RULES = ("shipped", "shared", "oracle", "oblique", "separable", "none")
@@ -39,7 +38,6 @@ RULES = ("shipped", "shared", "oracle", "oblique", "separable", "none")
 
 def main() -> None:
     from bcdi_stream.ai_phasing import cached_model
-    from bcdi_stream.analysis import compare
     from bcdi_stream.config import Settings
     from bcdi_stream.phasing import detector_blur_of
     from bcdi_stream.phasing._psf import CORR_MAX
@@ -61,7 +59,7 @@ def main() -> None:
             c = change(variant, seed)
             for rule in args.rules:
 
-                def hypothesis(obj, intensity, mask=None, rule=rule, c=c):
+                def hypothesis(obj, intensity, mask=None, rocking=False, rule=rule, c=c):
                     if rule == "oblique" and c.oblique > 0:
                         s_y = math.sqrt(c.oblique**2 / 2 + c.detector_sigma**2)
                         r = min(CORR_MAX, c.oblique**2 / 2 / s_y**2)
@@ -73,24 +71,18 @@ def main() -> None:
                     kw = {"per_axis": False} if rule == "shared" else {}
                     if rule == "separable":
                         kw = {"correlation": False}
-                    return detector_blur_of(obj, intensity, mask, **kw)
+                    return detector_blur_of(obj, intensity, mask, rocking=rocking, **kw)
 
                 with blur_hypothesis_rule(hypothesis) as made:
                     t0 = time.perf_counter()
                     rec = reconstruct(c.intensity, c.mask, method="ai", seed=0, model=loaded,
                                       settings=settings)
                     dt = time.perf_counter() - t0
-                m = compare(rec.obj, c.obj, c.support, recon_support=rec.support)
-                row = {"variant": variant, "seed": seed, "rule": rule,
-                       "true_psf": [round(v, 2) for v in c.psf],
-                       "hypothesis": [None if h is None else [round(v, 2) for v in h]
-                                      for h in made],
-                       "rmse": round(m.phase_rmse, 3), "iou": round(m.support_iou, 2),
-                       "ok": bool(m.success), "s": round(dt, 2)}
-                rows[rule].append(row)
-                print(json.dumps(row), flush=True)
-        for rule, rs in rows.items():
-            print(summary_line(f"{variant} {rule}:", rs), flush=True)
+                scored_row(rows[rule], rec, c, dt, variant=variant, seed=seed, rule=rule,
+                           true_psf=[round(v, 2) for v in c.psf],
+                           hypothesis=[None if h is None else [round(v, 2) for v in h]
+                                       for h in made])
+        print_rule_summaries(variant, rows)
 
 
 if __name__ == "__main__":

@@ -32,32 +32,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
 
 import torch
-from _probe import blur_hypothesis_rule, summary_line
+from _probe import blur_hypothesis_rule, print_rule_summaries, scored_row
 from unseen_models import SEED0, change
 
 RULES = ("shipped", "true_hyp", "deconv_true", "deconv_est", "deconv_fix")
-
-
-def richardson_lucy(intensity: torch.Tensor, mask: torch.Tensor | None,
-                    sigma: Sequence[float], n_iter: int) -> torch.Tensor:
-    """``n_iter`` Richardson-Lucy iterations of ``intensity`` under the periodic Gaussian
-    ``sigma`` (the engine's PSF form); bad pixels carry no weight."""
-    from bcdi_stream.phasing._psf import blur
-
-    data = intensity.to(torch.float32).clamp_min(0)
-    w = torch.ones_like(data) if mask is None else (~mask.bool()).to(torch.float32)
-    norm = blur(w, sigma).clamp_min(1e-6)
-    u = blur(data * w, sigma).clamp_min(1e-3)
-    for _ in range(n_iter):
-        ratio = w * data / blur(u, sigma).clamp_min(1e-6)
-        u = u * blur(ratio, sigma) / norm
-    return torch.where(w > 0, u, data)
 
 
 @contextlib.contextmanager
@@ -66,13 +49,13 @@ def deconvolved_input(sigma: Sequence[float], n_iter: int) -> Iterator[None]:
     modulus is the measured one and ``sigma`` is the blur hypothesis."""
     import bcdi_stream.ai_phasing as aip
     from bcdi_stream import physics
-    from bcdi_stream.phasing import shrinkwrap_support
+    from bcdi_stream.phasing import deconvolve, shrinkwrap_support
 
     shipped = aip.predict_start
 
     def predict(loaded, intensity, mask=None, *, settings=None, **kw):
         kw["estimate_psf"] = False
-        st = shipped(loaded, richardson_lucy(intensity, mask, sigma, n_iter), mask,
+        st = shipped(loaded, deconvolve(intensity, sigma, mask, n_iter), mask,
                      settings=settings, **kw)
         data = intensity.to(torch.float32).clamp_min(0)
         if mask is not None:
@@ -104,6 +87,7 @@ def fixed_point_kernel(loaded, intensity: torch.Tensor, mask: torch.Tensor | Non
                        passes: int, n_iter: int) -> list[tuple[float, ...]]:
     """The kernels of ``deconv_fix``, first to last (64³ patterns)."""
     from bcdi_stream.ai_phasing import _predict_object
+    from bcdi_stream.phasing import deconvolve
     from bcdi_stream.phasing._kernels import prepare_measured
     from bcdi_stream.phasing._psf import estimate_sigma
     from bcdi_stream.phasing._quality import _intensity_of
@@ -118,13 +102,12 @@ def fixed_point_kernel(loaded, intensity: torch.Tensor, mask: torch.Tensor | Non
             _, obj_m = _predict_object(loaded, x, bad)
         k = estimate_sigma(_intensity_of(obj_m.to(torch.complex64)), meas, wide=True)
         kernels.append(tuple(round(float(v), 3) for v in k))
-        x = richardson_lucy(data, bad, k, n_iter).masked_fill(bad, 0.0)
+        x = deconvolve(data, k, bad, n_iter).masked_fill(bad, 0.0)
     return kernels
 
 
 def main() -> None:
     from bcdi_stream.ai_phasing import cached_model
-    from bcdi_stream.analysis import compare
     from bcdi_stream.config import Settings
     from bcdi_stream.pipeline import reconstruct
 
@@ -188,17 +171,11 @@ def main() -> None:
                     with deconvolved_input(kernel, args.rl):
                         rec = run(c)
                 dt = time.perf_counter() - t0
-                m = compare(rec.obj, c.obj, c.support, recon_support=rec.support)
-                row = {"variant": variant, "seed": seed, "rule": rule,
-                       "true": [round(v, 2) for v in kernel],
-                       "psf": [round(v, 2) for v in rec.quality["psf_sigma"]],
-                       "trail": trail, "llk": round(rec.quality["llk"], 3),
-                       "rmse": round(m.phase_rmse, 3), "iou": round(m.support_iou, 2),
-                       "ok": bool(m.success), "s": round(dt, 2)}
-                rows[rule].append(row)
-                print(json.dumps(row), flush=True)
-        for rule, rs in rows.items():
-            print(summary_line(f"{variant} {rule}:", rs), flush=True)
+                scored_row(rows[rule], rec, c, dt, variant=variant, seed=seed, rule=rule,
+                           true=[round(v, 2) for v in kernel],
+                           psf=[round(v, 2) for v in rec.quality["psf_sigma"]],
+                           trail=trail, llk=round(rec.quality["llk"], 3))
+        print_rule_summaries(variant, rows)
 
 
 if __name__ == "__main__":

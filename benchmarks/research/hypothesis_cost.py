@@ -44,8 +44,9 @@ def main() -> None:
         row: dict = {"seed": seed}
         for per_axis in ((True, False) if k % 2 == 0 else (False, True)):
 
-            def rule(obj, intensity, mask=None, per_axis=per_axis):
-                return detector_blur_of(obj, intensity, mask, per_axis=per_axis)
+            def rule(obj, intensity, mask=None, rocking=False, per_axis=per_axis):
+                return detector_blur_of(obj, intensity, mask, per_axis=per_axis,
+                                        rocking=rocking)
 
             with blur_hypothesis_rule(rule) as made:
                 t0 = time.perf_counter()
