@@ -40,6 +40,7 @@ from .phasing import (
     deconvolve,
     detector_blur_of,
     excess_misfit,
+    psf_params,
     refine_er,
     run_conventional,
     shrinkwrap_support,
@@ -92,7 +93,7 @@ def unseen_blur(sigma: tuple[float, ...]) -> bool:
     """Whether a blur hypothesis ``(z, y, x[, r])`` is one the model never saw in training
     (isotropic detector blur of at most ~1 px): along the rocking axis, oblique, different on
     ``y`` and ``x``, or wider than :data:`UNSEEN_WIDTH`, but not beyond :data:`UNSEEN_MAX`."""
-    z, y, x, r = (*(float(v) for v in sigma[:3]), float(sigma[3]) if len(sigma) > 3 else 0.0)
+    z, y, x, r = psf_params(sigma)
     if max(z, y, x) > UNSEEN_MAX:
         return False
     return (z > 0.0 or abs(r) >= UNSEEN_SPLIT or abs(y - x) >= UNSEEN_SPLIT
@@ -314,10 +315,13 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         data = data.clone()
         data[d_sl] = torch.where(mask.to(dev, torch.bool)[d_sl], estimate, data[d_sl])
 
+    # seeded random phases outside the model's region, shared by every start of this pattern
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    phi_outside = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
+
     def start_of(phi_model: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The phase on the data grid, the object and its support of a prediction."""
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        phi = (torch.rand(data.shape, generator=gen) * 2 * torch.pi - torch.pi).to(dev)
+        phi = phi_outside.clone()
         phi[d_sl] = physics.reflect(phi_model, axes)[m_sl]
         obj = physics.ifft_centered(torch.polar(data.sqrt(), phi)).to(torch.complex64)
         support = shrinkwrap_support(obj, settings.shrinkwrap_sigma_start,

@@ -18,7 +18,7 @@ Main entry points
 from ._denoise import apply_noise_filter, denoise, wiener_filter
 from ._engine import ALGORITHMS
 from ._operators import er, hio, modulus_projection, raar, support_projection
-from ._psf import blur_fit_of, deconvolve, detector_blur_of
+from ._psf import blur_fit_of, deconvolve, detector_blur_of, psf_params
 from ._quality import chi2, excess_misfit, fourier_error, poisson_amplitude_floor, poisson_llk
 from ._recipe import PhasingResult, refine_er, resolve_compile, run_conventional, warmup
 from ._support import autocorrelation_support, gaussian_smooth, shrinkwrap_support
@@ -41,6 +41,7 @@ __all__ = [
     "modulus_projection",
     "poisson_amplitude_floor",
     "poisson_llk",
+    "psf_params",
     "raar",
     "refine_er",
     "resolve_compile",
