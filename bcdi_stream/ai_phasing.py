@@ -48,8 +48,8 @@ from .phasing import (
 from .preprocess import bragg_offset, fill_lost_frames, fill_peak_holes
 
 __all__ = ["DEBLUR", "FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome",
-           "cached_model", "phase_ai", "phase_auto", "polish", "predict_start", "seeded_starts",
-           "unseen_blur", "view_axes"]
+           "cached_model", "phase_ai", "phase_ai_options", "phase_auto", "polish", "predict_start",
+           "seeded_starts", "unseen_blur", "view_axes"]
 
 #: Pixels the pattern's centre of mass must be off the grid centre (along some axis) before the
 #: prediction corrects for it. The training patterns themselves lie within ~0.75 px: the
@@ -531,6 +531,16 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
     return res, kept
 
 
+def phase_ai_options(ai: AISettings) -> dict[str, Any]:
+    """:func:`phase_ai`'s keyword arguments as ``ai`` sets them (iterations, shrink-wrap, blur
+    hypothesis and its deblurred run, peak filling), for every caller that refines as the
+    ``ai`` method does."""
+    return {"n_er": ai.n_er, "n_raar": ai.n_raar, "n_hio": ai.n_hio,
+            "shrinkwrap": ai.shrinkwrap, "psf_hypothesis": ai.psf_hypothesis,
+            "n_er_first": ai.n_er_first, "fill_share": ai.peak_fill or None,
+            "refill": ai.peak_refill, "deblur": ai.deblur}
+
+
 def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,
            settings: PhasingSettings, n_raar: int = 200, n_er: int = 100, cycles: int = 2,
            misfit_max: float = 0.0025, seed: int = 0,
@@ -737,12 +747,8 @@ def phase_auto(intensity: torch.Tensor, mask: torch.Tensor | None, *, loaded: Lo
     bad = None if mask is None else torch.as_tensor(mask).to(data.device).bool()
 
     def refined(view: int) -> tuple[PhasingResult, AIStart, float]:
-        res, st = phase_ai(intensity, mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
-                           n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=settings,
-                           seed=seed, device=device, psf_hypothesis=ai.psf_hypothesis,
-                           view=view, n_er_first=ai.n_er_first,
-                           fill_share=ai.peak_fill or None, refill=ai.peak_refill,
-                           deblur=ai.deblur)
+        res, st = phase_ai(intensity, mask, loaded=loaded, settings=settings, seed=seed,
+                           device=device, view=view, **phase_ai_options(ai))
         return res, st, float(excess_misfit(res.obj, data, bad, psf_sigma=res.psf_sigma,
                                             counts=counts))
 

@@ -65,7 +65,7 @@ def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, 
 
 def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, seed: int,
                 dev: torch.device) -> dict[str, Any]:
-    from bcdi_stream.ai_phasing import phase_ai, phase_auto, predict_start
+    from bcdi_stream.ai_phasing import phase_ai, phase_ai_options, phase_auto, predict_start
     from bcdi_stream.phasing import excess_misfit, run_conventional
     from bcdi_stream.pipeline import finish
 
@@ -75,14 +75,12 @@ def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, 
     res = None
     extra: dict[str, Any] = {}
     if method in ("ai_er", "ai_er_only"):
-        n_first, n_raar, n_hio, n_er = ai.n_er_first, ai.n_raar, ai.n_hio, ai.n_er
-        if method == "ai_er_only":
-            n_first, n_raar, n_hio, n_er = 0, 0, 0, n_first + ai.n_raar + ai.n_hio + ai.n_er
-        res, _ = phase_ai(i_t, m_t, loaded=loaded, n_er=n_er, n_raar=n_raar, n_hio=n_hio,
-                          shrinkwrap=ai.shrinkwrap, settings=settings, seed=seed, device=dev,
-                          psf_hypothesis=ai.psf_hypothesis, n_er_first=n_first,
-                          fill_share=ai.peak_fill or None, refill=ai.peak_refill,
-                          deblur=ai.deblur)
+        options = phase_ai_options(ai)
+        if method == "ai_er_only":  # the same iterations, all ER
+            options.update(n_er_first=0, n_raar=0, n_hio=0,
+                           n_er=ai.n_er_first + ai.n_raar + ai.n_hio + ai.n_er)
+        res, _ = phase_ai(i_t, m_t, loaded=loaded, settings=settings, seed=seed, device=dev,
+                          **options)
         obj, sup, llk = res.obj, res.support, res.llk
     elif method == "ai":
         start = predict_start(loaded, i_t, m_t, seed=seed, settings=settings,

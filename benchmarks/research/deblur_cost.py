@@ -20,7 +20,7 @@ import torch
 
 
 def main() -> None:
-    from bcdi_stream.ai_phasing import DEBLUR, cached_model, phase_ai
+    from bcdi_stream.ai_phasing import DEBLUR, cached_model, phase_ai, phase_ai_options
     from bcdi_stream.analysis import compare
     from bcdi_stream.benchmarking._model import BENCH_CLASSES
     from bcdi_stream.config import Settings
@@ -42,11 +42,9 @@ def main() -> None:
         row = {"class": cls, "seed": seed}
         for name, deblur in (("shipped", DEBLUR), ("off", 0)):
             t0 = time.perf_counter()
-            res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, n_er=ai.n_er, n_raar=ai.n_raar,
-                              n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap, settings=phasing,
-                              seed=seed % 100_000, device="cpu", psf_hypothesis=ai.psf_hypothesis,
-                              n_er_first=ai.n_er_first, fill_share=ai.peak_fill or None,
-                              refill=ai.peak_refill, deblur=deblur)
+            res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, settings=phasing,
+                              seed=seed % 100_000, device="cpu",
+                              **{**phase_ai_options(ai), "deblur": deblur})
             obj, sup = finish(res.obj, res.support, c.intensity, c.mask, phasing)
             dt = time.perf_counter() - t0
             m = compare(obj, c.obj, c.support, recon_support=sup)

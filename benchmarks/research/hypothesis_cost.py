@@ -50,12 +50,9 @@ def main() -> None:
 
             with blur_hypothesis_rule(rule) as made:
                 t0 = time.perf_counter()
-                res, _ = aip.phase_ai(c.intensity, c.mask, loaded=loaded, n_er=ai.n_er,
-                                      n_raar=ai.n_raar, n_hio=ai.n_hio, shrinkwrap=ai.shrinkwrap,
+                res, _ = aip.phase_ai(c.intensity, c.mask, loaded=loaded,
                                       settings=settings.phasing, seed=seed, device="cpu",
-                                      psf_hypothesis=ai.psf_hypothesis,
-                                      n_er_first=ai.n_er_first, fill_share=ai.peak_fill or None,
-                                      refill=ai.peak_refill)
+                                      **aip.phase_ai_options(ai))
                 dt = time.perf_counter() - t0
             times[per_axis].append(dt)
             m = compare(res.obj, c.obj, c.support, recon_support=res.support)
