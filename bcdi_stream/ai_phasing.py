@@ -375,11 +375,11 @@ def _predict_object(loaded: LoadedModel, x: torch.Tensor, bad: torch.Tensor
     return offset, obj_m
 
 
-def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 100,
+def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 30,
              n_raar: int = 0, shrinkwrap: bool = True,
              settings: PhasingSettings | None = None, seed: int = 0,
              device: str | torch.device | None = None, psf_hypothesis: int = 60,
-             n_hio: int = 100, view: int = 0, n_er_first: int = 0,
+             n_hio: int = 170, view: int = 0, n_er_first: int = 0,
              fill_share: float | None = FILL_SHARE, refill: bool = True,
              deblur: int = DEBLUR) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_er_first`` ER, ``n_raar`` RAAR,
@@ -414,8 +414,9 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int
         Made for ~20–40 % of crystals (those whose prediction looks blurred), ~0.35 s each on
         one CPU thread at 64³.
     n_hio : int
-        HIO iterations after the RAAR ones (the default refinement is HIO 100 + ER 100:
-        docs/MODEL_RESEARCH.md, session 6).
+        HIO iterations after the RAAR ones (the default refinement is HIO 170 + ER 30,
+        :class:`~bcdi_stream.config.AISettings`': HIO since session 6, 170 of the 200
+        iterations since session 26, docs/MODEL_RESEARCH.md).
     view : int
         Which view of the pattern the model predicts (:func:`view_axes`; 0: as measured).
     n_er_first : int

@@ -89,12 +89,14 @@ class AISettings(BaseModel):
     )
     n_raar: int = Field(0, ge=0, description="RAAR iterations after the prediction")
     n_hio: int = Field(
-        100,
+        170,
         ge=0,
         description="HIO iterations after the RAAR ones (HIO, not RAAR, since 2026-12-02: "
-        "32 % vs 24 % of the strong test crystals, docs/MODEL_RESEARCH.md session 6)",
+        "32 % vs 24 % of the strong test crystals, docs/MODEL_RESEARCH.md session 6; 170 of "
+        "the 200 iterations since session 26: strong validation crystals 33 -> 37 of 90 at "
+        "the same cost)",
     )
-    n_er: int = Field(100, ge=0, description="ER iterations after the RAAR and HIO ones")
+    n_er: int = Field(30, ge=0, description="ER iterations after the RAAR and HIO ones")
     shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
     polish_raar: int = Field(
         200,

@@ -409,15 +409,15 @@ def test_shipped_model_is_blind_to_where_the_pattern_sits() -> None:
 
 
 def test_shipped_refinement_is_hio_and_phases_a_medium_strain_crystal() -> None:
-    """From the shipped model's start, HIO 100 + ER 100 (the default since session 6) phases a
-    crystal with a 1–2.5π strain span that RAAR 100 + ER 100 leaves at 0.51 rad
+    """From the shipped model's start, HIO + ER (HIO since session 6, 170 + 30 since session
+    26) phases a crystal with a 1–2.5π strain span that RAAR 100 + ER 100 leaves at 0.51 rad
     (docs/MODEL_RESEARCH.md: medium 19/20 vs 14/20, strong test set 32 % vs 24 %)."""
     import math
 
     from bcdi_stream.ai_phasing import phase_ai, polish
     from bcdi_stream.analysis import compare
 
-    assert AISettings().n_hio == 100 and AISettings().n_raar == 0
+    assert AISettings().n_hio == 170 and AISettings().n_er == 30 and AISettings().n_raar == 0
     c = simulate_crystal(4_100_006_000, n=64, strain=(math.pi, 2.5 * math.pi), device="cpu")
     loaded = cached_model()
     res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
@@ -425,7 +425,7 @@ def test_shipped_refinement_is_hio_and_phases_a_medium_strain_crystal() -> None:
     m = compare(res.obj, c.obj, c.support, recon_support=res.support)
     assert m.success and m.phase_rmse < 0.2
     raar, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu", n_raar=100,
-                       n_hio=0)
+                       n_hio=0, n_er=100)
     assert "RAAR" in raar.algorithm
     assert not compare(raar.obj, c.obj, c.support, recon_support=raar.support).success
     # auto's polish (RAAR 200 + ER 100 from the result, which does not fit) finishes it
