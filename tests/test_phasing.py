@@ -32,7 +32,7 @@ from bcdi_stream.phasing import (
     wiener_filter,
 )
 from bcdi_stream.phasing._engine import Engine, default_block
-from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured
+from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured, squared_modulus
 from bcdi_stream.phasing._psf import (
     ROCKING_RANGE,
     blur,
@@ -236,6 +236,27 @@ def test_compiled_kernels_match_eager(small) -> None:
         a = op(rho, intensity, sup, mask, n_iter=3, compile=True)
         b = op(rho, intensity, sup, mask, n_iter=3, compile=False)
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), op.__name__
+
+
+def test_squared_modulus_is_bit_for_bit_the_strided_sum() -> None:
+    """The eager kernels' ``|psi|**2`` read through the int64 view equals ``re*re + im*im`` of
+    the ``view_as_real`` halves to the bit (so that the refinements' results do not move), for
+    single and batched grids, odd sizes, signed zeros, subnormals and non-contiguous input."""
+    gen = torch.Generator().manual_seed(3)
+    cases = [torch.randn(16, 16, 16, dtype=torch.complex64, generator=gen) * 1e3,
+             torch.randn(3, 8, 8, 8, dtype=torch.complex64, generator=gen),
+             torch.randn(5, 7, 9, dtype=torch.complex64, generator=gen),
+             torch.randn(8, 8, 16, dtype=torch.complex64, generator=gen)[..., ::2]]
+    edge = cases[2].clone()
+    edge.view(-1)[:4] = torch.tensor([complex(-0.0, 0.0), complex(1e-40, -1e-40),
+                                      complex(-3.0, 0.0), complex(0.0, -2.5)])
+    cases.append(edge)
+    for psi in cases:
+        r = torch.view_as_real(psi)
+        ref = torch.mul(r[..., 0], r[..., 0]).addcmul_(r[..., 1], r[..., 1])
+        got = squared_modulus(psi)
+        assert got.dtype == torch.float32 and got.shape == psi.shape
+        assert torch.equal(got.view(torch.int32), ref.contiguous().view(torch.int32))
 
 
 # ----------------------------------------------------------------------------- supports

@@ -119,14 +119,33 @@ def prepare_measured(intensity: torch.Tensor, mask: torch.Tensor | None) -> Meas
 
 
 # --------------------------------------------------------------------------- eager kernels
+def squared_modulus(psi: torch.Tensor) -> torch.Tensor:
+    """``re**2 + im**2`` of a complex64 array, as a new float32 array of its shape.
+
+    Bit for bit ``re * re`` then ``+ im * im``. A contiguous array is read through its
+    ``int64`` view (each element's two float32 halves split by bit operations, see the module
+    doc): contiguous passes, about half the time of the strided ``view_as_real`` halves at 64³
+    on a CPU thread (0.25 against 0.48 ms), which every blur-aware iteration and every eager
+    modulus projection pays.
+    """
+    if psi.dtype == torch.complex64 and psi.is_contiguous():
+        bits = psi.view(torch.int64)
+        # the int32 cast keeps the low half (two's complement): no mask pass needed here
+        re = bits.to(torch.int32).view(torch.float32)
+        im = (bits >> 32).to(torch.int32).view(torch.float32)
+    else:
+        r = torch.view_as_real(psi)
+        re, im = r[..., 0], r[..., 1]
+    s = torch.mul(re, re)
+    return s.addcmul_(im, im)
+
+
 def modulus_eager(psi: torch.Tensor, amp0: torch.Tensor, free: torch.Tensor | None) -> None:
     """In place: ``psi <- psi * amp0/|psi|`` where ``free`` is 0, ``psi * free`` elsewhere.
 
     ``amp0`` must be 0 where ``free`` is not (with ``free = 1`` there: psi unchanged).
     """
-    r = torch.view_as_real(psi)
-    s = torch.mul(r[..., 0], r[..., 0])
-    s.addcmul_(r[..., 1], r[..., 1])
+    s = squared_modulus(psi)
     s.add_(TINY).rsqrt_()
     if free is None:
         s.mul_(amp0)
@@ -142,7 +161,9 @@ def update_eager(
     if a == 0.0 and b == 0.0:
         torch.mul(p, w, out=rho)
         return
-    rho.mul_(a).add_(p, alpha=b)
+    if a != 1.0:  # HIO's a is 1: skip a pass that changes no bit
+        rho.mul_(a)
+    rho.add_(p, alpha=b)
     torch.where(keep, p, rho, out=rho)
 
 

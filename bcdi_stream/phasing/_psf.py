@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..physics import gaussian_axes_to_yx, gaussian_kernel_yx
-from ._kernels import Measured, prepare_measured
+from ._kernels import Measured, prepare_measured, squared_modulus
 
 __all__ = [
     "Psf",
@@ -267,10 +267,7 @@ def project_blurred(
     ``Ic = psf(|psi|**2)``; ``iobs_n2`` is the measured intensity (0 on free pixels) divided by
     the scale squared wanted on the output (``N**2`` in the engine, 1 for a plain projection).
     """
-    r = torch.view_as_real(psi)
-    i0 = torch.mul(r[..., 0], r[..., 0])
-    i0.addcmul_(r[..., 1], r[..., 1])
-    f = psf.apply(i0).clamp_(min=EPS)
+    f = psf.apply(squared_modulus(psi)).clamp_(min=EPS)
     torch.div(iobs_n2, f, out=f).sqrt_()
     if free_n is not None:
         f.add_(free_n)
