@@ -13,6 +13,8 @@
   the probes that walk the validation classes in ``fixed_set``'s order.
 - :func:`scored_row`, :func:`print_rule_summaries`: one JSON line per crystal and rule of the
   probes that compare rules through the pipeline (the blur probes), and their closing lines.
+- :func:`shipped_ai`: the shipped ``ai`` method (``phase_ai`` with the settings' options, some
+  overridden, then ``pipeline.finish``) on one crystal, timed and scored.
 - :func:`summary_line`: the closing line per variant of the probes that reconstruct through the
   pipeline (successes, median RMSE, median seconds).
 - :func:`blur_hypothesis_rule`: the ``ai`` method's blur hypothesis made by another rule for the
@@ -198,6 +200,25 @@ def print_rule_summaries(variant: str, rows: dict[str, list[dict[str, Any]]]) ->
     """The closing :func:`summary_line` of each rule's rows for ``variant``."""
     for rule, rs in rows.items():
         print(summary_line(f"{variant} {rule}:", rs), flush=True)
+
+
+def shipped_ai(crystal: Any, seed: int, loaded: Any, ai: Any, phasing: Any,
+               **options: Any) -> tuple[Any, Any, float]:
+    """The ``ai`` method as shipped on one crystal, one run on the CPU: ``phase_ai`` with
+    ``phase_ai_options(ai)`` updated by ``options`` and ``phasing``'s settings (seed ``seed %
+    100_000``), then :func:`bcdi_stream.pipeline.finish`. Returns the refinement's result, the
+    finished object's metrics against the truth and the seconds of both steps."""
+    from bcdi_stream.ai_phasing import phase_ai, phase_ai_options
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.pipeline import finish
+
+    c = crystal
+    t0 = time.perf_counter()
+    res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, settings=phasing, seed=seed % 100_000,
+                      device="cpu", **{**phase_ai_options(ai), **options})
+    obj, sup = finish(res.obj, res.support, c.intensity, c.mask, phasing)
+    dt = time.perf_counter() - t0
+    return res, compare(obj, c.obj, c.support, recon_support=sup), dt
 
 
 def summary_line(label: str, rows: list[dict[str, Any]]) -> str:

@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+from _probe import shipped_ai
 
 
 def main() -> None:
-    from bcdi_stream.ai_phasing import DEBLUR, cached_model, phase_ai, phase_ai_options
-    from bcdi_stream.analysis import compare
+    from bcdi_stream.ai_phasing import DEBLUR, cached_model
     from bcdi_stream.benchmarking._model import BENCH_CLASSES
     from bcdi_stream.config import Settings
-    from bcdi_stream.pipeline import finish
     from bcdi_stream.training import TEST_SEED0, fixed_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,13 +39,7 @@ def main() -> None:
     for cls, seed, c in fixed_set(TEST_SEED0, counts, 64):
         row = {"class": cls, "seed": seed}
         for name, deblur in (("shipped", DEBLUR), ("off", 0)):
-            t0 = time.perf_counter()
-            res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, settings=phasing,
-                              seed=seed % 100_000, device="cpu",
-                              **{**phase_ai_options(ai), "deblur": deblur})
-            obj, sup = finish(res.obj, res.support, c.intensity, c.mask, phasing)
-            dt = time.perf_counter() - t0
-            m = compare(obj, c.obj, c.support, recon_support=sup)
+            res, m, dt = shipped_ai(c, seed, loaded, ai, phasing, deblur=deblur)
             row[name] = {"s": round(dt, 3), "rmse": round(m.phase_rmse, 3),
                          "ok": bool(m.success), "runs": len(res.llk_runs),
                          "best_run": res.best_run}

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
-from _probe import add_class_options, class_counts
+from _probe import add_class_options, class_counts, shipped_ai
 
 
 def parse_variant(v: str) -> tuple[int, int, float | None]:
@@ -31,11 +30,9 @@ def parse_variant(v: str) -> tuple[int, int, float | None]:
 
 
 def main() -> None:
-    from bcdi_stream.ai_phasing import cached_model, phase_ai, phase_ai_options
-    from bcdi_stream.analysis import compare
+    from bcdi_stream.ai_phasing import cached_model
     from bcdi_stream.config import Settings
     from bcdi_stream.phasing import excess_misfit
-    from bcdi_stream.pipeline import finish
     from bcdi_stream.training import TEST_SEED0, VAL_SEED0, fixed_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,13 +54,7 @@ def main() -> None:
         row: dict = {"class": cls, "seed": seed}
         for v, (n_hio, n_er, beta) in variants.items():
             s = ph if beta is None else ph.model_copy(update={"beta": beta})
-            t0 = time.perf_counter()
-            res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, settings=s,
-                              seed=seed % 100_000, device="cpu",
-                              **{**phase_ai_options(settings.ai), "n_hio": n_hio, "n_er": n_er})
-            obj, sup = finish(res.obj, res.support, c.intensity, c.mask, s)
-            dt = time.perf_counter() - t0
-            m = compare(obj, c.obj, c.support, recon_support=sup)
+            res, m, dt = shipped_ai(c, seed, loaded, settings.ai, s, n_hio=n_hio, n_er=n_er)
             misfit = excess_misfit(res.obj, c.intensity, c.mask, psf_sigma=res.psf_sigma)
             row[v] = [round(m.phase_rmse, 3), int(m.success), round(res.llk, 3), round(dt, 2),
                       round(float(misfit), 5)]
