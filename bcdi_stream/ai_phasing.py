@@ -375,12 +375,21 @@ def _predict_object(loaded: LoadedModel, x: torch.Tensor, bad: torch.Tensor
     return offset, obj_m
 
 
-def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel, n_er: int = 30,
-             n_raar: int = 0, shrinkwrap: bool = True,
+def _ai_default(field: str) -> Any:
+    """:class:`~bcdi_stream.config.AISettings`' default of ``field``: the ``ai`` method's
+    defaults are set there once, and :func:`phase_ai`'s follow them."""
+    return AISettings.model_fields[field].default
+
+
+def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
+             n_er: int = _ai_default("n_er"), n_raar: int = _ai_default("n_raar"),
+             shrinkwrap: bool = _ai_default("shrinkwrap"),
              settings: PhasingSettings | None = None, seed: int = 0,
-             device: str | torch.device | None = None, psf_hypothesis: int = 60,
-             n_hio: int = 170, view: int = 0, n_er_first: int = 0,
-             fill_share: float | None = FILL_SHARE, refill: bool = True,
+             device: str | torch.device | None = None,
+             psf_hypothesis: int = _ai_default("psf_hypothesis"),
+             n_hio: int = _ai_default("n_hio"), view: int = 0,
+             n_er_first: int = _ai_default("n_er_first"),
+             fill_share: float | None = FILL_SHARE, refill: bool = _ai_default("peak_refill"),
              deblur: int = DEBLUR) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_er_first`` ER, ``n_raar`` RAAR,
     ``n_hio`` HIO and ``n_er`` ER iterations.

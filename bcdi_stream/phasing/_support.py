@@ -11,6 +11,7 @@ import torch
 from ..arrays import resolve_device
 from ..physics import SPATIAL_DIMS, ifft_centered
 from ._common import check_fraction, check_intensity, check_mask, to_tensor
+from ._kernels import squared_modulus
 
 __all__ = ["autocorrelation_support", "gaussian_smooth", "shrinkwrap_support"]
 
@@ -117,11 +118,10 @@ def _device_of(x: Any, device: str | torch.device | None) -> torch.device:
 
 
 def _modulus(obj: torch.Tensor) -> torch.Tensor:
-    """|obj| (float32); 4x faster than complex ``torch.abs`` on CPU."""
+    """|obj| (float32); 4x faster than complex ``torch.abs`` on CPU (:func:`squared_modulus`)."""
     if not obj.is_complex():
         return obj.abs().to(torch.float32)
-    r = torch.view_as_real(obj.to(torch.complex64))
-    return torch.addcmul(r[..., 0] * r[..., 0], r[..., 1], r[..., 1]).sqrt_()
+    return squared_modulus(obj.to(torch.complex64)).sqrt_()
 
 
 def _count(mask: torch.Tensor) -> torch.Tensor:
