@@ -423,9 +423,9 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
         Made for ~20–40 % of crystals (those whose prediction looks blurred), ~0.35 s each on
         one CPU thread at 64³.
     n_hio : int
-        HIO iterations after the RAAR ones (the default refinement is HIO 170 + ER 30, as in
-        :class:`~bcdi_stream.config.AISettings`: HIO since session 6, 170 of the 200
-        iterations since session 26, docs/MODEL_RESEARCH.md).
+        HIO iterations after the RAAR ones (the default refinement is HIO 150 + ER 20, as in
+        :class:`~bcdi_stream.config.AISettings`: HIO since session 6, HIO 170 + ER 30 in
+        session 26, 150 + 20 since session 27, docs/MODEL_RESEARCH.md).
     view : int
         Which view of the pattern the model predicts (:func:`view_axes`; 0: as measured).
     n_er_first : int

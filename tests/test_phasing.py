@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import bcdi_stream.phasing._kernels as kernels_module
 from bcdi_stream.config import PhasingSettings
 from bcdi_stream.phasing import (
     PhasingResult,
@@ -31,10 +32,19 @@ from bcdi_stream.phasing import (
     support_projection,
     wiener_filter,
 )
-from bcdi_stream.phasing._engine import Engine, default_block
-from bcdi_stream.phasing._kernels import Kernels, compiled_for, prepare_measured, squared_modulus
+from bcdi_stream.phasing._engine import Engine, coefficients, default_block
+from bcdi_stream.phasing._kernels import (
+    Kernels,
+    compiled_for,
+    prepare_measured,
+    squared_modulus,
+    update_eager,
+)
 from bcdi_stream.phasing._psf import (
+    EPS,
     ROCKING_RANGE,
+    BlurTarget,
+    Psf,
     blur,
     blur_fit_of,
     deconvolve,
@@ -42,9 +52,11 @@ from bcdi_stream.phasing._psf import (
     estimate_detector_sigma,
     estimate_sigma,
     parse_psf,
+    project_blurred,
 )
 from bcdi_stream.phasing._quality import _intensity_of, llk_chi2
 from bcdi_stream.phasing._recipe import _build_plan, _psf_marks
+from bcdi_stream.phasing._support import bounding_box
 from bcdi_stream.physics import fft_centered, ifft_centered, twin
 
 DIMS = (-3, -2, -1)
@@ -238,10 +250,13 @@ def test_compiled_kernels_match_eager(small) -> None:
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max())), op.__name__
 
 
-def test_squared_modulus_is_bit_for_bit_the_strided_sum() -> None:
-    """The eager kernels' ``|psi|**2`` read through the int64 view equals ``re*re + im*im`` of
+@pytest.mark.parametrize("int64_view", [True, False])
+def test_squared_modulus_is_bit_for_bit_the_strided_sum(monkeypatch, int64_view) -> None:
+    """The eager kernels' ``|psi|**2``, read through the int64 view or through the strided
+    halves (whichever this CPU runs faster: both are forced here), equals ``re*re + im*im`` of
     the ``view_as_real`` halves to the bit (so that the refinements' results do not move), for
     single and batched grids, odd sizes, signed zeros, subnormals and non-contiguous input."""
+    monkeypatch.setattr(kernels_module, "_INT64_HALVES", int64_view)
     gen = torch.Generator().manual_seed(3)
     cases = [torch.randn(16, 16, 16, dtype=torch.complex64, generator=gen) * 1e3,
              torch.randn(3, 8, 8, 8, dtype=torch.complex64, generator=gen),
@@ -257,6 +272,54 @@ def test_squared_modulus_is_bit_for_bit_the_strided_sum() -> None:
         got = squared_modulus(psi)
         assert got.dtype == torch.float32 and got.shape == psi.shape
         assert torch.equal(got.view(torch.int32), ref.contiguous().view(torch.int32))
+
+
+def test_the_squared_modulus_path_is_timed_once_per_process(monkeypatch) -> None:
+    monkeypatch.setattr(kernels_module, "_INT64_HALVES", None)
+    first = kernels_module.int64_halves_faster()
+    assert isinstance(first, bool) and kernels_module._INT64_HALVES is first
+    assert kernels_module.int64_halves_faster() is first
+
+
+@pytest.mark.parametrize("algo", ["HIO", "RAAR"])
+def test_the_update_inside_the_support_box_is_bit_for_bit_the_full_one(algo) -> None:
+    """HIO/RAAR's eager update selects inside the support's bounding box only: the same bits
+    as the selection over the whole grid, single runs and blocks of runs."""
+    gen = torch.Generator().manual_seed(11)
+    for shape in ((12, 10, 14), (3, 12, 10, 14)):
+        keep = torch.zeros(shape, dtype=torch.bool)
+        keep[..., 3:8, 2:7, 4:11] = torch.rand(shape, generator=gen)[..., 3:8, 2:7, 4:11] > 0.3
+        rho = torch.randn(shape, dtype=torch.complex64, generator=gen)
+        p = torch.randn(shape, dtype=torch.complex64, generator=gen)
+        a, b = coefficients(algo, 0.9)
+        full, boxed = rho.clone(), rho.clone()
+        update_eager(full, p, keep.float(), keep, a, b)
+        update_eager(boxed, p, keep.float(), keep, a, b, bounding_box(keep))
+        assert torch.equal(full.view(torch.int64), boxed.view(torch.int64))
+
+
+def test_the_blurred_projection_is_bit_for_bit_its_formula() -> None:
+    """``psi * sqrt(I / max(psf(|psi|**2), EPS))`` (+ 1/N on free pixels), with the zero
+    intensities held apart from the square root (:class:`BlurTarget`): every bit as the
+    formula written out, with and without zeros and free pixels."""
+    gen = torch.Generator().manual_seed(5)
+    shape = (10, 12, 14)
+    psf = Psf((0.6, 1.0, 0.8), shape)
+    psi0 = torch.randn(shape, dtype=torch.complex64, generator=gen)
+    iobs = torch.rand(shape, generator=gen) * 1e3
+    zeros = torch.rand(shape, generator=gen) < 0.4
+    free = (torch.rand(shape, generator=gen) < 0.1).float() / 7.0
+    for io, fr in ((iobs, None), (torch.where(zeros, 0.0, iobs), None),
+                   (torch.where(zeros | (free > 0), 0.0, iobs), free), (iobs * (free == 0), free)):
+        r = torch.view_as_real(psi0)
+        ic = psf.apply(torch.mul(r[..., 0], r[..., 0]).addcmul_(r[..., 1], r[..., 1]))
+        factor = torch.sqrt(io / ic.clamp(min=EPS))
+        if fr is not None:
+            factor = factor + fr
+        want = psi0 * factor
+        got = psi0.clone()
+        project_blurred(got, psf, BlurTarget(io), fr)
+        assert torch.equal(got.view(torch.int64), want.view(torch.int64))
 
 
 # ----------------------------------------------------------------------------- supports

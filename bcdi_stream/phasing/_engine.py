@@ -29,7 +29,7 @@ import torch
 
 from ..physics import SPATIAL_DIMS
 from ._kernels import Kernels, Measured
-from ._psf import Psf, Sigma, estimate_sigma, project_blurred
+from ._psf import BlurTarget, Psf, Sigma, estimate_sigma, project_blurred
 from ._quality import _intensity_of, llk_chi2
 from ._support import bounding_box
 
@@ -136,7 +136,7 @@ class Engine:
         self.blocks = [(s, min(s + blk, self.batch)) for s in range(0, self.batch, blk)]
         self.set_support(support)
         self.psfs: list[Psf | None] = [None] * self.batch
-        self._iobs_n2: torch.Tensor | None = None
+        self._target: BlurTarget | None = None
 
     # ------------------------------------------------------------------ PSF
     @property
@@ -152,9 +152,9 @@ class Engine:
         for i, s in enumerate(sigmas):
             p = Psf(s, self.meas.shape) if s is not None else None
             self.psfs[i] = p if p is not None and p.active else None
-        if any(p is not None for p in self.psfs) and self._iobs_n2 is None:
+        if any(p is not None for p in self.psfs) and self._target is None:
             n = float(self.meas.voxels)
-            self._iobs_n2 = (self.meas.iobs / (n * n)).contiguous()
+            self._target = BlurTarget(self.meas.iobs / (n * n))
 
     def estimate_psf(self, wide: bool, axes: tuple[int, ...] = (0, 1, 2)) -> None:
         """Re-estimate each run's PSF widths from its support-projected object (LLK search)."""
@@ -181,11 +181,26 @@ class Engine:
         self.keep = support.to(device=self.rho.device, dtype=torch.bool).contiguous()
         self.w = self.keep.to(torch.float32)
         self._er: list[tuple[tuple[slice, slice, slice], torch.Tensor]] | None = None
+        #: per block, then per run: the supports' bounding boxes (HIO/RAAR updates)
+        self._boxes: list[tuple[slice, slice, slice]] | None = None
+        self._run_boxes: list[tuple[slice, slice, slice]] | None = None
 
     @property
     def support(self) -> torch.Tensor:
         """Current supports, bool ``(B, z, y, x)``."""
         return self.keep
+
+    def _block_box(self, k: int) -> tuple[slice, slice, slice]:
+        """Bounding box of block ``k``'s supports (cached until the supports change)."""
+        if self._boxes is None:
+            self._boxes = [bounding_box(self.keep[s:e]) for s, e in self.blocks]
+        return self._boxes[k]
+
+    def _run_box(self, i: int) -> tuple[slice, slice, slice]:
+        """Bounding box of run ``i``'s support (cached until the supports change)."""
+        if self._run_boxes is None:
+            self._run_boxes = [bounding_box(self.keep[j]) for j in range(self.batch)]
+        return self._run_boxes[i]
 
     def _prepare_er(self) -> None:
         """Zero rho outside the support and cache each block's bounding box and bit mask."""
@@ -238,19 +253,20 @@ class Engine:
                 else:
                     w = self.w[s] if one else self.w[s:e]
                     keep = self.keep[s] if one else self.keep[s:e]
+                    box = self._block_box(k)
                     for _ in range(n):
                         psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
                         self.kernels.modulus(psi, self.meas)
                         p = torch.fft.ifftn(psi, dim=SPATIAL_DIMS, norm="forward")
-                        self.kernels.update(r, p, w, keep, a, b)
+                        self.kernels.update(r, p, w, keep, a, b, box)
                 if on_progress is not None:
                     on_progress(n * (e - s))
 
     def _iterate_psf(self, k: int, s: int, e: int, er: bool, n: int, a: float, b: float) -> None:
         """The blur-aware branch: runs of the block one at a time (PSFs may differ)."""
         free_n = self.meas.free_n
-        iobs_n2 = self._iobs_n2
-        assert iobs_n2 is not None
+        target = self._target
+        assert target is not None
         for i in range(s, e):
             r = self.rho[i]
             psf = self.psfs[i]
@@ -259,17 +275,19 @@ class Engine:
                 bits_i = bits if bits.ndim == 3 else bits[i - s]
                 idx = (Ellipsis, *box)
                 r_box = r.view(torch.int64)[idx]
+            else:
+                run_box = self._run_box(i)
             for _ in range(n):
                 psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
                 if psf is None:
                     self.kernels.modulus(psi, self.meas)
                 else:
-                    project_blurred(psi, psf, iobs_n2, free_n)
+                    project_blurred(psi, psf, target, free_n)
                 p = torch.fft.ifftn(psi, dim=SPATIAL_DIMS, norm="forward")
                 if er:
                     torch.bitwise_and(p.view(torch.int64)[idx], bits_i, out=r_box)
                 else:
-                    self.kernels.update(r, p, self.w[i], self.keep[i], a, b)
+                    self.kernels.update(r, p, self.w[i], self.keep[i], a, b, run_box)
 
     # ------------------------------------------------------------------ quality
     def quality(self) -> tuple[list[float], list[float]]:

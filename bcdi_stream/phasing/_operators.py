@@ -10,7 +10,7 @@ from ..arrays import resolve_device
 from ._common import check_int, check_intensity, check_mask, check_object, check_support, to_tensor
 from ._engine import Engine
 from ._kernels import Kernels, modulus_eager, prepare_measured
-from ._psf import Psf, parse_psf, project_blurred
+from ._psf import BlurTarget, Psf, parse_psf, project_blurred
 
 __all__ = ["er", "hio", "modulus_projection", "raar", "support_projection"]
 
@@ -73,7 +73,8 @@ def modulus_projection(
     if mode == "auto":
         raise ValueError("psf_sigma must be widths or None, not 'auto'")
     if mode == "fixed":
-        project_blurred(out, Psf(sigma, tuple(out.shape)), amp.square().contiguous(), free)
+        target = BlurTarget(amp.square())
+        project_blurred(out, Psf(sigma, tuple(out.shape)), target, free)
     else:
         modulus_eager(out, amp.contiguous(), free)
     return out
