@@ -95,8 +95,9 @@ class AISettings(BaseModel):
         "32 % vs 24 % of the strong test crystals, docs/MODEL_RESEARCH.md session 6; HIO 170 "
         "+ ER 30 in session 26: strong validation crystals 33 -> 37 of 90 at the cost of 100 "
         "+ 100; HIO 150 + ER 20 since session 27: 15 % fewer iterations for the speed margin "
-        "over the recipe, 93 against 92 of 160 test crystals and 65 against 67 of 120 "
-        "validation crystals)",
+        "over the recipe, 93 against 92 of 160 test crystals, but 69 against 74 of 180 strong "
+        "and 87 against 89 of 90 weak validation crystals: set 170 and n_er 30 where a few per "
+        "cent more strong crystals matter more than ~10 % of the time)",
     )
     n_er: int = Field(20, ge=0, description="ER iterations after the RAAR and HIO ones")
     shrinkwrap: bool = Field(True, description="update the support during the ER refinement")
