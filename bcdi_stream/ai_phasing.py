@@ -420,12 +420,13 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
         ``n_raar + n_hio == 0``) refines the same start with that PSF, and the run with the
         lower LLK is kept. An object refined without a PSF mimics the blur, after which the
         LLK search finds too little of it, and strongly blurred crystals (σ ≳ 0.7 px) fail.
-        Made for ~20–40 % of crystals (those whose prediction looks blurred), ~0.35 s each on
-        one CPU thread at 64³.
+        Made for ~20–40 % of crystals (those whose prediction looks blurred); 30 iterations
+        by default since session 27 (60 before: the same successes, docs/MODEL_RESEARCH.md),
+        ~0.1 s on one CPU thread at 64³.
     n_hio : int
-        HIO iterations after the RAAR ones (the default refinement is HIO 150 + ER 20, as in
-        :class:`~bcdi_stream.config.AISettings`: HIO since session 6, HIO 170 + ER 30 in
-        session 26, 150 + 20 since session 27, docs/MODEL_RESEARCH.md).
+        HIO iterations after the RAAR ones (the default refinement is HIO 170 + ER 30, as in
+        :class:`~bcdi_stream.config.AISettings`: HIO since session 6, 170 of the 200
+        iterations since session 26, docs/MODEL_RESEARCH.md).
     view : int
         Which view of the pattern the model predicts (:func:`view_axes`; 0: as measured).
     n_er_first : int

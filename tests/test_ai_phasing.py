@@ -409,15 +409,15 @@ def test_shipped_model_is_blind_to_where_the_pattern_sits() -> None:
 
 
 def test_shipped_refinement_is_hio_and_phases_a_medium_strain_crystal() -> None:
-    """From the shipped model's start, HIO + ER (HIO since session 6, 150 + 20 since session
-    27) phases a crystal with a 1–2.5π strain span that RAAR 100 + ER 100 leaves at 0.51 rad
+    """From the shipped model's start, HIO + ER (HIO since session 6, 170 + 30 since session
+    26) phases a crystal with a 1–2.5π strain span that RAAR 100 + ER 100 leaves at 0.51 rad
     (docs/MODEL_RESEARCH.md: medium 19/20 vs 14/20, strong test set 32 % vs 24 %)."""
     import math
 
     from bcdi_stream.ai_phasing import phase_ai, polish
     from bcdi_stream.analysis import compare
 
-    assert AISettings().n_hio == 150 and AISettings().n_er == 20 and AISettings().n_raar == 0
+    assert AISettings().n_hio == 170 and AISettings().n_er == 30 and AISettings().n_raar == 0
     c = simulate_crystal(4_100_006_000, n=64, strain=(math.pi, 2.5 * math.pi), device="cpu")
     loaded = cached_model()
     res, _ = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
