@@ -181,35 +181,30 @@ class Engine:
         self.keep = support.to(device=self.rho.device, dtype=torch.bool).contiguous()
         self.w = self.keep.to(torch.float32)
         self._er: list[tuple[tuple[slice, slice, slice], torch.Tensor]] | None = None
-        #: per block, then per run: the supports' bounding boxes (HIO/RAAR updates)
-        self._boxes: list[tuple[slice, slice, slice]] | None = None
-        self._run_boxes: list[tuple[slice, slice, slice]] | None = None
+        #: bounding boxes of the supports of runs ``s:e``, by ``(s, e)`` (:meth:`_box`)
+        self._boxes: dict[tuple[int, int], tuple[slice, slice, slice]] = {}
 
     @property
     def support(self) -> torch.Tensor:
         """Current supports, bool ``(B, z, y, x)``."""
         return self.keep
 
-    def _block_box(self, k: int) -> tuple[slice, slice, slice]:
-        """Bounding box of block ``k``'s supports (cached until the supports change)."""
-        if self._boxes is None:
-            self._boxes = [bounding_box(self.keep[s:e]) for s, e in self.blocks]
-        return self._boxes[k]
-
-    def _run_box(self, i: int) -> tuple[slice, slice, slice]:
-        """Bounding box of run ``i``'s support (cached until the supports change)."""
-        if self._run_boxes is None:
-            self._run_boxes = [bounding_box(self.keep[j]) for j in range(self.batch)]
-        return self._run_boxes[i]
+    def _box(self, s: int, e: int) -> tuple[slice, slice, slice]:
+        """Bounding box of the supports of runs ``s:e`` (cached until the supports change; a
+        block of one run and that run share the entry)."""
+        box = self._boxes.get((s, e))
+        if box is None:
+            box = self._boxes[(s, e)] = bounding_box(self.keep[s:e])
+        return box
 
     def _prepare_er(self) -> None:
         """Zero rho outside the support and cache each block's bounding box and bit mask."""
         self.rho.mul_(self.w)
         self._er = []
         for s, e in self.blocks:
-            keep = self.keep[s:e]
-            box = bounding_box(keep)
-            bits = keep[(slice(None), *box)].to(torch.int64).neg_()  # all bits set inside
+            box = self._box(s, e)
+            # all bits set inside the support
+            bits = self.keep[s:e][(slice(None), *box)].to(torch.int64).neg_()
             self._er.append((box, bits[0] if e - s == 1 else bits))
 
     # ------------------------------------------------------------------ iterations
@@ -253,7 +248,7 @@ class Engine:
                 else:
                     w = self.w[s] if one else self.w[s:e]
                     keep = self.keep[s] if one else self.keep[s:e]
-                    box = self._block_box(k)
+                    box = self._box(s, e)
                     for _ in range(n):
                         psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
                         self.kernels.modulus(psi, self.meas)
@@ -276,7 +271,7 @@ class Engine:
                 idx = (Ellipsis, *box)
                 r_box = r.view(torch.int64)[idx]
             else:
-                run_box = self._run_box(i)
+                run_box = self._box(i, i + 1)
             for _ in range(n):
                 psi = torch.fft.fftn(r, dim=SPATIAL_DIMS)
                 if psf is None:

@@ -124,19 +124,26 @@ def squared_modulus(psi: torch.Tensor) -> torch.Tensor:
     """``re**2 + im**2`` of a complex64 array, as a new float32 array of its shape.
 
     Bit for bit ``re * re`` then ``+ im * im`` (fused, as ``addcmul`` computes it), read one of
-    two ways that give the same bits: the strided ``view_as_real`` halves, or, for a contiguous
-    array, its ``int64`` view (each element's two float32 halves split by bit operations, see
-    the module doc). Which is faster depends on the CPU (at 64³ on a CPU thread: 0.25 against
-    0.48 ms for the ``int64`` view on an AMD EPYC, 0.50 against 0.29 ms on an Intel Xeon with
-    AVX-512), so a CPU process times both once (:func:`int64_halves_faster`); other devices
-    use the ``int64`` view. Every blur-aware iteration and every eager modulus projection pays
-    this.
+    two ways that give the same bits (:func:`_squared_halves`): the strided ``view_as_real``
+    halves, or, for a contiguous array, its ``int64`` view (each element's two float32 halves
+    split by bit operations, see the module doc). Which is faster depends on the CPU (at 64³ on
+    a CPU thread: 0.25 against 0.48 ms for the ``int64`` view on an AMD EPYC, 0.44 against 0.28
+    ms on an Intel Xeon with AVX-512), so a CPU process times both once
+    (:func:`int64_halves_faster`); other devices use the ``int64`` view. Every blur-aware
+    iteration and every eager modulus projection pays this.
     """
-    if (
+    int64_view = (
         psi.dtype == torch.complex64
         and psi.is_contiguous()
         and (psi.device.type != "cpu" or int64_halves_faster())
-    ):
+    )
+    return _squared_halves(psi, int64_view)
+
+
+def _squared_halves(psi: torch.Tensor, int64_view: bool) -> torch.Tensor:
+    """:func:`squared_modulus` read through the ``int64`` view (a contiguous complex64 array
+    only) or through the strided ``view_as_real`` halves."""
+    if int64_view:
         bits = psi.view(torch.int64)
         # the int32 cast keeps the low half (two's complement): no mask pass needed here
         re = bits.to(torch.int32).view(torch.float32)
@@ -167,14 +174,7 @@ def int64_halves_faster() -> bool:
             times = []
             for _ in range(5):
                 t0 = time.perf_counter()
-                if view:
-                    bits = psi.view(torch.int64)
-                    re = bits.to(torch.int32).view(torch.float32)
-                    im = (bits >> 32).to(torch.int32).view(torch.float32)
-                else:
-                    r = torch.view_as_real(psi)
-                    re, im = r[..., 0], r[..., 1]
-                torch.mul(re, re).addcmul_(im, im)
+                _squared_halves(psi, view)
                 times.append(time.perf_counter() - t0)
             return min(times)
 

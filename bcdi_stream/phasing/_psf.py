@@ -267,7 +267,7 @@ class BlurTarget:
     on the output (``N**2`` in the engine, 1 for a plain projection). Zero pixels are held as
     ``1`` in :attr:`num` and zeroed again by :attr:`nonzero` after the square root: torch's
     float32 ``sqrt`` on a CPU takes a slow path on exact zeros (an array half zeros, as a
-    pattern's outer shells are, costs ~25x an array without: 1.1 ms against 0.04 ms at 64³
+    pattern's outer shells are, costs ~30x an array without: 1.33 ms against 0.04 ms at 64³
     on a CPU thread, docs/BENCHMARKS.md), and every other value's square root is bit for bit
     what it was.
     """
