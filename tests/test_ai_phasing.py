@@ -356,8 +356,9 @@ def test_a_blur_the_model_never_saw_is_taken_out_of_its_input() -> None:
     """A blur of 1.68 px along the rocking axis: the prediction reads it as a crystal shorter
     along z, and refining it fails; the hypothesis along z, taken out of the pattern before a
     second prediction, phases it (docs/MODEL_RESEARCH.md, session 25)."""
-    from bcdi_stream.ai_phasing import phase_ai, unseen_blur
+    from bcdi_stream.ai_phasing import UNSEEN_MAX, phase_ai, unseen_blur
     from bcdi_stream.analysis import compare
+    from bcdi_stream.phasing._psf import WIDE_GRID
 
     data, c = _blurred_along_z(4_200_004_000, 1.68)
     res, start = phase_ai(data, c.mask, loaded=cached_model(), seed=0, device="cpu")
@@ -377,6 +378,10 @@ def test_a_blur_the_model_never_saw_is_taken_out_of_its_input() -> None:
     assert not unseen_blur((0.0, 0.9, 0.95)) and not unseen_blur((0.0, 2.3, 2.5, -0.6))
     assert unseen_blur((1.2, 0.4, 0.5)) and unseen_blur((0.0, 0.8, 0.8, 0.6))
     assert unseen_blur((0.0, 0.4, 1.3)) and unseen_blur((0.0, 1.2, 1.2))
+    # the top of the hypothesis's width grid is what a prediction far from the truth asks for
+    assert not unseen_blur((0.0, 0.5, 2.0)) and not unseen_blur((2.0, 0.8, 0.8))
+    assert unseen_blur((0.0, 0.5, 1.999))
+    assert UNSEEN_MAX == max(WIDE_GRID)
     with pytest.raises(ValueError, match="deblur"):
         phase_ai(data, c.mask, loaded=cached_model(), deblur=-1)
 
