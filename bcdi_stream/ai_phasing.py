@@ -81,7 +81,7 @@ DEBLUR: int = 20
 #: the refit after deconvolving by it) as wide as :data:`UNSEEN_MAX` along some axis, the top
 #: of the hypothesis's width grid, is a prediction far from the truth (strong crystals the
 #: model misses ask for the search's cap), not a blur to take out. Until session 28 only a
-#: width beyond it counted, which the grid never gave on a single axis: 370 test, validation
+#: width beyond it counted, which the grid never gave on a single axis: 315 test, validation
 #: and blurred crystals, the same successes, the ``ai`` method's median time -10 %
 #: (docs/MODEL_RESEARCH.md, session 28).
 UNSEEN_SPLIT: float = 0.3

@@ -146,7 +146,8 @@ class AISettings(BaseModel):
         ge=0,
         description="Richardson-Lucy iterations of a second blur-hypothesis run's start: when "
         "the hypothesis is a blur the model never saw (along the rocking axis, oblique, "
-        "different on y and x, wider than 1.15 px), the pattern deconvolved by it is "
+        "different on y and x, wider than 1.15 px; not one at the width search's 2 px cap, nor "
+        "when the refit is), the pattern deconvolved by it is "
         "predicted, the blur fitted again to that prediction, and the prediction from the "
         "pattern deconvolved by the refit is refined with it beside the other runs, the lowest "
         "LLK kept; a blur along the rocking axis is a hypothesis too (0: neither; blur along "

@@ -22,17 +22,58 @@ LLK must equal the kept run's).
     python hypothesis_runs.py --set test --n 10
     python hypothesis_runs.py --set val --classes weak=30 strong=30 medium+coh=20
     python hypothesis_runs.py --set unseen --variants zblur diagblur anisoblur --n 20
+    python hypothesis_runs.py --summarise LOG [LOG ...]
+
+``--summarise`` scores rules on such logs: ``shipped`` (every run made), ``no_deblur`` (no
+deblurred start or run), ``main_only`` (no hypothesis) and ``cap`` (session 28's rule: no
+deblurred start when the hypothesis reaches ``UNSEEN_MAX`` along some axis, and no deblurred
+run when its refit does); successes per class, mean and median seconds (prediction and runs,
+without the pipeline's finish, which every rule pays alike). Logs made before session 28's rule
+are the ones to score it on.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from _probe import add_class_options, class_counts
+
+#: ``--summarise``'s rules: ``row -> (hypothesis run made, deblurred run made, share of the
+#: deblurred start's seconds saved)``, from a row of a log made with every run (session 28's
+#: ``cap``: a refit at the cap costs the second of the start's two predictions, about half)
+RULES: dict[str, Callable[[dict[str, Any]], tuple[bool, bool, float]]] = {
+    "shipped": lambda r: (True, True, 0.0),
+    "no_deblur": lambda r: (True, False, 1.0),
+    "main_only": lambda r: (False, False, 1.0),
+    "cap": lambda r: (True, "refit" in r and max(r["sigma"][:3]) < 2.0 and max(r["refit"][:3])
+                      < 2.0, 1.0 if "refit" in r and max(r["sigma"][:3]) >= 2.0 else 0.5),
+}
+
+
+def summarise(paths: list[str]) -> None:
+    """Print each rule's successes per class and its mean and median seconds over ``paths``."""
+    rows = [json.loads(line) for p in paths for line in open(p) if line.startswith("{")]
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    print("rule", *classes, "total", "mean_s", "median_s")
+    for name, rule in RULES.items():
+        ok: dict[str, int] = dict.fromkeys(classes, 0)
+        secs = []
+        for r in rows:
+            hyp, deb, saved = rule(r)
+            made = ["main"] + (["hyp"] if hyp and "hyp" in r else []) + (
+                ["deb"] if deb and "deb" in r else [])
+            kept = min(made, key=lambda n: (r[n][2], made.index(n)))
+            ok[r["class"]] += r[kept][1]
+            secs.append(r["predict"] + sum(r[n][3] for n in made)
+                        - (saved * r["deblur"] if "deb" in r and "deb" not in made else 0.0))
+        print(name, *(f"{ok[c]}/{sum(r['class'] == c for r in rows)}" for c in classes),
+              sum(ok.values()), f"{statistics.mean(secs):.3f}", f"{statistics.median(secs):.3f}")
 
 
 def main() -> None:
@@ -50,7 +91,11 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["zblur", "diagblur", "anisoblur"])
     ap.add_argument("--n", type=int, default=10, help="--set test: crystals per test class")
     ap.add_argument("--check", type=int, default=2)
+    ap.add_argument("--summarise", nargs="+", metavar="LOG", help="score the rules on logs")
     args = ap.parse_args()
+    if args.summarise:
+        summarise(args.summarise)
+        return
     if args.set == "val":
         crystals = fixed_set(VAL_SEED0, class_counts(args), 64)
     else:
