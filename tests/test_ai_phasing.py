@@ -386,6 +386,26 @@ def test_a_blur_the_model_never_saw_is_taken_out_of_its_input() -> None:
         phase_ai(data, c.mask, loaded=cached_model(), deblur=-1)
 
 
+def test_a_refit_at_the_width_cap_makes_no_deblurred_start() -> None:
+    """Strong test crystal 3010000000: the prediction asks for an oblique blur the model never
+    saw, and the blur refitted after taking it out runs to the search's cap (2.5 px): a
+    prediction far from the truth, not a blur, so no deblurred start (its run was never kept
+    for such a refit; docs/MODEL_RESEARCH.md, session 28)."""
+    from bcdi_stream.ai_phasing import DEBLUR, UNSEEN_MAX, _predict_object, unseen_blur
+    from bcdi_stream.phasing import blur_fit_of, deconvolve
+    from bcdi_stream.training import TEST_SEED0, fixed_set
+
+    ((_, seed, c),) = fixed_set(TEST_SEED0, {"weak": 0, "strong": 1}, 64)
+    assert seed == 3_010_000_000
+    loaded = cached_model()
+    start = predict_start(loaded, c.intensity, c.mask, estimate_psf=True)
+    assert unseen_blur(start.psf_sigma) and start.deblurred is None, start.psf_sigma
+    with torch.inference_mode():
+        x, bad = c.intensity.float(), c.mask.bool()
+        _, obj = _predict_object(loaded, deconvolve(x, start.psf_sigma, bad, DEBLUR), bad)
+        assert max(blur_fit_of(obj, x, bad)[:3]) >= UNSEEN_MAX
+
+
 def test_shipped_model_is_blind_to_where_the_pattern_sits() -> None:
     """The model was trained on patterns centred exactly on their centre of mass; a pattern
     two pixels off (a peak centred on its brightest pixel, a coarse crop) is predicted as if
