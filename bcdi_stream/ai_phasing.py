@@ -97,11 +97,17 @@ def unseen_blur(sigma: tuple[float, ...]) -> bool:
     """Whether a blur hypothesis ``(z, y, x[, r])`` is one the model never saw in training
     (isotropic detector blur of at most ~1 px): along the rocking axis, oblique, different on
     ``y`` and ``x``, or wider than :data:`UNSEEN_WIDTH`, but narrower than :data:`UNSEEN_MAX`."""
-    z, y, x, r = psf_params(sigma)
-    if max(z, y, x) >= UNSEEN_MAX:
+    if _at_cap(sigma):
         return False
+    z, y, x, r = psf_params(sigma)
     return (z > 0.0 or abs(r) >= UNSEEN_SPLIT or abs(y - x) >= UNSEEN_SPLIT
             or max(y, x) >= UNSEEN_WIDTH)
+
+
+def _at_cap(sigma: tuple[float, ...]) -> bool:
+    """Whether a blur hypothesis or refit ``(z, y, x[, r])`` is as wide as :data:`UNSEEN_MAX`
+    along some axis: a prediction far from the truth, not a blur to take out."""
+    return max(sigma[:3]) >= UNSEEN_MAX
 
 
 def view_axes(view: int) -> tuple[int, ...]:
@@ -356,7 +362,7 @@ def _deblurred(loaded: LoadedModel, x: torch.Tensor, bad: torch.Tensor,
     :data:`UNSEEN_MAX` along some axis."""
     _, obj = _predict_object(loaded, deconvolve(x, sigma, bad, n_iter), bad)
     refit = blur_fit_of(obj, x, bad)
-    if not 0.0 < max(refit[:3]) < UNSEEN_MAX:
+    if max(refit[:3]) <= 0.0 or _at_cap(refit):
         return None, None
     _, obj = _predict_object(loaded, deconvolve(x, refit, bad, n_iter), bad)
     return tuple(float(v) for v in refit), torch.angle(loaded.model.phasor_of(obj[None])[0])
@@ -425,7 +431,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
         ``n_raar + n_hio == 0``) refines the same start with that PSF, and the run with the
         lower LLK is kept. An object refined without a PSF mimics the blur, after which the
         LLK search finds too little of it, and strongly blurred crystals (σ ≳ 0.7 px) fail.
-        Made for ~20–40 % of crystals (those whose prediction looks blurred); 30 iterations
+        Made for about two thirds of the crystals (those whose prediction looks blurred: 207
+        of 310 test and validation crystals, docs/MODEL_RESEARCH.md session 28); 30 iterations
         by default since session 27 (60 before: the same successes, docs/MODEL_RESEARCH.md),
         ~0.1 s on one CPU thread at 64³.
     n_hio : int

@@ -44,15 +44,28 @@ from typing import Any
 import torch
 from _probe import add_class_options, class_counts
 
+
+def _cap_rule(r: dict[str, Any]) -> tuple[bool, bool, float]:
+    """Session 28's rule, as the package makes it (:func:`bcdi_stream.ai_phasing.unseen_blur`
+    and :data:`~bcdi_stream.ai_phasing.UNSEEN_MAX`), on a row logged before it: no deblurred
+    start for a hypothesis at the cap, and no deblurred run (the start's second prediction
+    saved, about half its seconds) for a refit at the cap."""
+    from bcdi_stream.ai_phasing import UNSEEN_MAX, unseen_blur
+
+    if "refit" not in r:
+        return True, False, 0.0
+    if not unseen_blur(tuple(r["sigma"])):
+        return True, False, 1.0
+    return True, max(r["refit"][:3]) < UNSEEN_MAX, 0.5
+
+
 #: ``--summarise``'s rules: ``row -> (hypothesis run made, deblurred run made, share of the
-#: deblurred start's seconds saved)``, from a row of a log made with every run (session 28's
-#: ``cap``: a refit at the cap costs the second of the start's two predictions, about half)
+#: deblurred start's seconds saved)``, from a row of a log made with every run
 RULES: dict[str, Callable[[dict[str, Any]], tuple[bool, bool, float]]] = {
     "shipped": lambda r: (True, True, 0.0),
     "no_deblur": lambda r: (True, False, 1.0),
     "main_only": lambda r: (False, False, 1.0),
-    "cap": lambda r: (True, "refit" in r and max(r["sigma"][:3]) < 2.0 and max(r["refit"][:3])
-                      < 2.0, 1.0 if "refit" in r and max(r["sigma"][:3]) >= 2.0 else 0.5),
+    "cap": _cap_rule,
 }
 
 
