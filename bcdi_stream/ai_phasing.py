@@ -97,9 +97,9 @@ def unseen_blur(sigma: tuple[float, ...]) -> bool:
     """Whether a blur hypothesis ``(z, y, x[, r])`` is one the model never saw in training
     (isotropic detector blur of at most ~1 px): along the rocking axis, oblique, different on
     ``y`` and ``x``, or wider than :data:`UNSEEN_WIDTH`, but narrower than :data:`UNSEEN_MAX`."""
-    if _at_cap(sigma):
+    z, y, x, r = psf_params(sigma)  # checks the length first
+    if _at_cap((z, y, x)):
         return False
-    z, y, x, r = psf_params(sigma)
     return (z > 0.0 or abs(r) >= UNSEEN_SPLIT or abs(y - x) >= UNSEEN_SPLIT
             or max(y, x) >= UNSEEN_WIDTH)
 
