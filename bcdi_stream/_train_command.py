@@ -68,12 +68,17 @@ def train_command(
         help="Odds of partial coherence beyond the detector blur in a training pattern (along "
         "a random direction in the detector plane or along the rocking axis), in every strain "
         "class (default: none).")] = None,
+    habits: Annotated[float | None, typer.Option(
+        help="Odds that a training crystal is a needle (a rod of aspect 3-5) or a thin plate (a "
+        "platelet 0.1-0.2 thick), habits beyond the simulator's default ranges, in every strain "
+        "class (default: none).")] = None,
     val: Annotated[str, typer.Option(
         help="Validation crystals per class, e.g. weak=6,strong=6,weak+disl=6 (+field, first: "
         "the smooth strain is the random field alone; a +disl class: every crystal with "
         "dislocations; +fault, also after +disl: every crystal with a planar defect; +loop: "
         "every crystal with a dislocation loop; +net: every crystal with a dislocation "
-        "network; +coh, last: every pattern with partial coherence).")
+        "network; +coh: every pattern with partial coherence; +habit, last: every crystal a "
+        "needle or a thin plate).")
     ] = "weak=6,strong=6",
     object_weight: Annotated[float, typer.Option(help="Weight of the real-space loss.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1, help="Steps between validations.")] = 100,
@@ -128,6 +133,7 @@ def train_command(
             strong_share=strong_share, dislocation_probability=dislocations,
             fault_probability=faults, loop_probability=loops, field_probability=fields,
             network_probability=networks, coherence_probability=coherence,
+            habit_probability=habits,
             val_counts=_counts(val, "--val"),
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,

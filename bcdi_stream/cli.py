@@ -427,7 +427,8 @@ def benchmark(
         "a stacking fault or twin lamella), weak+loop, medium+loop (every crystal with a "
         "dislocation loop), strong+field (the smooth strain is the random field alone), "
         "weak+net, medium+net (every crystal with a network of 3-4 dislocations), weak+coh, "
-        "medium+coh (every pattern with partial coherence beyond the detector blur).")
+        "medium+coh (every pattern with partial coherence beyond the detector blur), "
+        "medium+habit (every crystal a needle or a thin plate).")
     ] = "weak,strong",
     methods: Annotated[str, typer.Option(
         help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional,"

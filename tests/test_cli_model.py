@@ -151,7 +151,8 @@ def test_benchmark_model_scores_the_views_without_the_recipe(trained: Path, tmp_
 
 @pytest.mark.parametrize(("cls", "place"), [("weak+disl", 2), ("medium+fault", 5),
                                             ("medium+loop", 7), ("strong+field", 8),
-                                            ("medium+net", 10), ("medium+coh", 12)])
+                                            ("medium+net", 10), ("medium+coh", 12),
+                                            ("medium+habit", 13)])
 def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, cls: str,
                                         place: int) -> None:
     from bcdi_stream.training import TEST_SEED0
@@ -175,6 +176,15 @@ def test_benchmark_model_defect_classes(trained: Path, tmp_path: Path, capsys, c
         assert 3 <= len(row["dislocations"]) <= 4 and not row["faults"] and not row["loops"]
     elif cls.endswith("+coh"):
         assert max(row["coherence"][:3]) > 0 and not row["faults"] and not row["loops"]
+    elif cls.endswith("+habit"):
+        from bcdi_stream.simulation import NEEDLE_ASPECT, THIN_PLATE, CrystalSpec
+        from bcdi_stream.training import class_arguments
+
+        spec = CrystalSpec.random(row["seed"], n=64, **class_arguments(cls))
+        assert row["shape"] == spec.shape and not row["faults"] and not row["loops"]
+        p = spec.shape_params
+        assert (p["aspect"] >= NEEDLE_ASPECT[0] if spec.shape == "rod"
+                else p["thickness"] <= THIN_PLATE[1])
     else:
         assert len(row["loops"]) == 1 and not row["faults"]
     assert f"| {cls} | ai |" in table

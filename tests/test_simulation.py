@@ -14,9 +14,11 @@ from bcdi_stream.simulation import (
     FAULT_JUMP,
     FAULT_MODELS,
     LOOP_MODELS,
+    NEEDLE_ASPECT,
     SHAPES,
     SMOOTH_MODELS,
     STRAIN_MODELS,
+    THIN_PLATE,
     CrystalSpec,
     SimulatedBatch,
     SimulatedCrystal,
@@ -623,6 +625,51 @@ def test_coherence_probability_blurs_the_pattern_and_changes_nothing_else() -> N
     assert math.sqrt(m["xx"]) == pytest.approx(1.0, abs=0.01)
     assert m["yx"] / math.sqrt(m["yy"] * m["xx"]) == pytest.approx(-0.6, abs=0.01)
     assert coherence_blur(delta, (0.0, 0.0, 0.0, 0.0)) is delta
+
+
+def _is_habit(spec: CrystalSpec) -> bool:
+    p = spec.shape_params
+    return ((spec.shape == "rod" and NEEDLE_ASPECT[0] <= p["aspect"] <= NEEDLE_ASPECT[1])
+            or (spec.shape == "platelet" and THIN_PLATE[0] <= p["thickness"] <= THIN_PLATE[1]))
+
+
+def test_habit_probability_draws_needles_and_thin_plates_and_changes_no_other_crystal() -> None:
+    """A habit beyond the default ranges from a generator of its own: at odds 1 every crystal
+    is a needle or a thin plate (both come), at odds 0 every spec is the one drawn without the
+    argument, and at odds in between the crystals that draw no habit are as drawn without it;
+    only the rods and platelets among ``shapes`` are candidates."""
+    kinds, drawn_apart = set(), 0
+    for seed in range(24):
+        plain = CrystalSpec.random(seed, n=64, strain="medium")
+        assert not _is_habit(plain) or plain.shape in ("rod", "platelet")
+        assert CrystalSpec.random(seed, n=64, strain="medium", habit_probability=0.0) == plain
+        habit = CrystalSpec.random(seed, n=64, strain="medium", habit_probability=1.0)
+        assert _is_habit(habit), habit.shape_params
+        kinds.add(habit.shape)
+        half = CrystalSpec.random(seed, n=64, strain="medium", habit_probability=0.5)
+        if not _is_habit(half):
+            assert half == plain
+            drawn_apart += 1
+    assert kinds == {"rod", "platelet"} and 0 < drawn_apart < 24
+    # the default ranges stay out of the habits' (a default rod or platelet is no habit)
+    for seed in range(40):
+        default = CrystalSpec.random(seed, n=64, shapes=("rod", "platelet"))
+        assert not _is_habit(default), default.shape_params
+    only = [CrystalSpec.random(s, n=64, shapes=("rod", "sphere"), habit_probability=1.0)
+            for s in range(6)]
+    assert all(s.shape == "rod" and _is_habit(s) for s in only)
+    assert (CrystalSpec.random(3, n=64, shapes=("sphere", "cube"), habit_probability=1.0)
+            == CrystalSpec.random(3, n=64, shapes=("sphere", "cube")))
+    with pytest.raises(ValueError, match="habit_probability"):
+        CrystalSpec.random(0, n=64, habit_probability=-0.1)
+    # a needle and a thin plate simulate, the crystal as thin as its habit
+    for shape in ("rod", "platelet"):
+        spec = CrystalSpec.random(5, n=64, shapes=(shape,), habit_probability=1.0)
+        sim = simulate_crystal(spec, poisson=False)
+        inside = (sim.obj.abs() > 0.5).nonzero().double()
+        inside -= inside.mean(0)
+        var = torch.linalg.eigvalsh(inside.T @ inside / len(inside))  # along the principal axes
+        assert float((var[-1] / var[0]).sqrt()) > 2.5, (shape, var)
     # the simulated pattern: the same crystal, its intensity blurred, the counts kept
     spec = CrystalSpec.random(3, n=N, strain="weak").replace(poisson=False, background=0.0)
     sharp = simulate_crystal(spec, device=CPU)

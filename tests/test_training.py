@@ -497,6 +497,28 @@ def test_network_classes_and_odds() -> None:
     assert lines(first) >= 3 and torch.equal(batch.intensity[0], first.intensity)
 
 
+def test_habit_classes_and_odds() -> None:
+    assert class_arguments("medium+habit") == {**STRAIN_CLASSES["medium"],
+                                               "habit_probability": 1.0}
+    assert class_arguments("weak+coh+habit")["habit_probability"] == 1.0
+    assert class_arguments("strong", habit_probability=0.1)["habit_probability"] == 0.1
+    with pytest.raises(ValueError, match="strain_class"):
+        class_arguments("weak+habit+coh")  # +habit comes last
+    with pytest.raises(ValueError, match="habit_probability"):
+        TrainConfig(habit_probability=1.5)
+    (c, _), = draw_batch([(TRAIN_SEED0 + 11, "medium+habit")], n=32)
+    assert c.spec.shape in ("rod", "platelet")
+    assert c.spec.shape_params.get("aspect", 3.0) >= 3.0
+    assert c.spec.shape_params.get("thickness", 0.2) <= 0.2
+    # the training stream passes its odds on
+    batch = next(training_batches(0, 2, 10, 0.0, n=32, habit_probability=1.0))
+    (first, _), = draw_batch([(batch.seeds[0], batch.classes[0])], n=32, habit_probability=1.0)
+    assert first.spec.shape in ("rod", "platelet")
+    assert torch.equal(batch.intensity[0], first.intensity)
+    plain = next(training_batches(0, 2, 10, 0.0, n=32))
+    assert not torch.equal(plain.intensity[0], batch.intensity[0])
+
+
 def test_coherence_classes_and_odds() -> None:
     assert class_arguments("weak+coh") == {**STRAIN_CLASSES["weak"], "coherence_probability": 1.0}
     assert class_arguments("medium+disl+net+coh")["coherence_probability"] == 1.0

@@ -28,8 +28,10 @@ from ._spec import (
     FAULT_JUMP,
     FAULT_MODELS,
     LOOP_MODELS,
+    NEEDLE_ASPECT,
     SMOOTH_MODELS,
     STRAIN_MODELS,
+    THIN_PLATE,
     CrystalSpec,
 )
 
@@ -38,9 +40,11 @@ __all__ = [
     "FAULT_JUMP",
     "FAULT_MODELS",
     "LOOP_MODELS",
+    "NEEDLE_ASPECT",
     "SHAPES",
     "SMOOTH_MODELS",
     "STRAIN_MODELS",
+    "THIN_PLATE",
     "CrystalSpec",
     "SimulatedBatch",
     "SimulatedCrystal",

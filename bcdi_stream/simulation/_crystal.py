@@ -49,6 +49,7 @@ _RANDOM_KWARGS = frozenset(
         "field_probability",
         "network_probability",
         "coherence_probability",
+        "habit_probability",
     }
 )
 #: Correlation length (fraction of the crystal size) of the amplitude modulation.
@@ -180,7 +181,8 @@ def simulate_crystal(
         With a seed: arguments of :meth:`CrystalSpec.random` (``n``, ``strain``, ``shapes``,
         ``strain_models``, ``peak_counts``, ``oversampling``, ``g_hat``,
         ``dislocation_probability``, ``fault_probability``, ``loop_probability``,
-        ``field_probability``, ``network_probability``, ``coherence_probability``); any
+        ``field_probability``, ``network_probability``, ``coherence_probability``,
+        ``habit_probability``); any
         other key overrides that field of the drawn spec (e.g. ``poisson=False``,
         ``gaps=()``). With a spec: field overrides.
 

@@ -18,8 +18,10 @@ __all__ = [
     "FAULT_JUMP",
     "FAULT_MODELS",
     "LOOP_MODELS",
+    "NEEDLE_ASPECT",
     "SMOOTH_MODELS",
     "STRAIN_MODELS",
+    "THIN_PLATE",
     "CrystalSpec",
 ]
 
@@ -60,6 +62,14 @@ _MEDIUM = (1.0 * math.pi, 4.0 * math.pi)
 _STRONG = (4.5 * math.pi, 10.0 * math.pi)
 #: Random crystals are redrawn until a ball of this radius (voxels) fits around the centroid.
 _MIN_INNER_RADIUS = 1.5
+#: The ``aspect`` of a needle (a rod's half-length, its sides at distance 1) and the
+#: ``thickness`` of a thin plate (a platelet's half-thickness, its sides at 1 and
+#: ``side_ratio``): the habits beyond the default ranges that ``habit_probability`` draws
+#: (session 29: v3 phases medium crystals of these habits 12/30 and 15/30 against 16/30 and
+#: 21/30 for the default rods and platelets of the same strain, docs/MODEL_RESEARCH.md).
+NEEDLE_ASPECT: tuple[float, float] = (3.0, 5.0)
+THIN_PLATE: tuple[float, float] = (0.1, 0.2)
+_HABIT_SHAPES = ("rod", "platelet")
 
 
 def _is_number(v: Any) -> bool:
@@ -413,6 +423,7 @@ class CrystalSpec:
         field_probability: float | None = None,
         network_probability: float | None = None,
         coherence_probability: float | None = None,
+        habit_probability: float | None = None,
     ) -> CrystalSpec:
         """Draw a random crystal.
 
@@ -470,6 +481,13 @@ class CrystalSpec:
             and 0.25–0.6 px across it (along a detector axis or oblique to it); else along the
             rocking axis, 0.6–1.2 px. Default 0 (none). Drawn from a generator of its own, like
             the fault.
+        habit_probability : float, optional
+            Chance of a habit beyond the default ranges (when ``"rod"`` or ``"platelet"`` is among
+            ``shapes``): the crystal is a needle (a rod of aspect :data:`NEEDLE_ASPECT`, against
+            1.6–3 otherwise) or a thin plate (a platelet :data:`THIN_PLATE` thick, against
+            0.2–0.5), either with equal odds. Default 0 (none). The choice is drawn from a
+            generator of its own; the shape's parameters, and so the rest of the spec, are then
+            drawn as for that shape.
 
         Returns
         -------
@@ -513,7 +531,9 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
-        p_fault = p_loop = p_field = p_net = p_coh = 0.0
+        p_fault = p_loop = p_field = p_net = p_coh = p_habit = 0.0
+        if habit_probability is not None:
+            p_habit = _number("habit_probability", habit_probability, 0, 1)
         if coherence_probability is not None:
             p_coh = _number("coherence_probability", coherence_probability, 0, 1)
         if network_probability is not None:
@@ -565,11 +585,17 @@ class CrystalSpec:
                 )
             p_disl = 1.0
 
-        # --- shape and placement (redrawn while the crystal is too thin to be sampled)
+        # --- shape and placement (redrawn while the crystal is too thin to be sampled); a
+        # needle or a thin plate chosen from a generator of its own
         shape = shapes[rng.integers(len(shapes))]
+        habit_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4AB17]))
+        habits = [k for k in _HABIT_SHAPES if k in shapes]
+        habit = bool(habits) and p_habit > 0 and habit_rng.random() < p_habit
+        if habit:
+            shape = habits[habit_rng.integers(len(habits))]
         want_interface = "interface" in smooth_ok and (len(smooth_ok) == 1 or rng.random() < 0.5)
         for _ in range(20):
-            shape_params = _random_shape_params(shape, rng)
+            shape_params = _random_shape_params(shape, rng, habit)
             q = rng.normal(size=4)
             rotation = tuple(float(v) for v in q / np.linalg.norm(q))
             os_ = float(rng.uniform(os_lo, os_hi))
@@ -767,7 +793,10 @@ def _random_unit(rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _random_shape_params(shape: str, rng: np.random.Generator) -> dict[str, Any]:
+def _random_shape_params(shape: str, rng: np.random.Generator, habit: bool = False
+                         ) -> dict[str, Any]:
+    """Random parameters of ``shape``; ``habit``: a rod's aspect drawn from
+    :data:`NEEDLE_ASPECT` and a platelet's thickness from :data:`THIN_PLATE` (the same draws)."""
     stretch = [float(v) for v in rng.uniform(0.85, 1.15, size=3)]
     if shape == "octahedron":
         return {"ratio": float(rng.uniform(1 / math.sqrt(3), 0.64)), "stretch": stretch}
@@ -781,14 +810,14 @@ def _random_shape_params(shape: str, rng: np.random.Generator) -> dict[str, Any]
         return {}
     if shape == "platelet":
         return {
-            "thickness": float(rng.uniform(0.2, 0.5)),
+            "thickness": float(rng.uniform(*(THIN_PLATE if habit else (0.2, 0.5)))),
             "side_ratio": float(rng.uniform(0.5, 1.0)),
             "stretch": stretch,
         }
     if shape == "rod":
         return {
             "sides": int(rng.choice([4, 5, 6, 8])),
-            "aspect": float(rng.uniform(1.6, 3.0)),
+            "aspect": float(rng.uniform(*(NEEDLE_ASPECT if habit else (1.6, 3.0)))),
             "stretch": stretch,
         }
     # random convex polyhedron: random facet normals, redrawn until they bound a region

@@ -58,6 +58,9 @@ class TrainConfig:
         Odds that a training pattern has partial coherence beyond the detector blur (along a
         random direction in the detector plane or along the rocking axis), in every strain
         class (None: none).
+    habit_probability : float or None
+        Odds that a training crystal is a needle or a thin plate (habits beyond the simulator's
+        default ranges), in every strain class (None: none).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
@@ -67,7 +70,8 @@ class TrainConfig:
         name may carry the suffix ``"+disl"`` (every crystal with dislocations), then
         ``"+fault"`` (every crystal with a planar defect), then ``"+loop"`` (every crystal with
         a dislocation loop), then ``"+net"`` (every crystal with a dislocation network), then
-        ``"+coh"`` (every pattern with partial coherence).
+        ``"+coh"`` (every pattern with partial coherence), then ``"+habit"`` (every crystal a
+        needle or a thin plate).
     object_weight : float
         ``"patterson"`` models: weight of the real-space :func:`~bcdi_stream.model.object_loss`
         added to the WCA loss (dense, smooth supervision that makes CPU training feasible).
@@ -120,6 +124,7 @@ class TrainConfig:
     field_probability: float | None = None
     network_probability: float | None = None
     coherence_probability: float | None = None
+    habit_probability: float | None = None
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -151,7 +156,8 @@ class TrainConfig:
         # the training stream's odds: the same check as every class's simulator arguments
         class_arguments("weak", self.dislocation_probability, self.fault_probability,
                         self.loop_probability, self.field_probability,
-                        self.network_probability, self.coherence_probability)
+                        self.network_probability, self.coherence_probability,
+                        self.habit_probability)
         if not self.val_counts:
             raise ValueError("val_counts must name at least one strain class")
         for name, count in self.val_counts.items():

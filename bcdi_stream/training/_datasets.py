@@ -31,11 +31,15 @@ the training stream (by default the mixture). The suffix :data:`NETWORKED` (afte
 ``"weak+net"``, ``"medium+net"``) gives every crystal a dislocation network, 3–4 straight
 dislocations (the simulator's ``network_probability``; session 22 found v3 solving 6 and 4 of
 10 weak and medium crystals with one), with ``network_probability`` for the training stream
-(by default 0). The suffix :data:`PARTIAL` (last: ``"weak+coh"``, ``"medium+coh"``) gives
+(by default 0). The suffix :data:`PARTIAL` (``"weak+coh"``, ``"medium+coh"``) gives
 every pattern partial coherence beyond the detector blur, along a random direction in the
 detector plane or along the rocking axis (the simulator's ``coherence_probability``; session
 24: blurs along one axis or an oblique direction that v3, trained on isotropic ones, reads as
 a smaller crystal), with ``coherence_probability`` for the training stream (by default 0).
+The suffix :data:`HABIT` (last: ``"medium+habit"``) makes every crystal a needle or a thin
+plate, habits beyond the simulator's default ranges (its ``habit_probability``; session 29:
+v3 phases medium crystals of these habits less often than the default rods and platelets),
+with ``habit_probability`` for the training stream (by default 0).
 
 Symmetries: a simulated crystal is also a valid training sample under any of the
 :data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
@@ -64,6 +68,7 @@ __all__ = [
     "DISLOCATED",
     "FAULTED",
     "FIELDED",
+    "HABIT",
     "LOOPED",
     "MAX_MEAN_GRADIENT",
     "NETWORKED",
@@ -111,15 +116,18 @@ FAULTED = "+fault"
 LOOPED = "+loop"
 #: Suffix of a strain-class name whose crystals all carry a dislocation network.
 NETWORKED = "+net"
-#: Suffix of a strain-class name whose patterns all have partial coherence (last).
+#: Suffix of a strain-class name whose patterns all have partial coherence.
 PARTIAL = "+coh"
+#: Suffix of a strain-class name whose crystals are all needles or thin plates (last).
+HABIT = "+habit"
 #: The defect suffixes in the order they may follow the strain level, and the simulator odds
 #: (:meth:`CrystalSpec.random`) each one sets to 1.
 _SUFFIX_ODDS: dict[str, str] = {FIELDED: "field_probability",
                                 DISLOCATED: "dislocation_probability",
                                 FAULTED: "fault_probability", LOOPED: "loop_probability",
                                 NETWORKED: "network_probability",
-                                PARTIAL: "coherence_probability"}
+                                PARTIAL: "coherence_probability",
+                                HABIT: "habit_probability"}
 
 
 def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
@@ -128,8 +136,8 @@ def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
 
     Raises ``ValueError`` (naming ``strain_class``) unless the name is a key of
     :data:`STRAIN_CLASSES` followed by any of :data:`FIELDED`, :data:`DISLOCATED`,
-    :data:`FAULTED`, :data:`LOOPED`, :data:`NETWORKED` and :data:`PARTIAL`, each at most once
-    and in that order.
+    :data:`FAULTED`, :data:`LOOPED`, :data:`NETWORKED`, :data:`PARTIAL` and :data:`HABIT`,
+    each at most once and in that order.
     """
     name, found = strain_class, []
     for suffix in reversed(_SUFFIX_ODDS):
@@ -150,7 +158,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
                     loop_probability: float | None = None,
                     field_probability: float | None = None,
                     network_probability: float | None = None,
-                    coherence_probability: float | None = None) -> dict:
+                    coherence_probability: float | None = None,
+                    habit_probability: float | None = None) -> dict:
     """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
 
     Parameters
@@ -159,8 +168,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
         A key of :data:`STRAIN_CLASSES`, optionally followed by :data:`FIELDED` (the smooth
         strain is the random field alone), :data:`DISLOCATED` (every crystal gets 1–2
         dislocations), :data:`FAULTED` (a planar defect), :data:`LOOPED` (a dislocation
-        loop), :data:`NETWORKED` (3–4 dislocations) and :data:`PARTIAL` (partial coherence),
-        in that order.
+        loop), :data:`NETWORKED` (3–4 dislocations), :data:`PARTIAL` (partial coherence) and
+        :data:`HABIT` (a needle or a thin plate), in that order.
     dislocation_probability : float, optional
         Odds of dislocations for a class without :data:`DISLOCATED` (default: the simulator's
         odds for that strain level).
@@ -175,6 +184,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
         Odds of a dislocation network for a class without :data:`NETWORKED` (default: none).
     coherence_probability : float, optional
         Odds of partial coherence for a class without :data:`PARTIAL` (default: none).
+    habit_probability : float, optional
+        Odds of a needle or a thin plate for a class without :data:`HABIT` (default: none).
 
     Returns
     -------
@@ -184,7 +195,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
     odds = {"dislocation_probability": dislocation_probability,
             "fault_probability": fault_probability, "loop_probability": loop_probability,
             "field_probability": field_probability, "network_probability": network_probability,
-            "coherence_probability": coherence_probability}
+            "coherence_probability": coherence_probability,
+            "habit_probability": habit_probability}
     for name, p in odds.items():
         if p is not None and not 0 <= p <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -235,7 +247,8 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
                fault_probability: float | None = None, loop_probability: float | None = None,
                field_probability: float | None = None,
                network_probability: float | None = None,
-               coherence_probability: float | None = None
+               coherence_probability: float | None = None,
+               habit_probability: float | None = None
                ) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
@@ -271,6 +284,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     coherence_probability : float, optional
         Odds of partial coherence in every class without the :data:`PARTIAL` suffix (default:
         none).
+    habit_probability : float, optional
+        Odds of a needle or a thin plate in every class without the :data:`HABIT` suffix
+        (default: none).
 
     Returns
     -------
@@ -282,7 +298,8 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     try:
         kwargs = {name: class_arguments(name, dislocation_probability, fault_probability,
                                         loop_probability, field_probability,
-                                        network_probability, coherence_probability)
+                                        network_probability, coherence_probability,
+                                        habit_probability)
                   for _, name in items}
     except ValueError as exc:
         raise ValueError(f"items: {exc}") from exc
@@ -405,7 +422,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      loop_probability: float | None = None,
                      field_probability: float | None = None,
                      network_probability: float | None = None,
-                     coherence_probability: float | None = None) -> Iterator[Batch]:
+                     coherence_probability: float | None = None,
+                     habit_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -417,7 +435,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     dislocation loop (default: none), ``field_probability`` those of a smooth strain made of
     the random field alone (default: the simulator's mixture), ``network_probability`` those
     of a dislocation network (3–4 lines; default: none), ``coherence_probability`` those of
-    partial coherence beyond the detector blur (default: none). ``workers > 0``
+    partial coherence beyond the detector blur and ``habit_probability`` those of a needle or
+    a thin plate (default: none). ``workers > 0``
     simulates the batches on the CPU in that many processes (one torch thread each, batches
     in order, the same crystals) and moves each to ``device``: on a GPU the simulation, not
     the network, sets the pace (0.65 s per batch of 32 vectorised on an H200, 0.02 s for the
@@ -442,7 +461,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                           "loop_probability": loop_probability,
                           "field_probability": field_probability,
                           "network_probability": network_probability,
-                          "coherence_probability": coherence_probability},
+                          "coherence_probability": coherence_probability,
+                          "habit_probability": habit_probability},
                          "cpu" if workers else dev)
     return _stream(groups, dev, workers, reuse, skip)
 

@@ -6,7 +6,9 @@ crystals, one shape only, other grid sizes, a medium strain span, 1–2 dislocat
 crystal (weak or medium smooth strain), a planar defect in every crystal (a stacking fault or
 twin lamella, weak or medium), a dislocation loop in every crystal (weak or medium); and the
 validation crystals with the pattern centred on its brightest pixel instead of its centre of
-mass (what another pipeline may hand us). Each crystal is phased by AI + the shipped
+mass (what another pipeline may hand us); since session 29 shapes the simulator did not draw
+(a regular tetrahedron, a needle of aspect 5, a plate 0.1 thick; weak or medium) beside its
+own rods and platelets at medium strain. Each crystal is phased by AI + the shipped
 refinement (``phase_ai``: RAAR 100 + ER 100 until session 5, HIO 100 + ER 100 since) and, with
 ``--random``, by RAAR 100 + ER 100 from random phases;
 with ``--truth``, by RAAR 100 + ER 100 from the TRUE φ(q) with the measured modulus (the
@@ -24,6 +26,9 @@ excess misfit, the ``auto`` trigger) and a summary per variant.
     python benchmarks/research/generalisation.py --variants bg3 photons2e3 medium --n 10
     python benchmarks/research/generalisation.py --variants weak_disl medium_disl --n 10 \\
         --truth --random
+    python benchmarks/research/generalisation.py --variants tetra_medium needle_medium \\
+        thinplate_medium --n 10 --truth --random
+    python benchmarks/research/generalisation.py --variants needle_medium rod_medium --n 30
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ import time
 import torch
 from _probe import refine_from_phase
 
+_TETRA = {"normals": [[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]],
+          "offsets": [1.0, 1.0, 1.0, 1.0]}
+_NEEDLE = {"sides": 6, "aspect": 5.0, "stretch": [1.0, 1.0, 1.0]}
+_THIN = {"thickness": 0.1, "side_ratio": 0.8, "stretch": [1.0, 1.0, 1.0]}
 VARIANTS: dict[str, dict] = {
     "base": {"n": 64, "strain": "weak"},
     "photons2e3": {"n": 64, "strain": "weak", "peak_counts": 2e3},
@@ -75,6 +84,20 @@ VARIANTS: dict[str, dict] = {
                         "g_hat": (1.0, 0.0, 0.0)},
     "g_oblique_medium_disl": {"n": 64, "strain": "medium", "dislocation_probability": 1.0,
                               "g_hat": (0.577, 0.577, 0.577)},
+    # session 29: shapes the simulator does not draw (its random polyhedra are compact,
+    # circumradius / inradius <= 2.2; its rods 1.6-3 and its platelets 0.2-0.5 thick): a regular
+    # tetrahedron (3), a six-sided needle of aspect 5, a hexagonal plate 0.1 thick
+    "tetra": {"n": 64, "strain": "weak", "shape": "polyhedron", "shape_params": _TETRA},
+    "tetra_medium": {"n": 64, "strain": "medium", "shape": "polyhedron",
+                     "shape_params": _TETRA},
+    "needle": {"n": 64, "strain": "weak", "shape": "rod", "shape_params": _NEEDLE},
+    "needle_medium": {"n": 64, "strain": "medium", "shape": "rod", "shape_params": _NEEDLE},
+    "thinplate": {"n": 64, "strain": "weak", "shape": "platelet", "shape_params": _THIN},
+    "thinplate_medium": {"n": 64, "strain": "medium", "shape": "platelet",
+                         "shape_params": _THIN},
+    # ... and the simulator's own rods and platelets at the same strain (the controls)
+    "rod_medium": {"n": 64, "strain": "medium", "shapes": ("rod",)},
+    "platelet_medium": {"n": 64, "strain": "medium", "shapes": ("platelet",)},
 }
 
 

@@ -47,6 +47,11 @@
 # reads a pattern blurred along an oblique direction as a smaller crystal, so the blur
 # hypothesis made from its prediction is too small (diagblur 3/10 against 8/10 with the true
 # kernel; docs/MODEL_RESEARCH.md, session 24); the validation then adds medium+coh.
+# Since session 29 also a habit beyond the simulator's default ranges (a needle, a rod of aspect
+# 3-5, or a thin plate, a platelet 0.1-0.2 thick) at odds HABITS (default 0.1; HABITS=0 for
+# none): v3 phases medium crystals of these habits 12/30 and 15/30 against 16/30 and 21/30 for
+# the default rods and platelets of the same strain (docs/MODEL_RESEARCH.md, session 29); the
+# validation then adds medium+habit.
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -68,6 +73,7 @@ LOOPS=${LOOPS:-0.2}
 FIELDS=${FIELDS:-0.3}
 NETWORKS=${NETWORKS:-0.2}
 COHERENCE=${COHERENCE:-0.15}
+HABITS=${HABITS:-0.1}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -79,5 +85,6 @@ python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     $( [ "$FIELDS" != 0 ] && echo --fields "$FIELDS" ) \
     $( [ "$NETWORKS" != 0 ] && echo --networks "$NETWORKS" ) \
     $( [ "$COHERENCE" != 0 ] && echo --coherence "$COHERENCE" ) \
+    $( [ "$HABITS" != 0 ] && echo --habits "$HABITS" ) \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \
     --first-sample "$FIRST" --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000

@@ -136,6 +136,10 @@ def main() -> None:
                     help="odds of partial coherence beyond the detector blur (along a random "
                     "direction in the detector plane or along the rocking axis) in every strain "
                     "class (default: none); the validation then adds medium+coh")
+    ap.add_argument("--habits", type=float, default=None,
+                    help="odds of a needle (a rod of aspect 3-5) or a thin plate (a platelet "
+                    "0.1-0.2 thick) in every strain class (default: none); the validation then "
+                    "adds medium+habit")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="bf16: convolutions under bfloat16 autocast (TrainConfig.precision)")
     ap.add_argument("--workers", type=int, default=0,
@@ -149,7 +153,8 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=6,
                     help="validation crystals per class (weak, strong, weak+disl, medium+disl; "
                     "with --faults also medium+fault, with --loops medium+loop, with --fields "
-                    "strong+field, with --networks medium+net, with --coherence medium+coh)")
+                    "strong+field, with --networks medium+net, with --coherence medium+coh, "
+                    "with --habits medium+habit)")
     ap.add_argument("--val-every", type=int, default=250)
     args = ap.parse_args()
 
@@ -175,11 +180,12 @@ def main() -> None:
                                  + (("medium+loop",) if args.loops else ())
                                  + (("strong+field",) if args.fields else ())
                                  + (("medium+net",) if args.networks else ())
-                                 + (("medium+coh",) if args.coherence else ()), args.val),
+                                 + (("medium+coh",) if args.coherence else ())
+                                 + (("medium+habit",) if args.habits else ()), args.val),
         dislocation_probability=args.dislocations, fault_probability=args.faults,
         loop_probability=args.loops, field_probability=args.fields,
         network_probability=args.networks, coherence_probability=args.coherence,
-        device=args.device, init_from=args.init_from,
+        habit_probability=args.habits, device=args.device, init_from=args.init_from,
         first_sample=args.first_sample,
         precision=args.precision, workers=args.workers,
         reuse=args.reuse, widen=tuple(int(c) for c in args.widen.split(",") if c.strip()),
