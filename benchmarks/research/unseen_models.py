@@ -9,7 +9,12 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   a random plane through the crystal (within a quarter of its size of the centroid);
 - ``lamella``: two parallel such planes 3–6 voxels apart (a thin twin lamella);
 - ``void``: a spherical void (amplitude 0) inside the crystal, a third of its size — a
-  support that is not convex;
+  support that is not convex; ``shell``: the crystal hollow, a wall 2.5–4 voxels thick left
+  under its surface (a nanobox or nanocage, as galvanic replacement makes; session 29);
+- ``inclusion``: a misfitting inclusion (a precipitate, a hydride nucleus): a centre of
+  dilatation of radius a = 0.08–0.15 of the crystal's size within a sixth of its size of the
+  centroid, u = A·r/a³ inside and A·r/|r|³ outside, the phase g·u reaching ±(1–2.5) rad at its
+  edge (either sign), on top of the crystal's own strain (session 29);
 - ``density``: the amplitude falls linearly to 40 % across the crystal (a composition or
   thickness gradient; the true support stays the crystal's shape);
 - ``bent``: a quadratic phase along a random direction, peak-to-peak 2π across the crystal
@@ -98,10 +103,11 @@ from dataclasses import dataclass
 import torch
 from generalisation import probe_arguments, score_variant
 
-BASES = ("fault", "lamella", "void", "density", "bent", "loop", "surface", "aggregate", "fused",
-         "binary", "shear", "shear_large", "peakmask", "clipped", "dropframe", "dropmasked",
-         "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "flux", "flux20",
-         "deadtime", "anisoblur", "diagblur", "zblur", "halo", "jitter", "network", "none")
+BASES = ("fault", "lamella", "void", "shell", "inclusion", "density", "bent", "loop", "surface",
+         "aggregate", "fused", "binary", "shear", "shear_large", "peakmask", "clipped",
+         "dropframe", "dropmasked", "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre",
+         "parasitic", "flux", "flux20", "deadtime", "anisoblur", "diagblur", "zblur", "halo",
+         "jitter", "network", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -181,6 +187,25 @@ def change(variant: str, seed: int) -> Changed:
         d = (r - centre.view(3, 1, 1, 1)).norm(dim=0)
         amp = amp * (d > radius)
         inside = inside & (d > radius)
+    elif base == "shell":
+        from scipy import ndimage
+
+        wall = 2.5 + 1.5 * torch.rand(1, generator=gen).item()
+        depth = torch.from_numpy(ndimage.distance_transform_edt(inside.numpy()))
+        amp = amp * (depth <= wall)
+        inside = inside & (depth <= wall)
+    elif base == "inclusion":
+        import numpy as np
+
+        a = (0.08 + 0.07 * torch.rand(1, generator=gen).item()) * size
+        centre = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * size / 3
+        edge = (1.0 + 1.5 * torch.rand(1, generator=gen).item()) * (
+            1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
+        g = torch.as_tensor(np.asarray(c.spec.g_hat, dtype=np.float64)).view(3, 1, 1, 1)
+        rr = r - centre.view(3, 1, 1, 1)
+        d = rr.norm(dim=0).clamp_min(1e-9)
+        # g·u with u = A r / max(|r|, a)^3 and A = edge · a²: ±edge at |r| = a along g
+        phase = phase + edge * a * a * (g * rr).sum(0) / d.clamp_min(a) ** 3
     elif base == "density":
         amp = amp * (1.0 - 0.6 * (along - lo) / max(hi - lo, 1e-9)).clamp(0.4, 1.0)
     elif base == "bent":
