@@ -18,7 +18,9 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``density``: the amplitude falls linearly to 40 % across the crystal (a composition or
   thickness gradient; the true support stays the crystal's shape);
 - ``bent``: a quadratic phase along a random direction, peak-to-peak 2π across the crystal
-  (bending), on top of its own strain;
+  (bending), on top of its own strain; ``twist``: a bilinear phase s·t over two random
+  orthogonal directions, ±π at the crystal's corners (a saddle: torsion of a rod, the
+  displacement of a twisted crystal; session 29), on top of its own strain;
 - ``loop``: a dislocation loop (radius 0.15–0.3 of the crystal's size, within a sixth of its
   size of the centroid, random plane): the phase is ±Ω/2, Ω the solid angle the loop subtends
   (g·b = ±1; the simulator's ``"loop"`` model since session 17, which found this blind spot),
@@ -103,8 +105,8 @@ from dataclasses import dataclass
 import torch
 from generalisation import probe_arguments, score_variant
 
-BASES = ("fault", "lamella", "void", "shell", "inclusion", "density", "bent", "loop", "surface",
-         "aggregate", "fused", "binary", "shear", "shear_large", "peakmask", "clipped",
+BASES = ("fault", "lamella", "void", "shell", "inclusion", "density", "bent", "twist", "loop",
+         "surface", "aggregate", "fused", "binary", "shear", "shear_large", "peakmask", "clipped",
          "dropframe", "dropmasked", "hotpixel", "zinger", "cutcurve", "cutcurve4", "offcentre",
          "parasitic", "flux", "flux20", "deadtime", "anisoblur", "diagblur", "zblur", "halo",
          "jitter", "network", "none")
@@ -211,6 +213,15 @@ def change(variant: str, seed: int) -> Changed:
     elif base == "bent":
         s = (along - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-9)
         phase = phase + 2 * math.pi * s.square()  # 0 in the middle, 2π at the faces
+    elif base == "twist":
+        w = _unit(gen)
+        w = w - (w * u).sum() * u
+        w = w / w.norm()
+        across = (r * w.view(3, 1, 1, 1)).sum(0)
+        a_lo, a_hi = float(across[inside].min()), float(across[inside].max())
+        s = (along - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-9)
+        t = (across - 0.5 * (a_lo + a_hi)) / max(0.5 * (a_hi - a_lo), 1e-9)
+        phase = phase + math.pi * s * t  # 0 on the two mid-planes, ±π at the corners
     elif base == "loop":
         m = _unit(gen)
         radius = (0.15 + 0.15 * torch.rand(1, generator=gen).item()) * size
