@@ -95,10 +95,14 @@ VARIANTS: dict[str, dict] = {
     "thinplate": {"n": 64, "strain": "weak", "shape": "platelet", "shape_params": _THIN},
     "thinplate_medium": {"n": 64, "strain": "medium", "shape": "platelet",
                          "shape_params": _THIN},
-    # ... and the simulator's own rods and platelets at the same strain (the controls)
+    # ... and the simulator's own rods and platelets at the same strain (the controls), and each
+    # of its other shapes alone (VARIANTS below: "<shape>_medium")
     "rod_medium": {"n": 64, "strain": "medium", "shapes": ("rod",)},
     "platelet_medium": {"n": 64, "strain": "medium", "shapes": ("platelet",)},
 }
+for _shape in ("octahedron", "truncated_octahedron", "cuboctahedron", "cube", "sphere",
+               "polyhedron"):
+    VARIANTS[f"{_shape}_medium"] = {"n": 64, "strain": "medium", "shapes": (_shape,)}
 
 
 def crystals(variant: str, n: int, cls: str):
