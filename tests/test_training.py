@@ -497,15 +497,21 @@ def test_network_classes_and_odds() -> None:
     assert lines(first) >= 3 and torch.equal(batch.intensity[0], first.intensity)
 
 
-def test_habit_classes_and_odds() -> None:
-    assert class_arguments("medium+habit") == {**STRAIN_CLASSES["medium"],
-                                               "habit_probability": 1.0}
-    assert class_arguments("weak+coh+habit")["habit_probability"] == 1.0
-    assert class_arguments("strong", habit_probability=0.1)["habit_probability"] == 0.1
+@pytest.mark.parametrize(("suffix", "odds", "earlier"), [
+    ("+coh", "coherence_probability", "+net"), ("+habit", "habit_probability", "+coh")])
+def test_last_suffixes_set_their_odds(suffix: str, odds: str, earlier: str) -> None:
+    """A class suffix sets its simulator odds to 1, after every suffix before it; the training
+    stream's odds pass to every class; an odds outside [0, 1] is refused by name."""
+    assert class_arguments("medium" + suffix) == {**STRAIN_CLASSES["medium"], odds: 1.0}
+    assert class_arguments("weak" + earlier + suffix)[odds] == 1.0
+    assert class_arguments("strong", **{odds: 0.2})[odds] == 0.2
     with pytest.raises(ValueError, match="strain_class"):
-        class_arguments("weak+habit+coh")  # +habit comes last
-    with pytest.raises(ValueError, match="habit_probability"):
-        TrainConfig(habit_probability=1.5)
+        class_arguments("weak" + suffix + earlier)  # the order is fixed
+    with pytest.raises(ValueError, match=odds):
+        TrainConfig(**{odds: 1.5})
+
+
+def test_habit_classes_and_odds() -> None:
     (c, _), = draw_batch([(TRAIN_SEED0 + 11, "medium+habit")], n=32)
     assert c.spec.shape in ("rod", "platelet")
     assert c.spec.shape_params.get("aspect", 3.0) >= 3.0
@@ -520,13 +526,7 @@ def test_habit_classes_and_odds() -> None:
 
 
 def test_coherence_classes_and_odds() -> None:
-    assert class_arguments("weak+coh") == {**STRAIN_CLASSES["weak"], "coherence_probability": 1.0}
     assert class_arguments("medium+disl+net+coh")["coherence_probability"] == 1.0
-    assert class_arguments("strong", coherence_probability=0.2)["coherence_probability"] == 0.2
-    with pytest.raises(ValueError, match="strain_class"):
-        class_arguments("weak+coh+net")  # +coh comes last
-    with pytest.raises(ValueError, match="coherence_probability"):
-        TrainConfig(coherence_probability=1.5)
     (c, s), = draw_batch([(TRAIN_SEED0 + 7, "weak+coh")], n=32)
     plain, s0 = draw_crystal(TRAIN_SEED0 + 7, "weak", 32)
     assert max(c.spec.coherence[:3]) > 0 and plain.spec.coherence == (0.0, 0.0, 0.0, 0.0)
