@@ -52,6 +52,9 @@
 # none): v3 phases medium crystals of these habits 12/30 and 15/30 against 16/30 and 21/30 for
 # the default rods and platelets of the same strain (docs/MODEL_RESEARCH.md, session 29); the
 # validation then adds medium+habit.
+# Together these leave about a third of the crystals without an extra feature. For a call
+# spent on the strong class alone (the unmet criterion), keep the random fields and drop
+# the rest: FAULTS=0 LOOPS=0 NETWORKS=0 COHERENCE=0 HABITS=0 bash benchmarks/training/device_session.sh
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
