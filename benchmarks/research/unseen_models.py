@@ -151,6 +151,18 @@ def _unit(gen: torch.Generator) -> torch.Tensor:
     return v / v.norm()
 
 
+def _centred(v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``v`` mapped from ``[lo, hi]`` onto ``[-1, 1]``."""
+    return (v - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-9)
+
+
+def _depth(inside: torch.Tensor) -> torch.Tensor:
+    """Each voxel's distance (voxels) to the nearest one outside ``inside`` (0 outside)."""
+    from scipy import ndimage
+
+    return torch.from_numpy(ndimage.distance_transform_edt(inside.numpy()))
+
+
 def change(variant: str, seed: int) -> Changed:
     """Simulate crystal ``seed`` and apply ``variant`` to its object, then diffract it again."""
     from bcdi_stream.physics import centroid, fft_centered
@@ -173,6 +185,7 @@ def change(variant: str, seed: int) -> Changed:
     u = _unit(gen)
     along = (r * u.view(3, 1, 1, 1)).sum(0)
     lo, hi = float(along[inside].min()), float(along[inside].max())
+    g = torch.tensor(c.spec.g_hat, dtype=torch.float64).view(3, 1, 1, 1)  # the direction of G
     if base in ("fault", "lamella"):
         at = (torch.rand(1, generator=gen).item() - 0.5) * 0.5 * size
         sign = 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0
@@ -190,38 +203,31 @@ def change(variant: str, seed: int) -> Changed:
         amp = amp * (d > radius)
         inside = inside & (d > radius)
     elif base == "shell":
-        from scipy import ndimage
-
         wall = 2.5 + 1.5 * torch.rand(1, generator=gen).item()
-        depth = torch.from_numpy(ndimage.distance_transform_edt(inside.numpy()))
+        depth = _depth(inside)
         amp = amp * (depth <= wall)
         inside = inside & (depth <= wall)
     elif base == "inclusion":
-        import numpy as np
-
         a = (0.08 + 0.07 * torch.rand(1, generator=gen).item()) * size
         centre = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * size / 3
         edge = (1.0 + 1.5 * torch.rand(1, generator=gen).item()) * (
             1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
-        g = torch.as_tensor(np.asarray(c.spec.g_hat, dtype=np.float64)).view(3, 1, 1, 1)
         rr = r - centre.view(3, 1, 1, 1)
-        d = rr.norm(dim=0).clamp_min(1e-9)
         # g·u with u = A r / max(|r|, a)^3 and A = edge · a²: ±edge at |r| = a along g
-        phase = phase + edge * a * a * (g * rr).sum(0) / d.clamp_min(a) ** 3
+        phase = phase + edge * a * a * (g * rr).sum(0) / rr.norm(dim=0).clamp_min(a) ** 3
     elif base == "density":
         amp = amp * (1.0 - 0.6 * (along - lo) / max(hi - lo, 1e-9)).clamp(0.4, 1.0)
     elif base == "bent":
-        s = (along - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-9)
-        phase = phase + 2 * math.pi * s.square()  # 0 in the middle, 2π at the faces
+        # 0 in the middle, 2π at the faces
+        phase = phase + 2 * math.pi * _centred(along, lo, hi).square()
     elif base == "twist":
         w = _unit(gen)
         w = w - (w * u).sum() * u
         w = w / w.norm()
         across = (r * w.view(3, 1, 1, 1)).sum(0)
-        a_lo, a_hi = float(across[inside].min()), float(across[inside].max())
-        s = (along - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-9)
-        t = (across - 0.5 * (a_lo + a_hi)) / max(0.5 * (a_hi - a_lo), 1e-9)
-        phase = phase + math.pi * s * t  # 0 on the two mid-planes, ±π at the corners
+        t = _centred(across, float(across[inside].min()), float(across[inside].max()))
+        # 0 on the two mid-planes, ±π at the corners
+        phase = phase + math.pi * _centred(along, lo, hi) * t
     elif base == "loop":
         m = _unit(gen)
         radius = (0.15 + 0.15 * torch.rand(1, generator=gen).item()) * size
@@ -232,17 +238,15 @@ def change(variant: str, seed: int) -> Changed:
             tuple(r[k].view(1, n, n, n).float() for k in range(3)), centre.view(1, 3).float(),
             m.view(1, 3).float(), torch.tensor([radius]), torch.tensor([sign]))[0].double()
     elif base == "surface":
-        import numpy as np
         from scipy import ndimage
 
-        depth = torch.from_numpy(ndimage.distance_transform_edt(inside.numpy()))
+        depth = _depth(inside)
         lam = 1.0 + 1.5 * torch.rand(1, generator=gen).item()
         amp_rad = (0.5 + torch.rand(1, generator=gen).item()) * (
             1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
         smooth = torch.from_numpy(ndimage.gaussian_filter(depth.numpy(), 1.0))
         normal = -torch.stack(torch.gradient(smooth))
         normal = normal / normal.norm(dim=0).clamp_min(1e-9)
-        g = torch.as_tensor(np.asarray(c.spec.g_hat, dtype=np.float64)).view(3, 1, 1, 1)
         phase = phase + amp_rad * (g * normal).sum(0) * torch.exp(-(depth - 1).clamp_min(0) / lam)
     elif base in ("aggregate", "fused"):
         span = hi - lo
