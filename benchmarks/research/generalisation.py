@@ -95,13 +95,11 @@ VARIANTS: dict[str, dict] = {
     "thinplate": {"n": 64, "strain": "weak", "shape": "platelet", "shape_params": _THIN},
     "thinplate_medium": {"n": 64, "strain": "medium", "shape": "platelet",
                          "shape_params": _THIN},
-    # ... and the simulator's own rods and platelets at the same strain (the controls), and each
-    # of its other shapes alone (VARIANTS below: "<shape>_medium")
-    "rod_medium": {"n": 64, "strain": "medium", "shapes": ("rod",)},
-    "platelet_medium": {"n": 64, "strain": "medium", "shapes": ("platelet",)},
+    # ... and each of the simulator's own shapes alone at the same strain (the controls, below:
+    # "rod_medium", "platelet_medium", ...)
 }
 for _shape in ("octahedron", "truncated_octahedron", "cuboctahedron", "cube", "sphere",
-               "polyhedron"):
+               "platelet", "rod", "polyhedron"):
     VARIANTS[f"{_shape}_medium"] = {"n": 64, "strain": "medium", "shapes": (_shape,)}
 
 

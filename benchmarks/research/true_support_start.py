@@ -17,8 +17,8 @@ import argparse
 import json
 
 import torch
-import torch.nn.functional as F
 from generalisation import VARIANTS, _spec
+from support_oracle import dilate
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
         seed = 4_100_000_000 + 1000 * k
         c = simulate_crystal(_spec(args.variant, seed), device="cpu")
         truth = c.obj.abs() > 0.5
-        wide = F.max_pool3d(truth.float()[None, None], 3, 1, 1)[0, 0] > 0
+        wide = dilate(truth, 1)
         res, start = phase_ai(c.intensity, c.mask, loaded=loaded, seed=0, device="cpu")
         alt = run_conventional(c.intensity, c.mask, settings=refine, seed=0, device="cpu",
                                obj_init=start.obj, support=wide, detwin=False)
