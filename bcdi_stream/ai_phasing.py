@@ -45,7 +45,7 @@ from .phasing import (
     run_conventional,
     shrinkwrap_support,
 )
-from .preprocess import bragg_offset, fill_lost_frames, fill_peak_holes
+from .preprocess import bragg_offset, fill_lost_planes, fill_peak_holes
 
 __all__ = ["DEBLUR", "FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutcome",
            "cached_model", "phase_ai", "phase_ai_options", "phase_auto", "polish", "predict_start",
@@ -58,12 +58,13 @@ __all__ = ["DEBLUR", "FILL_SHARE", "N_VIEWS", "OFFSET_MIN", "AIStart", "AutoOutc
 OFFSET_MIN: float = 1.0
 
 #: Share of the pattern's intensity that bad pixels over the Bragg peak (a masked saturated
-#: core, :func:`bcdi_stream.preprocess.fill_peak_holes`) or lost frames
-#: (:func:`bcdi_stream.preprocess.fill_lost_frames`) must hide, as estimated, before
-#: :func:`predict_start` shows the model the filled pattern and starts from it. The model never
-#: saw such holes: a masked core left 5/10 weak crystals phased, 10/10 filled; a lost frame
-#: through the peak, left free, 7/10 medium ones, 10/10 filled (docs/MODEL_RESEARCH.md,
-#: session 21).
+#: core, :func:`bcdi_stream.preprocess.fill_peak_holes`), lost frames or detector gaps (planes
+#: bad throughout, :func:`bcdi_stream.preprocess.fill_lost_planes`) must hide, as estimated,
+#: before :func:`predict_start` shows the model the filled pattern and starts from it. The
+#: model never saw such holes: a masked core left 5/10 weak crystals phased, 10/10 filled; a
+#: lost frame through the peak, left free, 7/10 medium ones, 10/10 filled (docs/MODEL_RESEARCH.md,
+#: session 21); gaps across the peak along rows and columns, 6/10 medium ones, 8/10 filled
+#: (session 30).
 FILL_SHARE: float = 0.02
 
 #: Richardson-Lucy iterations of the blur hypothesis's own prediction (:func:`predict_start`'s
@@ -154,9 +155,9 @@ class AIStart:
         Which view of the pattern the model saw (:func:`view_axes`); the prediction is
         reflected back, so ``obj`` and ``phase_q`` belong to the pattern as given.
     filled : float or None
-        Share of the intensity that bad pixels over the Bragg peak or lost frames hid
-        (:func:`bcdi_stream.preprocess.fill_peak_holes`,
-        :func:`~bcdi_stream.preprocess.fill_lost_frames`), when it reached ``fill_share`` and
+        Share of the intensity that bad pixels over the Bragg peak, lost frames or detector
+        gaps hid (:func:`bcdi_stream.preprocess.fill_peak_holes`,
+        :func:`~bcdi_stream.preprocess.fill_lost_planes`), when it reached ``fill_share`` and
         the model saw the filled pattern (``obj``'s modulus takes the estimate there too); None
         when they were not filled.
     """
@@ -247,12 +248,13 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
         its prediction back (0: as measured).
     fill_share : float or None
         ``"patterson"`` models: when compact groups of bad pixels over the Bragg peak and
-        frames bad throughout hide at least this share of the intensity (estimated by a
-        Gaussian fitted around the former, :func:`bcdi_stream.preprocess.fill_peak_holes`, and
-        by interpolation between the frames around the latter,
-        :func:`~bcdi_stream.preprocess.fill_lost_frames`), the model sees the pattern filled
-        with those estimates and the start's modulus takes them (:attr:`AIStart.filled`); the
-        refinement still leaves them free. None: never (default :data:`FILL_SHARE`).
+        planes bad throughout (lost frames, detector gaps) hide at least this share of the
+        intensity (estimated by a Gaussian fitted around the former,
+        :func:`bcdi_stream.preprocess.fill_peak_holes`, and by interpolation between the planes
+        around the latter, :func:`~bcdi_stream.preprocess.fill_lost_planes`), the model sees
+        the pattern filled with those estimates and the start's modulus takes them
+        (:attr:`AIStart.filled`); the refinement still leaves them free. None: never (default
+        :data:`FILL_SHARE`).
     fill_with : torch.Tensor, optional
         Intensity on the data grid to fill those pixels with instead of the estimates (which
         still decide which pixels, and whether): :func:`phase_ai`'s second pass gives the
@@ -301,7 +303,7 @@ def predict_start(loaded: LoadedModel, intensity: torch.Tensor, mask: torch.Tens
             holes = physics.reflect(holes, axes)
         if fill_share is not None and bool(holes.any()):
             est, _ = fill_peak_holes(x, holes)
-            est = torch.where(est > 0, est, fill_lost_frames(est, holes & (est <= 0)))
+            est = torch.where(est > 0, est, fill_lost_planes(est, holes & (est <= 0)))
             done = holes & (est > 0)
             share = float(est[done].sum() / est.sum().clamp_min(1e-30))
             if share >= fill_share:

@@ -354,6 +354,10 @@ def reconstruct(
         if rec.meta.get("lost_frames"):
             typer.echo(f"warning: frames {rec.meta['lost_frames']} have no counts inside the "
                        "rocking curve (dropped?): left free in the phasing")
+        for axis in ("rows", "columns"):
+            if rec.meta.get(f"dead_{axis}"):
+                typer.echo(f"warning: detector {axis} {rec.meta[f'dead_{axis}']} have no counts "
+                           "in any frame (an unflagged gap?): left free in the phasing")
 
 
 def _load_truth(path: Path) -> dict[str, Any]:

@@ -75,12 +75,14 @@ class Reconstruction:
         ``saturated_voxels`` (a clipped peak's voxels left free,
         :func:`bcdi_stream.validation.saturated_plateau`; 0 = none), ``lost_frames`` (frames
         with no counts inside the rocking curve, left free,
-        :func:`bcdi_stream.validation.lost_frames`; empty = none), ``secondary_peak_voxels``
-        (the region of another grain's Bragg peak, left free,
+        :func:`bcdi_stream.validation.lost_frames`; empty = none), ``dead_rows`` and
+        ``dead_columns`` (detector rows and columns with no count in any frame, an unflagged
+        gap, left free, :func:`bcdi_stream.validation.dead_lines`; empty = none),
+        ``secondary_peak_voxels`` (the region of another grain's Bragg peak, left free,
         :func:`bcdi_stream.validation.secondary_peaks`; 0 = none), ``peak_filled``
-        (``ai``/``auto``: the share of the intensity a masked peak core or lost frames held,
-        filled for the model, :attr:`bcdi_stream.ai_phasing.AIStart.filled`; None = not
-        filled).
+        (``ai``/``auto``: the share of the intensity a masked peak core, lost frames or detector
+        gaps held, filled for the model, :attr:`bcdi_stream.ai_phasing.AIStart.filled`; None =
+        not filled).
     """
 
     obj: torch.Tensor
@@ -210,9 +212,11 @@ def reconstruct(
         tied at a high maximum (a clipped, saturated peak) are added to it
         (:func:`bcdi_stream.validation.saturated_plateau`, ``meta["saturated_voxels"]``), and
         so are frames with no counts inside the rocking curve (a frame the detector dropped,
-        :func:`bcdi_stream.validation.lost_frames`, ``meta["lost_frames"]``), and the region
-        of another grain's Bragg peak (:func:`bcdi_stream.validation.secondary_peaks`,
-        ``meta["secondary_peak_voxels"]``).
+        :func:`bcdi_stream.validation.lost_frames`, ``meta["lost_frames"]``), detector rows
+        and columns with no count in any frame (a gap the mask does not flag,
+        :func:`bcdi_stream.validation.dead_lines`, ``meta["dead_rows"]``,
+        ``meta["dead_columns"]``), and the region of another grain's Bragg peak
+        (:func:`bcdi_stream.validation.secondary_peaks`, ``meta["secondary_peak_voxels"]``).
     method : {"conventional", "ai", "auto"}
         ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +

@@ -24,7 +24,7 @@ from bcdi_stream.errors import InputError
 from bcdi_stream.physics import centroid
 from bcdi_stream.validation import clamp_sub_photon_negatives, interior_runs
 
-__all__ = ["Prepared", "bragg_offset", "fill_lost_frames", "fill_peak_holes", "find_hot_pixels",
+__all__ = ["Prepared", "bragg_offset", "fill_lost_planes", "fill_peak_holes", "find_hot_pixels",
            "prepare_frames"]
 
 #: Re-crops of :func:`prepare_frames` around the background-subtracted centre of mass.
@@ -356,14 +356,18 @@ def fill_peak_holes(intensity: torch.Tensor, mask: torch.Tensor, *, max_voxels: 
     return torch.as_tensor(data, dtype=torch.float32).to(intensity.device), share
 
 
-def fill_lost_frames(intensity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Interpolate frames (axis 0) that are bad throughout, between the good frames around them.
+def fill_lost_planes(intensity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Interpolate planes that are bad throughout, between the good planes around them.
 
-    A frame the detector dropped inside the rocking curve
-    (:func:`bcdi_stream.validation.lost_frames`) is left free by the phasing, but the model
-    never saw a pattern with a plane missing across the peak. Each run of such frames with a
-    frame on both sides is filled pixel by pixel, linearly between those two frames (where both
-    pixels are good; elsewhere left at 0). Other bad pixels are 0.
+    A frame the detector dropped inside the rocking curve (axis 0,
+    :func:`bcdi_stream.validation.lost_frames`) and a gap between detector chips or modules (a
+    band of rows, axis 1, or of columns, axis 2, bad in every frame) are left free by the
+    phasing, but the model never saw a pattern with a plane missing across the peak. Along
+    each axis in turn (frames, rows, columns), each run of planes bad throughout with a good
+    plane on both sides is filled voxel by voxel, linearly between those two planes, where both
+    voxels are good or were filled along an earlier axis (elsewhere left at 0; so where a band
+    of rows crosses a band of columns, the crossing is filled along the columns from the rows'
+    fill). Other bad pixels are 0.
 
     Parameters
     ----------
@@ -375,17 +379,20 @@ def fill_lost_frames(intensity: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     Returns
     -------
     torch.Tensor
-        The intensity with those frames filled.
+        The intensity with those planes filled.
     """
     if intensity.ndim != 3 or tuple(mask.shape) != tuple(intensity.shape):
         raise ValueError(f"intensity must be 3D and mask of its shape, got "
                          f"{tuple(intensity.shape)} and {tuple(mask.shape)}")
-    bad = mask.to(intensity.device, torch.bool)
+    bad = mask.to(intensity.device, torch.bool).clone()  # marks what is filled: a copy
     out = torch.where(bad, 0.0, intensity.clamp_min(0).to(torch.float32))
-    for k, end in interior_runs(bad.flatten(1).all(dim=1).tolist()):
-        lo, hi = out[k - 1], out[end]
-        both = ~bad[k - 1] & ~bad[end]
-        for j in range(k, end):
-            t = (j - k + 1) / (end - k + 1)
-            out[j] = torch.where(both, (1 - t) * lo + t * hi, 0.0)
+    for axis in range(3):
+        o, b = out.movedim(axis, 0), bad.movedim(axis, 0)  # views: filled in place
+        for k, end in interior_runs(b.flatten(1).all(dim=1).tolist()):
+            lo, hi = o[k - 1].clone(), o[end].clone()
+            both = ~b[k - 1] & ~b[end]
+            for j in range(k, end):
+                t = (j - k + 1) / (end - k + 1)
+                o[j] = torch.where(both, (1 - t) * lo + t * hi, 0.0)
+                b[j] = ~both
     return out

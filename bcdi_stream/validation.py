@@ -22,6 +22,7 @@ __all__ = [
     "check_saturation",
     "clamp_sub_photon_negatives",
     "data_warnings",
+    "dead_lines",
     "interior_runs",
     "leave_free",
     "lost_frames",
@@ -342,6 +343,48 @@ def lost_frames(data: torch.Tensor, mask: torch.Tensor | None = None, *,
             if min(sums[start - 1], sums[end]) >= min_counts for k in range(start, end)]
 
 
+def dead_lines(data: torch.Tensor, mask: torch.Tensor | None = None, *,
+               min_counts: float = 50.0) -> tuple[list[int], list[int]]:
+    """Detector rows and columns without a count in any frame, between rows (columns) with some.
+
+    A gap between detector chips or modules is a band of rows (axis 1) or columns (axis 2)
+    that never counts. A file written without its mask hands it over as zeros, which phasing
+    takes as measured: with such a band 2–6 px wide within 10 px of the peak, 8/10 weak and
+    5/10 medium crystals were phased, against 10/10 and 10/10 with the band flagged
+    (docs/MODEL_RESEARCH.md, session 30). :func:`lost_frames`'s rule along the detector's
+    axes: a run of rows with no counts on good pixels is dead when the rows on both sides of
+    it hold at least ``min_counts`` counts each (summed over every frame); runs at either edge
+    are the pattern's tails, kept, and rows already bad throughout are not reported.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D photon counts ``(z, y, x)``.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored.
+    min_counts : float
+        Counts each bordering row or column must hold (> 0).
+
+    Returns
+    -------
+    (list of int, list of int)
+        The dead rows (y) and dead columns (x) (empty when none).
+    """
+    if not min_counts > 0:
+        raise ValueError(f"min_counts must be positive, got {min_counts}")
+    x = _counts(data, mask)
+    m = _mask_tensor(mask, x)
+    out: list[list[int]] = []
+    for axis in (1, 2):
+        others = tuple(d for d in range(3) if d != axis)
+        sums = x.sum(dim=others, dtype=torch.float64).tolist()
+        open_ = [True] * len(sums) if m is None else (~m).any(dim=others).tolist()
+        out.append([k for start, end in interior_runs([v <= 0 for v in sums])
+                    if min(sums[start - 1], sums[end]) >= min_counts
+                    for k in range(start, end) if open_[k]])
+    return out[0], out[1]
+
+
 def interior_runs(flags: list[bool]) -> list[tuple[int, int]]:
     """The runs of true ``flags`` with a false one on both sides, as ``(start, end)`` slices.
 
@@ -453,15 +496,18 @@ def secondary_peaks(data: torch.Tensor, mask: torch.Tensor | None = None, *,
 
     A second crystal's peak in the crop (a polycrystalline film, a dense ensemble) is data no
     single compact object explains: every weak crystal with one at 0.3 of its peak failed
-    (docs/MODEL_RESEARCH.md, session 21). The pattern, smoothed over 3³ voxels, is cut at
-    ``level`` of its maximum; the connected part nearest the array's centre is the crystal's
-    peak (the contract puts it there; its maximum may sit in a masked core, and another grain's
-    part may hold more intensity), and another part is another peak when it reaches
-    ``peak_share`` of that peak's maximum and lies at least ``min_gap`` voxels from it. A
-    crystal's own side lobes and strained fragments, on 120 test and validation crystals (weak
-    to strong), reach at most 0.056 of the maximum (and lie 2–8 voxels away); other grains'
-    peaks, 0.27–0.47 at 12–19 voxels. Its region is the voxels nearer to it than to the main
-    peak where the smoothed pattern is above ``floor`` of its own maximum, grown by one voxel.
+    (docs/MODEL_RESEARCH.md, session 21). The pattern, its planes bad throughout (detector
+    gaps, lost frames) interpolated (:func:`bcdi_stream.preprocess.fill_lost_planes`: a gap
+    through the peak cut it in parts that passed for other peaks, session 30) and smoothed over
+    3³ voxels, is cut at ``level`` of its maximum; the connected part nearest the array's
+    centre is the crystal's peak (the contract puts it there; its maximum may sit in a masked
+    core, and another grain's part may hold more intensity), and another part is another peak
+    when it reaches ``peak_share`` of that peak's maximum and lies at least ``min_gap`` voxels
+    from it. A crystal's own side lobes and strained fragments, on 120 test and validation
+    crystals (weak to strong), reach at most 0.056 of the maximum (and lie 2–8 voxels away);
+    other grains' peaks, 0.27–0.47 at 12–19 voxels. Its region is the voxels nearer to it than
+    to the main peak where the smoothed pattern is above ``floor`` of its own maximum, grown by
+    one voxel.
 
     Parameters
     ----------
@@ -486,7 +532,12 @@ def secondary_peaks(data: torch.Tensor, mask: torch.Tensor | None = None, *,
             raise ValueError(f"{name} must be in (0, 1), got {v}")
     if not min_gap >= 0:
         raise ValueError(f"min_gap must be >= 0, got {min_gap}")
+    from bcdi_stream.preprocess import fill_lost_planes  # it imports this module
+
     x = _counts(data, mask).to("cpu")
+    m = _mask_tensor(mask, x)
+    if m is not None:  # a gap or a lost frame through the peak must not cut it in parts
+        x = fill_lost_planes(x, m.cpu())
     s = F.avg_pool3d(x[None, None], 3, stride=1, padding=1)[0, 0].numpy()
     top = float(s.max())
     if top <= 0:
@@ -523,8 +574,9 @@ def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
 
     A clipped peak (:func:`saturated_plateau`, photon counts only: its values are a lower
     bound), frames lost inside the rocking curve (:func:`lost_frames`, bordering frames of 50
-    counts, or of any positive value when ``data`` is not counts) and another grain's Bragg
-    peak (:func:`secondary_peaks`), in that order.
+    counts, or of any positive value when ``data`` is not counts), detector rows and columns
+    that never count (:func:`dead_lines`, an unflagged gap; the same bordering counts) and
+    another grain's Bragg peak (:func:`secondary_peaks`), in that order.
 
     Parameters
     ----------
@@ -539,7 +591,8 @@ def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
     -------
     (torch.Tensor or None, dict)
         The bad pixels (``mask`` when nothing was added) and ``saturated_voxels``,
-        ``lost_frames`` (frame indices) and ``secondary_peak_voxels``.
+        ``lost_frames`` (frame indices), ``dead_rows`` and ``dead_columns`` (detector row and
+        column indices) and ``secondary_peak_voxels``.
     """
     bad = mask
 
@@ -550,16 +603,21 @@ def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
     plateau = saturated_plateau(data, bad) if counts else None
     if plateau is not None:
         add(plateau)
-    lost = lost_frames(data, bad, min_counts=50.0 if counts else 1e-30)
-    if lost:
-        dropped = torch.zeros(data.shape, dtype=torch.bool, device=data.device)
-        dropped[lost] = True
-        add(dropped)
-    others = secondary_peaks(data, mask)  # the clipped core still marks the crystal's peak
+    floor = 50.0 if counts else 1e-30
+    lost = lost_frames(data, bad, min_counts=floor)
+    rows, columns = dead_lines(data, bad, min_counts=floor)
+    planes = torch.zeros(data.shape, dtype=torch.bool, device=data.device)
+    planes[lost] = True
+    planes[:, rows] = True
+    planes[:, :, columns] = True
+    if lost or rows or columns:
+        add(planes)
+    # the clipped core still marks the crystal's peak; the planes are bridged, not cut
+    others = secondary_peaks(data, planes if mask is None else mask | planes)
     if others is not None:
         add(others)
     return bad, {"saturated_voxels": 0 if plateau is None else int(plateau.sum()),
-                 "lost_frames": lost,
+                 "lost_frames": lost, "dead_rows": rows, "dead_columns": columns,
                  "secondary_peak_voxels": 0 if others is None else int(others.sum())}
 
 

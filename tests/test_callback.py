@@ -196,6 +196,29 @@ def test_a_dropped_frame_is_left_free_and_recorded(rig) -> None:
     assert md["status"] == "ok" and len(md["lost_frames"]) == 1, md.get("lost_frames")
 
 
+class _GappedDetector(SimBCDIDetector):
+    """A detector with a gap between chips 2 px beside the Bragg peak: three columns that never
+    count, and a mask that does not say so."""
+
+    def render(self, angle_deg: float) -> np.ndarray:
+        frame = super().render(angle_deg)
+        frame[:, self.peak_pixel[1] + 2:self.peak_pixel[1] + 5] = 0
+        return frame
+
+
+def test_an_unflagged_detector_gap_is_left_free_and_recorded(rig) -> None:
+    RE, cb, bl = rig
+    det = _GappedDetector(bl.motor, name="gapped", shape=(64, 80), seed=4)
+    det.load(toy_source(32))
+    (uid,) = RE(_rc_md(det, bl))
+    assert cb.wait(120)
+    res = cb.result(uid)
+    assert res.status == "ok", res.error
+    md = read_result(_fresh(), uid, arrays=False)["metadata"]
+    assert md["status"] == "ok" and len(md["dead_columns"]) == 3, md.get("dead_columns")
+    assert md["dead_rows"] == []
+
+
 def _failed_then_recovered(RE, cb, bl, uid: str, expect: str) -> None:
     ok_uid = _scan(RE, bl, seed=7)
     assert cb.wait(120)

@@ -276,3 +276,13 @@ def test_reconstruct_warns_of_a_clipped_peak(trained: Path, tmp_path: Path, caps
     code, text, err = _run(capsys, *args)
     assert code == 0, err
     assert "warning: another Bragg peak in the array" in text, text
+    with h5py.File(cxi, "r+") as f:  # and a gap between chips, its columns never counting
+        data = f["/entry_1/data_1/data"]
+        right = data.shape[2] // 2 + 2
+        arr = data[...]
+        arr[:, :, right:right + 3] = 0
+        data[...] = arr
+    code, text, err = _run(capsys, *args)
+    assert code == 0, err
+    cols = list(range(right, right + 3))
+    assert f"warning: detector columns {cols} have no counts in any frame" in text, text

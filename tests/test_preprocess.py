@@ -8,7 +8,7 @@ import torch
 
 from bcdi_stream.errors import InputError
 from bcdi_stream.preprocess import (
-    fill_lost_frames,
+    fill_lost_planes,
     fill_peak_holes,
     find_hot_pixels,
     prepare_frames,
@@ -148,21 +148,39 @@ def test_fill_peak_holes_restores_a_masked_gaussian_peak_and_leaves_gaps() -> No
         fill_peak_holes(truth, core[0])
 
 
-def test_fill_lost_frames_interpolates_between_the_frames_around() -> None:
+def test_fill_lost_planes_interpolates_between_the_frames_around() -> None:
     z = torch.arange(8, dtype=torch.float32)
     data = (10.0 + z).view(8, 1, 1).expand(8, 4, 4).clone()
     mask = torch.zeros(8, 4, 4, dtype=torch.bool)
     mask[3:5] = True  # two frames lost
     mask[0] = True  # a lost first frame has no frame before it: left at 0
     mask[6, 0, 0] = True  # a bad pixel of a good frame stays 0
-    out = fill_lost_frames(data, mask)
+    given = mask.clone()
+    out = fill_lost_planes(data, mask)
+    assert torch.equal(mask, given)  # the caller's mask is not touched
     assert torch.allclose(out[3:5], data[3:5])  # linear data: exact
     assert (out[0] == 0).all() and out[6, 0, 0] == 0 and out[6, 1, 1] == 16.0
     # a pixel bad in a bordering frame is not interpolated
     mask[2, 1, 1] = True
-    assert fill_lost_frames(data, mask)[3, 1, 1] == 0
+    assert fill_lost_planes(data, mask)[3, 1, 1] == 0
     with pytest.raises(ValueError, match="mask"):
-        fill_lost_frames(data, mask[0])
+        fill_lost_planes(data, mask[0])
+
+
+def test_fill_lost_planes_fills_detector_gaps_and_their_crossing() -> None:
+    """Bands of rows and of columns bad in every frame (gaps between detector chips) are filled
+    like lost frames; where they cross, along the columns from the rows' fill."""
+    grids = torch.meshgrid(*(torch.arange(12, dtype=torch.float32),) * 3, indexing="ij")
+    data = 100.0 + 2.0 * grids[0] + 3.0 * grids[1] + 5.0 * grids[2]  # linear: exact
+    mask = torch.zeros(12, 12, 12, dtype=torch.bool)
+    mask[:, 4:7] = True  # rows
+    mask[:, :, 8] = True  # a column, crossing them
+    out = fill_lost_planes(data, mask)
+    assert torch.allclose(out, data)
+    # a band at the edge has no good plane beyond it: left at 0
+    mask[:, 10:] = True
+    out = fill_lost_planes(data, mask)
+    assert (out[:, 10:] == 0).all() and torch.allclose(out[:, :10], data[:, :10])
 
 
 def test_charge_integrating_frames_are_accepted() -> None:

@@ -12,6 +12,7 @@ from bcdi_stream.validation import (
     check_saturation,
     clamp_sub_photon_negatives,
     data_warnings,
+    dead_lines,
     leave_free,
     lost_frames,
     photon_scale,
@@ -180,6 +181,27 @@ def test_lost_frames_inside_the_rocking_curve():
         lost_frames(d, min_counts=0)
 
 
+def test_dead_lines_are_unflagged_gaps_between_counted_rows():
+    peak = torch.from_numpy(_peak())  # a peak at (8, 8, 8)
+    d = peak.clone()
+    d[:, 9:11] = 0.0  # rows 9-10 never count: a gap beside the peak, not flagged
+    d[:, :, 7] = 0.0  # and column 7 through it
+    d[:, 0] = 0.0  # the first row: a tail, kept
+    assert dead_lines(d) == ([9, 10], [7])
+    assert dead_lines(peak) == ([], [])
+    # rows already bad throughout are not reported; the rest of their run is
+    mask = torch.zeros(SHAPE, dtype=torch.bool)
+    mask[:, 9] = True
+    assert dead_lines(d, mask) == ([10], [7])
+    # a row between dim rows may be empty by chance: kept
+    dim = torch.from_numpy(_peak(scale=1.0))
+    dim[:, 3] = 0.0
+    assert dead_lines(dim) == ([], [])
+    assert dead_lines(dim, min_counts=1e-9) == ([3], [])
+    with pytest.raises(ValueError, match="min_counts"):
+        dead_lines(d, min_counts=0)
+
+
 def test_photon_scale_ignores_subnormal_values():
     """float32 subnormals (a smooth tail computed down to 1e-45) are all multiples of the
     smallest one: they once passed for a count lattice and turned the counts into infinities."""
@@ -264,12 +286,26 @@ def test_secondary_peaks_finds_another_grain_not_a_side_lobe():
         secondary_peaks(main, peak_share=0.0)
 
 
+def test_a_gap_through_the_peak_does_not_make_another_peak():
+    """A band of rows bad in every frame, 5 wide, beside the peak, once cut the peak in two
+    parts 4 voxels apart, and the far one passed for another grain's peak (session 30)."""
+    shape = (48, 48, 48)
+    main = _gauss(shape, (24, 24, 24), 1e4, width=4.0)
+    gap = torch.zeros(shape, dtype=torch.bool)
+    gap[:, 25:30] = True
+    assert secondary_peaks(main, gap) is None
+    # the gap does not hide another grain
+    found = secondary_peaks(main + _gauss(shape, (24, 8, 40), 3e3), gap)
+    assert found is not None and bool(found[24, 8, 40]) and not bool(found[24, 24, 24])
+
+
 def test_leave_free_adds_each_fault_and_says_so():
     shape = (32, 32, 32)
     g = torch.Generator().manual_seed(0)
     main = torch.poisson(_gauss(shape, (16, 16, 16), 1e4), generator=g)
     assert leave_free(main, None, counts=True) == (None, {
-        "saturated_voxels": 0, "lost_frames": [], "secondary_peak_voxels": 0})
+        "saturated_voxels": 0, "lost_frames": [], "dead_rows": [], "dead_columns": [],
+        "secondary_peak_voxels": 0})
     data = (main + _gauss(shape, (16, 28, 27), 3e3).round()).clamp(max=5000.0)
     data[20] = 0.0
     gap = torch.zeros(shape, dtype=torch.bool)
@@ -278,6 +314,13 @@ def test_leave_free_adds_each_fault_and_says_so():
     assert faults["lost_frames"] == [20] and bad[20].all() and bad[:, 3].all()
     assert faults["saturated_voxels"] == int(((data == 5000.0) & ~gap).sum()) >= 4
     assert faults["secondary_peak_voxels"] > 0 and bool(bad[16, 28, 27])
+    assert faults["dead_rows"] == [] and faults["dead_columns"] == []  # row 3 is flagged
+    # a gap beside the peak not flagged: found and left free (row 3 has no counts around it)
+    zeros = data.clone()
+    zeros[:, 14:16] = 0.0
+    bad, faults = leave_free(zeros, None, counts=True)
+    assert faults["dead_rows"] == [14, 15] and bad[:, 14:16].all()
+    assert faults["lost_frames"] == [20] and faults["secondary_peak_voxels"] > 0
     # not counts: no plateau test (a maximum shared by design is not saturation)
     assert leave_free(data, gap, counts=False)[1]["saturated_voxels"] == 0
 

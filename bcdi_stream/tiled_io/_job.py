@@ -437,9 +437,11 @@ def process_run(
                           ("secondary_peak_voxels", int)):
             if isinstance(rec.meta.get(key), kind):
                 md[key] = kind(rec.meta[key])
-        if isinstance(rec.meta.get("lost_frames"), list):  # dropped frames, left free
-            md["lost_frames"] = [int(k) for k in rec.meta["lost_frames"]]
-        if "peak_filled" in rec.meta:  # a masked core or lost frames filled for the model
+        # dropped frames, unflagged detector gaps: left free
+        for key in ("lost_frames", "dead_rows", "dead_columns"):
+            if isinstance(rec.meta.get(key), list):
+                md[key] = [int(k) for k in rec.meta[key]]
+        if "peak_filled" in rec.meta:  # a masked core, lost frames or gaps filled for the model
             filled = rec.meta["peak_filled"]
             md["peak_filled"] = float(filled) if isinstance(filled, (int, float)) else None
 
