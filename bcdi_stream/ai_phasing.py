@@ -62,9 +62,10 @@ OFFSET_MIN: float = 1.0
 #: bad throughout, :func:`bcdi_stream.preprocess.fill_lost_planes`) must hide, as estimated,
 #: before :func:`predict_start` shows the model the filled pattern and starts from it. The
 #: model never saw such holes: a masked core left 5/10 weak crystals phased, 10/10 filled; a
-#: lost frame through the peak, left free, 7/10 medium ones, 10/10 filled (docs/MODEL_RESEARCH.md,
-#: session 21); gaps across the peak along rows and columns, 6/10 medium ones, 8/10 filled
-#: (session 30).
+#: lost frame through the peak, left free, 7/10 medium ones, 10/10 filled
+#: (docs/MODEL_RESEARCH.md, session 21); a gap along the rows and one along the columns near
+#: the peak, 6/10 medium ones, 9/10 filled (and bridged in the search for other peaks,
+#: session 30).
 FILL_SHARE: float = 0.02
 
 #: Richardson-Lucy iterations of the blur hypothesis's own prediction (:func:`predict_start`'s

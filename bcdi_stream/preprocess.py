@@ -389,7 +389,7 @@ def fill_lost_planes(intensity: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     for axis in range(3):
         o, b = out.movedim(axis, 0), bad.movedim(axis, 0)  # views: filled in place
         for k, end in interior_runs(b.flatten(1).all(dim=1).tolist()):
-            lo, hi = o[k - 1].clone(), o[end].clone()
+            lo, hi = o[k - 1], o[end]
             both = ~b[k - 1] & ~b[end]
             for j in range(k, end):
                 t = (j - k + 1) / (end - k + 1)

@@ -537,7 +537,7 @@ def secondary_peaks(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     x = _counts(data, mask).to("cpu")
     m = _mask_tensor(mask, x)
     if m is not None:  # a gap or a lost frame through the peak must not cut it in parts
-        x = fill_lost_planes(x, m.cpu())
+        x = fill_lost_planes(x, m)
     s = F.avg_pool3d(x[None, None], 3, stride=1, padding=1)[0, 0].numpy()
     top = float(s.max())
     if top <= 0:
