@@ -452,14 +452,15 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
         crystals against 12/25 for the default, the other classes alike, hence off.
 
     fill_share : float or None
-        :func:`predict_start`'s: the share of the intensity a masked peak core or lost frames
-        must hold to be filled for the model (None: never).
+        :func:`predict_start`'s: the share of the intensity a masked peak core, lost frames or
+        detector gaps must hold to be filled for the model (None: never).
     refill : bool
-        When the start filled a masked Bragg-peak core or lost frames (:attr:`AIStart.filled`),
-        predict and refine a second time with them filled by the first result's ``|FFT ρ|²``,
-        and keep the lower LLK (``timings["refill"]``: the other pass's seconds, counted in the
-        total). Medium crystals with a masked core: 8/10 → 9/10 (docs/MODEL_RESEARCH.md,
-        session 21).
+        When the start filled a masked Bragg-peak core, lost frames or detector gaps
+        (:attr:`AIStart.filled`), predict and refine a second time with them filled by the first
+        result's ``|FFT ρ|²``, and keep the lower LLK (``timings["refill"]``: the other pass's
+        seconds, counted in the total). Medium crystals with a masked core: 8/10 → 9/10;
+        with crossing gaps near the peak: 8/10 → 9/10 (docs/MODEL_RESEARCH.md, sessions 21
+        and 30).
     deblur : int
         :func:`predict_start`'s: a blur along the rocking axis is a hypothesis too, and when
         the hypothesis is a blur the model never saw (:func:`unseen_blur`) a third run, as

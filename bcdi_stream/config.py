@@ -130,7 +130,7 @@ class AISettings(BaseModel):
         True,
         description="after a filled start, predict and refine again with the filled pixels "
         "taken from the first result's |FFT|^2, the lower LLK kept (medium crystals with a "
-        "masked core 8/10 -> 9/10)",
+        "masked core 8/10 -> 9/10, with crossing detector gaps near the peak 8/10 -> 9/10)",
     )
     psf_hypothesis: int = Field(
         30,

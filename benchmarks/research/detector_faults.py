@@ -28,7 +28,8 @@ from unseen_models import SEED0, change
 
 VARIANTS = ("peakmask", "clipped", "peakmask_medium", "clipped_medium", "dropframe",
             "dropframe_medium", "gap", "gap_medium", "gapcross", "gapcross_medium", "gapzero",
-            "gapzero_medium", "hotpixel", "zinger", "cutcurve", "cutcurve4",
+            "gapzero_medium", "gapwide", "gapwide_medium", "hotpixel", "zinger", "cutcurve",
+            "cutcurve4",
             "cutcurve_medium", "cutcurve4_medium", "offcentre", "offcentre_medium", "parasitic",
             "flux", "flux_medium", "flux20", "flux20_medium", "deadtime", "deadtime_medium",
             "anisoblur", "anisoblur_medium", "diagblur", "diagblur_medium", "zblur",

@@ -7,7 +7,8 @@ to 44 %). The simulator's own gaps (1–3 px wide, 4 px or more from the peak, i
 the crystals) were never filled before; this probe finds the crystals of the fixed sets whose
 gaps now reach the share (the fill needs no model: the estimate alone decides) and phases
 each with the benchmark's ``ai_er`` method twice, alternating: with the fill of frames only
-(as before) and with the fill of every plane. One JSON line per crystal and rule, totals.
+(as before) and with the fill of every plane (and, with ``--one-pass``, the latter without
+``phase_ai``'s second pass). One JSON line per crystal and rule, totals.
 
     python benchmarks/research/plane_fill.py --set test --classes weak=25 strong=25 \\
         weak+disl=10 ...
@@ -66,6 +67,8 @@ def main() -> None:
                     help="class=count; the test set's classes keep their benchmark order, the "
                          "validation classes take the order given")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--one-pass", action="store_true",
+                    help="also the planes rule without phase_ai's second pass (peak_refill off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     counts = {c.split("=")[0]: int(c.split("=")[1]) for c in args.classes}
@@ -74,7 +77,10 @@ def main() -> None:
     phasing, ai = PhasingSettings(), AISettings()
     loaded = cached_model()
     dev = torch.device("cpu")
-    totals = {"frames": 0, "planes": 0}
+    rules = [("frames", frames_only, ai.peak_refill), ("planes", fill_lost_planes, ai.peak_refill)]
+    if args.one_pass:
+        rules.append(("planes-one-pass", fill_lost_planes, False))
+    totals = {rule: 0 for rule, _, _ in rules}
     n = 0
     seed0 = TEST_SEED0 if args.set == "test" else VAL_SEED0
     for cls, seed, c in fixed_set(seed0, counts, 64):
@@ -83,17 +89,19 @@ def main() -> None:
         if (old >= FILL_SHARE) == (new >= FILL_SHARE):
             continue  # the same input either way
         n += 1
-        for rule, fill in (("frames", frames_only), ("planes", fill_lost_planes)):
+        for rule, fill, refill in rules:
             aip.fill_lost_planes = fill
             try:
-                row = _run_method("ai_er", c, loaded, phasing, ai, seed % 100_000, dev)
+                row = _run_method("ai_er", c, loaded, phasing,
+                                  ai.model_copy(update={"peak_refill": refill}), seed % 100_000,
+                                  dev)
             finally:
                 aip.fill_lost_planes = fill_lost_planes
             totals[rule] += row["success"]
             print(json.dumps({"class": cls, "seed": seed, "gaps": [list(g) for g in c.spec.gaps],
                               "share": round(new, 4), "rule": rule, **row}), flush=True)
-    print(f"{n} crystals filled only by the planes rule: frames {totals['frames']}/{n}, "
-          f"planes {totals['planes']}/{n}", flush=True)
+    print(f"{n} crystals filled only by the planes rule: "
+          + ", ".join(f"{rule} {ok}/{n}" for rule, ok in totals.items()), flush=True)
 
 
 if __name__ == "__main__":

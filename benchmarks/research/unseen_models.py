@@ -49,7 +49,8 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   band 2–6 pixels wide along y or x (drawn), its near edge 0–10 px from the peak on either
   side, flagged bad in every frame (the mask a CXI file carries); ``gapcross``: one such band
   along y and one along x (the peak near a chip's corner); ``gapzero``: the ``gap`` band's
-  counts zero and not flagged (a file written without its mask) (session 30);
+  counts zero and not flagged (a file written without its mask); ``gapwide``: a band 7–12 px
+  wide, as between a Pilatus's or an Eiger's modules (7–17 px), flagged (session 30);
 - ``hotpixel``: three detector pixels (16–30 px from the peak along y and x) hot in every
   frame, 1 % of the peak's counts each, not flagged; ``zinger``: five voxels (cosmic rays,
   anywhere 12 px or more from the peak) at half the peak's counts, not flagged (session 21);
@@ -112,8 +113,8 @@ from generalisation import probe_arguments, score_variant
 
 BASES = ("fault", "lamella", "void", "shell", "inclusion", "density", "bent", "twist", "loop",
          "surface", "aggregate", "fused", "binary", "shear", "shear_large", "peakmask", "clipped",
-         "dropframe", "dropmasked", "gap", "gapcross", "gapzero", "hotpixel", "zinger",
-         "cutcurve", "cutcurve4", "offcentre",
+         "dropframe", "dropmasked", "gap", "gapcross", "gapzero", "gapwide", "hotpixel",
+         "zinger", "cutcurve", "cutcurve4", "offcentre",
          "parasitic", "flux", "flux20", "deadtime", "anisoblur", "diagblur", "zblur", "halo",
          "jitter", "network", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
@@ -296,7 +297,7 @@ def change(variant: str, seed: int) -> Changed:
         phase = sheared.angle()
         inside = amp > 0.5
     elif base in ("none", "peakmask", "clipped", "dropframe", "dropmasked", "gap", "gapcross",
-                  "gapzero", "hotpixel",
+                  "gapzero", "gapwide", "hotpixel",
                   "zinger", "cutcurve", "cutcurve4", "offcentre", "parasitic", "flux", "flux20",
                   "deadtime", "anisoblur", "diagblur", "zblur", "halo", "jitter"):
         pass  # the detector side is changed below
@@ -381,13 +382,14 @@ def change(variant: str, seed: int) -> Changed:
         if base == "dropmasked":
             mask = mask.clone()
             mask[n // 2] = True
-    elif base in ("gap", "gapcross", "gapzero"):
+    elif base in ("gap", "gapcross", "gapzero", "gapwide"):
         bands = torch.Generator().manual_seed(seed + 3)
         axes = ((1, 2) if base == "gapcross"
                 else (1 + int(torch.randint(2, (1,), generator=bands)),))
         gap = torch.zeros_like(mask)
         for axis in axes:
-            width = int(torch.randint(2, 7, (1,), generator=bands))
+            width = int(torch.randint(*((7, 13) if base == "gapwide" else (2, 7)), (1,),
+                                      generator=bands))
             near = int(torch.randint(0, 11, (1,), generator=bands))
             first = n // 2 + near if torch.rand(1, generator=bands).item() < 0.5 \
                 else n // 2 - near - width + 1
