@@ -404,6 +404,7 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
              n_hio: int = _ai_default("n_hio"), view: int = 0,
              n_er_first: int = _ai_default("n_er_first"),
              fill_share: float | None = FILL_SHARE, refill: bool = _ai_default("peak_refill"),
+             unfilled: float = _ai_default("peak_unfilled"),
              deblur: int = DEBLUR) -> tuple[PhasingResult, AIStart]:
     """AI + refinement: :func:`predict_start`, then ``n_er_first`` ER, ``n_raar`` RAAR,
     ``n_hio`` HIO and ``n_er`` ER iterations.
@@ -461,6 +462,14 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
         seconds, counted in the total). Medium crystals with a masked core: 8/10 → 9/10;
         with crossing gaps near the peak: 8/10 → 9/10 (docs/MODEL_RESEARCH.md, sessions 21
         and 30).
+    unfilled : float
+        When the start was filled and the holes hid at least this share of the intensity
+        (:attr:`AIStart.filled`), also predict and refine the pattern with them left empty
+        (``fill_share=None``: as the model saw detector gaps in training), and keep the lowest
+        LLK (``timings["unfilled"]``: the seconds of the pass not kept, counted in the total).
+        A gap 7–12 px wide through the peak is phased better empty than interpolated: weak
+        9/10 → 10/10, medium 8/10 → 9/10, both rescued at shares 0.42–0.46, where smaller holes
+        changed no success (docs/MODEL_RESEARCH.md, session 30). 0: never.
     deblur : int
         :func:`predict_start`'s: a blur along the rocking axis is a hypothesis too, and when
         the hypothesis is a blur the model never saw (:func:`unseen_blur`) a third run, as
@@ -479,6 +488,8 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
     m_t = None if mask is None else torch.as_tensor(mask).to(dev).bool()
     if psf_hypothesis < 0:
         raise ValueError(f"psf_hypothesis must be >= 0, got {psf_hypothesis}")
+    if not 0 <= unfilled <= 1:
+        raise ValueError(f"unfilled must be in [0, 1], got {unfilled}")
     if n_raar < 0 or n_hio < 0 or n_er < 0:
         raise ValueError(f"n_raar, n_hio and n_er must be >= 0, got {n_raar}, {n_hio}, {n_er}")
     if n_er_first < 0:
@@ -555,6 +566,17 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
         spent = other.timings.get("total", 0.0) + other.timings["predict"]
         res.timings["refill"] = round(spent, 4)
         res.timings["total"] = res.timings.get("total", 0.0) + spent
+    if start.filled is not None and 0 < unfilled <= start.filled:
+        # the holes left empty, as the model saw detector gaps in training: a wide gap through
+        # the peak is phased better so than interpolated (docs/MODEL_RESEARCH.md, session 30)
+        bare = predict_start(loaded, i_t, m_t, seed=seed, settings=settings,
+                             estimate_psf=auto_psf, view=view, fill_share=None, deblur=deblur)
+        other, kept_bare = attempt(bare)
+        if other.llk < res.llk:
+            res, kept, other = other, kept_bare, res
+        spent = other.timings.get("total", 0.0) + other.timings["predict"]
+        res.timings["unfilled"] = round(spent, 4)
+        res.timings["total"] = res.timings.get("total", 0.0) + spent
     return res, kept
 
 
@@ -565,7 +587,7 @@ def phase_ai_options(ai: AISettings) -> dict[str, Any]:
     return {"n_er": ai.n_er, "n_raar": ai.n_raar, "n_hio": ai.n_hio,
             "shrinkwrap": ai.shrinkwrap, "psf_hypothesis": ai.psf_hypothesis,
             "n_er_first": ai.n_er_first, "fill_share": ai.peak_fill or None,
-            "refill": ai.peak_refill, "deblur": ai.deblur}
+            "refill": ai.peak_refill, "unfilled": ai.peak_unfilled, "deblur": ai.deblur}
 
 
 def polish(res: PhasingResult, data: torch.Tensor, bad: torch.Tensor | None, *,

@@ -132,6 +132,16 @@ class AISettings(BaseModel):
         "taken from the first result's |FFT|^2, the lower LLK kept (medium crystals with a "
         "masked core 8/10 -> 9/10, with crossing detector gaps near the peak 8/10 -> 9/10)",
     )
+    peak_unfilled: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="after a start filled where the holes hid at least this share of the "
+        "intensity, also predict and refine the pattern with them left empty, as the model saw "
+        "detector gaps in training, the lowest LLK kept (0: never; gaps 7-12 px wide near the "
+        "peak: weak 9/10 -> 10/10, medium 8/10 -> 9/10, both rescued at shares 0.42-0.46; "
+        "docs/MODEL_RESEARCH.md session 30)",
+    )
     psf_hypothesis: int = Field(
         30,
         ge=0,

@@ -219,11 +219,35 @@ def test_predict_start_on_other_grids(weights, shape) -> None:
     assert cached_model(weights) is loaded
 
 
+def test_a_wide_gap_through_the_peak_is_phased_left_empty() -> None:
+    """A detector gap 12 px wide beside the peak (columns 19-30 of 64, flagged) hides 45 % of
+    the intensity: interpolated for the model, the result is wrong (0.78 rad); the same
+    pattern with the gap left empty, as the model saw gaps in training, phases it at a lower
+    LLK, and ``phase_ai`` keeps that one (docs/MODEL_RESEARCH.md, session 30)."""
+    from bcdi_stream.ai_phasing import phase_ai
+    from bcdi_stream.analysis import compare
+    from bcdi_stream.simulation import simulate_crystal as sim
+
+    c = sim(4_200_001_000, device="cpu", n=64, strain="weak")
+    mask = c.mask.clone()
+    mask[:, :, 19:31] = True
+    data = c.intensity.masked_fill(mask, 0.0)
+    loaded = cached_model()
+    res, start = phase_ai(data, mask, loaded=loaded, seed=0, device="cpu", unfilled=0.0)
+    assert start.filled is not None and start.filled > 0.3
+    assert not compare(res.obj, c.obj, c.support, recon_support=res.support).success
+    res, start = phase_ai(data, mask, loaded=loaded, seed=0, device="cpu")
+    assert start.filled is None and res.timings["unfilled"] > 0  # the empty pass kept
+    m = compare(res.obj, c.obj, c.support, recon_support=res.support)
+    assert m.success, m
+
+
 def test_shipped_model_phases_a_crystal_whose_saturated_peak_is_masked() -> None:
     """The Bragg peak's core (expected counts above 0.3 of the peak) flagged bad, as for a
     saturated detector: with the zero hole the model fails this weak crystal (0.87 rad,
     support IoU 0.35); with the hole filled by a Gaussian fitted around it, it phases
-    (docs/MODEL_RESEARCH.md, session 21). The fill never touches module gaps."""
+    (docs/MODEL_RESEARCH.md, session 21). This crystal's module gap is not filled: far from
+    the peak, it hides less than ``FILL_SHARE``."""
     from bcdi_stream.ai_phasing import phase_ai
     from bcdi_stream.analysis import compare
     from bcdi_stream.physics import fft_centered
@@ -238,12 +262,15 @@ def test_shipped_model_phases_a_crystal_whose_saturated_peak_is_masked() -> None
     res, start = phase_ai(data, mask, loaded=loaded, seed=0, device="cpu")
     assert start.filled is not None and start.filled > 0.2
     assert res.timings["refill"] > 0  # the second pass, from the first result's |FFT|²
+    assert res.timings["unfilled"] > 0  # and the third, the hole left empty (a worse LLK)
+    with pytest.raises(ValueError, match="unfilled"):
+        phase_ai(data, mask, loaded=loaded, unfilled=1.5)
     m = compare(res.obj, c.obj, c.support, recon_support=res.support)
     assert m.success, m
     # without the fill, the same call fails
     bare = predict_start(loaded, data, mask, seed=0, fill_share=None)
     assert bare.filled is None
-    # gaps alone are never filled
+    # its gap alone is not filled
     assert predict_start(loaded, c.intensity, c.mask, seed=0).filled is None
     # the same core saturated without a flag (counts capped): the pipeline finds the
     # plateau, leaves it free and the model sees it filled

@@ -53,7 +53,8 @@ def main() -> None:
     settings = Settings(device="cpu")
     loaded = cached_model()
     print(json.dumps({"peak_fill": settings.ai.peak_fill,
-                      "peak_refill": settings.ai.peak_refill}), flush=True)
+                      "peak_refill": settings.ai.peak_refill,
+                      "peak_unfilled": settings.ai.peak_unfilled}), flush=True)
     for variant in args.variants:
         rows = []
         for k in range(args.n):

@@ -8,7 +8,8 @@ the crystals) were never filled before; this probe finds the crystals of the fix
 gaps now reach the share (the fill needs no model: the estimate alone decides) and phases
 each with the benchmark's ``ai_er`` method twice, alternating: with the fill of frames only
 (as before) and with the fill of every plane (and, with ``--one-pass``, the latter without
-``phase_ai``'s second pass). One JSON line per crystal and rule, totals.
+``phase_ai``'s other passes: the refill and, since it was added later in session 30, the
+pattern left unfilled). One JSON line per crystal and rule, totals.
 
     python benchmarks/research/plane_fill.py --set test --classes weak=25 strong=25 \\
         weak+disl=10 ...
@@ -68,7 +69,8 @@ def main() -> None:
                          "validation classes take the order given")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--one-pass", action="store_true",
-                    help="also the planes rule without phase_ai's second pass (peak_refill off)")
+                    help="also the planes rule without phase_ai's other passes (peak_refill and, "
+                         "since it exists, peak_unfilled off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     counts = {c.split("=")[0]: int(c.split("=")[1]) for c in args.classes}
@@ -77,7 +79,7 @@ def main() -> None:
     phasing, ai = PhasingSettings(), AISettings()
     loaded = cached_model()
     dev = torch.device("cpu")
-    rules = [("frames", frames_only, ai.peak_refill), ("planes", fill_lost_planes, ai.peak_refill)]
+    rules = [("frames", frames_only, True), ("planes", fill_lost_planes, True)]
     if args.one_pass:
         rules.append(("planes-one-pass", fill_lost_planes, False))
     totals = {rule: 0 for rule, _, _ in rules}
@@ -92,9 +94,9 @@ def main() -> None:
         for rule, fill, refill in rules:
             aip.fill_lost_planes = fill
             try:
-                row = _run_method("ai_er", c, loaded, phasing,
-                                  ai.model_copy(update={"peak_refill": refill}), seed % 100_000,
-                                  dev)
+                passes = {} if refill else {"peak_refill": False, "peak_unfilled": 0.0}
+                row = _run_method("ai_er", c, loaded, phasing, ai.model_copy(update=passes),
+                                  seed % 100_000, dev)
             finally:
                 aip.fill_lost_planes = fill_lost_planes
             totals[rule] += row["success"]
