@@ -551,6 +551,18 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
         res.timings["predict"] = start.seconds
         return res, kept
 
+    def lower_llk(res: PhasingResult, kept: AIStart, other_start: AIStart, label: str
+                  ) -> tuple[PhasingResult, AIStart]:
+        """The lower-LLK result of ``res`` and a refinement from ``other_start``; the seconds
+        of the one not kept are ``timings[label]``, counted in the total."""
+        other, kept_other = attempt(other_start)
+        if other.llk < res.llk:
+            res, kept, other = other, kept_other, res
+        spent = other.timings.get("total", 0.0) + other.timings["predict"]
+        res.timings[label] = round(spent, 4)
+        res.timings["total"] = res.timings.get("total", 0.0) + spent
+        return res, kept
+
     res, kept = attempt(start)
     if start.filled is not None and refill:
         # the first result's own intensity on the filled pixels estimates a strained peak's core
@@ -560,23 +572,13 @@ def phase_ai(intensity: Any, mask: Any = None, *, loaded: LoadedModel,
                               estimate_psf=auto_psf, view=view, fill_share=fill_share,
                               fill_with=physics.fft_centered(res.obj).abs().square(),
                               deblur=deblur)
-        other, kept_again = attempt(again)
-        if other.llk < res.llk:
-            res, kept, other = other, kept_again, res
-        spent = other.timings.get("total", 0.0) + other.timings["predict"]
-        res.timings["refill"] = round(spent, 4)
-        res.timings["total"] = res.timings.get("total", 0.0) + spent
+        res, kept = lower_llk(res, kept, again, "refill")
     if start.filled is not None and 0 < unfilled <= start.filled:
         # the holes left empty, as the model saw detector gaps in training: a wide gap through
         # the peak is phased better so than interpolated (docs/MODEL_RESEARCH.md, session 30)
         bare = predict_start(loaded, i_t, m_t, seed=seed, settings=settings,
                              estimate_psf=auto_psf, view=view, fill_share=None, deblur=deblur)
-        other, kept_bare = attempt(bare)
-        if other.llk < res.llk:
-            res, kept, other = other, kept_bare, res
-        spent = other.timings.get("total", 0.0) + other.timings["predict"]
-        res.timings["unfilled"] = round(spent, 4)
-        res.timings["total"] = res.timings.get("total", 0.0) + spent
+        res, kept = lower_llk(res, kept, bare, "unfilled")
     return res, kept
 
 

@@ -184,18 +184,6 @@ class _DroppingDetector(SimBCDIDetector):
         return frame
 
 
-def test_a_dropped_frame_is_left_free_and_recorded(rig) -> None:
-    RE, cb, bl = rig
-    det = _DroppingDetector(bl.motor, name="dropper", shape=(64, 80), seed=4)
-    det.load(toy_source(32))
-    (uid,) = RE(_rc_md(det, bl))
-    assert cb.wait(120)
-    res = cb.result(uid)
-    assert res.status == "ok", res.error
-    md = read_result(_fresh(), uid, arrays=False)["metadata"]
-    assert md["status"] == "ok" and len(md["lost_frames"]) == 1, md.get("lost_frames")
-
-
 class _GappedDetector(SimBCDIDetector):
     """A detector with a gap between chips 2 px beside the Bragg peak: three columns that never
     count, and a mask that does not say so."""
@@ -206,17 +194,22 @@ class _GappedDetector(SimBCDIDetector):
         return frame
 
 
-def test_an_unflagged_detector_gap_is_left_free_and_recorded(rig) -> None:
+@pytest.mark.parametrize(("detector", "key", "count"), [
+    (_DroppingDetector, "lost_frames", 1),  # a frame lost at the peak
+    (_GappedDetector, "dead_columns", 3),  # a gap between chips, not in the mask
+])
+def test_a_detector_fault_is_left_free_and_recorded(rig, detector, key, count) -> None:
     RE, cb, bl = rig
-    det = _GappedDetector(bl.motor, name="gapped", shape=(64, 80), seed=4)
+    det = detector(bl.motor, name="faulty", shape=(64, 80), seed=4)
     det.load(toy_source(32))
     (uid,) = RE(_rc_md(det, bl))
     assert cb.wait(120)
     res = cb.result(uid)
     assert res.status == "ok", res.error
     md = read_result(_fresh(), uid, arrays=False)["metadata"]
-    assert md["status"] == "ok" and len(md["dead_columns"]) == 3, md.get("dead_columns")
-    assert md["dead_rows"] == []
+    assert md["status"] == "ok" and len(md[key]) == count, md.get(key)
+    faults = ("lost_frames", "dead_rows", "dead_columns")
+    assert all(md[other] == [] for other in faults if other != key)
 
 
 def _failed_then_recovered(RE, cb, bl, uid: str, expect: str) -> None:
