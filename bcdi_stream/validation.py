@@ -338,9 +338,7 @@ def lost_frames(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     """
     if not min_counts > 0:
         raise ValueError(f"min_counts must be positive, got {min_counts}")
-    sums = _counts(data, mask).sum(dim=(1, 2)).tolist()
-    return [k for start, end in interior_runs([v <= 0 for v in sums])
-            if min(sums[start - 1], sums[end]) >= min_counts for k in range(start, end)]
+    return _empty_inside(_counts(data, mask).sum(dim=(1, 2)).tolist(), min_counts)
 
 
 def dead_lines(data: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -379,10 +377,16 @@ def dead_lines(data: torch.Tensor, mask: torch.Tensor | None = None, *,
         others = tuple(d for d in range(3) if d != axis)
         sums = x.sum(dim=others, dtype=torch.float64).tolist()
         open_ = [True] * len(sums) if m is None else (~m).any(dim=others).tolist()
-        out.append([k for start, end in interior_runs([v <= 0 for v in sums])
-                    if min(sums[start - 1], sums[end]) >= min_counts
-                    for k in range(start, end) if open_[k]])
+        out.append([k for k in _empty_inside(sums, min_counts) if open_[k]])
     return out[0], out[1]
+
+
+def _empty_inside(sums: list[float], min_counts: float) -> list[int]:
+    """Indices of the runs of empty planes (``sums`` of their counts <= 0) whose bordering
+    planes hold at least ``min_counts`` each: :func:`lost_frames`' and :func:`dead_lines`'
+    rule (runs at either end are tails, kept)."""
+    return [k for start, end in interior_runs([v <= 0 for v in sums])
+            if min(sums[start - 1], sums[end]) >= min_counts for k in range(start, end)]
 
 
 def interior_runs(flags: list[bool]) -> list[tuple[int, int]]:
