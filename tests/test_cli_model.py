@@ -286,3 +286,22 @@ def test_reconstruct_warns_of_a_clipped_peak(trained: Path, tmp_path: Path, caps
     assert code == 0, err
     cols = list(range(right, right + 3))
     assert f"warning: detector columns {cols} have no counts in any frame" in text, text
+
+
+def test_benchmark_summary_reads_the_speed_up_three_ways() -> None:
+    from bcdi_stream.benchmarking._model import format_summary, summarise
+
+    def row(ai: float, conv: float) -> dict:
+        scored = {"success": True, "phase_rmse": 0.1}
+        return {"class": "strong", "ai_er": {**scored, "seconds": ai},
+                "conventional": {**scored, "seconds": conv}}
+
+    # two crystals took an extra pass (2 s): the medians read 80 / 2 = 40x, the totals
+    # 240 / 5 = 48x, the crystals' own ratios 60, 50 and 40 have their median at 50x
+    rows = [row(1.0, 60.0), row(2.0, 100.0), row(2.0, 80.0)]
+    paired = summarise(rows, ("ai_er", "conventional"))["strong"]["paired"]
+    assert paired["speedup_ai_er_vs_conventional"] == 40.0  # median 80 / median 2
+    assert paired["speedup_total"] == 48.0
+    assert paired["speedup_per_scan_median"] == 50.0
+    assert "40.0× faster (total times 48.0×, median per scan 50.0×)" in format_summary(
+        {"strong": {"paired": paired}})

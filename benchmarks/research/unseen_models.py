@@ -88,6 +88,11 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
 - ``network``: three or four straight dislocations (screw, winding ±1, random lines through
   points within a quarter of the crystal's size of its centroid): a dislocation network, as
   in cycled battery cathodes; the simulator makes at most two (session 22);
+- ``substrate``: a crystal grown or dewetted on a substrate (a Winterbottom shape, the usual
+  BCDI sample): cut by a plane normal to a random direction, 15–35 % of its extent along it
+  removed (the contact facet, with a partial-volume edge), and strain at the interface: the
+  phase A·exp(−h/λ) at height h above the contact plane, A 1–2 rad of either sign, λ 2–4
+  voxels, on top of the crystal's own strain; ``truncated``: the cut alone (session 31);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -116,7 +121,7 @@ BASES = ("fault", "lamella", "void", "shell", "inclusion", "density", "bent", "t
          "dropframe", "dropmasked", "gap", "gapcross", "gapzero", "gapwide", "hotpixel",
          "zinger", "cutcurve", "cutcurve4", "offcentre",
          "parasitic", "flux", "flux20", "deadtime", "anisoblur", "diagblur", "zblur", "halo",
-         "jitter", "network", "none")
+         "jitter", "network", "substrate", "truncated", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -279,6 +284,16 @@ def change(variant: str, seed: int) -> Changed:
                 zyx, point.view(1, 3).float(), line.view(1, 3).float(),
                 burgers.view(1, 3).float(), torch.tensor([sign]), torch.tensor([0.0]),
                 torch.tensor([0.3]), torch.zeros(1, 3), torch.tensor([1.0]))[0].double()
+    elif base in ("substrate", "truncated"):
+        cut = lo + (0.15 + 0.2 * torch.rand(1, generator=gen).item()) * (hi - lo)
+        height = along - cut
+        amp = amp * (height + 0.5).clamp(0.0, 1.0)  # the contact facet, partial volume
+        inside = inside & (height >= 0)
+        if base == "substrate":
+            lam = 2.0 + 2.0 * torch.rand(1, generator=gen).item()
+            a_rad = (1.0 + torch.rand(1, generator=gen).item()) * (
+                1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
+            phase = phase + a_rad * torch.exp(-height.clamp_min(0.0) / lam)
     elif base == "binary":
         amp = inside.double()
     elif base in ("shear", "shear_large"):
