@@ -17,8 +17,10 @@
   overridden, then ``pipeline.finish``) on one crystal, timed and scored.
 - :func:`summary_line`: the closing line per variant of the probes that reconstruct through the
   pipeline (successes, median RMSE, median seconds).
-- :func:`blur_hypothesis_rule`: the ``ai`` method's blur hypothesis made by another rule for the
-  length of a ``with`` block, each hypothesis recorded (session 22's PSF probes).
+- :func:`ai_calls`, :func:`blur_hypothesis_rule`: a function of ``bcdi_stream.ai_phasing``
+  (the blur hypothesis: session 22's PSF probes) recorded, or replaced by another rule, for the
+  length of a ``with`` block.
+- :func:`benchmark_crystals`: the benchmark's fixed test crystals of the classes asked for.
 - :func:`modulus`: the plain-torch modulus projection of the algorithm probes (the package's
   ``modulus_projection`` differs in its zero handling by float rounding, and HIO amplifies
   that: the probes keep their own so that their logged figures reproduce).
@@ -229,22 +231,44 @@ def summary_line(label: str, rows: list[dict[str, Any]]) -> str:
 
 
 @contextlib.contextmanager
-def blur_hypothesis_rule(rule: Callable[..., Any]) -> Iterator[list[Any]]:
-    """Inside the block, the ``ai`` method makes its blur hypothesis with ``rule`` (called as
-    :func:`bcdi_stream.phasing.detector_blur_of` is); yields the list of what it returned, and
-    puts the shipped function back on the way out, even on an error."""
+def ai_calls(name: str, rule: Callable[..., Any] | None = None) -> Iterator[list[Any]]:
+    """Inside the block, every call ``bcdi_stream.ai_phasing`` makes to its module-level
+    function ``name`` goes to ``rule`` (default: the function itself) and what it returns is
+    recorded; yields that list, and puts the shipped function back on the way out, even on an
+    error."""
     import bcdi_stream.ai_phasing as aip
-    from bcdi_stream.phasing import detector_blur_of
 
+    shipped = getattr(aip, name)
+    call = rule or shipped
     made: list[Any] = []
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
-        out = rule(*args, **kwargs)
+        out = call(*args, **kwargs)
         made.append(out)
         return out
 
-    aip.detector_blur_of = recorded
+    setattr(aip, name, recorded)
     try:
         yield made
     finally:
-        aip.detector_blur_of = detector_blur_of
+        setattr(aip, name, shipped)
+
+
+def blur_hypothesis_rule(rule: Callable[..., Any]) -> contextlib.AbstractContextManager[list[Any]]:
+    """Inside the block, the ``ai`` method makes its blur hypothesis with ``rule`` (called as
+    :func:`bcdi_stream.phasing.detector_blur_of` is); yields the list of what it returned
+    (:func:`ai_calls`)."""
+    return ai_calls("detector_blur_of", rule)
+
+
+def benchmark_crystals(counts: dict[str, int]) -> Iterator[tuple[str, int, Any]]:
+    """``(class, seed, crystal)`` of ``bcdi-stream benchmark model``'s fixed test set, ``counts``
+    crystals of each named class (64³; every class keeps its seed range, as in the
+    benchmark)."""
+    from bcdi_stream.benchmarking._model import BENCH_CLASSES
+    from bcdi_stream.training import TEST_SEED0, fixed_set
+
+    unknown = set(counts) - set(BENCH_CLASSES)
+    if unknown:
+        raise ValueError(f"counts: classes must be among {BENCH_CLASSES}, got {sorted(unknown)}")
+    return fixed_set(TEST_SEED0, {c: int(counts.get(c, 0)) for c in BENCH_CLASSES}, 64)

@@ -19,12 +19,12 @@ import statistics
 import time
 
 import torch
+from _probe import ai_calls, benchmark_crystals
 
 
 def main() -> None:
     import bcdi_stream.ai_phasing as aip
     from bcdi_stream.config import Settings
-    from bcdi_stream.training import TEST_SEED0, fixed_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cls", default="strong", choices=("weak", "strong"))
@@ -34,17 +34,7 @@ def main() -> None:
     torch.set_num_threads(1)
     settings = Settings(device="cpu")
     loaded = aip.cached_model()
-    counts = {"weak": args.n if args.cls == "weak" else 0,
-              "strong": args.n if args.cls == "strong" else 0}
-    crystals = list(fixed_set(TEST_SEED0, counts, 64))
-    predictions = [0]
-    plain = aip._predict_object
-
-    def counted(*a, **k):
-        predictions[0] += 1
-        return plain(*a, **k)
-
-    aip._predict_object = counted
+    crystals = list(benchmark_crystals({args.cls: args.n}))
 
     def phase(seed, c):
         return aip.phase_ai(c.intensity, c.mask, loaded=loaded, settings=settings.phasing,
@@ -53,13 +43,13 @@ def main() -> None:
     phase(crystals[0][1], crystals[0][2])  # warm-up (model, kernels, the |psi|^2 read timed)
     walls = []
     for _, seed, c in crystals:
-        predictions[0] = 0
-        t0 = time.perf_counter()
-        res, start = phase(seed, c)
-        wall = time.perf_counter() - t0
+        with ai_calls("_predict_object") as predictions:
+            t0 = time.perf_counter()
+            res, start = phase(seed, c)
+            wall = time.perf_counter() - t0
         walls.append(wall)
         stages = {k: round(v, 3) for k, v in res.timings.items() if isinstance(v, int | float)}
-        print(json.dumps({"seed": seed, "s": round(wall, 3), "npred": predictions[0],
+        print(json.dumps({"seed": seed, "s": round(wall, 3), "npred": len(predictions),
                           "deblurred": start.deblurred is not None, "filled": start.filled,
                           **stages}), flush=True)
     print(f"median {statistics.median(walls):.3f} s over {len(walls)} crystals", flush=True)

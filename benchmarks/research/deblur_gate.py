@@ -19,13 +19,12 @@ import json
 import time
 
 import torch
+from _probe import ai_calls, benchmark_crystals
 
 
 def main() -> None:
     import bcdi_stream.ai_phasing as aip
-    from bcdi_stream.benchmarking._model import BENCH_CLASSES
     from bcdi_stream.config import Settings
-    from bcdi_stream.training import TEST_SEED0, fixed_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", nargs="*", default=[], help="test classes as name=count")
@@ -36,20 +35,10 @@ def main() -> None:
     torch.set_num_threads(1)
     settings = Settings(device="cpu")
     loaded = aip.cached_model()
-    refits: list = []
-    plain = aip._deblurred
-
-    def recording(*a, **k):
-        out = plain(*a, **k)
-        refits.append(out[0] if out[0] is not None else "none")
-        return out
-
-    aip._deblurred = recording
 
     def items():
-        asked = dict(c.split("=") for c in args.classes)
-        counts = {c: int(asked.get(c, 0)) for c in BENCH_CLASSES}
-        for cls, seed, c in fixed_set(TEST_SEED0, counts, 64):
+        asked = {k: int(v) for k, v in (c.split("=") for c in args.classes)}
+        for cls, seed, c in benchmark_crystals(asked):
             yield cls, seed, c.intensity, c.mask
         if args.variants:
             from unseen_models import SEED0, change
@@ -59,19 +48,19 @@ def main() -> None:
                     yield v, SEED0 + 1000 * k, c.intensity, c.mask
 
     for label, seed, intensity, mask in items():
-        refits.clear()
         t0 = time.perf_counter()
         bad = None if mask is None else mask.bool()
-        start = aip.predict_start(loaded, intensity.float(), bad, seed=seed,
-                                  settings=settings.phasing, estimate_psf=True,
-                                  fill_share=settings.ai.peak_fill or None,
-                                  deblur=settings.ai.deblur)
+        with ai_calls("_deblurred") as tried:  # (refit, phase), refit None when dropped
+            start = aip.predict_start(loaded, intensity.float(), bad, seed=seed,
+                                      settings=settings.phasing, estimate_psf=True,
+                                      fill_share=settings.ai.peak_fill or None,
+                                      deblur=settings.ai.deblur)
+        refit = None
+        if tried:
+            refit = "none" if tried[0][0] is None else [round(v, 3) for v in tried[0][0]]
         row = {"set": label, "seed": seed, "s": round(time.perf_counter() - t0, 3),
                "sigma": None if start.psf_sigma is None else [round(v, 3) for v in start.psf_sigma],
-               "tried": bool(refits),
-               "refit": (refits[0] if not refits or refits[0] == "none"
-                         else [round(v, 3) for v in refits[0]]) if refits else None,
-               "deblurred": start.deblurred is not None}
+               "tried": bool(tried), "refit": refit, "deblurred": start.deblurred is not None}
         print(json.dumps(row), flush=True)
 
 

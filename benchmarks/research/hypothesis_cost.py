@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from _probe import blur_hypothesis_rule
+from _probe import benchmark_crystals, blur_hypothesis_rule
 
 
 def main() -> None:
@@ -26,7 +26,6 @@ def main() -> None:
     from bcdi_stream.analysis import compare
     from bcdi_stream.config import Settings
     from bcdi_stream.phasing import detector_blur_of
-    from bcdi_stream.training import TEST_SEED0, fixed_set
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cls", default="weak", choices=("weak", "strong"))
@@ -37,10 +36,8 @@ def main() -> None:
     settings = Settings(device="cpu")
     ai = settings.ai
     loaded = aip.cached_model()
-    counts = {"weak": args.n if args.cls == "weak" else 0,
-              "strong": args.n if args.cls == "strong" else 0}
     times: dict[bool, list[float]] = {True: [], False: []}
-    for k, (_, seed, c) in enumerate(fixed_set(TEST_SEED0, counts, 64)):
+    for k, (_, seed, c) in enumerate(benchmark_crystals({args.cls: args.n})):
         row: dict = {"seed": seed}
         for per_axis in ((True, False) if k % 2 == 0 else (False, True)):
 
