@@ -93,6 +93,23 @@ counts, the crystal's blur and background, Poisson noise from its seed, its gaps
   removed (the contact facet, with a partial-volume edge), and strain at the interface: the
   phase A·exp(−h/λ) at height h above the contact plane, A 1–2 rad of either sign, λ 2–4
   voxels, on top of the crystal's own strain; ``truncated``: the cut alone (session 31);
+- ``refraction``: refraction and absorption in the crystal (a large or dense crystal: a
+  500 nm gold particle at 9 keV): the exit wave at r takes the phase −c·L(r) and the amplitude
+  factor exp(−0.1·c·L(r)) (β/δ = 0.1, as for gold there), L(r) the path inside the crystal
+  along the incident beam to r plus the path from r out along the exit beam; the beams at a
+  Bragg angle θ of 10–30° either side of the plane normal to G (their difference along G),
+  about a random axis; c sets max L·c over the crystal to 0.5–2 rad (session 32);
+- ``beam``: a focused beam not much wider than the crystal (a nanofocus at a fourth-generation
+  source): the object times the beam's field across its axis (the incident direction as in
+  ``refraction``), a Gaussian whose amplitude falls to 0.5–0.8 at the crystal's farthest
+  voxel from the axis, the axis off the centroid by up to a sixth of the crystal's size, and a
+  curved wavefront (out of focus): the phase κ·ρ², ±(0.5–1.5) rad at that voxel (session 32);
+- ``bend4pi``, ``twist4pi``, ``poly4pi``: strong strain from models the simulator does not
+  use (its strong crystals' smooth strain is a random field, a substrate interface or a
+  misfitting core, plus dislocations): on a weak crystal, a bending (the ``bent`` quadratic),
+  a torsion (the ``twist`` saddle) or a random cubic polynomial of the position (its linear
+  part removed by least squares over the crystal), scaled to a peak-to-peak of 4–6π inside it
+  — strong strain as another simulator might make it (session 32);
 - ``binary``: the crystal's amplitude made 1 inside its shape and 0 outside (``amplitude >
   0.5``: voxelised facets, no partial-volume edge, as simple simulators make crystals), the
   phase unchanged (session 19); ``none``: the crystal unchanged (diffracted again the same
@@ -121,7 +138,8 @@ BASES = ("fault", "lamella", "void", "shell", "inclusion", "density", "bent", "t
          "dropframe", "dropmasked", "gap", "gapcross", "gapzero", "gapwide", "hotpixel",
          "zinger", "cutcurve", "cutcurve4", "offcentre",
          "parasitic", "flux", "flux20", "deadtime", "anisoblur", "diagblur", "zblur", "halo",
-         "jitter", "network", "substrate", "truncated", "none")
+         "jitter", "network", "substrate", "truncated", "refraction", "beam", "bend4pi",
+         "twist4pi", "poly4pi", "none")
 VARIANTS = (*BASES, *(f"{b}_medium" for b in BASES), "binary_strong", "none_strong")
 SEED0 = 4_200_000_000
 
@@ -173,6 +191,24 @@ def _depth(inside: torch.Tensor) -> torch.Tensor:
     from scipy import ndimage
 
     return torch.from_numpy(ndimage.distance_transform_edt(inside.numpy()))
+
+
+def _path_inside(density: torch.Tensor, direction: torch.Tensor, step: float = 0.5) -> torch.Tensor:
+    """Each voxel's path (voxels) through ``density`` (0–1, the crystal's partial volume) from
+    it along the unit vector ``direction`` (z, y, x) to the grid's edge, by trilinear samples
+    every ``step`` voxels."""
+    n = density.shape[0]
+    idx = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64),) * 3,
+                                     indexing="ij"), dim=-1)  # (n, n, n, 3) as (z, y, x)
+    vol = density.view(1, 1, n, n, n)
+    total = torch.zeros_like(density)
+    for k in range(1, math.ceil(n * math.sqrt(3.0) / step) + 1):
+        at = idx + (k * step) * direction.view(1, 1, 1, 3)
+        coords = (2.0 * at / (n - 1) - 1.0).flip(-1)  # grid_sample wants (x, y, z) in [-1, 1]
+        total += torch.nn.functional.grid_sample(vol, coords.unsqueeze(0), mode="bilinear",
+                                                 padding_mode="zeros",
+                                                 align_corners=True)[0, 0]
+    return total * step
 
 
 def change(variant: str, seed: int) -> Changed:
@@ -294,6 +330,55 @@ def change(variant: str, seed: int) -> Changed:
             a_rad = (1.0 + torch.rand(1, generator=gen).item()) * (
                 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
             phase = phase + a_rad * torch.exp(-height.clamp_min(0.0) / lam)
+    elif base in ("refraction", "beam"):
+        theta = math.radians(10.0 + 20.0 * torch.rand(1, generator=gen).item())
+        ghat = g.view(3)
+        t = _unit(gen)
+        t = t - (t * ghat).sum() * ghat
+        t = t / t.norm()
+        k_in = -math.sin(theta) * ghat + math.cos(theta) * t
+        if base == "refraction":
+            k_out = math.sin(theta) * ghat + math.cos(theta) * t
+            path = _path_inside(amp.clamp(0.0, 1.0), -k_in) + _path_inside(
+                amp.clamp(0.0, 1.0), k_out)
+            c_rad = (0.5 + 1.5 * torch.rand(1, generator=gen).item()) / float(
+                path[inside].max())
+            phase = phase - c_rad * path
+            amp = amp * torch.exp(-0.1 * c_rad * path)
+        else:
+            offset = (torch.rand(3, generator=gen, dtype=torch.float64) - 0.5) * size / 3
+            across = r - offset.view(3, 1, 1, 1)
+            across = across - (across * k_in.view(3, 1, 1, 1)).sum(0) * k_in.view(3, 1, 1, 1)
+            rho2 = across.square().sum(0)
+            far = float(rho2[inside].max())
+            edge = 0.5 + 0.3 * torch.rand(1, generator=gen).item()
+            curve = (0.5 + torch.rand(1, generator=gen).item()) * (
+                1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
+            amp = amp * torch.exp(math.log(edge) * rho2 / far)
+            phase = phase + curve * rho2 / far
+    elif base in ("bend4pi", "twist4pi", "poly4pi"):
+        if base == "bend4pi":
+            extra = _centred(along, lo, hi).square()
+        elif base == "twist4pi":
+            w = _unit(gen)
+            w = w - (w * u).sum() * u
+            w = w / w.norm()
+            across = (r * w.view(3, 1, 1, 1)).sum(0)
+            extra = _centred(along, lo, hi) * _centred(
+                across, float(across[inside].min()), float(across[inside].max()))
+        else:
+            x = r / (0.5 * size)
+            terms = [x[i] * x[j] for i in range(3) for j in range(i, 3)] + [
+                x[i] * x[j] * x[k] for i in range(3) for j in range(i, 3) for k in range(j, 3)]
+            coef = torch.randn(len(terms), generator=gen, dtype=torch.float64)
+            extra = sum(c_k * t_k for c_k, t_k in zip(coef, terms, strict=True))
+            design = torch.stack([torch.ones_like(x[0][inside]), *(x[i][inside] for i in range(3))],
+                                 dim=1)
+            fit = torch.linalg.lstsq(design, extra[inside].unsqueeze(1)).solution.view(4)
+            extra = extra - fit[0] - sum(fit[i + 1] * x[i] for i in range(3))
+        target = (4.0 + 2.0 * torch.rand(1, generator=gen).item()) * math.pi
+        ptp = float(extra[inside].max() - extra[inside].min())
+        phase = phase + extra * (target / max(ptp, 1e-9))
     elif base == "binary":
         amp = inside.double()
     elif base in ("shear", "shear_large"):
@@ -422,9 +507,18 @@ def main() -> None:
     args = probe_arguments(__doc__, list(VARIANTS), list(BASES))
     for variant in args.variants:
         score_variant(variant, (
-            (seed, c.intensity, c.mask, c.phase_q, c.obj, c.support, {})
+            (seed, c.intensity, c.mask, c.phase_q, c.obj, c.support, _strain_figures(c))
             for seed, c in ((s, change(variant, s)) for s in (SEED0 + 1000 * k
                                                                for k in range(args.n)))), args)
+
+
+def _strain_figures(c: Changed) -> dict[str, float]:
+    """The changed crystal's mean and largest phase gradient inside its support (rad/voxel,
+    wrapped differences, as the simulator's meta reports them)."""
+    from bcdi_stream.simulation._displacement import phase_gradient_stats
+
+    mean, top = phase_gradient_stats(c.obj.angle().unsqueeze(0), c.support.unsqueeze(0))
+    return {"grad_mean": round(float(mean), 2), "grad_max": round(float(top), 2)}
 
 
 if __name__ == "__main__":
