@@ -72,9 +72,14 @@ def train_command(
         help="Odds that a training crystal is a needle (a rod of aspect 3-5) or a thin plate (a "
         "platelet 0.1-0.2 thick), habits beyond the simulator's default ranges, in every strain "
         "class (default: none).")] = None,
+    polynomials: Annotated[float | None, typer.Option(
+        help="Odds that a training crystal's smooth strain is a low-order polynomial field "
+        "alone (a bending, a torsion or a random quadratic and cubic field), in every strain "
+        "class (default: none).")] = None,
     val: Annotated[str, typer.Option(
         help="Validation crystals per class, e.g. weak=6,strong=6,weak+disl=6 (+field, first: "
-        "the smooth strain is the random field alone; a +disl class: every crystal with "
+        "the smooth strain is the random field alone; +poly, after it: a low-order polynomial "
+        "field alone; a +disl class: every crystal with "
         "dislocations; +fault, also after +disl: every crystal with a planar defect; +loop: "
         "every crystal with a dislocation loop; +net: every crystal with a dislocation "
         "network; +coh: every pattern with partial coherence; +habit, last: every crystal a "
@@ -133,7 +138,7 @@ def train_command(
             strong_share=strong_share, dislocation_probability=dislocations,
             fault_probability=faults, loop_probability=loops, field_probability=fields,
             network_probability=networks, coherence_probability=coherence,
-            habit_probability=habits,
+            habit_probability=habits, polynomial_probability=polynomials,
             val_counts=_counts(val, "--val"),
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,

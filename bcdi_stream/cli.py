@@ -432,7 +432,9 @@ def benchmark(
         "dislocation loop), strong+field (the smooth strain is the random field alone), "
         "weak+net, medium+net (every crystal with a network of 3-4 dislocations), weak+coh, "
         "medium+coh (every pattern with partial coherence beyond the detector blur), "
-        "medium+habit (every crystal a needle or a thin plate).")
+        "medium+habit (every crystal a needle or a thin plate), strong+poly (the smooth "
+        "strain is a low-order polynomial field alone: a bending, a torsion or a random "
+        "quadratic and cubic field).")
     ] = "weak,strong",
     methods: Annotated[str, typer.Option(
         help="model: methods, comma-separated (ai_er,ai_er_only,ai,random_er,conventional,"

@@ -55,6 +55,7 @@ def test_train_writes_log_checkpoint_and_weights(trained: Path, capsys) -> None:
     (["--curriculum", "3"], "curriculum"),
     (["--dislocations", "1.5"], "dislocation_probability"),
     (["--habits", "1.5"], "habit_probability"),
+    (["--polynomials", "-0.5"], "polynomial_probability"),
     (["--val", "weak:6"], "--val"),
     (["--val", "weak=6,huge=2"], "strain_class"),
     (["--widen", "6,12"], "widen needs init_from"),

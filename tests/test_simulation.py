@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,6 +127,7 @@ def test_vectorised_heterogeneous_batch_matches_single_crystals() -> None:
         )
     ]
     specs.append(specs[0].replace(amp_modulation=0.08, gaps=((2, 3, 2),), blur_sigma=0.7))
+    specs.append(CrystalSpec.random(9, n=N, strain="strong", polynomial_probability=1.0))
     kinds = {m["kind"] for s in specs for m in s.strain_models}
     assert kinds == set(STRAIN_MODELS)
     batch = simulate_batch(specs, device=CPU, chunk_size=len(specs))
@@ -745,3 +747,69 @@ def test_vertex_cache_changes_no_crystal_and_hands_out_copies(tmp_path) -> None:
     draws = [r for r in rows if r["mode"].startswith("draws")]
     assert [r["mode"] for r in draws] == ["draws, vertex cache off", "draws, vertex cache on"]
     assert all(r["samples"] == 4 and r["samples_per_s"] > 0 for r in draws)
+
+
+def test_polynomial_probability_makes_the_smooth_strain_a_low_order_field_alone() -> None:
+    """Bendings, torsions and random cubic fields replace the smooth models drawn (the same
+    span, the rest of the spec unchanged); the odds 0 change nothing; coefficients are checked
+    by name."""
+    from bcdi_stream.simulation import POLYNOMIAL_TERMS, SMOOTH_MODELS
+
+    forms = set()
+    for seed in range(12):
+        kw = {"n": N, "strain": "strong", "dislocation_probability": 0.5,
+              "field_probability": 0.5}
+        plain = CrystalSpec.random(seed, **kw)
+        assert CrystalSpec.random(seed, **kw, polynomial_probability=0.0) == plain
+        poly = CrystalSpec.random(seed, **kw, polynomial_probability=1.0)
+        first, *rest = poly.strain_models
+        assert first["kind"] == "polynomial" and 0.4 <= abs(first["weight"]) <= 1.0
+        assert not any(m["kind"] in SMOOTH_MODELS for m in rest)
+        assert tuple(rest) == tuple(m for m in plain.strain_models
+                                    if m["kind"] not in SMOOTH_MODELS)
+        assert poly.replace(strain_models=plain.strain_models) == plain
+        c = np.array(first["coefficients"])
+        assert c.shape == (len(POLYNOMIAL_TERMS),)
+        # the quadratic form of a bending (a·r)² has rank 1, a torsion's (a·r)(b·r) rank 2
+        q = np.zeros((3, 3))
+        for k, (i, j) in enumerate(POLYNOMIAL_TERMS[:6]):
+            q[i, j] += c[k] / (1 if i == j else 2)
+            q[j, i] = q[i, j]
+        cubic = bool(np.any(c[6:]))
+        rank = int(np.sum(np.abs(np.linalg.eigvalsh(q)) > 1e-9))
+        forms.add("cubic" if cubic else {1: "bend", 2: "twist"}[rank])
+        if not cubic and rank == 2:  # a torsion: eigenvalues ±1/2 (orthonormal a, b)
+            np.testing.assert_allclose(sorted(np.linalg.eigvalsh(q))[::2], [-0.5, 0.5],
+                                       atol=1e-9)
+        sim = simulate_crystal(poly, device=CPU)
+        _assert_valid(sim)
+        assert sim.meta["strain_models"][0] == "polynomial"
+    assert forms == {"bend", "twist", "cubic"}
+    with pytest.raises(ValueError, match="polynomial_probability"):
+        CrystalSpec.random(0, n=N, polynomial_probability=2.0)
+    base = {"n": N, "shape": "cube", "oversampling": 2.5, "phase_span": 1.0}
+    for coefficients, needle in (([1.0] * 15, "16 entries"), ([0.0] * 16, "all 0"),
+                                 ([float("nan")] + [0.0] * 15, r"coefficients'\]\[0\]")):
+        with pytest.raises(ValueError, match=needle):
+            CrystalSpec(**base, strain_models=({"kind": "polynomial",
+                                                "coefficients": coefficients},))
+
+
+def test_polynomial_phase_is_the_polynomial_of_the_scaled_position() -> None:
+    """A bending along x gives ((x - cx) / half)² with the default coefficients' order."""
+    from bcdi_stream.simulation import POLYNOMIAL_TERMS
+    from bcdi_stream.simulation._displacement import polynomial_phase
+
+    m = 5
+    z = torch.arange(m, dtype=torch.float32).view(1, m, 1, 1)
+    y = torch.arange(m, dtype=torch.float32).view(1, 1, m, 1)
+    x = torch.arange(m, dtype=torch.float32).view(1, 1, 1, m)
+    coef = torch.zeros(2, len(POLYNOMIAL_TERMS))
+    coef[0, POLYNOMIAL_TERMS.index((2, 2))] = 1.0  # x²
+    coef[1, POLYNOMIAL_TERMS.index((0, 1, 2))] = 2.0  # 2·z·y·x
+    centre = torch.tensor([[2.0, 2.0, 2.0], [1.0, 2.0, 3.0]])
+    half = torch.tensor([2.0, 1.0])
+    out = polynomial_phase((z, y, x), centre, half, coef, POLYNOMIAL_TERMS)
+    torch.testing.assert_close(out[0], ((x[0] - 2.0) / 2.0).square().expand(m, m, m))
+    torch.testing.assert_close(out[1], (2.0 * (z[0] - 1.0) * (y[0] - 2.0) * (x[0] - 3.0)
+                                        ).expand(m, m, m))

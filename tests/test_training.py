@@ -525,6 +525,27 @@ def test_habit_classes_and_odds() -> None:
     assert not torch.equal(plain.intensity[0], batch.intensity[0])
 
 
+def test_polynomial_classes_and_odds() -> None:
+    from bcdi_stream.simulation import SMOOTH_MODELS
+
+    assert class_arguments("strong+poly") == {**STRAIN_CLASSES["strong"],
+                                              "polynomial_probability": 1.0}
+    assert class_arguments("strong+field+poly+disl")["polynomial_probability"] == 1.0
+    with pytest.raises(ValueError, match="strain_class"):
+        class_arguments("strong+poly+field")  # +field comes first
+    with pytest.raises(ValueError, match="polynomial_probability"):
+        TrainConfig(polynomial_probability=1.5)
+    (c, _), = draw_batch([(TRAIN_SEED0 + 11, "strong+poly")], n=32)
+    assert [m["kind"] for m in c.spec.strain_models if m["kind"] in SMOOTH_MODELS] == [
+        "polynomial"]
+    # the training stream passes its odds on
+    batch = next(training_batches(0, 2, 10, 0.0, n=32, polynomial_probability=1.0))
+    (first, _), = draw_batch([(batch.seeds[0], batch.classes[0])], n=32,
+                             polynomial_probability=1.0)
+    assert torch.equal(batch.intensity[0], first.intensity)
+    assert first.spec.strain_models[0]["kind"] == "polynomial"
+
+
 def test_coherence_classes_and_odds() -> None:
     assert class_arguments("medium+disl+net+coh")["coherence_probability"] == 1.0
     (c, s), = draw_batch([(TRAIN_SEED0 + 7, "weak+coh")], n=32)

@@ -12,7 +12,9 @@ and two whose crystals all carry a dislocation network (3–4 straight dislocati
 detector blur (along a random direction in the detector plane or along the rocking axis),
 ``weak+coh`` and ``medium+coh``, and ``medium+habit``, whose crystals are all needles (rods of
 aspect 3–5) or thin plates (platelets 0.1–0.2 thick), habits beyond the simulator's default
-ranges (:data:`BENCH_CLASSES`). Every
+ranges, and ``strong+poly``, the strong class with a low-order polynomial field alone as its
+smooth strain (a bending, a torsion or a random quadratic and cubic field: strong strain as
+other simulators make it) (:data:`BENCH_CLASSES`). Every
 method runs on every crystal in the same process, one after the other, so the time ratios are
 measured under the same load.
 Every method's result passes the pipeline's :func:`bcdi_stream.pipeline.finish` (the noise
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 BENCH_CLASSES: tuple[str, ...] = ("weak", "strong", "weak+disl", "medium+disl", "weak+fault",
                                    "medium+fault", "weak+loop", "medium+loop", "strong+field",
                                    "weak+net", "medium+net", "weak+coh", "medium+coh",
-                                   "medium+habit")
+                                   "medium+habit", "strong+poly")
 
 #: Methods scored, in the order they run on each crystal. ``ai_er``: the shipped AI method (the
 #: prediction, then HIO + ER by default, :class:`~bcdi_stream.config.AISettings`);

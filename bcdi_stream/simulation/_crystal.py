@@ -30,7 +30,14 @@ from ..physics import centroid, fft_centered, fourier_shift
 from . import _displacement as fld
 from ._forward import coherence_blur, detector_blur, gap_mask, poisson_noise
 from ._shapes import Geometry, build_geometry
-from ._spec import DISLOCATION_MODELS, FAULT_MODELS, LOOP_MODELS, SMOOTH_MODELS, CrystalSpec
+from ._spec import (
+    DISLOCATION_MODELS,
+    FAULT_MODELS,
+    LOOP_MODELS,
+    POLYNOMIAL_TERMS,
+    SMOOTH_MODELS,
+    CrystalSpec,
+)
 
 __all__ = ["SimulatedBatch", "SimulatedCrystal", "simulate_batch", "simulate_crystal"]
 
@@ -50,6 +57,7 @@ _RANDOM_KWARGS = frozenset(
         "network_probability",
         "coherence_probability",
         "habit_probability",
+        "polynomial_probability",
     }
 )
 #: Correlation length (fraction of the crystal size) of the amplitude modulation.
@@ -479,6 +487,13 @@ def _simulate(specs: list[CrystalSpec], device: torch.device,
         ]
         core = centroids + tens([x["offset"] for x in mm]) * sizes[:, None]
         vals = fld.core_shell_phase(zyx, core, tens([x["radius"] for x in mm]) * sizes, g_hat)
+        add_component(vals, [x["weight"] for x in mm])
+    per = [[mm for mm in s.strain_models if mm["kind"] == "polynomial"] for s in specs]
+    for j in range(max(len(p) for p in per)):
+        mm = [p[j] if j < len(p) else {"weight": 0.0, "coefficients": [0.0] * len(POLYNOMIAL_TERMS)}
+              for p in per]
+        vals = fld.polynomial_phase(zyx, centroids, sizes / 2,
+                                    tens([x["coefficients"] for x in mm]), POLYNOMIAL_TERMS)
         add_component(vals, [x["weight"] for x in mm])
     if any(any(mm["kind"] in SMOOTH_MODELS for mm in s.strain_models) for s in specs):
         smooth = fld.remove_ramp(smooth, weight, zyx)

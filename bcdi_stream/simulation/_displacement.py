@@ -151,6 +151,31 @@ def core_shell_phase(
     return proj * decay
 
 
+def polynomial_phase(
+    zyx: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    centre: torch.Tensor,
+    half_size: torch.Tensor,
+    coefficients: torch.Tensor,
+    terms: tuple[tuple[int, ...], ...],
+) -> torch.Tensor:
+    """A polynomial of the position: ``Σ_k c_k Π_{i ∈ terms[k]} s_i`` with ``s = (r − centre) /
+    half_size`` (per sample), ``coefficients`` ``(B, len(terms))``."""
+    z, y, x = zyx
+    s = (
+        (z - _b(centre[:, 0])) / _b(half_size),
+        (y - _b(centre[:, 1])) / _b(half_size),
+        (x - _b(centre[:, 2])) / _b(half_size),
+    )
+    out = torch.zeros(torch.broadcast_shapes(*(t.shape for t in s)), dtype=z.dtype,
+                      device=z.device)
+    for k, term in enumerate(terms):
+        monomial = s[term[0]]
+        for i in term[1:]:
+            monomial = monomial * s[i]
+        out = out + _b(coefficients[:, k]) * monomial
+    return out
+
+
 def dislocation_phase(
     zyx: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     point: torch.Tensor,

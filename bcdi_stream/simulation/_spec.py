@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ __all__ = [
     "FAULT_MODELS",
     "LOOP_MODELS",
     "NEEDLE_ASPECT",
+    "POLYNOMIAL_TERMS",
     "SMOOTH_MODELS",
     "STRAIN_MODELS",
     "THIN_PLATE",
@@ -26,7 +28,16 @@ __all__ = [
 ]
 
 #: Strain models whose phase is smooth; together they are scaled to ``phase_span``.
-SMOOTH_MODELS: tuple[str, ...] = ("smooth", "interface", "core_shell")
+SMOOTH_MODELS: tuple[str, ...] = ("smooth", "interface", "core_shell", "polynomial")
+#: The smooth models :meth:`CrystalSpec.random` mixes (``"polynomial"`` only replaces them, at
+#: the odds ``polynomial_probability``).
+_MIXED_SMOOTH: tuple[str, ...] = ("smooth", "interface", "core_shell")
+#: Monomials of a ``"polynomial"`` strain model, as index tuples over (z, y, x): the 6
+#: quadratic then the 10 cubic ones, in ``itertools.combinations_with_replacement`` order.
+POLYNOMIAL_TERMS: tuple[tuple[int, ...], ...] = (
+    *itertools.combinations_with_replacement(range(3), 2),
+    *itertools.combinations_with_replacement(range(3), 3),
+)
 #: Dislocation models: phase vortices of integer winding, added on top of the smooth phase.
 DISLOCATION_MODELS: tuple[str, ...] = ("screw", "edge")
 #: Planar defects (stacking faults, twin boundaries): a phase jump across a plane, added on top.
@@ -44,6 +55,7 @@ _STRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "smooth": {"weight": 1.0, "length": 0.3},
     "interface": {"weight": 1.0, "decay": 0.25, "lateral": 0.0},
     "core_shell": {"weight": 1.0, "radius": 0.25, "offset": [0.0, 0.0, 0.0]},
+    "polynomial": {"weight": 1.0, "coefficients": [1.0] + [0.0] * 15},
     "screw": {"winding": 1, "point": [0.0, 0.0, 0.0], "line": [1.0, 0.0, 0.0]},
     "edge": {
         "winding": 1,
@@ -112,6 +124,20 @@ def _int(name: str, v: Any, lo: int, hi: int) -> int:
     return v
 
 
+def _coefficients(name: str, v: Any) -> list[float]:
+    """A ``"polynomial"`` model's coefficients: one finite number in [-100, 100] per
+    :data:`POLYNOMIAL_TERMS` entry, not all 0."""
+    if isinstance(v, (str, Mapping)) or not isinstance(v, Iterable):
+        raise ValueError(f"{name} must be a sequence of {len(POLYNOMIAL_TERMS)} numbers, got {v!r}")
+    out = [_number(f"{name}[{i}]", x, -100.0, 100.0) for i, x in enumerate(v)]
+    if len(out) != len(POLYNOMIAL_TERMS):
+        raise ValueError(f"{name} must have {len(POLYNOMIAL_TERMS)} entries (the quadratic and "
+                         f"cubic monomials), got {len(out)}")
+    if not any(out):
+        raise ValueError(f"{name} must not be all 0 (leave the model out instead)")
+    return out
+
+
 def _validate_strain(models: Any, g_hat: tuple[float, float, float]) -> tuple[dict[str, Any], ...]:
     if isinstance(models, (str, Mapping)) or not isinstance(models, Iterable):
         raise ValueError("strain_models must be a sequence of dicts with a 'kind' key")
@@ -140,6 +166,8 @@ def _validate_strain(models: Any, g_hat: tuple[float, float, float]) -> tuple[di
         elif kind == "core_shell":
             p["radius"] = _number(f"{name}['radius']", p["radius"], 0.02, 1.0)
             p["offset"] = list(_vector(f"{name}['offset']", p["offset"], max_norm=1.0))
+        elif kind == "polynomial":
+            p["coefficients"] = _coefficients(f"{name}['coefficients']", p["coefficients"])
         elif kind == "fault":
             p["normal"] = list(_vector(f"{name}['normal']", p["normal"], unit=True))
             p["offset"] = _number(f"{name}['offset']", p["offset"], -0.5, 0.5)
@@ -229,6 +257,11 @@ class CrystalSpec:
         - ``"core_shell"`` — lattice-mismatched spherical core (Eshelby inclusion): radial
           displacement ``∝ r`` inside, ``∝ radius**3 / r**2`` outside, projected on ``g_hat``;
           ``weight``, ``radius``, ``offset`` (of the core from the centroid).
+        - ``"polynomial"`` — a quadratic and cubic polynomial of the position relative to
+          the centroid in units of half the crystal's size, one coefficient per
+          :data:`POLYNOMIAL_TERMS` entry: a bending (the square of one direction's
+          coordinate), a torsion (the product of two), or any low-order field;
+          ``weight``, ``coefficients``.
         - ``"screw"`` — screw dislocation, ``u = b θ / 2π`` along the line, so that the phase
           is ``winding · θ``; ``winding`` (``G·b / 2π``), ``point`` (offset of the line from
           the centroid), ``line`` (direction).
@@ -424,6 +457,7 @@ class CrystalSpec:
         network_probability: float | None = None,
         coherence_probability: float | None = None,
         habit_probability: float | None = None,
+        polynomial_probability: float | None = None,
     ) -> CrystalSpec:
         """Draw a random crystal.
 
@@ -488,6 +522,15 @@ class CrystalSpec:
             0.2–0.5), either with equal odds. Default 0 (none). The choice is drawn from a
             generator of its own; the shape's parameters, and so the rest of the spec, are then
             drawn as for that shape.
+        polynomial_probability : float, optional
+            Chance that the smooth part is a low-order polynomial field alone
+            (``"polynomial"``, when allowed and the crystal has a smooth part): a bending
+            (40 %: the square of the coordinate along a random direction), a torsion (30 %: the
+            product of the coordinates along two orthogonal random directions) or a random
+            quadratic and cubic polynomial (30 %: coefficients N(0, 1)), weight ±0.4–1, with the
+            same span; dislocations, faults and loops stay. Applied after
+            ``field_probability`` (it replaces a random field drawn alone too). Default 0
+            (none). Drawn from a generator of its own, like the fault.
 
         Returns
         -------
@@ -511,7 +554,7 @@ class CrystalSpec:
             raise ValueError(
                 f"strain_models must be a non-empty subset of {STRAIN_MODELS}, got {allowed!r}"
             )
-        smooth_ok = [k for k in SMOOTH_MODELS if k in allowed]
+        smooth_ok = [k for k in _MIXED_SMOOTH if k in allowed]
         disl_ok = [k for k in DISLOCATION_MODELS if k in allowed]
         if oversampling is None:
             oversampling = (2.0, min(4.0, n / 5.4))
@@ -531,7 +574,9 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
-        p_fault = p_loop = p_field = p_net = p_coh = p_habit = 0.0
+        p_fault = p_loop = p_field = p_net = p_coh = p_habit = p_poly = 0.0
+        if polynomial_probability is not None:
+            p_poly = _number("polynomial_probability", polynomial_probability, 0, 1)
         if habit_probability is not None:
             p_habit = _number("habit_probability", habit_probability, 0, 1)
         if coherence_probability is not None:
@@ -692,6 +737,15 @@ class CrystalSpec:
                      "length": float(field_rng.uniform(0.3, 0.7))}
             models = [field, *(m for m in models if m["kind"] not in SMOOTH_MODELS)]
 
+        # --- a low-order polynomial field alone, from a generator of its own
+        poly_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB3D]))
+        if ("polynomial" in allowed and span > 0 and p_poly > 0
+                and poly_rng.random() < p_poly):
+            poly = {"kind": "polynomial",
+                    "weight": float(poly_rng.uniform(0.4, 1.0) * poly_rng.choice([-1.0, 1.0])),
+                    "coefficients": _random_polynomial(poly_rng)}
+            models = [poly, *(m for m in models if m["kind"] not in SMOOTH_MODELS)]
+
         # --- planar defect, from a generator of its own (the draws above stay as they were)
         fault_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xFA17]))
         if "fault" in allowed and fault_rng.random() < p_fault:
@@ -786,6 +840,23 @@ def _random_dislocation(rng: np.random.Generator, kinds: Sequence[str], r_in: fl
         m["burgers"] = [float(v) for v in b]
         m["poisson_ratio"] = float(rng.uniform(0.25, 0.42))
     return m
+
+
+def _random_polynomial(rng: np.random.Generator) -> list[float]:
+    """Coefficients (:data:`POLYNOMIAL_TERMS`) of a bending ``(a·r)²`` (40 %), a torsion
+    ``(a·r)(b·r)`` with ``b ⊥ a`` (30 %) or a random quadratic and cubic polynomial (30 %)."""
+    kind = rng.random()
+    if kind >= 0.7:
+        return [float(v) for v in rng.normal(size=len(POLYNOMIAL_TERMS))]
+    a = _random_unit(rng)
+    b = a
+    if kind >= 0.4:
+        b = _random_unit(rng)
+        b = b - (b @ a) * a
+        b = b / np.linalg.norm(b)
+    # (a·r)(b·r) = Σ_i≤j (a_i b_j + a_j b_i) r_i r_j, the diagonal terms counted once
+    return [float(a[t[0]] * b[t[1]] + (a[t[1]] * b[t[0]] if t[0] != t[1] else 0.0))
+            if len(t) == 2 else 0.0 for t in POLYNOMIAL_TERMS]
 
 
 def _random_unit(rng: np.random.Generator) -> np.ndarray:

@@ -61,6 +61,10 @@ class TrainConfig:
     habit_probability : float or None
         Odds that a training crystal is a needle or a thin plate (habits beyond the simulator's
         default ranges), in every strain class (None: none).
+    polynomial_probability : float or None
+        Odds that a training crystal's smooth strain is a low-order polynomial field alone (a
+        bending, a torsion or a random quadratic and cubic field), in every strain class
+        (None: none).
     val_every : int
         Steps between validations (and log lines with per-shell agreement).
     checkpoint_every : int
@@ -125,6 +129,7 @@ class TrainConfig:
     network_probability: float | None = None
     coherence_probability: float | None = None
     habit_probability: float | None = None
+    polynomial_probability: float | None = None
     val_every: int = 100
     checkpoint_every: int = 50
     val_counts: dict[str, int] = field(default_factory=lambda: {"weak": 6, "strong": 6})
@@ -157,7 +162,7 @@ class TrainConfig:
         class_arguments("weak", self.dislocation_probability, self.fault_probability,
                         self.loop_probability, self.field_probability,
                         self.network_probability, self.coherence_probability,
-                        self.habit_probability)
+                        self.habit_probability, self.polynomial_probability)
         if not self.val_counts:
             raise ValueError("val_counts must name at least one strain class")
         for name, count in self.val_counts.items():

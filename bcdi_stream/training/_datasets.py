@@ -39,7 +39,12 @@ a smaller crystal), with ``coherence_probability`` for the training stream (by d
 The suffix :data:`HABIT` (last: ``"medium+habit"``) makes every crystal a needle or a thin
 plate, habits beyond the simulator's default ranges (its ``habit_probability``; session 29:
 v3 phases medium crystals of these habits less often than the default rods and platelets),
-with ``habit_probability`` for the training stream (by default 0).
+with ``habit_probability`` for the training stream (by default 0). The suffix
+:data:`POLYNOMIAL` (right after the strain level or :data:`FIELDED`: ``"strong+poly"``) makes
+the smooth part of every crystal a low-order polynomial field alone — a bending, a torsion or a
+random quadratic and cubic field (the simulator's ``polynomial_probability``; session 32: v3
+phases such strong strain on 1 of 20 crystals, the true phase 19 of 20) —, with
+``polynomial_probability`` for the training stream (by default 0).
 
 Symmetries: a simulated crystal is also a valid training sample under any of the
 :data:`N_SYMMETRIES` maps of the grid that keep the rocking axis ``z`` (its blur and gaps are
@@ -74,6 +79,7 @@ __all__ = [
     "NETWORKED",
     "N_SYMMETRIES",
     "PARTIAL",
+    "POLYNOMIAL",
     "STRAIN_CLASSES",
     "TEST_SEED0",
     "TRAIN_SAMPLES",
@@ -108,6 +114,8 @@ STRAIN_CLASSES: dict[str, dict] = {
 
 #: Suffix of a strain-class name whose smooth strain is the Gaussian random field alone (first).
 FIELDED = "+field"
+#: Suffix of a strain-class name whose smooth strain is a low-order polynomial field alone.
+POLYNOMIAL = "+poly"
 #: Suffix of a strain-class name whose crystals all carry dislocations.
 DISLOCATED = "+disl"
 #: Suffix of a strain-class name whose crystals all carry a planar defect (after ``+disl``).
@@ -123,6 +131,7 @@ HABIT = "+habit"
 #: The defect suffixes in the order they may follow the strain level, and the simulator odds
 #: (:meth:`CrystalSpec.random`) each one sets to 1.
 _SUFFIX_ODDS: dict[str, str] = {FIELDED: "field_probability",
+                                POLYNOMIAL: "polynomial_probability",
                                 DISLOCATED: "dislocation_probability",
                                 FAULTED: "fault_probability", LOOPED: "loop_probability",
                                 NETWORKED: "network_probability",
@@ -135,7 +144,8 @@ def base_class(strain_class: str) -> tuple[str, tuple[str, ...]]:
     "+loop"))`` for ``"medium+disl+loop"``.
 
     Raises ``ValueError`` (naming ``strain_class``) unless the name is a key of
-    :data:`STRAIN_CLASSES` followed by any of :data:`FIELDED`, :data:`DISLOCATED`,
+    :data:`STRAIN_CLASSES` followed by any of :data:`FIELDED`, :data:`POLYNOMIAL`,
+    :data:`DISLOCATED`,
     :data:`FAULTED`, :data:`LOOPED`, :data:`NETWORKED`, :data:`PARTIAL` and :data:`HABIT`,
     each at most once and in that order.
     """
@@ -159,14 +169,16 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
                     field_probability: float | None = None,
                     network_probability: float | None = None,
                     coherence_probability: float | None = None,
-                    habit_probability: float | None = None) -> dict:
+                    habit_probability: float | None = None,
+                    polynomial_probability: float | None = None) -> dict:
     """Simulator arguments (:meth:`CrystalSpec.random`) of a strain class.
 
     Parameters
     ----------
     strain_class : str
         A key of :data:`STRAIN_CLASSES`, optionally followed by :data:`FIELDED` (the smooth
-        strain is the random field alone), :data:`DISLOCATED` (every crystal gets 1–2
+        strain is the random field alone), :data:`POLYNOMIAL` (a low-order polynomial field
+        alone), :data:`DISLOCATED` (every crystal gets 1–2
         dislocations), :data:`FAULTED` (a planar defect), :data:`LOOPED` (a dislocation
         loop), :data:`NETWORKED` (3–4 dislocations), :data:`PARTIAL` (partial coherence) and
         :data:`HABIT` (a needle or a thin plate), in that order.
@@ -186,6 +198,9 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
         Odds of partial coherence for a class without :data:`PARTIAL` (default: none).
     habit_probability : float, optional
         Odds of a needle or a thin plate for a class without :data:`HABIT` (default: none).
+    polynomial_probability : float, optional
+        Odds that the smooth strain is a low-order polynomial field alone, for a class without
+        :data:`POLYNOMIAL` (default: none).
 
     Returns
     -------
@@ -196,7 +211,8 @@ def class_arguments(strain_class: str, dislocation_probability: float | None = N
             "fault_probability": fault_probability, "loop_probability": loop_probability,
             "field_probability": field_probability, "network_probability": network_probability,
             "coherence_probability": coherence_probability,
-            "habit_probability": habit_probability}
+            "habit_probability": habit_probability,
+            "polynomial_probability": polynomial_probability}
     for name, p in odds.items():
         if p is not None and not 0 <= p <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -248,7 +264,8 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
                field_probability: float | None = None,
                network_probability: float | None = None,
                coherence_probability: float | None = None,
-               habit_probability: float | None = None
+               habit_probability: float | None = None,
+               polynomial_probability: float | None = None
                ) -> list[tuple[SimulatedCrystal, int]]:
     """:func:`draw_crystal` for many ``(seed, strain_class)`` at once, vectorised on ``device``.
 
@@ -287,6 +304,9 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
     habit_probability : float, optional
         Odds of a needle or a thin plate in every class without the :data:`HABIT` suffix
         (default: none).
+    polynomial_probability : float, optional
+        Odds that the smooth strain is a low-order polynomial field alone in every class
+        without the :data:`POLYNOMIAL` suffix (default: none).
 
     Returns
     -------
@@ -299,7 +319,7 @@ def draw_batch(items: list[tuple[int, str]], n: int = 64, device: str | torch.de
         kwargs = {name: class_arguments(name, dislocation_probability, fault_probability,
                                         loop_probability, field_probability,
                                         network_probability, coherence_probability,
-                                        habit_probability)
+                                        habit_probability, polynomial_probability)
                   for _, name in items}
     except ValueError as exc:
         raise ValueError(f"items: {exc}") from exc
@@ -423,7 +443,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                      field_probability: float | None = None,
                      network_probability: float | None = None,
                      coherence_probability: float | None = None,
-                     habit_probability: float | None = None) -> Iterator[Batch]:
+                     habit_probability: float | None = None,
+                     polynomial_probability: float | None = None) -> Iterator[Batch]:
     """Endless stream of training batches of fresh crystals (seeds from :data:`TRAIN_SEED0`).
 
     Sample ``k`` (counted over the whole run, so a resumed run continues the sequence) uses
@@ -435,8 +456,9 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
     dislocation loop (default: none), ``field_probability`` those of a smooth strain made of
     the random field alone (default: the simulator's mixture), ``network_probability`` those
     of a dislocation network (3–4 lines; default: none), ``coherence_probability`` those of
-    partial coherence beyond the detector blur and ``habit_probability`` those of a needle or
-    a thin plate (default: none). ``workers > 0``
+    partial coherence beyond the detector blur, ``habit_probability`` those of a needle or
+    a thin plate and ``polynomial_probability`` those of a smooth strain made of a low-order
+    polynomial field alone (default: none). ``workers > 0``
     simulates the batches on the CPU in that many processes (one torch thread each, batches
     in order, the same crystals) and moves each to ``device``: on a GPU the simulation, not
     the network, sets the pace (0.65 s per batch of 32 vectorised on an H200, 0.02 s for the
@@ -462,7 +484,8 @@ def training_batches(start_sample: int, batch_size: int, steps: int, curriculum:
                           "field_probability": field_probability,
                           "network_probability": network_probability,
                           "coherence_probability": coherence_probability,
-                          "habit_probability": habit_probability},
+                          "habit_probability": habit_probability,
+                          "polynomial_probability": polynomial_probability},
                          "cpu" if workers else dev)
     return _stream(groups, dev, workers, reuse, skip)
 

@@ -254,6 +254,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                                network_probability=config.network_probability,
                                coherence_probability=config.coherence_probability,
                                habit_probability=config.habit_probability,
+                               polynomial_probability=config.polynomial_probability,
                                workers=config.workers if workers is None else workers)
     while step < config.steps and (until_step is None or step < until_step):
         batch = next(batches)

@@ -52,9 +52,17 @@
 # none): v3 phases medium crystals of these habits 12/30 and 15/30 against 16/30 and 21/30 for
 # the default rods and platelets of the same strain (docs/MODEL_RESEARCH.md, session 29); the
 # validation then adds medium+habit.
-# Together these leave about a third of the crystals without an extra feature. For a call
-# spent on the strong class alone (the unmet criterion), keep the random fields and drop
-# the rest: FAULTS=0 LOOPS=0 NETWORKS=0 COHERENCE=0 HABITS=0 bash benchmarks/training/device_session.sh
+# Since session 32 also a smooth strain made of a low-order polynomial field alone (a bending, a
+# torsion or a random quadratic and cubic field; it replaces the random field too) at odds
+# POLYNOMIALS (default 0.2; POLYNOMIALS=0 for none): v3 phases strong crystals bent or twisted
+# by 4-6 pi 1 time in 20, the true phase 19 in 20 (benchmarks/research/unseen_models.py, the
+# test class strong+poly; docs/MODEL_RESEARCH.md session 32); the validation then adds
+# strong+poly.
+# Together these leave about a fifth of the crystals (a quarter without the polynomial fields)
+# with none of these features. For a call
+# spent on the strong class alone (the unmet criterion), keep the random fields and the
+# polynomial fields and drop the rest:
+#   FAULTS=0 LOOPS=0 NETWORKS=0 COHERENCE=0 HABITS=0 bash benchmarks/training/device_session.sh
 # As a CPU smoke test: OUT=/tmp/s DEVICE=cpu BATCH=1 PROBE=8 MINUTES=0.5 WORKERS=1 INIT= CHANNELS=4,8 WIDEN= bash ...
 set -u
 : "${OUT:?OUT must name the folder of what comes back}"
@@ -77,6 +85,7 @@ FIELDS=${FIELDS:-0.3}
 NETWORKS=${NETWORKS:-0.2}
 COHERENCE=${COHERENCE:-0.15}
 HABITS=${HABITS:-0.1}
+POLYNOMIALS=${POLYNOMIALS:-0.2}
 export PYTHONUNBUFFERED=1 PYTHONPATH=. OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 python3 -c "import torch, numpy, scipy; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
@@ -89,5 +98,6 @@ python3 benchmarks/training/device_train.py --out "$OUT/run" --run-dir "$RUN" \
     $( [ "$NETWORKS" != 0 ] && echo --networks "$NETWORKS" ) \
     $( [ "$COHERENCE" != 0 ] && echo --coherence "$COHERENCE" ) \
     $( [ "$HABITS" != 0 ] && echo --habits "$HABITS" ) \
+    $( [ "$POLYNOMIALS" != 0 ] && echo --polynomials "$POLYNOMIALS" ) \
     --precision bf16 --init-from "$INIT" --widen "$WIDEN" --channels "$CHANNELS" \
     --first-sample "$FIRST" --lr "$LR" --curriculum "$CURRICULUM" --val-every 1000

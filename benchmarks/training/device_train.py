@@ -140,6 +140,10 @@ def main() -> None:
                     help="odds of a needle (a rod of aspect 3-5) or a thin plate (a platelet "
                     "0.1-0.2 thick) in every strain class (default: none); the validation then "
                     "adds medium+habit")
+    ap.add_argument("--polynomials", type=float, default=None,
+                    help="odds that the smooth strain is a low-order polynomial field alone (a "
+                    "bending, a torsion or a random quadratic and cubic field) in every strain "
+                    "class (default: none); the validation then adds strong+poly")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="bf16: convolutions under bfloat16 autocast (TrainConfig.precision)")
     ap.add_argument("--workers", type=int, default=0,
@@ -154,7 +158,7 @@ def main() -> None:
                     help="validation crystals per class (weak, strong, weak+disl, medium+disl; "
                     "with --faults also medium+fault, with --loops medium+loop, with --fields "
                     "strong+field, with --networks medium+net, with --coherence medium+coh, "
-                    "with --habits medium+habit)")
+                    "with --habits medium+habit, with --polynomials strong+poly)")
     ap.add_argument("--val-every", type=int, default=250)
     args = ap.parse_args()
 
@@ -181,11 +185,13 @@ def main() -> None:
                                  + (("strong+field",) if args.fields else ())
                                  + (("medium+net",) if args.networks else ())
                                  + (("medium+coh",) if args.coherence else ())
-                                 + (("medium+habit",) if args.habits else ()), args.val),
+                                 + (("medium+habit",) if args.habits else ())
+                                 + (("strong+poly",) if args.polynomials else ()), args.val),
         dislocation_probability=args.dislocations, fault_probability=args.faults,
         loop_probability=args.loops, field_probability=args.fields,
         network_probability=args.networks, coherence_probability=args.coherence,
-        habit_probability=args.habits, device=args.device, init_from=args.init_from,
+        habit_probability=args.habits, polynomial_probability=args.polynomials,
+        device=args.device, init_from=args.init_from,
         first_sample=args.first_sample,
         precision=args.precision, workers=args.workers,
         reuse=args.reuse, widen=tuple(int(c) for c in args.widen.split(",") if c.strip()),
