@@ -682,6 +682,23 @@ def test_habit_probability_draws_needles_and_thin_plates_and_changes_no_other_cr
     assert soft.meta["coherence"] == [0.0, 1.0, 1.0, 0.8]
 
 
+def _smooth_replaced(seed: int, kw: dict, odds: str, kind: str) -> tuple[CrystalSpec, dict]:
+    """``(the plain spec, the one smooth model)`` of crystal ``seed`` drawn with ``odds`` 1:
+    checks that odds 0 change nothing and that odds 1 replace the smooth models drawn by one
+    model of ``kind`` (weight ±0.4–1) and leave everything else — the span, the other strain
+    models, shape, detector — as it was."""
+    from bcdi_stream.simulation import SMOOTH_MODELS
+
+    plain = CrystalSpec.random(seed, **kw)
+    assert CrystalSpec.random(seed, **kw, **{odds: 0.0}) == plain
+    changed = CrystalSpec.random(seed, **kw, **{odds: 1.0})
+    first, *rest = changed.strain_models
+    assert first["kind"] == kind and 0.4 <= abs(first["weight"]) <= 1.0
+    assert tuple(rest) == tuple(m for m in plain.strain_models if m["kind"] not in SMOOTH_MODELS)
+    assert changed.replace(strain_models=plain.strain_models) == plain
+    return plain, first
+
+
 def test_field_probability_makes_the_smooth_strain_the_random_field_alone() -> None:
     """The smooth models drawn give way to one random field (the same span); everything else
     — shape, detector, dislocations, faults — stays, and the odds 0 change nothing."""
@@ -691,16 +708,8 @@ def test_field_probability_makes_the_smooth_strain_the_random_field_alone() -> N
     for seed in range(8):
         kw = {"n": N, "strain": "strong", "dislocation_probability": 0.5,
               "fault_probability": 0.5}
-        plain = CrystalSpec.random(seed, **kw)
-        assert CrystalSpec.random(seed, **kw, field_probability=0.0) == plain
-        field = CrystalSpec.random(seed, **kw, field_probability=1.0)
-        first, *rest = field.strain_models
-        assert first["kind"] == "smooth" and 0.3 <= first["length"] <= 0.7
-        assert 0.4 <= abs(first["weight"]) <= 1.0
-        assert not any(m["kind"] in SMOOTH_MODELS for m in rest)
-        others = tuple(m for m in plain.strain_models if m["kind"] not in SMOOTH_MODELS)
-        assert field.replace(strain_models=plain.strain_models) == plain
-        assert tuple(rest) == others and field.phase_span == plain.phase_span
+        plain, first = _smooth_replaced(seed, kw, "field_probability", "smooth")
+        assert 0.3 <= first["length"] <= 0.7
         changed += [m["kind"] for m in plain.strain_models if m["kind"] in SMOOTH_MODELS] != [
             "smooth"]
     assert changed >= 4  # the mixture drew other fields for most of these seeds
@@ -753,21 +762,13 @@ def test_polynomial_probability_makes_the_smooth_strain_a_low_order_field_alone(
     """Bendings, torsions and random cubic fields replace the smooth models drawn (the same
     span, the rest of the spec unchanged); the odds 0 change nothing; coefficients are checked
     by name."""
-    from bcdi_stream.simulation import POLYNOMIAL_TERMS, SMOOTH_MODELS
+    from bcdi_stream.simulation import POLYNOMIAL_TERMS
 
     forms = set()
     for seed in range(12):
         kw = {"n": N, "strain": "strong", "dislocation_probability": 0.5,
               "field_probability": 0.5}
-        plain = CrystalSpec.random(seed, **kw)
-        assert CrystalSpec.random(seed, **kw, polynomial_probability=0.0) == plain
-        poly = CrystalSpec.random(seed, **kw, polynomial_probability=1.0)
-        first, *rest = poly.strain_models
-        assert first["kind"] == "polynomial" and 0.4 <= abs(first["weight"]) <= 1.0
-        assert not any(m["kind"] in SMOOTH_MODELS for m in rest)
-        assert tuple(rest) == tuple(m for m in plain.strain_models
-                                    if m["kind"] not in SMOOTH_MODELS)
-        assert poly.replace(strain_models=plain.strain_models) == plain
+        _, first = _smooth_replaced(seed, kw, "polynomial_probability", "polynomial")
         c = np.array(first["coefficients"])
         assert c.shape == (len(POLYNOMIAL_TERMS),)
         # the quadratic form of a bending (a·r)² has rank 1, a torsion's (a·r)(b·r) rank 2
@@ -781,7 +782,8 @@ def test_polynomial_probability_makes_the_smooth_strain_a_low_order_field_alone(
         if not cubic and rank == 2:  # a torsion: eigenvalues ±1/2 (orthonormal a, b)
             np.testing.assert_allclose(sorted(np.linalg.eigvalsh(q))[::2], [-0.5, 0.5],
                                        atol=1e-9)
-        sim = simulate_crystal(poly, device=CPU)
+        sim = simulate_crystal(CrystalSpec.random(seed, **kw, polynomial_probability=1.0),
+                               device=CPU)
         _assert_valid(sim)
         assert sim.meta["strain_models"][0] == "polynomial"
     assert forms == {"bend", "twist", "cubic"}
