@@ -9,12 +9,15 @@ replaced by the next seed) and no dislocation, so that only the span changes fro
 Seeds 4_400_000_000 + 1000 k (+ j for the replacements), disjoint from training, validation,
 the test set and the other probes. ``--models smooth`` keeps only the Gaussian random field
 (the hardest of the smooth models: every span on one random field), default the training
-mixture (smooth, interface, core–shell). Each crystal is phased and scored as
+mixture (smooth, interface, core–shell); ``--models polynomial`` a low-order polynomial field
+alone (the simulator's ``polynomial_probability``: a bending, a torsion or a random quadratic and
+cubic field; session 32). Each crystal is phased and scored as
 ``generalisation.py`` does (the AI result after the pipeline's noise filter and crystal
 support; ``--auto``, ``--truth`` as there).
 
     python benchmarks/research/span_curve.py --n 10
     python benchmarks/research/span_curve.py --n 10 --models smooth
+    python benchmarks/research/span_curve.py --n 10 --models polynomial --truth
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def crystals(lo: float, hi: float, n: int, models: str):
             spec = CrystalSpec.random(
                 seed, strain=(lo * math.pi, hi * math.pi), oversampling=(2.0, 2.6),
                 dislocation_probability=0.0,
-                strain_models=("smooth",) if models == "smooth" else None)
+                strain_models=("smooth",) if models == "smooth" else None,
+                polynomial_probability=1.0 if models == "polynomial" else None)
             # a draw over the cap stops before its diffraction
             (c,) = simulate_capped([spec], [MAX_MEAN_GRADIENT], "cpu")
             if c is not None:
@@ -53,8 +57,9 @@ def crystals(lo: float, hi: float, n: int, models: str):
 def main() -> None:
     names = [f"{lo:g}-{hi:g}pi" for lo, hi in BINS]
     args = probe_arguments(__doc__, names, names, extra=[
-        ("--models", {"choices": ["mix", "smooth"], "default": "mix",
-                      "help": "smooth models drawn: the training mixture or the random field"})])
+        ("--models", {"choices": ["mix", "smooth", "polynomial"], "default": "mix",
+                      "help": "smooth models drawn: the training mixture, the random field or a "
+                      "low-order polynomial field"})])
     for (lo, hi), name in zip(BINS, names, strict=True):
         if name not in args.variants:
             continue
