@@ -265,17 +265,6 @@ def change(variant: str, seed: int) -> Changed:
         phase = phase + edge * a * a * (g * rr).sum(0) / rr.norm(dim=0).clamp_min(a) ** 3
     elif base == "density":
         amp = amp * (1.0 - 0.6 * (along - lo) / max(hi - lo, 1e-9)).clamp(0.4, 1.0)
-    elif base == "bent":
-        # 0 in the middle, 2π at the faces
-        phase = phase + 2 * math.pi * _centred(along, lo, hi).square()
-    elif base == "twist":
-        w = _unit(gen)
-        w = w - (w * u).sum() * u
-        w = w / w.norm()
-        across = (r * w.view(3, 1, 1, 1)).sum(0)
-        t = _centred(across, float(across[inside].min()), float(across[inside].max()))
-        # 0 on the two mid-planes, ±π at the corners
-        phase = phase + math.pi * _centred(along, lo, hi) * t
     elif base == "loop":
         m = _unit(gen)
         radius = (0.15 + 0.15 * torch.rand(1, generator=gen).item()) * size
@@ -356,29 +345,38 @@ def change(variant: str, seed: int) -> Changed:
                 1.0 if torch.rand(1, generator=gen).item() < 0.5 else -1.0)
             amp = amp * torch.exp(math.log(edge) * rho2 / far)
             phase = phase + curve * rho2 / far
-    elif base in ("bend4pi", "twist4pi", "poly4pi"):
-        if base == "bend4pi":
-            extra = _centred(along, lo, hi).square()
-        elif base == "twist4pi":
+    elif base in ("bent", "twist", "bend4pi", "twist4pi", "poly4pi"):
+        if base in ("bent", "bend4pi"):
+            extra = _centred(along, lo, hi).square()  # 0 in the middle, 1 at the faces
+        elif base in ("twist", "twist4pi"):
             w = _unit(gen)
             w = w - (w * u).sum() * u
             w = w / w.norm()
             across = (r * w.view(3, 1, 1, 1)).sum(0)
+            # 0 on the two mid-planes, ±1 at the corners
             extra = _centred(along, lo, hi) * _centred(
                 across, float(across[inside].min()), float(across[inside].max()))
         else:
+            from bcdi_stream.simulation import POLYNOMIAL_TERMS
+
+            coef = torch.randn(len(POLYNOMIAL_TERMS), generator=gen, dtype=torch.float64)
+            extra = fld.polynomial_phase(tuple(r[i].unsqueeze(0) for i in range(3)),
+                                         torch.zeros(1, 3, dtype=torch.float64),
+                                         torch.tensor([0.5 * size], dtype=torch.float64),
+                                         coef.view(1, -1), POLYNOMIAL_TERMS)[0]
             x = r / (0.5 * size)
-            terms = [x[i] * x[j] for i in range(3) for j in range(i, 3)] + [
-                x[i] * x[j] * x[k] for i in range(3) for j in range(i, 3) for k in range(j, 3)]
-            coef = torch.randn(len(terms), generator=gen, dtype=torch.float64)
-            extra = sum(c_k * t_k for c_k, t_k in zip(coef, terms, strict=True))
             design = torch.stack([torch.ones_like(x[0][inside]), *(x[i][inside] for i in range(3))],
                                  dim=1)
             fit = torch.linalg.lstsq(design, extra[inside].unsqueeze(1)).solution.view(4)
             extra = extra - fit[0] - sum(fit[i + 1] * x[i] for i in range(3))
-        target = (4.0 + 2.0 * torch.rand(1, generator=gen).item()) * math.pi
-        ptp = float(extra[inside].max() - extra[inside].min())
-        phase = phase + extra * (target / max(ptp, 1e-9))
+        if base == "bent":
+            phase = phase + 2 * math.pi * extra
+        elif base == "twist":
+            phase = phase + math.pi * extra
+        else:
+            target = (4.0 + 2.0 * torch.rand(1, generator=gen).item()) * math.pi
+            ptp = float(extra[inside].max() - extra[inside].min())
+            phase = phase + extra * (target / max(ptp, 1e-9))
     elif base == "binary":
         amp = inside.double()
     elif base in ("shear", "shear_large"):
