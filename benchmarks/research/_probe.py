@@ -20,7 +20,8 @@
 - :func:`ai_calls`, :func:`blur_hypothesis_rule`: a function of ``bcdi_stream.ai_phasing``
   (the blur hypothesis: session 22's PSF probes) recorded, or replaced by another rule, for the
   length of a ``with`` block.
-- :func:`benchmark_crystals`: the benchmark's fixed test crystals of the classes asked for.
+- :func:`benchmark_crystals`: the benchmark's fixed test crystals of the classes asked for;
+  :func:`bench_class_arguments`: ``--cls --n`` of the probes that walk one of its classes.
 - :func:`modulus`: the plain-torch modulus projection of the algorithm probes (the package's
   ``modulus_projection`` differs in its zero handling by float rounding, and HIO amplifies
   that: the probes keep their own so that their logged figures reproduce).
@@ -65,6 +66,18 @@ def class_counts(args: argparse.Namespace) -> dict[str, int]:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     return {k: int(v) for k, v in (c.split("=") for c in args.classes)}
+
+
+def bench_class_arguments(doc: str, default_cls: str) -> argparse.Namespace:
+    """``--cls`` (the benchmark's ``weak`` or ``strong`` test class, ``default_cls`` by default)
+    and ``--n`` (25), parsed; seeds torch (0) and runs it on one thread."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--cls", default=default_cls, choices=("weak", "strong"))
+    ap.add_argument("--n", type=int, default=25)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    return args
 
 
 def shipped_model_to_finetune(lr: float) -> tuple[Any, torch.optim.Optimizer]:

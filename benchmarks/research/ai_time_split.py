@@ -13,25 +13,18 @@ start came of it, the fill share, and :attr:`PhasingResult.timings` (``predict``
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
-import torch
-from _probe import ai_calls, benchmark_crystals
+from _probe import ai_calls, bench_class_arguments, benchmark_crystals
 
 
 def main() -> None:
     import bcdi_stream.ai_phasing as aip
     from bcdi_stream.config import Settings
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cls", default="strong", choices=("weak", "strong"))
-    ap.add_argument("--n", type=int, default=25)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
+    args = bench_class_arguments(__doc__, "strong")
     settings = Settings(device="cpu")
     loaded = aip.cached_model()
     crystals = list(benchmark_crystals({args.cls: args.n}))

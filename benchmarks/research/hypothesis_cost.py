@@ -12,13 +12,11 @@ the phase RMSE of each), then the medians and their ratio.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
-import torch
-from _probe import benchmark_crystals, blur_hypothesis_rule
+from _probe import bench_class_arguments, benchmark_crystals, blur_hypothesis_rule
 
 
 def main() -> None:
@@ -27,12 +25,7 @@ def main() -> None:
     from bcdi_stream.config import Settings
     from bcdi_stream.phasing import detector_blur_of
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cls", default="weak", choices=("weak", "strong"))
-    ap.add_argument("--n", type=int, default=25)
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
+    args = bench_class_arguments(__doc__, "weak")
     settings = Settings(device="cpu")
     ai = settings.ai
     loaded = aip.cached_model()
