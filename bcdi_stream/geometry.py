@@ -33,7 +33,10 @@ class Geometry:
     lattice_constant : float
         Cubic lattice parameter in metres.
     g_hat : tuple of 3 floats
-        Unit scattering vector in the array frame ``(z, y, x)``.
+        Unit scattering vector in the array frame ``(z, y, x)``. Strain is tensile where
+        positive when it points towards decreasing ``|Q|`` in the array; pointed towards
+        increasing ``|Q|``, every strain and displacement flips sign (:mod:`bcdi_stream.physics`,
+        "What the sign means physically").
     """
 
     energy_kev: float

@@ -100,7 +100,8 @@ class Reconstruction:
             "shape": list(self.obj.shape),
             "quality": self.quality,
             "timings": self.timings,
-            "strain": self.post.meta.get("strain", {}),
+            "strain": self.post.strain_stats(),
+            "units": self.post.meta.get("units", {}),
             **{k: v for k, v in self.meta.items() if k not in ("settings",)},
         }
 

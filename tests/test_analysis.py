@@ -342,6 +342,11 @@ def test_center_object_and_support(crystal):
     assert torch.all((c - N // 2).abs() <= 0.5)
     assert isinstance(shift, tuple) and all(isinstance(s, int) for s in shift)
     assert torch.equal(centred, torch.roll(obj, shift, DIMS))
+    # split across the periodic grid's edge, the object is centred whole
+    split = torch.roll(truth, (0, N // 2, N // 2 - 1), DIMS)
+    whole, _ = center_object(obj, support=torch.roll(support, (3, -2, 4), DIMS))
+    rejoined, _ = center_object(split, support=torch.roll(support, (0, N // 2, N // 2 - 1), DIMS))
+    assert torch.equal(rejoined, whole)
     noisy = obj.clone()
     noisy[0, 0, 0] = 0.9  # an isolated bright voxel
     s1 = support_from_amplitude(noisy, 0.2)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bcdi_stream import physics
+from bcdi_stream.analysis import strain
 from bcdi_stream.arrays import as_tensor, resolve_device, to_numpy
 from bcdi_stream.config import Settings, load_settings
 from bcdi_stream.geometry import Geometry
@@ -81,6 +82,47 @@ def test_centroid_batched_and_empty() -> None:
     assert physics.centroid(w).tolist() == [[1, 2, 3], [4, 5, 6]]
     with pytest.raises(ValueError, match="weights"):
         physics.centroid(torch.zeros(4, 4, 4))
+
+
+def test_periodic_centroid_counts_an_object_split_across_the_edge_whole() -> None:
+    w = torch.zeros(32, 40, 36)
+    w[10:20, 12:30, 5:20] = 1
+    w[14, 20, 8] = 3  # asymmetric, so a wrong centre shows
+    # nothing touches both ends: centroid()'s result, bit for bit
+    assert torch.equal(physics.periodic_centroid(w), physics.centroid(w))
+    for roll in [(0, 20, 0), (16, 20, 18), (-9, -11, 30)]:
+        split = torch.roll(w, roll, dims=(0, 1, 2))
+        c = physics.periodic_centroid(split)
+        shift = [round(n // 2 - float(ci)) for n, ci in zip(w.shape, c, strict=True)]
+        centred = torch.roll(split, shift, dims=(0, 1, 2))
+        expected = [round(n // 2 - float(ci)) for n, ci in zip(w.shape, physics.centroid(w),
+                                                               strict=True)]
+        assert torch.equal(centred, torch.roll(w, expected, dims=(0, 1, 2)))
+    # an axis filled end to end has no gap to find: the plain centroid
+    full = torch.ones(4, 6, 8)
+    assert torch.equal(physics.periodic_centroid(full), physics.centroid(full))
+    with pytest.raises(ValueError, match="weights"):
+        physics.periodic_centroid(torch.ones(2, 4, 4, 4))
+
+
+def test_tensile_strain_is_positive_when_g_hat_points_to_decreasing_q() -> None:
+    """The documented physical reading of the sign (physics module, "What the sign means")."""
+    a, eps, g = 3.924e-10, 5e-3, 2 * np.pi / 3.924e-10
+    # atoms of a lattice stretched by eps along G: the peak sits at |Q| < |G|, either kernel
+    r = np.arange(200) * a * (1 + eps)
+    q = np.linspace(-0.03, 0.03, 2001) * g
+    for sign in (-1, 1):
+        peak = q[np.argmax(np.abs(np.exp(sign * 1j * np.outer(g + q, r)).sum(1)))]
+        assert peak / g == pytest.approx(1 / (1 + eps) - 1, abs=2e-4)
+    # the same crystal under the package's conventions: eps > 0, intensity at +q along g_hat
+    n, d = 64, 5e-9
+    x = (torch.arange(n, dtype=torch.float64) - n // 2) * d
+    inside = (x.abs() < 14 * d).double()
+    obj = torch.polar(inside, g * eps * x).reshape(1, 1, n).expand(4, 4, n).clone()
+    eps_code = strain(obj, obj.abs() > 0, (0, 0, 1), (d, d, d), g)
+    assert float(eps_code[obj.abs() > 0].mean()) == pytest.approx(eps, rel=1e-3)
+    profile = (physics.fft_centered(obj).abs() ** 2).sum((0, 1))
+    assert int(torch.argmax(profile)) - n // 2 > 0  # so +g_hat is the direction of smaller |Q|
 
 
 def test_geometry_pt111() -> None:

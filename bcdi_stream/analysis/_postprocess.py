@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from bcdi_stream.arrays import as_tensor, to_numpy
-from bcdi_stream.physics import SPATIAL_DIMS, centroid, fourier_shift, twin
+from bcdi_stream.physics import SPATIAL_DIMS, fourier_shift, periodic_centroid, twin
 
 __all__ = [
     "PostProcessed",
@@ -58,6 +58,8 @@ __all__ = [
 
 _TWO_PI = 2.0 * math.pi
 _NAN = float("nan")
+#: Keys of the strain statistics in :attr:`PostProcessed.meta` (:meth:`PostProcessed.strain_stats`).
+STRAIN_STATS = ("strain_min", "strain_max", "strain_rms", "strain_mean")
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,6 +274,10 @@ def support_from_amplitude(
 def center_object(obj: Any, support: Any = None) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Roll the object so that its amplitude centroid lands on the grid centre ``N // 2``.
 
+    An object split across the periodic grid's edge is centred whole
+    (:func:`bcdi_stream.physics.periodic_centroid`; a support, or an amplitude with empty
+    slices, tells where the object ends).
+
     Parameters
     ----------
     obj : array-like
@@ -294,7 +300,7 @@ def center_object(obj: Any, support: Any = None) -> tuple[torch.Tensor, tuple[in
         w = w * _mask(support, t)
     if not float(w.sum()) > 0:
         raise ValueError("obj has no amplitude (inside the support): cannot centre it")
-    c = centroid(w)
+    c = periodic_centroid(w)
     shift = tuple(round(n // 2 - float(ci)) for n, ci in zip(t.shape, c, strict=True))
     return torch.roll(t, shift, dims=SPATIAL_DIMS), shift  # type: ignore[return-value]
 
@@ -796,6 +802,11 @@ class PostProcessed:
             "strain": to_numpy(self.strain).astype(np.float32, copy=False),
         }
 
+    def strain_stats(self) -> dict[str, float]:
+        """The strain's ``strain_min``, ``strain_max``, ``strain_rms`` and ``strain_mean`` over
+        the support less its surface layer (NaN when nothing is left), from ``meta``."""
+        return {k: self.meta.get(k, _NAN) for k in STRAIN_STATS}
+
 
 def postprocess(
     obj: Any,
@@ -892,7 +903,7 @@ def postprocess(
             "strain_max": float(inside.max()),
         }
     else:
-        stats = {k: _NAN for k in ("strain_rms", "strain_mean", "strain_min", "strain_max")}
+        stats = dict.fromkeys(STRAIN_STATS, _NAN)
     if gn is not None and vs is not None:
         strain_units = "1"
     elif gn is not None:

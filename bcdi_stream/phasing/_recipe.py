@@ -13,7 +13,7 @@ import torch
 
 from ..arrays import resolve_device
 from ..config import PhasingSettings
-from ..physics import SPATIAL_DIMS, centroid
+from ..physics import SPATIAL_DIMS, periodic_centroid
 from ._common import (
     ProgressCallback,
     check_int,
@@ -228,8 +228,9 @@ def _algorithm_name(n_raar: int, n_hio: int, n_er: int) -> str:
 
 
 def _recentre(obj: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer roll putting the support's centroid on the grid centre."""
-    c = centroid(support.to(torch.float32))
+    """Integer roll putting the support's centroid on the grid centre (an object split
+    across the periodic grid's edge counts whole: :func:`periodic_centroid`)."""
+    c = periodic_centroid(support.to(torch.float32))
     shifts = [int(n // 2 - round(float(ci))) for n, ci in zip(support.shape, c, strict=True)]
     return (
         torch.roll(obj, shifts, dims=SPATIAL_DIMS),
