@@ -20,11 +20,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     ----------
     device : str, torch.device or None
         ``None`` or ``"auto"`` gives ``cuda`` when a GPU is present, else ``cpu``; anything
-        else is passed to :class:`torch.device`.
+        else is passed to :class:`torch.device` and must be usable here.
 
     Returns
     -------
     torch.device
+
+    Raises
+    ------
+    ValueError
+        A name torch does not parse, a CUDA device without a GPU (or beyond the GPUs
+        present), ``meta``, or another device type this torch build cannot use (``mps`` on
+        Linux...).
     """
     if device is None or (isinstance(device, str) and device.lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -32,8 +39,22 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device {device!r} is not a valid torch device") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only "
+                             f"{torch.cuda.device_count()} CUDA GPU(s) are available")
+        return dev
+    if dev.type == "meta":
+        raise ValueError(f"device {device!r} holds no data: use cpu or cuda")
+    try:  # mps, xpu...: torch parses the name whether or not this build can use it
+        torch.empty(1, device=dev)
+    except Exception as exc:  # RuntimeError, AssertionError ("not compiled with ...")
+        reason = " ".join(str(exc).split()).split(". ")[0][:120] or type(exc).__name__
+        raise ValueError(f"device {device!r} is not available here ({reason})") from None
     return dev
 
 

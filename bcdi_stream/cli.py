@@ -86,6 +86,31 @@ def _progress_bar(description: str, enabled: bool):
     )
 
 
+def _check_destination(path: Path, what: str) -> None:
+    """Fail (exit 2, one line) when ``path`` cannot become a file: a directory, or a parent
+    that is a file. Nothing is created."""
+    if path.is_dir():
+        _fail(f"{what} {path} is a directory")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the directories up to it are created when writing
+    if not parent.is_dir():
+        _fail(f"{what} {path}: {parent} is not a directory")
+
+
+def _is_reconstruction(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file holding ``/entry_1/image_1`` (a reconstruction)."""
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("entry_1/image_1"), h5py.Group)
+    except Exception:  # unreadable, damaged...: not a reconstruction
+        return False
+
+
 def _apply_threads(threads: int) -> None:
     import torch
 
@@ -130,7 +155,8 @@ def demo(
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for all reconstructions.")
     ] = 900.0,
-    threads: Annotated[int, typer.Option(help="CPU threads (0: default).")] = 0,
+    threads: Annotated[int, typer.Option(
+        envvar="BCDI_THREADS", show_envvar=True, help="CPU threads (0: default).")] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the per-scan results as JSON (progress on "
                            "stderr).")
@@ -189,8 +215,8 @@ def simulate(
     ] = None,
     truth: Annotated[
         Path | None,
-        typer.Option(help="Ground-truth .npz (object, support, reciprocal phase); "
-                     "default: OUT with suffix .truth.npz."),
+        typer.Option(help="Ground-truth .npz (object, support, reciprocal phase); the name "
+                     "must end in .npz; default: OUT with suffix .truth.npz."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
@@ -205,16 +231,31 @@ def simulate(
     kwargs: dict[str, Any] = {"n": size, "strain": strain.value}
     if peak_counts is not None:
         kwargs["peak_counts"] = peak_counts
+    out = out.expanduser()
+    truth_path = truth.expanduser() if truth is not None else out.with_suffix(".truth.npz")
+    if truth_path.suffix.lower() != ".npz":  # numpy would append .npz to any other name
+        _fail(f"--truth must end in .npz, got {truth_path.name}")
+    if truth_path.resolve() == out.resolve():
+        _fail("--truth must differ from OUT")
+    # both destinations checked before anything is computed or written
+    _check_destination(out, "OUT")
+    _check_destination(truth_path, "--truth")
     try:
         spec = CrystalSpec.random(seed, **kwargs)
         crystal = simulate_crystal(spec)
     except ValueError as exc:
         _fail(exc)
-    truth_path = truth or out.with_suffix(".truth.npz")
+    for target in (out, truth_path):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"cannot write {target}: {exc.strerror or exc}")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_cxi_data(out, to_numpy(crystal.intensity), to_numpy(crystal.mask),
                        meta={"simulation": crystal.meta})
+    except (OSError, InputError) as exc:
+        _fail(f"cannot write {out}: {getattr(exc, 'strerror', None) or exc}")
+    try:
         np.savez_compressed(
             truth_path,
             obj=to_numpy(crystal.obj),
@@ -222,8 +263,9 @@ def simulate(
             phase_q=to_numpy(crystal.phase_q),
             meta=json.dumps(crystal.meta),
         )
-    except (OSError, InputError) as exc:
-        _fail(f"cannot write {out}: {getattr(exc, 'strerror', None) or exc}")
+    except OSError as exc:
+        out.unlink(missing_ok=True)  # no measurement without its ground truth
+        _fail(f"cannot write {truth_path}: {exc.strerror or exc}")
     summary = {"out": str(out), "truth": str(truth_path), **crystal.meta}
     if as_json:
         typer.echo(json.dumps(summary))
@@ -238,7 +280,10 @@ def simulate(
 @app.command()
 def reconstruct(
     inp: Annotated[Path, typer.Argument(metavar="IN", help="Input: .cxi/.h5, .npy or .npz.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output CXI reconstruction.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CXI reconstruction. An "
+                                      "existing file is replaced only when it is an earlier "
+                                      "reconstruction (it holds /entry_1/image_1); any other "
+                                      "file is refused.")],
     method: Annotated[MethodChoice | None, typer.Option(
         help="Reconstruction method (default: ai when model weights are available, else "
         "conventional).", show_default=False)] = None,
@@ -258,30 +303,44 @@ def reconstruct(
         "typical interior value (0: the last shrink-wrap's support; default 0.4).",
         show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: default).")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="Random seed, 0 <= seed < 2**63 (default: the settings' seed).")] = None,
+    threads: Annotated[int, typer.Option(
+        min=0, help="CPU threads (0: the settings' threads, BCDI_THREADS or `threads` in the "
+        "TOML file; 0 there too: torch's default).")] = 0,
     truth: Annotated[
-        Path | None, typer.Option(help="Ground truth .npz from `simulate`: report phase RMSE.")
+        Path | None, typer.Option(help="Ground truth .npz from `simulate`: report phase RMSE "
+                                  "(checked against the data before phasing).")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Reconstruct a 3D diffraction pattern and write the object, support and strain to CXI."""
+    """Reconstruct a 3D diffraction pattern and write the object, support and strain to CXI.
+
+    The phasing settings used are recorded in the file (``process_1/settings``)."""
     from bcdi_stream.config import load_settings
     from bcdi_stream.errors import InputError
     from bcdi_stream.io import load_intensity, write_cxi_reconstruction
     from bcdi_stream.pipeline import reconstruct as run_reconstruct
 
-    _apply_threads(threads)
+    if seed is not None and not 0 <= seed < 2**63:
+        _fail(f"--seed must be in [0, {2**63 - 1}], got {seed}")
     try:
         settings = load_settings(config)
     except ValueError as exc:
         _fail(f"invalid settings: {exc}")
+    _apply_threads(threads or settings.threads)
     overrides = {k: v for k, v in
                  {"runs": runs, "n_raar": n_raar, "n_hio": n_hio, "n_er": n_er,
                   "noise_filter": noise_filter, "crystal_support": crystal_support}.items()
                  if v is not None}
-    phasing = settings.phasing.model_copy(update=overrides)
+    phasing = _phasing_with(settings.phasing, overrides)
+    from bcdi_stream.arrays import resolve_device
+
+    try:  # an unusable device fails here, in one line, before any work
+        resolve_device(device if device is not None else settings.device)
+    except ValueError as exc:
+        _fail(exc)
     if model is not None:
         settings = settings.model_copy(
             update={"ai": settings.ai.model_copy(update={"model": str(model)})})
@@ -293,9 +352,16 @@ def reconstruct(
         _fail(f"--out must end in .cxi, .h5 or .hdf5, got {out.name}")
     if out.resolve() == inp.expanduser().resolve():
         _fail("--out must differ from the input file")
+    _check_destination(out, "--out")
+    if out.exists() and not _is_reconstruction(out):
+        _fail(f"--out {out} exists and is not a reconstruction (no /entry_1/image_1): "
+              "refusing to overwrite it")
     try:
         data = load_intensity(inp)
-        truth_data = _load_truth(truth) if truth is not None else None
+        truth_data = None
+        if truth is not None:
+            truth_data = _load_truth(truth)
+            _check_truth(truth_data, tuple(data.intensity.shape), truth)
         with _progress_bar(f"{method_name} phasing", not as_json) as bar:
             task = bar.add_task("phasing", total=None)
 
@@ -310,13 +376,19 @@ def reconstruct(
     summary = rec.summary()
     summary["input"] = str(inp)
     summary["out"] = str(out)
+    compare_error: Exception | None = None
     if truth_data is not None:
-        summary["metrics"] = _compare(rec.obj, rec.support, truth_data)
+        try:
+            summary["metrics"] = _compare(rec.obj, rec.support, truth_data)
+        except Exception as exc:  # the reconstruction is written all the same
+            compare_error = exc
+    meta = {k: v for k, v in summary.items() if k != "out"}
+    meta["settings"] = rec.meta.get("settings")  # the phasing recipe used (summary drops it)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_cxi_reconstruction(
             out, rec.obj, rec.support,
-            meta={k: v for k, v in summary.items() if k != "out"},
+            meta=meta,
             extra={
                 "amplitude": rec.post.amplitude,
                 "phase": rec.post.phase,
@@ -326,6 +398,12 @@ def reconstruct(
         )
     except (OSError, InputError) as exc:
         _fail(f"cannot write {out}: {getattr(exc, 'strerror', None) or exc}")
+    if compare_error is not None:
+        if os.environ.get("BCDI_DEBUG"):
+            raise compare_error
+        _fail(f"wrote {out}, but comparing it with --truth {truth} failed: "
+              f"{_one_line(compare_error)}",
+              code=2 if isinstance(compare_error, ValueError) else 1)
     if as_json:
         typer.echo(json.dumps(summary, default=str))
     else:
@@ -375,6 +453,40 @@ def _load_truth(path: Path) -> dict[str, Any]:
                          f"{_one_line(exc)}") from None
 
 
+def _check_truth(truth: dict[str, Any], shape: tuple[int, ...], path: Path) -> None:
+    """Raise InputError when a ground truth cannot be compared with a reconstruction of data
+    of ``shape`` (checked before phasing, so that nothing is computed in vain)."""
+    from bcdi_stream.errors import InputError
+
+    obj, support = truth["obj"], truth["support"]
+    if obj.dtype.kind not in "biufc":
+        raise InputError(f"truth file {path}: obj must be numeric, got dtype {obj.dtype}")
+    if tuple(obj.shape) != shape:
+        raise InputError(f"truth file {path}: grid {tuple(obj.shape)} differs from the "
+                         f"data's {shape}")
+    if tuple(support.shape) != shape:
+        raise InputError(f"truth file {path}: support shape {tuple(support.shape)} differs "
+                         f"from the data's {shape}")
+    if not support.any():
+        raise InputError(f"truth file {path}: the support is empty")
+
+
+def _phasing_with(phasing: Any, overrides: dict[str, Any]) -> Any:
+    """``phasing`` with the command line's values, validated; fails naming the option."""
+    from pydantic import ValidationError
+
+    from bcdi_stream.config import PhasingSettings
+
+    try:
+        return PhasingSettings.model_validate({**phasing.model_dump(), **overrides})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        if field in overrides:
+            _fail(f"--{field.replace('_', '-')} {overrides[field]!r}: {err['msg']}")
+        _fail(f"invalid phasing settings: {exc}")
+
+
 def _compare(obj: Any, support: Any, truth: dict[str, Any]) -> dict[str, Any]:
     from bcdi_stream.analysis import compare
     from bcdi_stream.arrays import as_tensor
@@ -417,7 +529,11 @@ def benchmark(
     name: Annotated[BenchmarkName, typer.Argument(help="Which benchmark.")] = BenchmarkName.all,
     quick: Annotated[bool, typer.Option(help="Smaller, faster settings (smoke run).")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda ...")] = None,
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads (0: default).")] = 0,
+    threads: Annotated[int, typer.Option(
+        min=0, envvar="BCDI_THREADS", show_envvar=True,
+        help="CPU threads (0: torch's default; for `model`, 0 takes `threads` from the "
+        "settings file, BCDI_CONFIG)."
+    )] = 0,
     out: Annotated[Path | None, typer.Option(
         help="Write the results as JSON here (model: after every crystal; an interrupted run "
         "with the same settings resumes from it).")] = None,
@@ -462,6 +578,7 @@ def benchmark(
             # BCDI_PHASING__*, [ai] and [phasing] in BCDI_CONFIG), as for `reconstruct`; the
             # header of the results records both
             cfg = load_settings()
+            _apply_threads(threads or cfg.threads)
             res = bench_model(n_per_class=n, quick=quick, device=device, model=model, out=out,
                               ai=cfg.ai, phasing=cfg.phasing,
                               machine=results["machine"],

@@ -2,11 +2,14 @@
 
 Values come from, in increasing priority: defaults, a TOML file named by ``BCDI_CONFIG``
 (or passed explicitly), and ``BCDI_*`` environment variables (``BCDI_DEVICE=cpu``,
-``BCDI_PHASING__RUNS=10``...).
+``BCDI_PHASING__RUNS=10``...). The TOML file must exist and hold only known keys (a misspelt
+key is an error naming it); unknown ``BCDI_*`` environment variables are ignored, since other
+parts of the system (the worker, the profiles) have their own.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -216,7 +219,7 @@ class Settings(BaseSettings):
 
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1'...")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63, description="random seed (0 <= seed < 2**63)")
     phasing: PhasingSettings = PhasingSettings()
     ai: AISettings = AISettings()
 
@@ -232,8 +235,57 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = os.environ.get("BCDI_CONFIG")
         if path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+            sources.append(_StrictTomlSource(settings_cls, Path(path)))
         return tuple(sources)
+
+
+class _StrictTomlSource(TomlConfigSettingsSource):
+    """The TOML settings file: it must exist, and every key in it must be a setting.
+
+    Environment variables stay lenient (``Settings`` ignores unknown ``BCDI_*`` names, which
+    other parts of the system use), but a key in the file is meant for these settings, so a
+    misspelt one is an error rather than a value silently dropped.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        if not toml_file.exists():
+            raise ValueError(f"config file {toml_file} (BCDI_CONFIG) does not exist")
+        if not toml_file.is_file():
+            raise ValueError(f"config file {toml_file} (BCDI_CONFIG) is not a file")
+        try:
+            super().__init__(settings_cls, toml_file=toml_file)
+        except OSError as exc:
+            raise ValueError(f"config file {toml_file} cannot be read: "
+                             f"{exc.strerror or exc}") from None
+        except ValueError as exc:  # tomllib.TOMLDecodeError
+            raise ValueError(f"config file {toml_file} is not valid TOML: "
+                             f"{exc}") from None
+        _check_keys(self.toml_data, settings_cls, toml_file, "")
+
+
+def _check_keys(data: Any, model: type[BaseModel], path: Path, prefix: str) -> None:
+    """Raise ValueError naming the first key of ``data`` that is not a field of ``model``
+    (nested sections checked against their own models; removed keys are left to the model's
+    validator, which names their replacement)."""
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if name in _REMOVED_KEYS:
+            continue
+        if key not in fields:
+            where = f"section [{prefix[:-1]}]" if prefix else "the top level"
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+            raise ValueError(f"config file {path}: unknown key {name!r} in {where}{hint}")
+        sub = fields[key].annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            _check_keys(value, sub, path, f"{name}.")
+
+
+#: keys that AISettings/PhasingSettings refuse by name, with their replacement
+_REMOVED_KEYS = frozenset({"ai.fallback_llk"})
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
@@ -245,6 +297,16 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         TOML file; ``BCDI_CONFIG`` is used when not given. Environment variables still win.
     **overrides
         Explicit values, highest priority.
+
+    Returns
+    -------
+    Settings
+
+    Raises
+    ------
+    ValueError
+        A missing or unreadable file (``path`` or ``BCDI_CONFIG``), invalid TOML, a key of the
+        file that is not a setting, or an invalid value (pydantic's ``ValidationError``).
     """
     if path is not None:
         p = Path(path)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -62,6 +63,10 @@ def test_simulate_reconstruct_weak_64(tmp_path: Path, capsys) -> None:
     assert summary["metrics"]["phase_rmse"] < 0.2
     assert summary["metrics"]["support_iou"] > 0.6
     assert summary["method"] == "conventional"
+    stats = summary["strain"]  # the strain statistics and units reach the summary
+    assert sorted(stats) == ["strain_max", "strain_mean", "strain_min", "strain_rms"]
+    assert stats["strain_min"] <= stats["strain_mean"] <= stats["strain_max"]
+    assert stats["strain_rms"] > 0 and summary["units"]["strain"] == "rad/voxel"
     with h5py.File(rec) as f:
         assert f["/entry_1/image_1/data"].dtype == np.complex64
         assert f["/entry_1/image_1/data"].shape == (64, 64, 64)
@@ -108,6 +113,17 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     p.write_bytes(b"not an hdf5 file")
     cases["not hdf5"] = (p, "HDF5")
     cases["missing"] = (tmp / "missing.cxi", "not found")
+    p = tmp / "flags.npy"
+    np.save(p, good > 5)
+    cases["bool"] = (p, "dtype bool")
+    p = tmp / "big.npy"
+    np.save(p, good.astype(np.float64) * 1e40)
+    cases["beyond float32"] = (p, "float32")
+    p = tmp / "brokenmask.cxi"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=good)
+        f["entry_1/instrument_1/detector_1/mask"] = h5py.ExternalLink("gone.h5", "/mask")
+    cases["broken mask link"] = (p, "mask is a broken link")
     return cases
 
 
@@ -154,3 +170,171 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "Traceback" not in proc.stderr
+
+
+# -------------------------------------------------------------------------------------------
+# checks that come before the phasing, the output file, the settings recorded
+# -------------------------------------------------------------------------------------------
+TINY = ("--method", "conventional", "--runs", "1", "--n-raar", "4", "--n-er", "4")
+
+
+def _peak(path: Path) -> Path:
+    """A 16³ Bragg peak that the tiny conventional run reconstructs in a fraction of a second."""
+    g = np.meshgrid(*[np.arange(16) - 8] * 3, indexing="ij")
+    counts = np.random.default_rng(0).poisson(2000 * np.exp(-sum(x**2 for x in g) / 8) + 0.5)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=counts.astype(np.uint16))
+    return path
+
+
+def _truth(path: Path, shape=(16, 16, 16), support_shape=(16, 16, 16), empty=False) -> Path:
+    support = np.zeros(support_shape, bool) if empty else np.ones(support_shape, bool)
+    np.savez(path, obj=np.ones(shape, np.complex64), support=support)
+    return path
+
+
+@pytest.fixture
+def no_phasing(monkeypatch):
+    """Make the phasing itself fail: a check that passes through would be seen."""
+    import bcdi_stream.pipeline
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the phasing ran")
+
+    monkeypatch.setattr(bcdi_stream.pipeline, "reconstruct", boom)
+
+
+def _existing_input(tmp: Path) -> Path:
+    return _peak(tmp / "copy_of_input.cxi")
+
+
+BEFORE_PHASING: dict[str, tuple[Any, str]] = {
+    "unusable device": (lambda d: ["--device", "mps"], "device 'mps'"),
+    "meta device": (lambda d: ["--device", "meta"], "device 'meta'"),
+    "huge seed": (lambda d: ["--seed", "99999999999999999999"], "--seed"),
+    "negative seed": (lambda d: ["--seed", "-1"], "--seed"),
+    "infinite noise filter": (lambda d: ["--noise-filter", "inf"], "--noise-filter"),
+    "truth grid": (lambda d: ["--truth", _truth(d / "t8.npz", shape=(8, 8, 8))],
+                   "differs from the data"),
+    "truth support shape": (lambda d: ["--truth", _truth(d / "ts.npz", support_shape=(4, 4))],
+                            "support shape"),
+    "truth support empty": (lambda d: ["--truth", _truth(d / "te.npz", empty=True)],
+                            "support is empty"),
+    "out is a directory": (lambda d: (d / "adir.cxi").mkdir() or ["--out", d / "adir.cxi"],
+                           "is a directory"),
+    "out under a file": (lambda d: (d / "afile").write_text("x") and
+                         ["--out", d / "afile" / "o.cxi"], "not a directory"),
+    # an existing file that is not a reconstruction (an input-data CXI) is never overwritten
+    "out is input data": (lambda d: ["--out", _existing_input(d)], "not a reconstruction"),
+}
+
+
+@pytest.mark.parametrize("name", list(BEFORE_PHASING))
+def test_bad_arguments_fail_before_phasing(tmp_path: Path, capsys, no_phasing, name) -> None:
+    make, word = BEFORE_PHASING[name]
+    inp = _peak(tmp_path / "in.cxi")
+    extra = make(tmp_path)
+    code, out, err = _run(capsys, "reconstruct", inp, "--out", tmp_path / "o.cxi", *TINY,
+                          *extra)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bcdi-stream: error:"), err
+    assert word in lines[0], err
+    assert not out.strip() and not (tmp_path / "o.cxi").exists()
+    if name == "out is input data":  # left as it was
+        with h5py.File(tmp_path / "copy_of_input.cxi") as f:
+            assert "entry_1/image_1" not in f
+
+
+def test_bad_settings_file_fails_before_phasing(tmp_path: Path, capsys, monkeypatch,
+                                                no_phasing) -> None:
+    inp = _peak(tmp_path / "in.cxi")
+    monkeypatch.setenv("BCDI_CONFIG", str(tmp_path / "missing.toml"))
+    code, _, err = _run(capsys, "reconstruct", inp, "--out", tmp_path / "o.cxi", *TINY)
+    assert code == 2 and "BCDI_CONFIG" in err and len(err.strip().splitlines()) == 1, err
+    monkeypatch.delenv("BCDI_CONFIG")
+    cfg = tmp_path / "bcdi.toml"
+    cfg.write_text("[phasing]\nrun = 3\n")
+    code, _, err = _run(capsys, "reconstruct", inp, "--out", tmp_path / "o.cxi", *TINY,
+                        "--config", cfg)
+    assert code == 2 and "'phasing.run'" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_reconstruct_records_its_settings_and_replaces_a_reconstruction(tmp_path: Path,
+                                                                         capsys) -> None:
+    inp = _peak(tmp_path / "in.cxi")
+    out = tmp_path / "rec.cxi"
+    for runs in ("1", "2"):  # the second run replaces the first reconstruction
+        code, _, err = _run(capsys, "reconstruct", inp, "--out", out, *TINY, "--runs", runs,
+                            "--noise-filter", "3", "--json")
+        assert code == 0, err
+    with h5py.File(out) as f:
+        meta = json.loads(f["entry_1/image_1/process_1/meta_json"][()])
+        assert f["entry_1/image_1/process_1/settings/runs"][()] == 2
+    assert meta["settings"]["runs"] == 2 and meta["settings"]["n_raar"] == 4
+    assert meta["settings"]["noise_filter"] == 3.0
+
+
+@pytest.mark.parametrize("source", ["env", "toml"])
+def test_reconstruct_applies_the_settings_threads(tmp_path: Path, capsys, monkeypatch,
+                                                  source) -> None:
+    import torch
+
+    inp = _peak(tmp_path / "in.cxi")
+    args = ["reconstruct", inp, "--out", tmp_path / "o.cxi", *TINY]
+    if source == "env":
+        monkeypatch.setenv("BCDI_THREADS", "2")
+    else:
+        cfg = tmp_path / "bcdi.toml"
+        cfg.write_text("threads = 2\n")
+        args += ["--config", cfg]
+    assert torch.get_num_threads() == 1
+    code, _, err = _run(capsys, *args)
+    assert code == 0, err
+    assert torch.get_num_threads() == 2
+    code, _, err = _run(capsys, *args, "--threads", "1")  # the option wins
+    assert code == 0, err
+    assert torch.get_num_threads() == 1
+
+
+def test_truth_comparison_failure_keeps_the_reconstruction(tmp_path: Path, capsys,
+                                                           monkeypatch) -> None:
+    import bcdi_stream.cli
+
+    def failing(*args, **kwargs):
+        raise ValueError("cannot align")
+
+    monkeypatch.setattr(bcdi_stream.cli, "_compare", failing)
+    inp = _peak(tmp_path / "in.cxi")
+    out = tmp_path / "rec.cxi"
+    code, _, err = _run(capsys, "reconstruct", inp, "--out", out, *TINY,
+                        "--truth", _truth(tmp_path / "t.npz"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cannot align" in err and str(out) in err
+    with h5py.File(out) as f:
+        assert f["entry_1/image_1/data"].shape == (16, 16, 16)
+
+
+def test_simulate_truth_path(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "afile").write_text("x")
+    for truth, word in ((tmp_path / "t.dat", ".npz"), (tmp_path / "afile" / "t.npz",
+                                                       "not a directory")):
+        code, _, err = _run(capsys, "simulate", tmp_path / "s.cxi", "--size", "16",
+                            "--truth", truth)
+        assert code == 2 and word in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "s.cxi").exists()  # nothing written
+    assert not list(tmp_path.glob("t.dat*"))
+    code, out, err = _run(capsys, "simulate", tmp_path / "s.cxi", "--size", "16", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["truth"] == str(tmp_path / "s.truth.npz") and Path(summary["truth"]).is_file()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    truth = tmp_path / "sub" / "t2.npz"
+    code, _, err = _run(capsys, "simulate", tmp_path / "s2.cxi", "--size", "16",
+                        "--truth", truth)
+    assert code == 2 and str(truth) in err and "No space" in err, err
+    assert not (tmp_path / "s2.cxi").exists()  # no measurement without its ground truth

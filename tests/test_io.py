@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import h5py
@@ -116,6 +117,17 @@ def test_frames_with_singleton_axis_are_squeezed(tmp_path):
     with h5py.File(path, "w") as f:
         f.create_dataset(DATA_PATH, data=_intensity().reshape(8, 1, 10, 12))
     assert read_cxi(path).intensity.shape == SHAPE
+
+
+def test_mask_with_singleton_axis_is_squeezed_as_the_frames(tmp_path):
+    """A (N, 1, H, W) mask beside (N, 1, H, W) frames: both squeezed the same way."""
+    path = tmp_path / "frames_mask.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(DATA_PATH, data=_intensity().reshape(8, 1, 10, 12))
+        f.create_dataset(MASK_PATH, data=_mask().reshape(8, 1, 10, 12))
+    data = read_cxi(path)
+    assert data.mask is not None and data.mask.shape == SHAPE
+    np.testing.assert_array_equal(data.mask, _mask() != 0)
 
 
 def test_reconstruction_round_trip(tmp_path):
@@ -233,6 +245,19 @@ def _broken_link(path: Path) -> Path:
     return path
 
 
+def _with_mask(path: Path, mask: str) -> Path:
+    """Data plus a mask path that exists but is no readable data set."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset(DATA_PATH, data=np.ones(SHAPE))
+        if mask == "external":
+            f[MASK_PATH] = h5py.ExternalLink("missing_mask.h5", "/mask")
+        elif mask == "soft":
+            f[MASK_PATH] = h5py.SoftLink("/nowhere")
+        else:
+            f.create_group(MASK_PATH)
+    return path
+
+
 def _npz(path: Path, **arrays) -> Path:
     np.savez(path, **arrays)
     return path
@@ -264,6 +289,18 @@ BAD_FILES = {
         ),
         "mask shape",
     ),
+    "mask broken external link": (lambda d: _with_mask(d / "me.cxi", "external"),
+                                  "mask is a broken link"),
+    "mask broken soft link": (lambda d: _with_mask(d / "ms.cxi", "soft"), "mask is a broken link"),
+    "mask is a group": (lambda d: _with_mask(d / "mg.cxi", "group"), "must be a data set"),
+    "bool data": (
+        lambda d: _h5(d / "b.cxi", entry_1__data_1__data=np.ones(SHAPE, bool)), "dtype bool"
+    ),
+    "npy bool": (lambda d: _npy(d / "b.npy", np.ones(SHAPE, bool)), "dtype bool"),
+    "float64 beyond float32": (
+        lambda d: _h5(d / "big.cxi", entry_1__data_1__data=np.full(SHAPE, 1e40)),
+        "beyond float32's range",
+    ),
     "unknown suffix": (lambda d: _bytes(d / "scan.tif", b"II*\x00"), "unsupported file type"),
     "npz without data": (lambda d: _npz(d / "k.npz", frames=np.ones(SHAPE)), "'data'"),
     "npz bad mask": (
@@ -287,7 +324,8 @@ BAD_FILES = {
 def test_bad_files_raise_one_line_input_error(tmp_path, name):
     make, reason = BAD_FILES[name]
     path = make(tmp_path)
-    with pytest.raises(InputError) as err:
+    with warnings.catch_warnings(), pytest.raises(InputError) as err:
+        warnings.simplefilter("error")  # e.g. numpy's overflow warning on a float32 cast
         load_intensity(path)
     msg = str(err.value)
     assert "\n" not in msg
@@ -323,6 +361,8 @@ BAD_WRITES = {
     ),
     "mask shape": (lambda d: write_cxi_data(d / "a.cxi", _intensity(), np.ones((2, 2))),
                    "mask shape"),
+    "bool intensity": (lambda d: write_cxi_data(d / "a.cxi", np.ones(SHAPE, bool)),
+                       "dtype bool"),
     "npy with mask": (lambda d: save_intensity(d / "a.npy", _intensity(), _mask()), ".npz"),
     "no directory": (lambda d: save_intensity(d / "no" / "a.npz", _intensity()), "does not exist"),
     "cxi no directory": (lambda d: write_cxi_data(d / "no" / "a.cxi", _intensity()),

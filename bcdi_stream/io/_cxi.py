@@ -157,6 +157,31 @@ def _dataset(f: Any, key: str) -> Any:
     return obj if isinstance(obj, h5py.Dataset) else None
 
 
+def _optional_dataset(f: Any, key: str, path: Path) -> Any:
+    """The dataset at ``key``, None when nothing is there; a link that leads nowhere, or to
+    something other than a dataset, is an error (an optional input must not vanish silently).
+    """
+    import h5py
+
+    try:
+        link = f.get(key, getlink=True)
+    except Exception:  # an intermediate name that is not a group...
+        link = None
+    if link is None:
+        return None
+    try:
+        obj = f.get(key)
+    except Exception as exc:  # broken external/soft links raise KeyError/OSError
+        raise InputError(f"{path}: cannot read {key} ({_one_line(exc)})") from exc
+    if obj is None:
+        target = getattr(link, "path", "")
+        where = f" in {link.filename}" if isinstance(link, h5py.ExternalLink) else ""
+        raise InputError(f"{path}: {key} is a broken link (to {target}{where})")
+    if not isinstance(obj, h5py.Dataset):
+        raise InputError(f"{path}: {key} must be a data set, got a {type(obj).__name__.lower()}")
+    return obj
+
+
 def _read(ds: Any, path: Path, what: str) -> np.ndarray:
     try:
         return np.asarray(ds[()])
@@ -186,20 +211,44 @@ def _scalar(f: Any, key: str) -> Any:
 
 
 def _check_intensity(arr: np.ndarray, path: Path, what: str = "intensity") -> np.ndarray:
-    """Shape and dtype checks shared by every loader; returns float32."""
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"{path}: {what} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim > 3 and sum(s != 1 for s in arr.shape) == 3:
-        arr = arr.reshape([s for s in arr.shape if s != 1])  # e.g. (N, 1, H, W) frames
+    """Shape and dtype checks shared by every loader; returns float32.
+
+    Bool arrays are refused (counts, not flags), and so are finite values beyond float32's
+    range, which the conversion would turn into infinities.
+    """
+    if arr.dtype.kind not in "iuf":
+        raise InputError(
+            f"{path}: {what} must be a real numeric array (counts), got dtype {arr.dtype}"
+        )
+    arr = _squeeze_frames(arr)
     if arr.ndim != 3:
         raise InputError(f"{path}: {what} must be a 3D array (z, y, x), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        f32max = float(np.finfo(np.float32).max)
+        too_big = np.greater(np.abs(arr), f32max, where=np.isfinite(arr),
+                             out=np.zeros(arr.shape, dtype=bool))
+        if too_big.any():
+            raise InputError(
+                f"{path}: {what} has {int(too_big.sum())} finite values beyond float32's range "
+                f"(|I| up to {float(np.abs(arr[too_big]).max()):.3g} > {f32max:.3g}); "
+                "rescale the data"
+            )
     return arr.astype(np.float32, copy=False)
+
+
+def _squeeze_frames(arr: np.ndarray) -> np.ndarray:
+    """Drop the singleton axes of an array of more than 3 axes with 3 others, e.g. (N, 1, H, W)
+    frames; anything else unchanged."""
+    if arr.ndim > 3 and sum(s != 1 for s in arr.shape) == 3:
+        return arr.reshape([s for s in arr.shape if s != 1])
+    return arr
 
 
 def _check_mask(mask: np.ndarray, shape: tuple[int, ...], path: Path) -> np.ndarray:
     """A 3D mask of the data's shape, or a 2D detector mask broadcast over the frames."""
     if mask.dtype.kind not in "biuf":
         raise InputError(f"{path}: mask must be numeric, got dtype {mask.dtype}")
+    mask = _squeeze_frames(mask)  # as the intensity: (N, 1, H, W) -> (N, H, W)
     if mask.shape == shape:
         return mask != 0
     if mask.ndim == 2 and mask.shape == shape[1:]:
@@ -296,11 +345,13 @@ def checked_arrays(intensity: Any, mask: Any = None) -> tuple[np.ndarray, np.nda
     Raises
     ------
     InputError
-        A non-numeric or non-3D intensity, or a mask of another shape.
+        A non-numeric (bool included) or non-3D intensity, or a mask of another shape.
     """
     arr = to_numpy(intensity)
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"intensity must be a real numeric array, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "iuf":
+        raise InputError(
+            f"intensity must be a real numeric array (counts), got dtype {arr.dtype}"
+        )
     if arr.ndim != 3:
         raise InputError(f"intensity must be a 3D array (z, y, x), got shape {arr.shape}")
     m = None
@@ -326,7 +377,7 @@ def write_cxi_data(
     path : path-like
         Output file (``.cxi``); replaced atomically.
     intensity : array-like
-        3D intensity, any real numeric dtype (kept as is: counts stay integers).
+        3D intensity, any real numeric dtype but bool (kept as is: counts stay integers).
     mask : array-like, optional
         Same shape, nonzero = bad pixel; stored as uint8.
     meta : mapping, optional
@@ -405,7 +456,9 @@ def read_cxi(path: str | os.PathLike[str]) -> CXIData:
     The intensity is ``/entry_1/data_1/data`` (``/entry_1/instrument_1/detector_1/data`` is
     accepted when the former is missing); the optional mask is
     ``/entry_1/instrument_1/detector_1/mask`` (nonzero = bad pixel), 3D or a 2D detector mask
-    applied to every frame. Singleton axes of a 4D array (frames ``(N, 1, H, W)``) are dropped.
+    applied to every frame; a mask path that exists but is no readable data set (a broken
+    link, a group) is an error, not a missing mask. Singleton axes of a 4D array (frames
+    ``(N, 1, H, W)``), the intensity's and the mask's, are dropped.
 
     Parameters
     ----------
@@ -419,7 +472,8 @@ def read_cxi(path: str | os.PathLike[str]) -> CXIData:
     Raises
     ------
     InputError
-        Missing file, not HDF5, missing data set, not 3D, not numeric, bad mask, unreadable.
+        Missing file, not HDF5, missing data set, not 3D, not numeric (bool included), finite
+        values beyond float32's range, bad or unreadable mask, unreadable.
     """
     path = Path(path)
     f = _open_h5(path)
@@ -442,14 +496,14 @@ def _read_cxi(f: Any, path: Path) -> CXIData:
         ds = _dataset(f, DETECTOR_DATA_PATH)
     if ds is None:
         raise InputError(f"{path}: no intensity data set {DATA_PATH}")
-    if ds.dtype.kind not in "biuf":
+    if ds.dtype.kind not in "iuf":
         raise InputError(
-            f"{path}: {DATA_PATH} must be a real numeric array, got dtype {ds.dtype}"
+            f"{path}: {DATA_PATH} must be a real numeric array (counts), got dtype {ds.dtype}"
         )
     raw = _read(ds, path, DATA_PATH)
     intensity = _check_intensity(raw, path, DATA_PATH)
     mask = None
-    mds = _dataset(f, MASK_PATH)
+    mds = _optional_dataset(f, MASK_PATH, path)
     if mds is not None:
         mask = _check_mask(_read(mds, path, MASK_PATH), intensity.shape, path)
     meta = _read_meta(f, path)
