@@ -92,9 +92,10 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Weight-initialisation seed.")] = 0,
     threads: Annotated[int, typer.Option(
         min=0, help="CPU threads (0: default; on a busy 2-core machine use 1).")] = 0,
-    workers: Annotated[int, typer.Option(
+    workers: Annotated[int | None, typer.Option(
         min=0, help="Processes simulating the crystals on the CPU (0: the training process, on "
-        "--device); a GPU run needs them, simulation sets its pace.")] = 0,
+        "--device); a GPU run needs them, simulation sets its pace. Default: 0, or on "
+        "--resume the checkpoint's.", show_default=False)] = None,
     reuse: Annotated[int, typer.Option(
         min=1, help="Steps per simulated batch: its crystals come back under other grid "
         "symmetries (reflections, y/x swap) for reuse - 1 more steps.")] = 1,
@@ -143,7 +144,7 @@ def train_command(
             object_weight=object_weight, val_every=val_every,
             checkpoint_every=checkpoint_every, seed=seed, threads=threads,
             init_from=str(init_from) if init_from is not None else "", device=device,
-            first_sample=first_sample, precision=precision, workers=workers,
+            first_sample=first_sample, precision=precision, workers=workers or 0,
             reuse=reuse, widen=_ints(widen, "--widen") if widen else (),
         )
     except ValueError as exc:
@@ -186,7 +187,7 @@ def train_command(
         try:
             res = train(cfg, out_dir, resume=resume, progress=tick, max_minutes=max_minutes,
                         threads=threads or None, until_step=until_step, device=device,
-                        workers=workers or None)
+                        workers=workers)
         except ValueError as exc:
             _fail(exc)
     typer.echo(json.dumps({"checkpoint": str(res.checkpoint), "step": res.step,
