@@ -109,6 +109,12 @@ def test_benchmark_model_quick_resumable(trained: Path, tmp_path: Path, capsys,
     # a second call with the same settings resumes: nothing is recomputed
     code, _, err = _run(capsys, *args)
     assert code == 0 and "resuming" in err and "2 crystals already scored" in err
+    # rows timed on another machine are not mixed in: the run starts again
+    res["machine"]["cpu"] = "another CPU"
+    out.write_text(json.dumps(res))
+    code, _, err = _run(capsys, *args)
+    assert code == 0 and "not resuming" in err and "another machine" in err
+    assert json.loads(out.read_text())["machine"]["cpu"] != "another CPU"
 
 
 def test_benchmark_model_scores_auto_with_its_fallback(trained: Path, tmp_path: Path, capsys,

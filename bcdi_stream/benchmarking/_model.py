@@ -261,9 +261,13 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     path = Path(out) if out is not None else None
     if path is not None and path.is_file():
         old = json.loads(path.read_text())
-        if old.get("settings") == header:
+        same_machine = _machine_key(old.get("machine")) == _machine_key(machine)
+        if old.get("settings") == header and same_machine:
             rows = old.get("rows", [])
             echo(f"resuming {path}: {len(rows)} crystals already scored")
+        else:  # never mix rows of other settings, or timings of another machine
+            why = "other settings" if old.get("settings") != header else "another machine"
+            echo(f"not resuming {path} ({why}): it is replaced as the crystals are scored")
     done = {(r["class"], r["seed"]) for r in rows}
     # every class keeps its place (its seed range); the classes not scored draw nothing
     counts = {c: n_per_class if c in classes else 0 for c in BENCH_CLASSES}
@@ -318,3 +322,10 @@ def format_summary(summary: dict[str, Any]) -> str:
                          f"{p['speedup_per_scan_median']}×), success ratio "
                          f"{p['success_ratio_ai_er_vs_conventional']}")
     return "\n".join(lines)
+
+
+def _machine_key(machine: Any) -> Any:
+    """What makes two runs' timings comparable: the machine description less its date."""
+    if not isinstance(machine, dict):
+        return machine
+    return {k: v for k, v in machine.items() if k != "date"}
