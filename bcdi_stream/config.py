@@ -172,7 +172,9 @@ class AISettings(BaseModel):
         description="auto: polish the AI+ER result, try other views and run the "
         "conventional recipe (seeded by the AI result) when the AI+ER "
         "result leaves more than this share of the measured intensity unexplained beyond "
-        "Poisson noise (phasing.excess_misfit: ≈0 for a correct model at any flux; 0.0025 "
+        "Poisson noise (phasing.excess_misfit: ≈0 for a correct model at any flux without "
+        "background; a flat background the phasing does not model raises it, e.g. 0.5 "
+        "photon/pixel: 4e-3 at 1e5 peak counts, 3e-6 at 1e7; 0.0025 "
         "flags 22/22 failures and 4/38 successes of 60 validation crystals, where the LLK > "
         "1.5 of sessions 6-7 flagged 17/22 and 22/38; docs/MODEL_RESEARCH.md session 8)",
     )

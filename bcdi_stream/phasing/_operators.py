@@ -142,7 +142,11 @@ def er(
     *,
     compile: bool = False,
 ) -> torch.Tensor:
-    """Error reduction: ``rho <- support * ifftn(P_M fftn(rho))``, ``n_iter`` times.
+    """Error reduction: ``rho <- support * ifftn(P_M fftn(support * rho))``, ``n_iter`` times.
+
+    The object is zeroed outside the support before the first projection, so an input
+    with content outside it starts from ``support * rho`` (after one step of RAAR or HIO
+    the two agree: their iterate inside the support is already a projection).
 
     Parameters
     ----------
