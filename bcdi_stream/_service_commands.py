@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -129,6 +130,10 @@ def worker_command(
     ] = 0.0,
     replay_interval: Annotated[float, typer.Option(
         min=0, envvar="BCDI_REPLAY_INTERVAL", help="Seconds between spool replays.")] = 30.0,
+    drain_timeout: Annotated[float, typer.Option(
+        min=0, envvar="BCDI_DRAIN_TIMEOUT", show_envvar=True,
+        help="At SIGTERM, seconds queued and running jobs may take; then exit, what is left "
+             "stays in the journal (re-run at the next start).")] = 60.0,
     prefix: Annotated[str, typer.Option(help="0MQ topic prefix.")] = "",
     pickle: Annotated[bool, typer.Option(
         "--pickle", help="Documents are pickled (bluesky's default Publisher); only on a "
@@ -154,14 +159,22 @@ def worker_command(
         executor = Client(dask_scheduler)
     import pickle as _pickle
 
-    run_worker(
+    cb = run_worker(
         (host, int(port)), client, prefix=prefix.encode(),
         deserializer=_pickle.loads if pickle else json_deserializer,
-        catch_up=catch_up, settings=job, executor=executor, state_dir=state_dir,
-        max_pending=max_pending, overflow=overflow, replay_interval=replay_interval,
-        dask_resources={"GPU": 1} if dask_gpu else None,
+        catch_up=catch_up, drain_timeout=drain_timeout, settings=job, executor=executor,
+        state_dir=state_dir, max_pending=max_pending, overflow=overflow,
+        replay_interval=replay_interval, dask_resources={"GPU": 1} if dask_gpu else None,
         echo=lambda s: typer.echo(s),
     )
+    if cb.pending:
+        # the drain is over: a running job cannot be stopped, and the interpreter would wait
+        # for its thread (past systemd's TimeoutStopSec: a SIGKILL mid-write). Its journal
+        # entry re-runs it at the next start; exit now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
 
 
 def reprocess_command(

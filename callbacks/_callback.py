@@ -45,8 +45,10 @@ from bcdi_stream.tiled_io import (
     Spool,
     check_uid,
     find_image_field,
+    is_unreachable,
     process_run,
 )
+from bcdi_stream.tiled_io._frames import _short
 from bcdi_stream.tiled_io._job import record_skipped
 from callbacks._dask import is_dask_client, tiled_job
 from callbacks._executors import WorkerPool, WorkerState
@@ -190,6 +192,8 @@ class BCDICallback(DocumentRouter):
         self.journal: Journal | None = None
         self.replay_interval = replay_interval
         self._closing = threading.Event()
+        # set by request_shutdown() (from a signal handler: a plain flag, no lock)
+        self._shutdown_requested = False
         self._replayer: threading.Thread | None = None
         if state_dir is not None:
             root = Path(state_dir).expanduser()
@@ -247,6 +251,7 @@ class BCDICallback(DocumentRouter):
         stop_time = float(doc.get("time") or time.time())
         status = doc.get("exit_status", "success")
         n_events = (doc.get("num_events") or {}).get(self.stream_name)
+        planned = run.start["bcdi"].get("num_frames")
         skip = None
         if status != "success":
             reason = doc.get("reason") or ""
@@ -257,6 +262,10 @@ class BCDICallback(DocumentRouter):
             skip = run.field_error or "no detector image field"
         elif n_events == 0:
             skip = "no frames recorded"
+        elif (isinstance(planned, int) and not isinstance(planned, bool)
+              and isinstance(n_events, int) and n_events < planned):
+            # stopped early (RE.stop() ends with exit_status "success"): a partial curve
+            skip = f"incomplete rocking curve: {n_events} of {planned} frames"
         if skip is not None:
             self._submit(uid, self._skip_job, uid, skip, run.start, stop_time)
         else:
@@ -279,8 +288,11 @@ class BCDICallback(DocumentRouter):
                     return self._submit(uid, self._overflow_job, uid, waiting, stop_time,
                                         side=True)
                 log.warning("queue full (%d scans): stop of %s waits", self._queued, uid)
-                while self._queued >= self.max_pending:
-                    self._cond.wait()
+                # short waits: request_shutdown() (a signal handler) cannot notify safely
+                while self._queued >= self.max_pending and not self._shutdown_requested:
+                    self._cond.wait(0.2)
+                # shutting down: the scan is journalled and queued all the same (one beyond
+                # max_pending); unfinished at the end of the drain, it is re-run at next start
             self._queued += 1
         try:
             if self.journal is not None:
@@ -350,7 +362,15 @@ class BCDICallback(DocumentRouter):
             from bcdi_stream.tiled_io._job import resolve_method
 
             if resolve_method(self.settings.method) != "conventional":
-                model = worker.model()
+                try:
+                    model = worker.model()
+                except Exception as exc:  # a broken model install: a failure record, not a crash
+                    log.exception("scan %s: the phase model could not be loaded", uid)
+                    result = self._internal_failure(
+                        uid, f"model: could not load the phase model: {_short(exc)}", exc,
+                        stop_time)
+                    self._publish(result)
+                    return result
         result = process_run(
             self.client, uid, settings=self.settings, image_field=image_field,
             stream=self.stream_name, expected_frames=n_events, stop_time=stop_time,
@@ -360,12 +380,30 @@ class BCDICallback(DocumentRouter):
         self._publish(result)
         return result
 
+    def _has_ok_result(self, uid: str) -> bool:
+        """True when ``processed/<uid>`` already holds an ``ok`` result: a crash, skip or
+        overflow record must never replace it (a stale journal entry, a repeated or forged
+        document)."""
+        try:
+            md = self.client[self.settings.processed_key][uid].metadata
+        except Exception:  # no result yet, or Tiled unreachable (the record is then spooled)
+            return False
+        return isinstance(md, Mapping) and md.get("status") == "ok"
+
+    def _kept_ok(self, uid: str, what: str) -> ScanResult:
+        path = f"{self.settings.processed_key}/{uid}"
+        log.warning("scan %s: %s; not recorded: %s already holds an ok result", uid, what, path)
+        return ScanResult(raw_uid=uid, status="skipped", path=path,
+                          error=f"{what}; kept the ok result already there")
+
     def _overflow_job(self, uid: str, waiting: int, stop_time: float | None,
                       *, worker: WorkerState | None = None) -> ScanResult:
         from bcdi_stream.tiled_io._job import _failure
 
         error = (f"queue full: {waiting} scans waiting (max_pending={self.max_pending}); not "
                  f"reconstructed, run `bcdi-stream reprocess {uid}`")
+        if self._has_ok_result(uid):
+            return self._kept_ok(uid, "queue full")
         result = ScanResult(raw_uid=uid, status="failed")
         md = {"overflow": True, "method": None, "model": {"name": None, "hash": None}}
         _failure(self.client, uid, error, md, self.settings.processed_key, result, self.spool)
@@ -379,16 +417,35 @@ class BCDICallback(DocumentRouter):
 
         error = (f"internal: the worker stopped {crashes} times while processing this scan; "
                  f"not retried again (run `bcdi-stream reprocess {uid}`)")
+        if self._has_ok_result(uid):  # its result was written after all: a stale journal entry
+            return self._kept_ok(uid, f"journal: {crashes} earlier starts")
         result = ScanResult(raw_uid=uid, status="failed")
         md = {"crashes": crashes, "method": None, "model": {"name": None, "hash": None}}
         return _failure(self.client, uid, error, md, self.settings.processed_key, result,
                         self.spool)
 
+    def _internal_failure(self, uid: str, error: str, exc: BaseException | None,
+                          stop_time: float | None) -> ScanResult:
+        """A failure record for a job that ended outside :func:`process_run`'s guard (spooled,
+        as "re-run on replay" when Tiled was unreachable)."""
+        from bcdi_stream.tiled_io._job import _failure
+
+        result = ScanResult(raw_uid=uid, status="failed")
+        md = {"internal": True, "method": None, "model": {"name": None, "hash": None}}
+        _failure(self.client, uid, error, md, self.settings.processed_key, result, self.spool,
+                 rerun=is_unreachable(exc))
+        if stop_time is not None:
+            result.timings["latency"] = round(time.time() - stop_time, 4)
+        return result
+
     def _skip_job(self, uid: str, reason: str, start: Mapping[str, Any], stop_time: float,
                   *, worker: WorkerState | None = None) -> ScanResult:
+        if self.record_skipped and self._has_ok_result(uid):
+            return self._kept_ok(uid, f"skipped: {reason}")
         if self.record_skipped:
             result = record_skipped(self.client, uid, reason, start=start, stop_time=stop_time,
-                                    processed_key=self.settings.processed_key)
+                                    processed_key=self.settings.processed_key,
+                                    spool=self.spool)
         else:
             result = ScanResult(raw_uid=uid, status="skipped", error=reason)
         self._publish(result)
@@ -405,18 +462,33 @@ class BCDICallback(DocumentRouter):
             log.exception("could not publish the analysis run of %s", result.raw_uid)
 
     def _done(self, uid: str, fut: Future, counted: bool = False) -> None:
+        # a cancelled job (close(cancel=True)) or one whose failure could not be recorded
+        # keeps its journal entry: the next start re-runs it
+        keep_journal = False
         try:
             try:
+                if fut.cancelled():
+                    raise CancelledError
                 result = fut.result()
                 if self._dask and counted:
                     self._publish(result)
             except CancelledError:
+                keep_journal = True
+                again = " (re-run at the next start)" if self.journal is not None else ""
                 result = ScanResult(raw_uid=uid, status="failed",
-                                    error="cancelled: the service shut down before this scan")
-            except Exception as exc:  # a bug in the job itself: still a result
-                log.exception("job for scan %s crashed", uid)
-                result = ScanResult(raw_uid=uid, status="failed",
-                                    error=f"internal: {type(exc).__name__}: {exc}")
+                                    error="cancelled: the service shut down before this scan"
+                                          + again)
+            except Exception as exc:  # the job raised (a bug, Tiled down at a Dask task's start)
+                if is_unreachable(exc):
+                    log.warning("job for scan %s: Tiled unreachable (%s)", uid, _short(exc))
+                else:
+                    log.exception("job for scan %s crashed", uid)
+                error = f"internal: {_short(exc)}"
+                if counted:  # a scan's job: its failure is recorded (or spooled) like any other
+                    result = self._internal_failure(uid, error, exc, None)
+                    keep_journal = result.path is None
+                else:
+                    result = ScanResult(raw_uid=uid, status="failed", error=error)
             with self._cond:
                 self._results[uid] = result
                 self._results.move_to_end(uid)
@@ -437,7 +509,9 @@ class BCDICallback(DocumentRouter):
                 except Exception:
                     log.exception("listener %r failed on scan %s", listener, uid)
         finally:
-            if counted and self.journal is not None and not self._closing.is_set():
+            # the journal holds the scans whose result is NOT written: a job that ends after
+            # close() (a shutdown's drain) is ended all the same, else it would re-run
+            if counted and not keep_journal and self.journal is not None:
                 try:
                     self.journal.end(uid)
                 except Exception:
@@ -542,6 +616,12 @@ class BCDICallback(DocumentRouter):
         if not callable(listener):
             raise ValueError("listener must be callable")
         self.listeners.append(listener)
+
+    def request_shutdown(self) -> None:
+        """Ask a ``stop`` waiting for a free slot (``overflow="block"``) to stop waiting: its
+        scan is journalled and queued beyond ``max_pending`` (re-run at the next start if the
+        drain does not finish it). Safe in a signal handler (only sets a flag)."""
+        self._shutdown_requested = True
 
     def close(self, wait: bool = True, *, cancel: bool = False) -> None:
         """Shut the workers down (the callback's own pool only).

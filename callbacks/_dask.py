@@ -13,7 +13,8 @@ import os
 import threading
 from typing import Any
 
-from bcdi_stream.tiled_io import JobSettings, ScanResult, Spool, process_run
+from bcdi_stream.tiled_io import JobSettings, ScanResult, Spool, is_unreachable, process_run
+from bcdi_stream.tiled_io._frames import _short
 
 __all__ = ["is_dask_client", "tiled_job"]
 
@@ -78,8 +79,15 @@ def tiled_job(
         torch.set_num_threads(threads)
         _threads_set = True
     settings = JobSettings.model_validate_json(settings_json)
+    try:
+        client = _client(uri)
+    except Exception as exc:
+        if is_unreachable(exc):  # a plain, picklable error the callback spools as "re-run"
+            raise ConnectionError(f"Tiled unreachable from the Dask worker: {_short(exc)}"
+                                  ) from None
+        raise
     return process_run(
-        _client(uri), raw_uid, settings=settings, image_field=image_field, stream=stream,
+        client, raw_uid, settings=settings, image_field=image_field, stream=stream,
         expected_frames=expected_frames, stop_time=stop_time, keep_arrays=False,
         spool=Spool(spool_dir) if spool_dir else None,
     )

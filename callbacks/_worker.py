@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bcdi_stream.errors import BCDIError
 from callbacks._callback import BCDICallback
 
-__all__ = ["find_unprocessed", "json_deserializer", "json_serializer", "make_publisher",
-           "run_worker"]
+__all__ = ["WorkerLockedError", "find_unprocessed", "json_deserializer", "json_serializer",
+           "make_publisher", "run_worker"]
 
 log = logging.getLogger("bcdi_stream.live")
 
@@ -131,8 +133,40 @@ def find_unprocessed(client: Any, since_hours: float, *, processed_key: str = "p
     return [u for _, u in sorted(found)]
 
 
-class _Shutdown(Exception):
-    pass
+class WorkerLockedError(BCDIError):
+    """Another worker holds the state directory (one worker per state directory and proxy)."""
+
+
+LOCK_NAME = "worker.lock"
+
+
+def lock_state_dir(state_dir: str | Path) -> int:
+    """Take the exclusive lock of a worker's state directory (``<state_dir>/worker.lock``,
+    ``flock``, non-blocking); returns its file descriptor (closing it releases the lock; so does
+    the process's exit, a crash included).
+
+    Raises
+    ------
+    WorkerLockedError
+        Another process holds it.
+    """
+    import fcntl
+
+    root = Path(state_dir).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise WorkerLockedError(
+            f"another worker{who} is running on state directory {root}: run one worker per "
+            f"0MQ proxy (scale out with Dask)") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def run_worker(
@@ -170,13 +204,34 @@ def run_worker(
     **callback_kwargs
         Passed to :class:`~callbacks.BCDICallback` (``settings``, ``executor``, ``state_dir``,
         ``max_pending``...).
-    """
-    from bluesky.callbacks.zmq import RemoteDispatcher
 
+    With a ``state_dir``, the worker holds its exclusive lock (:func:`lock_state_dir`) and
+    raises :class:`WorkerLockedError` when another worker has it. Jobs still running when the
+    drain ends keep their journal entries (re-run at the next start) and their threads: the
+    caller decides whether to wait for them (``cb.pending``); ``bcdi-stream worker`` exits at
+    once.
+    """
     if drain_timeout < 0:
         raise ValueError(f"drain_timeout must be >= 0, got {drain_timeout}")
     if catch_up < 0:
         raise ValueError(f"catch_up must be >= 0, got {catch_up}")
+    state = callback_kwargs.get("state_dir")
+    # two workers on one proxy would both reconstruct every scan and race on processed/<uid>;
+    # on one state directory they would also re-run each other's journal
+    lock = lock_state_dir(state) if state is not None else None
+    try:
+        return _run(address, client, prefix, deserializer, drain_timeout, catch_up, echo,
+                    callback_kwargs)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _run(address: str | tuple[str, int], client: Any, prefix: bytes,
+         deserializer: Callable[[bytes], Any], drain_timeout: float, catch_up: float,
+         echo: Callable[[str], Any] | None, callback_kwargs: dict[str, Any]) -> BCDICallback:
+    from bluesky.callbacks.zmq import RemoteDispatcher
+
     cb = BCDICallback(client, echo=echo, **callback_kwargs)
     if catch_up:
         try:
@@ -192,28 +247,48 @@ def run_worker(
             echo(f"catch-up: {len(missing)} finished scans without a result resubmitted")
     dispatcher = RemoteDispatcher(address, prefix=prefix, deserializer=deserializer)
     dispatcher.subscribe(cb)
+    received: list[str] = []
+    loop = dispatcher.loop  # created now: a signal before start() is handled at its start
+
+    def _cancel() -> None:  # on the dispatcher's loop
+        task = getattr(dispatcher, "_task", None)
+        if task is not None:
+            task.cancel()
+        else:
+            loop.stop()
 
     def _stop(signum: int, frame: Any) -> None:
-        raise _Shutdown(signal.Signals(signum).name)
+        # Never raise here: the signal lands anywhere in the main thread -- in the callback's
+        # stop() (whose exceptions bluesky's make_class_safe swallows), mid-journal... Flag the
+        # callback (a stop waiting for a slot journals its scan and returns) and end the
+        # dispatcher's loop from inside it.
+        received.append(signal.Signals(signum).name)
+        cb.request_shutdown()
+        loop.call_soon_threadsafe(_cancel)
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
-    if echo is not None:
-        state = callback_kwargs.get("state_dir")
-        echo(f"worker listening on {where}; state in {Path(state) if state else 'memory'}")
+    state = callback_kwargs.get("state_dir")
     try:
+        if echo is not None:
+            echo(f"worker listening on {where}; state in {Path(state) if state else 'memory'}")
         dispatcher.start()
-    except _Shutdown as exc:
-        log.info("worker: %s received, draining", exc)
+    except BaseException:
+        if not received:
+            raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if received:
+            log.info("worker: %s received, draining (at most %g s)", received[0],
+                     drain_timeout)
         if not dispatcher.closed:
             dispatcher.stop()
+        cb.request_shutdown()
         drained = cb.wait(drain_timeout)
         if not drained:
-            log.warning("worker: %d jobs unfinished at shutdown (re-run at next start)",
-                        cb.pending)
+            log.warning("worker: %d jobs unfinished after the %g s drain: left in the journal "
+                        "(re-run at the next start)", cb.pending, drain_timeout)
         cb.close(wait=drained, cancel=not drained)
     if echo is not None:
         echo(f"worker stopped: {len(cb.results)} results")

@@ -412,3 +412,81 @@ def test_any_executor_with_submit(client) -> None:
     cb.close()  # does not shut down a pool it does not own
     assert pool.submit(lambda: 1).result() == 1
     pool.shutdown()
+
+
+def test_stopped_rocking_curve_is_skipped_as_incomplete(rig) -> None:
+    """RE.stop() ends with exit_status "success": fewer frames than planned is not a scan."""
+    from bcdi_stream.beamline import bcdi_metadata
+
+    RE, cb, bl = rig
+    bl.load(toy_source(32))
+    c, dstep = bl.detector.rocking_center_deg, bl.geometry.angular_step_deg
+    md = {"bcdi": bcdi_metadata(bl.geometry, num_frames=32, rocking_center_deg=c)}
+
+    def per_step(detectors, step, pos_cache):
+        yield from bps.one_nd_step(detectors, step, pos_cache)
+        if next(iter(step.values())) >= c - 13 * dstep:
+            yield from bps.checkpoint()
+            yield from bps.pause()
+
+    with pytest.raises(RunEngineInterrupted):
+        RE(bp.scan([bl.detector], bl.motor, c - 16 * dstep, c + 15 * dstep, 32,
+                   per_step=per_step, md=md))
+    (uid,) = RE.stop()
+    assert cb.wait(120)
+    res = cb.result(uid)
+    assert res.status == "skipped" and res.error == "incomplete rocking curve: 4 of 32 frames"
+    md_back = read_result(_fresh(), uid, arrays=False)["metadata"]
+    assert md_back["status"] == "failed" and md_back["skipped"] is True
+
+
+def test_one_frame_without_plan_gives_a_one_line_reason(rig) -> None:
+    RE, cb, bl = rig
+    bl.load(toy_source(32))
+    (uid,) = RE(bp.count([bl.detector], num=1, md={"bcdi": bl.geometry.to_dict()}))
+    assert cb.wait(120)
+    expected = "preprocess: too few frames: 1 (a rocking curve needs at least 3)"
+    assert cb.result(uid).error == expected
+
+
+class _BackgroundOnly(SimBCDIDetector):
+    """The crystal is off the Bragg condition: Poisson background only."""
+
+    def render(self, angle):
+        shape = super().render(angle).shape
+        return np.random.default_rng(int(angle * 1e6) % 2**32).poisson(0.5, shape).astype(
+            np.uint32)
+
+
+def test_rocking_curve_that_missed_the_peak_is_a_failure(rig) -> None:
+    RE, cb, bl = rig
+    det = _BackgroundOnly(bl.motor, name="offpeak", shape=(64, 80), n_hot_pixels=0)
+    det.load(toy_source(32))
+    (uid,) = RE(_rc(det, bl))
+    _failed_then_recovered(RE, cb, bl, uid, "no Bragg peak above the background")
+
+
+def test_a_model_loader_that_raises_gives_a_failure_record(client) -> None:
+    from callbacks import WorkerPool
+
+    def broken(device):
+        raise RuntimeError("weights file truncated")
+
+    pool = WorkerPool(["cpu"], load_model=broken, threads=0)
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    cb = BCDICallback(client, settings=tiny_settings(32).model_copy(update={"method": "ai"}),
+                      executor=pool, echo=None)
+    RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(64, 80), seed=1)
+    uid = _scan(RE, bl, seed=4)
+    try:
+        assert cb.wait(120)
+    finally:
+        cb.close()
+        pool.shutdown()
+    res = cb.result(uid)
+    assert res.status == "failed" and "could not load the phase model" in res.error
+    assert "weights file truncated" in res.error and "\n" not in res.error
+    md = read_result(_fresh(), uid, arrays=False)["metadata"]
+    assert md["status"] == "failed" and "could not load the phase model" in md["error"]

@@ -98,3 +98,57 @@ def test_killed_dask_worker_scan_is_rerun(cluster) -> None:
     assert cb.wait(240)
     cb.close()
     assert cb.result(uid).status == "ok", cb.result(uid).line()
+
+
+@pytest.mark.slow
+def test_tiled_unreachable_at_task_start_is_spooled_for_rerun(tmp_path) -> None:
+    """The Dask task cannot open its Tiled client (Tiled down as it starts): the scan is not an
+    "internal" failure that exists only in Python but a spooled "re-run", reconstructed once
+    Tiled is back; the journal is empty."""
+    from conftest_service import TiledProcess
+
+    from bcdi_stream.tiled_io import Spool
+
+    old = os.environ.get("TILED_API_KEY")
+    os.environ["TILED_API_KEY"] = API_KEY
+    tiled = TiledProcess(tmp_path / "tiled", API_KEY).start()
+    lc = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None)
+    dask_client = distributed.Client(lc)
+    import tiled.client.utils as tcu
+
+    saved = tcu.TILED_RETRY_TIMEOUT, tcu.TILED_RETRY_ATTEMPTS
+    tcu.TILED_RETRY_TIMEOUT, tcu.TILED_RETRY_ATTEMPTS = 2.0, 2
+    try:
+        client = tiled.client()
+        RE = RunEngine({})
+        RE.subscribe(TiledWriter(client))
+        bl = make_beamline(detector_shape=(64, 80), seed=1)
+        bl.load(toy_source(32, seed=50))
+        (uid,) = RE(bl.rocking_curve())
+        cb = BCDICallback(client, executor=dask_client,
+                          settings=tiny_settings(32, read_timeout=3), echo=None,
+                          state_dir=tmp_path / "state", replay_interval=0)
+        tiled.stop()
+        cb.submit(uid)
+        assert cb.wait(120)
+        res = cb.result(uid)
+        assert res.status == "spooled", res.line()
+        (entry,) = Spool(tmp_path / "state" / "spool").entries()
+        assert entry.raw_uid == uid and entry.rerun
+        assert len(cb.journal) == 0
+        tiled.start()
+        cb.replay()  # re-runs the scan on Dask
+        assert cb.wait(180)
+        assert cb.result(uid).status == "ok", cb.result(uid).line()
+        cb.close()
+        assert read_result(tiled.client(), uid, arrays=False)["metadata"]["status"] == "ok"
+    finally:
+        tcu.TILED_RETRY_TIMEOUT, tcu.TILED_RETRY_ATTEMPTS = saved
+        dask_client.close()
+        lc.close()
+        tiled.stop()
+        if old is None:
+            os.environ.pop("TILED_API_KEY", None)
+        else:
+            os.environ["TILED_API_KEY"] = old

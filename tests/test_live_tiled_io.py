@@ -22,6 +22,7 @@ from bcdi_stream.tiled_io import (
     find_image_field,
     jsonable,
     misfit_limit,
+    quality_flag,
     read_result,
     read_scan,
     render_slices,
@@ -221,3 +222,35 @@ def test_quality_flag_limit_follows_the_fallback_trigger(monkeypatch) -> None:
     assert misfit_limit(JobSettings(misfit_good=0.004)) == 0.004
     with pytest.raises(ValueError, match="misfit_good"):
         JobSettings(misfit_good=0.0)
+
+
+def test_quality_flag_poor_for_a_misfit_far_below_zero() -> None:
+    """Fitting noise (a pattern without a Bragg peak: misfit -0.06 .. -0.23) is not good."""
+    s = JobSettings(misfit_good=0.0025)
+    assert quality_flag(0.001, None, s) == "good"
+    assert quality_flag(-0.016, None, s) == "good"  # the lowest measured on a real fit
+    for misfit in (-0.061, -0.12, -0.23, float("nan")):
+        assert quality_flag(misfit, None, s) == "poor"
+    assert quality_flag(None, 1.0, s) == "good" and quality_flag(None, 9.0, s) == "poor"
+
+
+def test_read_scan_uses_the_image_field_named_by_the_plan(client) -> None:
+    """Two 2D fields: the start document's ``bcdi.image_field`` picks the image (reprocess)."""
+    from bluesky import RunEngine
+    from bluesky_tiled_plugins import TiledWriter
+    from conftest_live import toy_source
+    from ophyd import Component as Cpt
+
+    from bcdi_stream.beamline import ImageSignal, SimBCDIDetector, make_beamline, rocking_curve
+
+    class TwoCams(SimBCDIDetector):
+        image2 = Cpt(ImageSignal, value=np.zeros((8, 8), np.uint32), kind="normal")
+
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    bl = make_beamline(detector_shape=(64, 80))
+    cams = TwoCams(bl.motor, name="cams2", shape=(64, 80))
+    cams.load(toy_source(32))
+    (uid,) = RE(rocking_curve(cams, bl.motor))
+    raw = read_scan(client, uid, timeout=10)
+    assert raw.field == "cams2_image" and raw.frames.shape == (32, 64, 80)

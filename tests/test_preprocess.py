@@ -196,3 +196,34 @@ def test_charge_integrating_frames_are_accepted() -> None:
     assert float(prep.intensity.min()) >= 0
     with pytest.raises(InputError, match="negative"):
         prepare_frames(frames - 2.0, shape=(16, 16, 16))
+
+
+@pytest.mark.parametrize("kind", ["poisson0.5", "poisson5", "flat"])
+def test_frames_without_a_bragg_peak_are_refused(kind) -> None:
+    """A rocking curve that missed the peak (background only) is an InputError, not a fit."""
+    rng = np.random.default_rng(3)
+    frames = {"poisson0.5": lambda: rng.poisson(0.5, (32, 64, 80)),
+              "poisson5": lambda: rng.poisson(5.0, (32, 64, 80)),
+              "flat": lambda: np.full((32, 64, 80), 3)}[kind]().astype(np.uint32)
+    with pytest.raises(InputError, match="no Bragg peak above the background") as info:
+        prepare_frames(frames, shape=(32, 32, 32))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("strain", ["weak", "medium", "strong"])
+def test_faint_genuine_patterns_pass_the_peak_test(strain) -> None:
+    from bcdi_stream.preprocess import MIN_PEAK_SIGNIFICANCE
+    from bcdi_stream.simulation import simulate_crystal
+
+    for seed in (0, 2):
+        sim = simulate_crystal(seed, n=32, strain=strain, peak_counts=2e3, background=3.0,
+                               device="cpu")
+        prep = prepare_frames(sim.intensity, shape=(32, 32, 32))
+        assert prep.meta["peak_significance"] > 10 * MIN_PEAK_SIGNIFICANCE
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_too_few_frames_one_line(n) -> None:
+    frames = np.random.default_rng(0).poisson(50.0, (n, 64, 80)).astype(np.uint32)
+    with pytest.raises(InputError, match=f"too few frames: {n}"):
+        prepare_frames(frames, shape=(32, 32, 32))

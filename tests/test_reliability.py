@@ -197,6 +197,9 @@ def test_bounded_queue_block_policy_processes_all(tiled, scans) -> None:
 
 
 def test_journal_leftovers_rerun_or_recorded(tiled, scans, tmp_path) -> None:
+    # scans[1]'s earlier tries left no ok result (an earlier test of this module may have
+    # written one, which a crash record would never replace)
+    write_failure(tiled.client(), scans[1], "killed mid-job", {"method": None})
     journal = Journal(tmp_path / "inflight")
     journal.begin(scans[0], image_field=None, stream="primary")  # died once: re-run
     for _ in range(2):  # killed its worker twice: record, no third try
@@ -222,3 +225,116 @@ def test_spool_rejects_unsafe_names(tmp_path) -> None:
             spool.put_failure(bad, "error")
     with pytest.raises(ValueError, match="arrays"):
         spool.put_result("ok-uid", {"amplitude": np.zeros((2, 2, 2))}, {})
+
+
+def test_cancelled_jobs_stay_in_the_journal_and_rerun(tiled, scans, tmp_path) -> None:
+    """close(wait=False, cancel=True) (a drain that timed out): the cancelled scans are neither
+    recorded nor lost; the next start re-runs them."""
+    client = tiled.client()
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                      replay_interval=0)
+    for uid in scans[2:5]:
+        cb.submit(uid)
+    time.sleep(0.3)
+    cb.close(wait=False, cancel=True)
+    assert cb.wait(120)
+    cancelled = [r.raw_uid for r in cb.results if r.error and r.error.startswith("cancelled")]
+    assert cancelled, [r.line() for r in cb.results]
+    left = {d["raw_uid"] for d in Journal(tmp_path / "inflight").leftover()}
+    assert set(cancelled) <= left
+    cb2 = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                       replay_interval=0)
+    try:
+        assert cb2.wait(180)
+    finally:
+        cb2.close()
+    for uid in cancelled:
+        assert cb2.result(uid).status == "ok"
+    assert len(Journal(tmp_path / "inflight")) == 0
+
+
+def test_skip_record_spooled_while_tiled_is_down(tiled, tmp_path) -> None:
+    """An aborted scan's record meets an unreachable Tiled: spooled, written on replay."""
+    import uuid
+
+    client = tiled.client()
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                      replay_interval=0)
+    geo = make_beamline(detector_shape=(64, 80)).geometry.to_dict()
+    uid = str(uuid.uuid4())
+    tiled.stop()
+    try:
+        cb("start", {"uid": uid, "time": time.time(), "bcdi": geo, "scan_id": 1})
+        cb("stop", {"uid": str(uuid.uuid4()), "run_start": uid, "time": time.time(),
+                    "exit_status": "abort", "reason": "sample moved", "num_events": {}})
+        assert cb.wait(120)
+        res = cb.result(uid)
+        assert res.status == "spooled", res.line()
+        assert [(e.raw_uid, e.kind) for e in cb.spool.entries()] == [(uid, "failure")]
+    finally:
+        tiled.start()
+    try:
+        cb.replay()
+    finally:
+        cb.close()
+    md = read_result(tiled.client(), uid, arrays=False)["metadata"]
+    assert md["status"] == "failed" and md["skipped"] is True
+    assert md["error"] == "skipped: scan abort (sample moved)"
+
+
+def test_no_crash_or_skip_record_over_an_ok_result(tiled, tmp_path) -> None:
+    """A stale journal entry (its result was written after all) and a forged or repeated
+    ``stop`` of an aborted scan must never turn an ``ok`` result into a failure record."""
+    import uuid
+
+    client = tiled.client()
+    crashed, forged = str(uuid.uuid4()), str(uuid.uuid4())
+    for uid in (crashed, forged):
+        write_result(client, uid, _arrays(1.0), {"method": "conventional"})
+    journal = Journal(tmp_path / "inflight")
+    for _ in range(3):  # over max_attempts: a crash record, were there no ok result
+        journal.begin(crashed, image_field=None, stream="primary")
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                      replay_interval=0)
+    geo = make_beamline(detector_shape=(64, 80)).geometry.to_dict()
+    try:
+        cb("start", {"uid": forged, "time": time.time(), "bcdi": geo, "scan_id": 1})
+        cb("stop", {"uid": str(uuid.uuid4()), "run_start": forged, "time": time.time(),
+                    "exit_status": "abort", "reason": "forged", "num_events": {}})
+        assert cb.wait(60)
+    finally:
+        cb.close()
+    for uid in (crashed, forged):
+        md = read_result(tiled.client(), uid, arrays=False)["metadata"]
+        assert md["status"] == "ok" and "error" not in md, md
+        assert cb.result(uid).status == "skipped" and "kept the ok result" in cb.result(uid).error
+    assert len(journal) == 0
+
+
+def test_job_finishing_during_the_drain_ends_its_journal_entry(tiled, tmp_path) -> None:
+    """The journal is for scans whose result is NOT written: a job that writes its record
+    after ``close()`` (a shutdown's drain) must not be re-run at the next start."""
+    import threading
+    import uuid
+
+    uid = str(uuid.uuid4())
+    journal = Journal(tmp_path / "inflight")
+    for _ in range(3):  # a cheap counted job: the crash record
+        journal.begin(uid, image_field=None, stream="primary")
+    written, release = threading.Event(), threading.Event()
+
+    def hold(result) -> None:
+        written.set()
+        release.wait(30)
+
+    cb = BCDICallback(tiled.client(), settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                      replay_interval=0, listeners=[hold])
+    try:
+        assert written.wait(60)
+        cb.close(wait=False)  # the shutdown begins while the job finishes
+        release.set()
+        assert cb.wait(60)
+    finally:
+        release.set()
+    assert cb.result(uid).path == f"processed/{uid}"
+    assert len(journal) == 0

@@ -58,15 +58,23 @@ def rig(client, proxy):
     publisher.close()  # an unclosed 0MQ context blocks in its garbage collection
 
 
-def _worker(tmp: Path, proxy: tuple[int, int], name: str, *extra: str) -> ManagedProcess:
-    settings = tmp / "settings.json"
-    settings.write_text(tiny_settings(32).model_dump_json())
+def _worker_process(tmp: Path, proxy: tuple[int, int], name: str, *extra: str,
+                    n_raar: int = 30) -> ManagedProcess:
+    settings = tmp / f"settings-{name}.json"
+    job = tiny_settings(32)
+    settings.write_text(job.model_copy(
+        update={"phasing": job.phasing.model_copy(update={"n_raar": n_raar})}
+    ).model_dump_json())
     args = [sys.executable, "-m", "bcdi_stream.cli", "worker",
             "--zmq", f"127.0.0.1:{proxy[1]}",
             "--tiled-uri", shared_server().uri.split("?")[0], "--state-dir", str(tmp / "state"),
             "--settings", str(settings), "--threads", "1", "--replay-interval", "0", *extra]
-    proc = ManagedProcess(args, tmp / f"{name}.log",
-                          env=nice_env(TILED_API_KEY=API_KEY)).start()
+    return ManagedProcess(args, tmp / f"{name}.log", env=nice_env(TILED_API_KEY=API_KEY))
+
+
+def _worker(tmp: Path, proxy: tuple[int, int], name: str, *extra: str,
+            n_raar: int = 30) -> ManagedProcess:
+    proc = _worker_process(tmp, proxy, name, *extra, n_raar=n_raar).start()
     wait_for(lambda: "worker listening" in proc.log() or not proc.alive, 120, "worker start")
     assert proc.alive, proc.log()
     time.sleep(1.5)  # the subscription reaches the proxy
@@ -135,6 +143,71 @@ def test_killed_worker_loses_no_scan(rig, proxy, client, tmp_path) -> None:
     assert "catch-up:" in log
     assert list(inflight.glob("*.json")) == []
 
+
+def _journal(tmp: Path) -> set[str]:
+    return {p.stem for p in (tmp / "state" / "inflight").glob("*.json")}
+
+
+@pytest.mark.slow
+def test_second_worker_on_a_state_dir_refuses_to_start(proxy, tmp_path) -> None:
+    """Two workers on one proxy would both reconstruct every scan and race on
+    ``processed/<uid>``: the second one exits at once with one line (exit code 2)."""
+    first = _worker(tmp_path, proxy, "w1")
+    try:
+        second = _worker_process(tmp_path, proxy, "w2").start()
+        second.proc.wait(120)
+        log = second.log()
+        assert second.proc.returncode == 2, log
+        assert f"another worker (pid {first.proc.pid}) is running on state directory" in log
+        assert "Traceback" not in log and len(log.strip().splitlines()) == 1, log
+        assert first.alive
+    finally:
+        assert first.stop(signal.SIGTERM, timeout=60) == 0, first.log()
+    # the lock goes with its holder: the next worker starts
+    third = _worker(tmp_path, proxy, "w3")
+    assert third.stop(signal.SIGTERM, timeout=60) == 0, third.log()
+
+
+@pytest.mark.slow
+def test_sigterm_while_stop_waits_for_a_slot(rig, proxy, client, tmp_path) -> None:
+    """``--overflow block``: SIGTERM lands while ``stop`` waits for a free slot (inside bluesky's
+    ``make_class_safe``, which swallows exceptions). The worker still shuts down, and the scan
+    in hand is journalled (re-run at the next start), not lost."""
+    worker = _worker(tmp_path, proxy, "w1", "--max-pending", "1", "--overflow", "block",
+                     "--drain-timeout", "1", n_raar=200_000)  # the first job runs for minutes
+    try:
+        uids = _scans(rig, 2, seed=40)
+        wait_for(lambda: "queue full" in worker.log(), 60, "the second stop waiting")
+        t0 = time.monotonic()
+        code = worker.stop(signal.SIGTERM, timeout=60)
+    finally:
+        worker.stop(signal.SIGKILL)
+    log = worker.log()
+    assert code == 0, log
+    assert time.monotonic() - t0 < 30, log  # the 1 s drain, not the running job's end
+    assert "unfinished after the 1 s drain" in log
+    assert _journal(tmp_path) == set(uids), log  # the running one and the waiting one
+
+
+@pytest.mark.slow
+def test_drain_timeout_is_enforced(rig, proxy, client, tmp_path) -> None:
+    """A job still running when the drain ends does not hold the process (systemd would
+    SIGKILL it mid-write after TimeoutStopSec): the worker exits 0, the scan stays journalled."""
+    worker = _worker(tmp_path, proxy, "w1", "--drain-timeout", "2", n_raar=200_000)
+    try:
+        (uid,) = _scans(rig, 1, seed=50)
+        wait_for(lambda: uid in _journal(tmp_path), 60, "the scan journalled")
+        time.sleep(1.0)  # the job is running
+        t0 = time.monotonic()
+        code = worker.stop(signal.SIGTERM, timeout=60)
+    finally:
+        worker.stop(signal.SIGKILL)
+    log = worker.log()
+    assert code == 0, log
+    assert time.monotonic() - t0 < 30, log
+    assert "1 jobs unfinished after the 2 s drain" in log
+    assert _journal(tmp_path) == {uid}
+    assert _status(client, uid) is None
 
 
 @pytest.mark.timeout(60)

@@ -26,6 +26,7 @@ from bcdi_stream.tiled_io._job import (
     live_phasing,
     misfit_limit,
     process_run,
+    quality_flag,
 )
 from bcdi_stream.tiled_io._journal import Journal
 from bcdi_stream.tiled_io._results import (
@@ -69,6 +70,7 @@ __all__ = [
     "png_bytes",
     "process_run",
     "processed_container",
+    "quality_flag",
     "read_result",
     "read_scan",
     "render_slices",

@@ -158,7 +158,12 @@ def _read_once(client: Any, uid: str, field_name: str | None, stream: str,
     node = run[stream]
     if field_name is None:
         data_keys = dict(node.metadata.get("data_keys") or {})
-        field_name = find_image_field(data_keys)
+        bcdi = start.get("bcdi")
+        named = bcdi.get("image_field") if isinstance(bcdi, Mapping) else None
+        if isinstance(named, str) and named in data_keys:  # the plan named its image
+            field_name = named
+        else:
+            field_name = find_image_field(data_keys)
     if field_name in node:
         arr_node = node[field_name]
     elif "data" in node and field_name in node["data"]:  # older (v2) layout
@@ -205,7 +210,8 @@ def read_scan(
     uid : str
         Run uid.
     field : str, optional
-        Detector image data key; default the stream's one 2D field (:func:`find_image_field`).
+        Detector image data key; default the start document's ``bcdi.image_field`` when the
+        stream has it, else the stream's one 2D field (:func:`find_image_field`).
     stream : str
         Event stream name.
     expected_frames : int, optional

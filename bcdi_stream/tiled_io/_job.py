@@ -37,12 +37,18 @@ from bcdi_stream.tiled_io._results import (
 )
 from bcdi_stream.tiled_io._spool import Spool, is_unreachable
 
-__all__ = ["JobSettings", "ScanResult", "live_phasing", "misfit_limit", "process_run",
-           "record_skipped", "resolve_method"]
+__all__ = ["MISFIT_FLOOR", "JobSettings", "ScanResult", "live_phasing", "misfit_limit",
+           "process_run", "quality_flag", "record_skipped", "resolve_method"]
 
 log = logging.getLogger("bcdi_stream.live")
 
 STAGES: tuple[str, ...] = ("read", "preprocess", "predict", "refine", "write")
+
+#: Excess misfit below which a fit is flagged ``poor`` (it explains more than the signal:
+#: noise fitted). Measured: live-preset fits of simulated crystals (weak/medium/strong, peak
+#: 2e3-1e5 counts, background 0-3 photons/pixel) -0.016 .. +0.021; fits of background-only
+#: frames -0.061 (5 photons/pixel), -0.23 (0.5), flat frames -0.12.
+MISFIT_FLOOR = -0.03
 
 
 def live_phasing() -> PhasingSettings:
@@ -112,6 +118,18 @@ class JobSettings(BaseModel):
         if v not in ("auto", "conventional", "ai"):
             raise ValueError(f"method must be auto, conventional or ai, got {v!r}")
         return v
+
+
+def quality_flag(misfit: Any, llk: Any, settings: JobSettings) -> str:
+    """``good`` or ``poor``: the excess misfit within ``[MISFIT_FLOOR, misfit_limit]`` (far
+    below zero the model fits the noise: a pattern without a Bragg peak), else, without a
+    misfit, the LLK at or below ``settings.llk_good``."""
+    if isinstance(misfit, (int, float)):
+        good = math.isfinite(misfit) and MISFIT_FLOOR <= misfit <= misfit_limit(settings)
+    else:
+        good = (isinstance(llk, (int, float)) and math.isfinite(llk)
+                and llk <= settings.llk_good)
+    return "good" if good else "poor"
 
 
 def misfit_limit(settings: JobSettings) -> float:
@@ -289,17 +307,20 @@ def record_skipped(
     start: Mapping[str, Any] | None = None,
     stop_time: float | None = None,
     processed_key: str = DEFAULT_PROCESSED_KEY,
+    spool: Spool | None = None,
 ) -> ScanResult:
     """Record a scan that is not reconstructed (aborted, failed, no detector data): a
     ``failed`` record with ``skipped: true`` in Tiled, a ``skipped`` result in Python.
 
-    Never raises; a refused write leaves the reason in the result and the log.
+    Never raises; a refused write leaves the reason in the result and the log. With a
+    ``spool``, a record that cannot reach Tiled is spooled (status ``spooled``) and written
+    on replay.
     """
     result = ScanResult(raw_uid=raw_uid, status="skipped",
                         scan=_scan_info(start or {}, None, None))
     md = {"skipped": True, "software": f"bcdi-stream {__version__}", "scan": result.scan,
           "method": None, "model": {"name": None, "hash": None}}
-    _failure(client, raw_uid, f"skipped: {reason}", md, processed_key, result)
+    _failure(client, raw_uid, f"skipped: {reason}", md, processed_key, result, spool)
     result.error = (result.error or "").removeprefix("skipped: ")
     if stop_time is not None:
         result.timings["latency"] = round(time.time() - stop_time, 4)
@@ -338,7 +359,8 @@ def process_run(
     settings : JobSettings, optional
         Job settings (default :class:`JobSettings`).
     image_field : str, optional
-        Detector image data key; default the stream's one 2D field.
+        Detector image data key; default the start document's ``bcdi.image_field`` when the
+        stream has it, else the stream's one 2D field.
     stream : str
         Event stream of the frames.
     expected_frames : int, optional
@@ -452,16 +474,11 @@ def process_run(
         quality = dict(rec.quality)
         llk = quality.get("llk")
         misfit = quality.get("excess_misfit")
-        if isinstance(misfit, (int, float)):
-            good = math.isfinite(misfit) and misfit <= misfit_limit(settings)
-        else:
-            good = (isinstance(llk, (int, float)) and math.isfinite(llk)
-                    and llk <= settings.llk_good)
-        flag = "good" if good else "poor"
+        flag = quality_flag(misfit, llk, settings)
         quality["flag"] = flag
         summary = {
-            **{k: pmeta.get(k) for k in ("strain_min", "strain_max", "strain_rms",
-                                         "strain_mean", "support_voxels")},
+            **rec.post.strain_stats(),
+            "support_voxels": pmeta.get("support_voxels"),
             "llk": llk,
             "chi2": quality.get("chi2"),
             "excess_misfit": misfit,
@@ -473,8 +490,7 @@ def process_run(
             quality=quality,
             voxel_size_m=rec.meta.get("voxel_size_m"),
             postprocess=pmeta,
-            strain={k: pmeta.get(k) for k in ("strain_min", "strain_max", "strain_rms",
-                                               "strain_mean")},
+            strain=rec.post.strain_stats(),
             device=rec.meta.get("device"),
             pipeline_timings=rec.timings,
             summary=summary,
