@@ -418,7 +418,7 @@ def reconstruct(
         typer.echo(line)
         limit = settings.ai.fallback_misfit
         if not q["excess_misfit"] <= limit:  # NaN included
-            hint = ("; --method auto tries further" if rec.method == "ai"
+            hint = ("; --method auto tries further" if method_name == "ai"
                     else "; treat it as failed")
             typer.echo(f"warning: the result does not fit the data (excess misfit "
                        f"{q['excess_misfit']:.2g} > {limit:g}){hint}")
@@ -538,7 +538,7 @@ def benchmark(
         help="Write the results as JSON here (model: after every crystal; an interrupted run "
         "with the same settings resumes from it).")] = None,
     n: Annotated[int, typer.Option(
-        "--n", min=1, help="model: test crystals per strain class (weak, strong).")] = 25,
+        "--n", min=1, help="model: test crystals per class (each of --classes).")] = 25,
     model: Annotated[Path | None, typer.Option(
         help="model: weights to score (default: the shipped weights).")] = None,
     classes: Annotated[str, typer.Option(

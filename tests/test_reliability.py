@@ -338,3 +338,23 @@ def test_job_finishing_during_the_drain_ends_its_journal_entry(tiled, tmp_path) 
         release.set()
     assert cb.result(uid).path == f"processed/{uid}"
     assert len(journal) == 0
+
+
+def test_spooled_bookkeeping_record_never_replaces_an_ok_result(tiled, tmp_path) -> None:
+    """A skip record spooled while Tiled was down is dropped on replay when the scan has an
+    ``ok`` result by then; a reconstruction's own failure is still written."""
+    import uuid
+
+    client = tiled.client()
+    kept, failed = str(uuid.uuid4()), str(uuid.uuid4())
+    for uid in (kept, failed):
+        write_result(client, uid, _arrays(1.0), {"method": "conventional"})
+    spool = Spool(tmp_path)
+    spool.put_failure(kept, "skipped: scan abort (forged)", {"skipped": True})
+    spool.put_failure(failed, "refine: diverged", {"method": "ai"})
+    report = spool.replay(client)
+    assert report.remaining == 0 and not report.refused
+    assert read_result(client, kept, arrays=False)["metadata"]["status"] == "ok"
+    md = read_result(client, failed, arrays=False)["metadata"]
+    assert md["status"] == "failed" and md["error"] == "refine: diverged"
+

@@ -347,6 +347,9 @@ class Spool:
                     arrays, figs = self.load_arrays(entry)
                     write_result(client, entry.raw_uid, arrays, md, figures=figs,
                                  processed_key=entry.processed_key)
+                elif _replaces_ok(client, entry):
+                    log.warning("spooled %s record of %s dropped: an ok result is there now",
+                                entry.kind, entry.raw_uid)
                 else:
                     write_failure(client, entry.raw_uid, entry.error or "failed", md,
                                   processed_key=entry.processed_key)
@@ -366,3 +369,20 @@ class Spool:
             log.info("replayed spooled %s %s to Tiled", entry.kind, entry.raw_uid)
         report.remaining = len(self)
         return report
+
+
+#: Metadata keys of records made without a reconstruction (a skipped scan, a worker that
+#: stopped on it, a full queue): such a record never replaces an ``ok`` result.
+_BOOKKEEPING_KEYS = ("skipped", "crashes", "overflow")
+
+
+def _replaces_ok(client: Any, entry: SpoolEntry) -> bool:
+    """Whether writing this spooled record would replace an ``ok`` result with a record
+    made without a reconstruction (the live callback's rule, kept on replay)."""
+    if not any(entry.metadata.get(k) for k in _BOOKKEEPING_KEYS):
+        return False
+    try:
+        md = client[entry.processed_key][entry.raw_uid].metadata
+    except KeyError:
+        return False
+    return isinstance(md, Mapping) and md.get("status") == "ok"
