@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["API_KEY", "TINY_PHASING", "one_torch_thread", "shared_server", "tiny_settings",
-           "toy_source"]
+           "toy_source", "two_image_detector"]
 
 #: The API key of every Tiled server a test starts in this process. Tiled 0.2.20 keeps server
 #: auth settings in one process-wide cached object that each app mutates
@@ -86,3 +86,19 @@ def tiny_settings(n: int = 32, **kwargs: Any) -> Any:
 
 
 TINY_PHASING = {"runs": 1, "n_raar": 30, "n_er": 10}
+
+
+def two_image_detector(motor: Any, name: str) -> Any:
+    """A simulated detector with a second 2D field (``<name>_image2``) beside its image
+    (``<name>_image``), loaded with :func:`toy_source`: which image to phase is ambiguous."""
+    from ophyd import Component as Cpt
+
+    from bcdi_stream.beamline import ImageSignal, SimBCDIDetector
+
+    class TwoCams(SimBCDIDetector):
+        image2 = Cpt(ImageSignal, value=np.zeros((8, 8), np.uint32), kind="normal")
+
+    cams = TwoCams(motor, name=name, shape=(64, 80))
+    cams.load(toy_source(32))
+    return cams
+

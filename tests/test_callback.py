@@ -16,13 +16,18 @@ import pytest
 from bluesky import RunEngine
 from bluesky.utils import RunEngineInterrupted
 from bluesky_tiled_plugins import TiledWriter
-from conftest_live import one_torch_thread, shared_server, tiny_settings, toy_source
-from ophyd import Component as Cpt
+from conftest_live import (
+    one_torch_thread,
+    shared_server,
+    tiny_settings,
+    toy_source,
+    two_image_detector,
+)
 from ophyd.sim import det as scalar_det
 from tiled.client import from_uri
 from tiled.queries import Key
 
-from bcdi_stream.beamline import ImageSignal, SimBCDIDetector, make_beamline
+from bcdi_stream.beamline import SimBCDIDetector, make_beamline
 from bcdi_stream.tiled_io import RESULT_ARRAYS, read_result
 from callbacks import BCDICallback, LiveStrainFigure, ScanResult
 
@@ -338,14 +343,10 @@ def test_callback_never_raises_into_the_run_engine(client) -> None:
 
 
 def test_two_image_fields_need_configuration(client) -> None:
-    class TwoCams(SimBCDIDetector):
-        image2 = Cpt(ImageSignal, value=np.zeros((8, 8), np.uint32), kind="normal")
-
     RE = RunEngine({})
     RE.subscribe(TiledWriter(client))
     bl = make_beamline(detector_shape=(64, 80))
-    cams = TwoCams(bl.motor, name="cams", shape=(64, 80))
-    cams.load(toy_source(32))
+    cams = two_image_detector(bl.motor, "cams")
     auto = BCDICallback(client, settings=tiny_settings(32, processed_key="processed_auto"),
                         echo=None)
     chosen = BCDICallback(client, image_field="cams_image",

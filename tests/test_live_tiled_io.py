@@ -238,19 +238,14 @@ def test_read_scan_uses_the_image_field_named_by_the_plan(client) -> None:
     """Two 2D fields: the start document's ``bcdi.image_field`` picks the image (reprocess)."""
     from bluesky import RunEngine
     from bluesky_tiled_plugins import TiledWriter
-    from conftest_live import toy_source
-    from ophyd import Component as Cpt
+    from conftest_live import two_image_detector
 
-    from bcdi_stream.beamline import ImageSignal, SimBCDIDetector, make_beamline, rocking_curve
-
-    class TwoCams(SimBCDIDetector):
-        image2 = Cpt(ImageSignal, value=np.zeros((8, 8), np.uint32), kind="normal")
+    from bcdi_stream.beamline import make_beamline, rocking_curve
 
     RE = RunEngine({})
     RE.subscribe(TiledWriter(client))
     bl = make_beamline(detector_shape=(64, 80))
-    cams = TwoCams(bl.motor, name="cams2", shape=(64, 80))
-    cams.load(toy_source(32))
+    cams = two_image_detector(bl.motor, "cams2")
     (uid,) = RE(rocking_curve(cams, bl.motor))
     raw = read_scan(client, uid, timeout=10)
     assert raw.field == "cams2_image" and raw.frames.shape == (32, 64, 80)
