@@ -184,9 +184,13 @@ def reprocess_command(
     tiled_uri: TiledUri = "",
     api_key: ApiKey = None,
     failed: Annotated[bool, typer.Option(
-        "--failed", help="Also every scan whose result is a failure record.")] = False,
+        "--failed", help="Also every scan whose result is a failure record, or a record left "
+        "'writing' for over 10 minutes (its writer died mid-write).")] = False,
     missing: Annotated[float, typer.Option(
         min=0, help="Also finished scans of the last N hours that have no result.")] = 0.0,
+    partial: Annotated[bool, typer.Option(
+        "--partial", help="Reconstruct aborted or incomplete rocking curves too (else they "
+        "are recorded as skipped again, as the live service does).")] = False,
     settings: SettingsFile = None,
     method: Method = None,
     device: Device = None,
@@ -214,15 +218,20 @@ def reprocess_command(
         except ValueError as exc:
             _fail(exc)
     job = _settings(settings, method, device)
+    if partial:
+        job = job.model_copy(update={"partial_runs": True})
     client = _client(tiled_uri, api_key)
     explicit = list(todo)
     if failed:
         from tiled.queries import Key
 
+        from bcdi_stream.tiled_io import stale_writing
+
         pkey = job.processed_key
         if pkey in client:
             todo += [u for u in client[pkey].search(Key("status") == "failed")
                      if u not in todo]
+            todo += [u for u in stale_writing(client, pkey) if u not in todo]
     if missing:
         todo += [u for u in find_unprocessed(client, missing, processed_key=job.processed_key)
                  if u not in todo]

@@ -46,6 +46,7 @@ from bcdi_stream.tiled_io import (
     check_uid,
     find_image_field,
     is_unreachable,
+    partial_run_reason,
     process_run,
 )
 from bcdi_stream.tiled_io._frames import _short
@@ -251,21 +252,21 @@ class BCDICallback(DocumentRouter):
         stop_time = float(doc.get("time") or time.time())
         status = doc.get("exit_status", "success")
         n_events = (doc.get("num_events") or {}).get(self.stream_name)
-        planned = run.start["bcdi"].get("num_frames")
+        # aborted, or stopped before its planned frames (the rule reprocessing applies too),
+        # unless the settings ask for partial curves
+        partial = (None if self.settings.partial_runs
+                   else partial_run_reason(run.start, doc, self.stream_name))
         skip = None
-        if status != "success":
-            reason = doc.get("reason") or ""
-            skip = f"scan {status}" + (f" ({reason})" if reason else "")
+        if status != "success" and partial is not None:
+            skip = partial
         elif not run.descriptors:
             skip = f"no '{self.stream_name}' stream (no detector data)"
         elif run.field is None:
             skip = run.field_error or "no detector image field"
         elif n_events == 0:
             skip = "no frames recorded"
-        elif (isinstance(planned, int) and not isinstance(planned, bool)
-              and isinstance(n_events, int) and n_events < planned):
-            # stopped early (RE.stop() ends with exit_status "success"): a partial curve
-            skip = f"incomplete rocking curve: {n_events} of {planned} frames"
+        elif partial is not None:
+            skip = partial
         if skip is not None:
             self._submit(uid, self._skip_job, uid, skip, run.start, stop_time)
         else:

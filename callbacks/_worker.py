@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bcdi_stream.errors import BCDIError
+from bcdi_stream.tiled_io import stale_writing
 from callbacks._callback import BCDICallback
 
 __all__ = ["WorkerLockedError", "find_unprocessed", "json_deserializer", "json_serializer",
@@ -117,6 +118,7 @@ def find_unprocessed(client: Any, since_hours: float, *, processed_key: str = "p
     since = time.time() - 3600.0 * since_hours
     try:
         done = set(client[processed_key]) if processed_key in client else set()
+        done -= set(stale_writing(client, processed_key))  # their writer died mid-write
     except KeyError:
         done = set()
     found = []

@@ -249,3 +249,69 @@ def test_read_scan_uses_the_image_field_named_by_the_plan(client) -> None:
     (uid,) = RE(rocking_curve(cams, bl.motor))
     raw = read_scan(client, uid, timeout=10)
     assert raw.field == "cams2_image" and raw.frames.shape == (32, 64, 80)
+
+
+def test_partial_rocking_curves_are_skipped_when_reprocessed_too(client) -> None:
+    """An aborted (``fail``) run and one with fewer frames than planned: recorded as skipped
+    by ``process_run`` (what ``reprocess`` runs), as the live callback skips them, with the
+    record's timings; ``partial_runs`` phases them all the same."""
+    from bluesky import RunEngine
+    from bluesky_tiled_plugins import TiledWriter
+    from conftest_live import tiny_settings, toy_source
+
+    from bcdi_stream.beamline import bcdi_metadata, make_beamline
+    from bcdi_stream.tiled_io import partial_run_reason, process_run
+
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    starts: list[str] = []
+    RE.subscribe(lambda name, doc: starts.append(doc["uid"]), "start")
+    bl = make_beamline(detector_shape=(64, 80))
+    bl.load(toy_source(32))
+
+    def failing(plan, after):  # the sample moved after a few frames
+        ret, saved = None, 0
+        while True:
+            try:
+                msg = plan.send(ret)
+            except StopIteration:
+                return
+            saved += msg.command == "save"
+            if saved > after:
+                raise RuntimeError("sample moved")
+            ret = yield msg
+
+    with pytest.raises(RuntimeError, match="sample moved"):
+        RE(failing(bl.rocking_curve(), 5))
+    aborted = starts[-1]
+    md = {"bcdi": bcdi_metadata(bl.geometry, num_frames=40,
+                                image_field=bl.detector.image_field)}
+    (short,) = RE(bl.rocking_curve(md=md))  # 32 frames of 40 planned
+    stop = client[short].metadata["stop"]
+    assert partial_run_reason(client[short].metadata["start"], stop) == (
+        "incomplete rocking curve: 32 of 40 frames")
+    for uid, reason in ((aborted, "scan fail"), (short, "incomplete rocking curve")):
+        res = process_run(client, uid, settings=tiny_settings(32))
+        assert res.status == "skipped" and res.error.startswith(reason), res.line()
+        rec = read_result(client, uid, arrays=False)["metadata"]
+        assert rec["status"] == "failed" and rec["skipped"] is True and "timings" in rec
+    res = process_run(client, short, settings=tiny_settings(32, partial_runs=True))
+    assert res.status == "ok", res.line()
+
+
+def test_a_record_left_writing_is_found_again(client) -> None:
+    """A writer that died mid-write leaves ``status: writing`` (the old result already gone):
+    after ``STALE_WRITING_S`` it counts as missing for catch-up and ``reprocess --failed``."""
+    import time
+
+    from bcdi_stream.tiled_io import stale_writing
+
+    write_result(client, "died-writing", _arrays(), {"method": "conventional"})
+    node = client["processed"]["died-writing"]
+    node.update_metadata({"status": "writing", "writing_since": time.time() - 3600})
+    write_result(client, "still-writing", _arrays(), {"method": "conventional"})
+    client["processed"]["still-writing"].update_metadata(
+        {"status": "writing", "writing_since": time.time()})
+    stale = stale_writing(client)
+    assert "died-writing" in stale and "still-writing" not in stale
+

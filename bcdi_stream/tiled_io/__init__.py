@@ -25,6 +25,7 @@ from bcdi_stream.tiled_io._job import (
     ScanResult,
     live_phasing,
     misfit_limit,
+    partial_run_reason,
     process_run,
     quality_flag,
 )
@@ -36,6 +37,7 @@ from bcdi_stream.tiled_io._results import (
     jsonable,
     processed_container,
     read_result,
+    stale_writing,
     write_failure,
     write_result,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "jsonable",
     "live_phasing",
     "misfit_limit",
+    "partial_run_reason",
     "png_bytes",
     "process_run",
     "processed_container",
@@ -74,6 +77,7 @@ __all__ = [
     "read_result",
     "read_scan",
     "render_slices",
+    "stale_writing",
     "write_failure",
     "write_result",
 ]

@@ -38,7 +38,8 @@ from bcdi_stream.tiled_io._results import (
 from bcdi_stream.tiled_io._spool import Spool, is_unreachable
 
 __all__ = ["MISFIT_FLOOR", "JobSettings", "ScanResult", "live_phasing", "misfit_limit",
-           "process_run", "quality_flag", "record_skipped", "resolve_method"]
+           "partial_run_reason", "process_run", "quality_flag", "record_skipped",
+           "resolve_method"]
 
 log = logging.getLogger("bcdi_stream.live")
 
@@ -92,6 +93,10 @@ class JobSettings(BaseModel):
     llk_good : float
         Poisson LLK at or below which the quality flag is ``good`` when the reconstruction
         reports no excess misfit (a reconstruct function of one's own).
+    partial_runs : bool
+        Reconstruct rocking curves that were aborted or stopped before their planned frames
+        (:func:`partial_run_reason`) too; by default they are recorded as skipped, live and
+        when re-processed alike (``bcdi-stream reprocess --partial`` sets it).
     """
 
     shape: tuple[int, int, int] = (64, 64, 64)
@@ -104,6 +109,7 @@ class JobSettings(BaseModel):
     figures: bool = True
     misfit_good: float | None = Field(None, gt=0)
     llk_good: float = Field(3.0, gt=0)
+    partial_runs: bool = False
 
     @field_validator("shape")
     @classmethod
@@ -318,13 +324,45 @@ def record_skipped(
     """
     result = ScanResult(raw_uid=raw_uid, status="skipped",
                         scan=_scan_info(start or {}, None, None))
-    md = {"skipped": True, "software": f"bcdi-stream {__version__}", "scan": result.scan,
-          "method": None, "model": {"name": None, "hash": None}}
-    _failure(client, raw_uid, f"skipped: {reason}", md, processed_key, result, spool)
-    result.error = (result.error or "").removeprefix("skipped: ")
     if stop_time is not None:
         result.timings["latency"] = round(time.time() - stop_time, 4)
+    md = {"skipped": True, "software": f"bcdi-stream {__version__}", "scan": result.scan,
+          "method": None, "model": {"name": None, "hash": None},
+          "timings": dict(result.timings)}
+    _failure(client, raw_uid, f"skipped: {reason}", md, processed_key, result, spool)
+    result.error = (result.error or "").removeprefix("skipped: ")
     return result
+
+
+def partial_run_reason(start: Mapping[str, Any], stop: Mapping[str, Any],
+                       stream: str = "primary") -> str | None:
+    """Why a finished run is not a whole rocking curve, or None when it is.
+
+    A run that did not end in ``success`` (``"scan abort (sample moved)"``), or one that
+    recorded fewer ``stream`` events than its plan's ``start["bcdi"]["num_frames"]``
+    (``RE.stop()`` ends with ``success``: ``"incomplete rocking curve: 4 of 32 frames"``).
+    An empty ``stop`` (not written yet) gives None.
+
+    Parameters
+    ----------
+    start, stop : mapping
+        The run's start and stop documents.
+    stream : str
+        The event stream of the frames.
+    """
+    if not stop:
+        return None
+    status = stop.get("exit_status", "success")
+    if status != "success":
+        reason = stop.get("reason") or ""
+        return f"scan {status}" + (f" ({reason})" if reason else "")
+    bcdi = start.get("bcdi")
+    planned = bcdi.get("num_frames") if isinstance(bcdi, Mapping) else None
+    n_events = (stop.get("num_events") or {}).get(stream)
+    if (isinstance(planned, int) and not isinstance(planned, bool)
+            and isinstance(n_events, int) and 0 < n_events < planned):
+        return f"incomplete rocking curve: {n_events} of {planned} frames"
+    return None
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
@@ -414,6 +452,12 @@ def process_run(
                   timings["read"])
         result.scan = _scan_info(raw.start, raw.field, int(raw.frames.shape[0]))
         md["scan"] = result.scan
+        partial = partial_run_reason(raw.start, raw.stop, stream)
+        if partial is not None and not settings.partial_runs:
+            # what the live callback skips is skipped again when re-processed
+            return record_skipped(client, raw_uid, partial, start=raw.start,
+                                  stop_time=stop_time, processed_key=settings.processed_key,
+                                  spool=spool)
         md["read_attempts"] = raw.attempts
         geometry = raw.geometry
         md["geometry"] = geometry.to_dict() if geometry is not None else None

@@ -30,6 +30,7 @@ __all__ = [
     "jsonable",
     "processed_container",
     "read_result",
+    "stale_writing",
     "write_failure",
     "write_result",
 ]
@@ -44,6 +45,9 @@ RESULT_ARRAYS: tuple[str, ...] = ("amplitude", "phase", "support", "displacement
 DEFAULT_PROCESSED_KEY = "processed"
 
 _DIMS = ("z", "y", "x")
+#: Seconds after which a record still ``writing`` is taken for one whose writer died
+#: (:func:`stale_writing`); a 64³ result is written in about a second.
+STALE_WRITING_S = 600.0
 
 
 def jsonable(value: Any) -> Any:
@@ -164,7 +168,7 @@ def write_result(
         raise ValueError(f"arrays must be 3D of one shape, got {shapes}")
     md = jsonable(dict(metadata))
     final_status = md.get("status") or "ok"
-    md.update(raw_uid=raw_uid, status="writing")
+    md.update(raw_uid=raw_uid, status="writing", writing_since=round(time.time(), 3))
     parent = processed_container(client, processed_key)
     _remove_previous(parent, raw_uid)
     node = _call(f"create {processed_key}/{raw_uid}",
@@ -261,3 +265,20 @@ def read_result(client: Any, raw_uid: str, *, processed_key: str = DEFAULT_PROCE
         out["arrays"] = {k: node[k].read() for k in RESULT_ARRAYS if k in node}
     out["figures"] = list(node["figures"]) if "figures" in node else []
     return out
+
+
+def stale_writing(client: Any, processed_key: str = DEFAULT_PROCESSED_KEY,
+                  older_than: float = STALE_WRITING_S) -> list[str]:
+    """Raw uids whose record has read ``writing`` for more than ``older_than`` seconds: its
+    writer died mid-write (the previous result is already gone), so the scan needs a re-run.
+
+    Records written before ``writing_since`` was recorded count as stale.
+    """
+    from tiled.queries import Key
+
+    if processed_key not in client:
+        return []
+    limit = time.time() - older_than
+    return [uid for uid, node in client[processed_key].search(Key("status") == "writing").items()
+            if float(node.metadata.get("writing_since") or 0.0) < limit]
+
