@@ -207,6 +207,7 @@ def reprocess_command(
     _logging(verbose)
     from bcdi_stream.tiled_io import check_uid
     from callbacks import BCDICallback, WorkerPool
+    from callbacks._executors import devices_for
     from callbacks._worker import find_unprocessed
 
     if not tiled_uri:
@@ -246,7 +247,8 @@ def reprocess_command(
     todo = [u for u in todo if u not in gone]
     if not todo:
         _fail("nothing to reprocess: the failed/missing scans have no raw run in Tiled")
-    cb = BCDICallback(client, settings=job, executor=WorkerPool(threads=threads),
+    cb = BCDICallback(client, settings=job,
+                      executor=WorkerPool(devices=devices_for(job.device), threads=threads),
                       echo=None if as_json else (lambda s: typer.echo(s)), max_pending=0)
     for uid in todo:
         cb.submit(uid)

@@ -52,7 +52,7 @@ from bcdi_stream.tiled_io import (
 from bcdi_stream.tiled_io._frames import _short
 from bcdi_stream.tiled_io._job import record_skipped
 from callbacks._dask import is_dask_client, tiled_job
-from callbacks._executors import WorkerPool, WorkerState
+from callbacks._executors import WorkerPool, WorkerState, devices_for
 
 __all__ = ["BCDICallback"]
 
@@ -167,7 +167,9 @@ class BCDICallback(DocumentRouter):
         self.stream_name = stream_name
         self.settings = settings or JobSettings()
         self._own_executor = executor is None
-        self.executor = executor if executor is not None else WorkerPool()
+        # the pool's devices follow settings.device (a worker's device overrides it per job)
+        self.executor = (executor if executor is not None
+                         else WorkerPool(devices=devices_for(self.settings.device)))
         self.echo = echo
         self.listeners: list[Listener] = list(listeners)
         self.keep_arrays = keep_arrays

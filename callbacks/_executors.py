@@ -22,6 +22,12 @@ def _noop() -> None:
     return None
 
 
+def devices_for(device: str) -> list[str]:
+    """The worker devices a job setting asks for: :func:`default_devices` for ``"auto"``,
+    else that one device (``"cpu"`` keeps a GPU machine's jobs on the CPU)."""
+    return default_devices() if device == "auto" else [device]
+
+
 def default_devices() -> list[str]:
     """One entry per visible GPU (``cuda:0``, ``cuda:1``...), else ``["cpu"]``."""
     try:

@@ -491,3 +491,19 @@ def test_a_model_loader_that_raises_gives_a_failure_record(client) -> None:
     assert "weights file truncated" in res.error and "\n" not in res.error
     md = read_result(_fresh(), uid, arrays=False)["metadata"]
     assert md["status"] == "failed" and "could not load the phase model" in md["error"]
+
+
+def test_the_default_pool_runs_on_the_settings_device(client) -> None:
+    """``device="cpu"`` keeps a GPU machine's jobs on the CPU (each worker's device overrides
+    ``settings.device``, so the pool must be built from it); ``auto``: one worker per GPU."""
+    from callbacks._executors import default_devices
+
+    for device, expected in (("cpu", ["cpu"]), ("cuda:1", ["cuda:1"]),
+                             ("auto", default_devices())):
+        settings = tiny_settings(32).model_copy(update={"device": device})
+        cb = BCDICallback(client, settings=settings, echo=None)
+        try:
+            assert cb.executor.devices == expected
+        finally:
+            cb.close()
+
