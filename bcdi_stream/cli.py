@@ -376,6 +376,7 @@ def reconstruct(
     summary = rec.summary()
     summary["input"] = str(inp)
     summary["out"] = str(out)
+    summary["warnings"] = _data_warnings(data, rec.quality)
     compare_error: Exception | None = None
     if truth_data is not None:
         try:
@@ -422,6 +423,8 @@ def reconstruct(
                     else "; treat it as failed")
             typer.echo(f"warning: the result does not fit the data (excess misfit "
                        f"{q['excess_misfit']:.2g} > {limit:g}){hint}")
+        for warning in summary["warnings"]:
+            typer.echo(f"warning: {warning}")
         if rec.meta.get("saturated_voxels"):
             typer.echo(f"warning: {rec.meta['saturated_voxels']} voxels share the maximum "
                        "count (a saturated peak?): left free in the phasing")
@@ -436,6 +439,26 @@ def reconstruct(
             if rec.meta.get(f"dead_{axis}"):
                 typer.echo(f"warning: detector {axis} {rec.meta[f'dead_{axis}']} have no counts "
                            "in any frame (an unflagged gap?): left free in the phasing")
+
+
+def _data_warnings(data: Any, quality: dict[str, Any]) -> list[str]:
+    """What the data and the fit say about the input beyond the phasing's own warnings: the
+    rocking curve's frames (:func:`bcdi_stream.validation.check_frames`), values at the
+    integer dtype's maximum (left free), and a fit far below the noise floor."""
+    from bcdi_stream.phasing import MISFIT_FLOOR
+    from bcdi_stream.validation import check_frames
+
+    out = check_frames(data.intensity, data.mask)
+    if data.meta.get("ceiling_voxels"):
+        out.append(f"{data.meta['ceiling_voxels']} voxels at the {data.meta.get('dtype')} "
+                   f"maximum {data.meta.get('ceiling_value')} (saturated, or the detector's "
+                   "flag for gaps and dead pixels): left free in the phasing")
+    misfit = quality.get("excess_misfit")
+    if isinstance(misfit, (int, float)) and misfit < MISFIT_FLOOR:
+        out.append(f"the result fits the data better than their noise allows (excess misfit "
+                   f"{misfit:.2g} < {MISFIT_FLOOR:g}): no Bragg peak in the data, or not "
+                   "photon counts?")
+    return out
 
 
 def _load_truth(path: Path) -> dict[str, Any]:

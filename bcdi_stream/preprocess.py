@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from bcdi_stream.arrays import as_tensor
 from bcdi_stream.errors import InputError
 from bcdi_stream.physics import centroid
-from bcdi_stream.validation import clamp_sub_photon_negatives, interior_runs
+from bcdi_stream.validation import clamp_sub_photon_negatives, integer_ceiling, interior_runs
 
 __all__ = ["MIN_PEAK_SIGNIFICANCE", "Prepared", "bragg_offset", "fill_lost_planes",
            "fill_peak_holes", "find_hot_pixels", "peak_significance", "prepare_frames"]
@@ -199,7 +199,10 @@ def prepare_frames(
     hot_pixels : bool
         Detect and mask isolated hot pixels (:func:`find_hot_pixels`).
     saturation : float, optional
-        Counts at or above which a pixel is saturated and masked.
+        Counts at or above which a pixel is saturated and masked. Integer frames at their
+        dtype's maximum (saturated, or a detector's flag for gaps and dead pixels:
+        :func:`~bcdi_stream.validation.integer_ceiling`) are masked in any case
+        (``meta["ceiling_voxels"]``).
 
     Returns
     -------
@@ -213,6 +216,7 @@ def prepare_frames(
         (:func:`peak_significance` below :data:`MIN_PEAK_SIGNIFICANCE`: a rocking curve that
         missed the peak).
     """
+    ceiling = integer_ceiling(frames)
     data = _as_frames(frames)
     n, rows, cols = data.shape
     if shape is not None:
@@ -239,6 +243,9 @@ def prepare_frames(
                 f"frames {tuple(data.shape)}"
             )
     meta: dict[str, Any] = {"input_shape": [n, rows, cols], "clamped_negative": clamped}
+    if ceiling is not None and ceiling.any():  # before the hot-pixel and peak searches
+        meta["ceiling_voxels"] = int(ceiling.sum())
+        bad |= torch.from_numpy(ceiling.reshape(data.shape)).to(data.device)
     if hot_pixels and rows >= 3 and cols >= 3:
         hot = find_hot_pixels(torch.where(bad, 0.0, data))
         meta["hot_pixels"] = int(hot.sum())

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-from bcdi_stream.arrays import as_tensor
+from bcdi_stream.arrays import as_tensor, to_numpy
 from bcdi_stream.errors import InputError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "clamp_sub_photon_negatives",
     "data_warnings",
     "dead_lines",
+    "integer_ceiling",
     "interior_runs",
     "leave_free",
     "lost_frames",
@@ -758,3 +760,29 @@ def photon_scale(intensity: Any, mask: Any = None) -> float | None:
             and both_parities(multi)):
         return 1.0 / q
     return None
+
+
+def integer_ceiling(data: Any) -> np.ndarray | None:
+    """The voxels of an integer array at its dtype's maximum, or None for other dtypes.
+
+    A counting detector's values stop at its dtype's maximum (uint8 255, uint16 65535,
+    uint32 2**32 - 1...) when a pixel saturates, and some detectors (Eiger) write that value
+    to flag gap and dead pixels. Either way the value is not a count: such voxels belong with
+    the bad pixels, left free by the phasing. Plateau detection (:func:`saturated_plateau`)
+    misses a uint8 peak clipped at 255 (below its 1,000-count floor).
+
+    Parameters
+    ----------
+    data : array-like
+        Intensity or frames as stored (before any conversion to float).
+
+    Returns
+    -------
+    numpy.ndarray of bool or None
+        Same shape as ``data``; None when ``data`` is not of an integer dtype.
+    """
+    arr = np.asarray(to_numpy(data))
+    if arr.dtype.kind not in "iu":
+        return None
+    return arr == np.iinfo(arr.dtype).max
+

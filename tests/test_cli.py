@@ -338,3 +338,19 @@ def test_simulate_truth_path(tmp_path: Path, capsys, monkeypatch) -> None:
                         "--truth", truth)
     assert code == 2 and str(truth) in err and "No space" in err, err
     assert not (tmp_path / "s2.cxi").exists()  # no measurement without its ground truth
+
+
+def test_data_warnings_name_the_ceiling_and_a_fit_below_the_noise() -> None:
+    from bcdi_stream.cli import _data_warnings
+    from bcdi_stream.io import CXIData
+
+    rng = np.random.default_rng(0)
+    data = CXIData(intensity=rng.poisson(5, (16, 16, 16)).astype(np.float32), mask=None,
+                   meta={"dtype": "uint8", "ceiling_voxels": 12, "ceiling_value": 255})
+    warnings = _data_warnings(data, {"excess_misfit": -0.35})
+    assert any("12 voxels at the uint8 maximum 255" in w for w in warnings)
+    assert any("better than their noise allows" in w for w in warnings)
+    clean = CXIData(intensity=data.intensity, mask=None, meta={})
+    assert not any("maximum" in w or "noise" in w
+                   for w in _data_warnings(clean, {"excess_misfit": 0.001}))
+

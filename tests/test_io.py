@@ -392,3 +392,25 @@ def test_bad_writes_raise_one_line_input_error(tmp_path, name):
     msg = str(err.value)
     assert "\n" not in msg and reason in msg
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
+
+
+def test_values_at_the_integer_maximum_join_the_mask(tmp_path) -> None:
+    """Saturated (or flagged) voxels of integer data are bad pixels, in every format."""
+    from bcdi_stream.io import load_intensity, write_cxi_data
+
+    data = np.full((8, 8, 8), 3, np.uint8)
+    data[4, 4, 3:5] = 255
+    mask = np.zeros((8, 8, 8), np.uint8)
+    mask[0, 0, 0] = 1
+    np.save(tmp_path / "d.npy", data)
+    np.savez(tmp_path / "d.npz", data=data, mask=mask)
+    write_cxi_data(tmp_path / "d.cxi", data, mask)
+    for name, extra in (("d.npy", 0), ("d.npz", 1), ("d.cxi", 1)):
+        loaded = load_intensity(tmp_path / name)
+        assert loaded.meta["ceiling_voxels"] == 2 and loaded.meta["ceiling_value"] == 255
+        assert loaded.mask[4, 4, 3] and loaded.mask[4, 4, 4]
+        assert int(loaded.mask.sum()) == 2 + extra
+    np.save(tmp_path / "f.npy", data.astype(np.float32))  # floats carry no ceiling
+    loaded = load_intensity(tmp_path / "f.npy")
+    assert loaded.mask is None and "ceiling_voxels" not in loaded.meta
+

@@ -53,6 +53,18 @@ def test_detector_mask_and_saturation() -> None:
     assert p.meta["saturated_voxels"] >= 1
 
 
+def test_values_at_the_dtype_maximum_are_masked_before_the_peak_search() -> None:
+    """Eiger-style flags (2**32 - 1 in a band of gap rows): masked, so the crop finds the
+    Bragg peak, not the band; a uint16 peak clipped at 65535 is masked, not phased."""
+    f = _frames()
+    f[:, 2:6, :] = np.iinfo(np.uint32).max
+    p = prepare_frames(f, shape=(16, 16, 16))
+    assert p.origin == (2, 22, 4) and p.meta["ceiling_voxels"] == 24 * 4 * 40
+    clipped = np.minimum(_frames().astype(np.int64) * 10, 65535).astype(np.uint16)
+    p = prepare_frames(clipped, shape=(16, 16, 16))
+    assert p.meta["ceiling_voxels"] > 0 and p.mask[8, 8, 8] and p.intensity[8, 8, 8] == 0
+
+
 def test_hot_pixel_detector_ignores_peak() -> None:
     f = torch.as_tensor(_frames().astype(np.float32))
     assert not find_hot_pixels(f).any()

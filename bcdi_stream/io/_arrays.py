@@ -14,6 +14,7 @@ from bcdi_stream.io._cxi import (
     _check_intensity,
     _check_mask,
     _check_readable,
+    _flag_ceiling,
     _one_line,
     checked_arrays,
     read_cxi,
@@ -51,11 +52,9 @@ def _load_npy(path: Path) -> CXIData:
         if close is not None:
             close()
         raise InputError(f"{path}: not a .npy array (a .npz archive?)")
-    return CXIData(
-        intensity=_check_intensity(arr, path),
-        mask=None,
-        meta={"source": str(path), "dtype": str(arr.dtype)},
-    )
+    intensity = _check_intensity(arr, path)
+    meta: dict[str, Any] = {"source": str(path), "dtype": str(arr.dtype)}
+    return CXIData(intensity=intensity, mask=_flag_ceiling(arr, None, meta), meta=meta)
 
 
 def _load_npz(path: Path) -> CXIData:
@@ -77,9 +76,8 @@ def _load_npz(path: Path) -> CXIData:
         raise InputError(f"{path}: not a readable .npz archive ({_one_line(exc)})") from exc
     intensity = _check_intensity(raw, path, key)
     mask = None if mask_raw is None else _check_mask(mask_raw, intensity.shape, path)
-    return CXIData(
-        intensity=intensity, mask=mask, meta={"source": str(path), "dtype": str(raw.dtype)}
-    )
+    meta: dict[str, Any] = {"source": str(path), "dtype": str(raw.dtype)}
+    return CXIData(intensity=intensity, mask=_flag_ceiling(raw, mask, meta), meta=meta)
 
 
 def load_intensity(path: str | os.PathLike[str]) -> CXIData:

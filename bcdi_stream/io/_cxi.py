@@ -236,6 +236,21 @@ def _check_intensity(arr: np.ndarray, path: Path, what: str = "intensity") -> np
     return arr.astype(np.float32, copy=False)
 
 
+def _flag_ceiling(raw: np.ndarray, mask: np.ndarray | None, meta: dict[str, Any]
+                  ) -> np.ndarray | None:
+    """``mask`` with the voxels at the integer dtype's maximum added (saturated, or a
+    detector's flag for gaps: :func:`bcdi_stream.validation.integer_ceiling`); their number
+    and value go to ``meta`` (``ceiling_voxels``, ``ceiling_value``)."""
+    from bcdi_stream.validation import integer_ceiling
+
+    ceiling = integer_ceiling(_squeeze_frames(raw))
+    if ceiling is None or not ceiling.any():
+        return mask
+    meta["ceiling_voxels"] = int(ceiling.sum())
+    meta["ceiling_value"] = int(np.iinfo(raw.dtype).max)
+    return ceiling if mask is None else (mask | ceiling)
+
+
 def _squeeze_frames(arr: np.ndarray) -> np.ndarray:
     """Drop the singleton axes of an array of more than 3 axes with 3 others, e.g. (N, 1, H, W)
     frames; anything else unchanged."""
@@ -508,6 +523,7 @@ def _read_cxi(f: Any, path: Path) -> CXIData:
         mask = _check_mask(_read(mds, path, MASK_PATH), intensity.shape, path)
     meta = _read_meta(f, path)
     meta["dtype"] = str(raw.dtype)
+    mask = _flag_ceiling(raw, mask, meta)
     return CXIData(intensity=intensity, mask=mask, meta=meta)
 
 

@@ -19,12 +19,20 @@ from ._denoise import apply_noise_filter, denoise, wiener_filter
 from ._engine import ALGORITHMS
 from ._operators import er, hio, modulus_projection, raar, support_projection
 from ._psf import blur_fit_of, deconvolve, detector_blur_of, psf_params
-from ._quality import chi2, excess_misfit, fourier_error, poisson_amplitude_floor, poisson_llk
+from ._quality import (
+    MISFIT_FLOOR,
+    chi2,
+    excess_misfit,
+    fourier_error,
+    poisson_amplitude_floor,
+    poisson_llk,
+)
 from ._recipe import PhasingResult, refine_er, resolve_compile, run_conventional, warmup
 from ._support import autocorrelation_support, gaussian_smooth, shrinkwrap_support
 
 __all__ = [
     "ALGORITHMS",
+    "MISFIT_FLOOR",
     "PhasingResult",
     "apply_noise_filter",
     "autocorrelation_support",

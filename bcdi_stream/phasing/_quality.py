@@ -14,7 +14,8 @@ from ..physics import SPATIAL_DIMS
 from ._common import check_intensity, check_mask, check_object
 from ._kernels import Measured, prepare_measured
 
-__all__ = ["chi2", "excess_misfit", "fourier_error", "poisson_amplitude_floor", "poisson_llk"]
+__all__ = ["MISFIT_FLOOR", "chi2", "excess_misfit", "fourier_error", "poisson_amplitude_floor",
+           "poisson_llk"]
 
 #: Floor of the model intensity inside the logarithm (PyNX's ``imodel_min``).
 IMODEL_MIN = 0.1
@@ -213,6 +214,14 @@ def poisson_amplitude_floor(rate: torch.Tensor) -> torch.Tensor:
     f = x - i0
     inside = table[i0] * (1 - f) + table[i0 + 1] * f
     return torch.where(lam > 10.0 ** hi, 0.25, torch.where(lam < 10.0 ** lo, 2 * lam, inside))
+
+
+#: Excess misfit below which a fit explains more than the signal: noise fitted, e.g. frames
+#: without a Bragg peak (flagged ``poor`` by the live job, warned of by the CLI). Measured:
+#: live-preset fits of simulated crystals (weak/medium/strong, peak 2e3-1e5 counts,
+#: background 0-3 photons/pixel) -0.016 .. +0.021; fits of background-only frames -0.061
+#: (5 photons/pixel), -0.23 (0.5), flat frames -0.12.
+MISFIT_FLOOR = -0.03
 
 
 def excess_misfit(

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, field_validator
 from bcdi_stream import __version__
 from bcdi_stream.config import PhasingSettings, Settings
 from bcdi_stream.errors import InputError
+from bcdi_stream.phasing import MISFIT_FLOOR
 from bcdi_stream.tiled_io._frames import TiledRefused, _short, read_scan
 from bcdi_stream.tiled_io._results import (
     DEFAULT_PROCESSED_KEY,
@@ -45,11 +46,6 @@ log = logging.getLogger("bcdi_stream.live")
 
 STAGES: tuple[str, ...] = ("read", "preprocess", "predict", "refine", "write")
 
-#: Excess misfit below which a fit is flagged ``poor`` (it explains more than the signal:
-#: noise fitted). Measured: live-preset fits of simulated crystals (weak/medium/strong, peak
-#: 2e3-1e5 counts, background 0-3 photons/pixel) -0.016 .. +0.021; fits of background-only
-#: frames -0.061 (5 photons/pixel), -0.23 (0.5), flat frames -0.12.
-MISFIT_FLOOR = -0.03
 
 
 def live_phasing() -> PhasingSettings:
