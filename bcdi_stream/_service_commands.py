@@ -287,6 +287,9 @@ def replay_command(
     cb.wait()
     cb.close()
     assert report is not None
+    if report.busy:
+        typer.echo("another replay of this spool is running (the worker's replay thread or "
+                   "another `bcdi-stream replay`): nothing done here", err=True)
     typer.echo(f"replayed {len(report.written)}, re-ran {len(report.rerun)}, "
                f"refused {len(report.refused)}, left {report.remaining}"
                + (f" (Tiled unreachable: {report.unreachable})" if report.unreachable else ""))

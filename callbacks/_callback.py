@@ -179,6 +179,8 @@ class BCDICallback(DocumentRouter):
         self._desc_run: dict[str, str] = {}
         self._results: collections.OrderedDict[str, ScanResult] = collections.OrderedDict()
         self._futures: dict[str, Future] = {}
+        #: uids whose job is being journalled and queued (its future not registered yet)
+        self._starting: set[str] = set()
         self._pending = 0
         self._cond = threading.Condition()
         #: Seconds spent in each ``stop`` call (the time this callback adds to the RunEngine),
@@ -278,68 +280,100 @@ class BCDICallback(DocumentRouter):
 
     # ---------------------------------------------------------------- jobs
     def submit(self, raw_uid: str, *, image_field: str | None = None) -> Future:
-        """Reconstruct a run that is already in Tiled (re-processing, or a missed scan)."""
+        """Reconstruct a run that is already in Tiled (re-processing, or a missed scan).
+
+        A scan whose job is already queued or running is not started a second time: the
+        submission joins it (the job's future is returned, nothing new is journalled)."""
         check_uid(raw_uid)
         return self._submit_job(raw_uid, image_field or self.image_field, None, None)
 
     def _submit_job(self, uid: str, image_field: str | None, n_events: int | None,
                     stop_time: float | None) -> Future:
         with self._cond:
-            if self.max_pending and self._queued >= self.max_pending:
+            warned = False
+            while True:
+                # one job per scan at a time: two would race on processed/<uid> and share
+                # one journal entry; a re-submit (reprocess, spool re-run, a repeated stop)
+                # of a scan in progress joins it
+                if uid in self._starting:  # another thread is journalling/queueing it
+                    self._cond.wait(0.05)
+                    continue
+                running = self._futures.get(uid)
+                if running is not None and not running.done():
+                    log.info("scan %s is already queued or running: this submission joins "
+                             "it", uid)
+                    return running
+                if (not self.max_pending or self._queued < self.max_pending
+                        or self._shutdown_requested):
+                    # shutting down: the scan is journalled and queued all the same (one
+                    # beyond max_pending); unfinished after the drain, re-run at next start
+                    break
                 if self.overflow == "record":
                     waiting = self._queued
                     return self._submit(uid, self._overflow_job, uid, waiting, stop_time,
                                         side=True)
-                log.warning("queue full (%d scans): stop of %s waits", self._queued, uid)
+                if not warned:
+                    log.warning("queue full (%d scans): stop of %s waits", self._queued, uid)
+                    warned = True
                 # short waits: request_shutdown() (a signal handler) cannot notify safely
-                while self._queued >= self.max_pending and not self._shutdown_requested:
-                    self._cond.wait(0.2)
-                # shutting down: the scan is journalled and queued all the same (one beyond
-                # max_pending); unfinished at the end of the drain, it is re-run at next start
+                self._cond.wait(0.2)
+            # counted as queued and pending from here (wait() must not see a gap), and
+            # reserved against a second job for the uid until its future is registered
             self._queued += 1
+            self._pending += 1
+            self._starting.add(uid)
         try:
+            attempts = 0
             if self.journal is not None:
-                attempts = self.journal.begin(uid, image_field=image_field,
-                                              stream=self.stream_name, n_events=n_events,
-                                              stop_time=stop_time)
-                if attempts > self.max_attempts:
-                    return self._submit(uid, self._crashed_job, uid, attempts - 1, stop_time,
-                                        side=True, counted=True)
+                try:
+                    attempts = self.journal.begin(uid, image_field=image_field,
+                                                  stream=self.stream_name, n_events=n_events,
+                                                  stop_time=stop_time)
+                except OSError as exc:  # a full or read-only disk: reconstruct all the same
+                    log.error("journal: could not record scan %s (%s); processing it "
+                              "unjournalled (a crash now would not re-run it)", uid,
+                              _short(exc))
+            if attempts > self.max_attempts:
+                return self._submit(uid, self._crashed_job, uid, attempts - 1, stop_time,
+                                    side=True, counted=True, reserved=True)
             if self._dask:
                 return self._submit_dask(uid, image_field, n_events, stop_time)
             return self._submit(uid, self._job, uid, image_field, n_events, stop_time,
-                                counted=True)
+                                counted=True, reserved=True)
         except BaseException:
             with self._cond:
                 self._queued -= 1
-                self._cond.notify_all()
-            raise
-
-    def _submit_dask(self, uid: str, image_field: str | None, n_events: int | None,
-                     stop_time: float | None) -> Future:
-        uri = str(self.client.context.api_uri).rstrip("/")
-        spool_dir = str(self.spool.directory) if self.spool is not None else None
-        with self._cond:
-            self._pending += 1
-        try:
-            fut = self.executor.submit(
-                tiled_job, uri, uid, self.settings.model_dump_json(), image_field,
-                self.stream_name, n_events, stop_time, spool_dir, pure=False,
-                key=f"bcdi-{uid}-{time.time_ns()}", resources=self.dask_resources,
-            )
-        except Exception:
-            with self._cond:
                 self._pending -= 1
                 self._cond.notify_all()
             raise
-        self._futures[uid] = fut
+        finally:
+            with self._cond:
+                self._starting.discard(uid)
+                self._cond.notify_all()
+
+    def _submit_dask(self, uid: str, image_field: str | None, n_events: int | None,
+                     stop_time: float | None) -> Future:
+        """Called by :meth:`_submit_job`, which counted the job as pending (and undoes it
+        when this raises)."""
+        uri = str(self.client.context.api_uri).rstrip("/")
+        spool_dir = str(self.spool.directory) if self.spool is not None else None
+        fut = self.executor.submit(
+            tiled_job, uri, uid, self.settings.model_dump_json(), image_field,
+            self.stream_name, n_events, stop_time, spool_dir, pure=False,
+            key=f"bcdi-{uid}-{time.time_ns()}", resources=self.dask_resources,
+        )
+        with self._cond:
+            self._futures[uid] = fut
         fut.add_done_callback(lambda f, u=uid: self._done(u, f, counted=True))
         return fut
 
     def _submit(self, uid: str, fn: Callable[..., ScanResult], *args: Any,
-                side: bool = False, counted: bool = False) -> Future:
-        with self._cond:
-            self._pending += 1
+                side: bool = False, counted: bool = False, reserved: bool = False) -> Future:
+        """``reserved``: the caller already counted the job as pending (and undoes that if
+        this raises)."""
+        if not reserved:
+            with self._cond:
+                self._pending += 1
         try:
             if side or self._dask:  # records only: a small local thread
                 if self._side is None:
@@ -350,11 +384,13 @@ class BCDICallback(DocumentRouter):
             else:
                 fut = self.executor.submit(fn, *args, worker=None)
         except Exception:
-            with self._cond:
-                self._pending -= 1
-                self._cond.notify_all()
+            if not reserved:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
             raise
-        self._futures[uid] = fut
+        with self._cond:
+            self._futures[uid] = fut
         fut.add_done_callback(lambda f, u=uid, c=counted: self._done(u, f, counted=c))
         return fut
 
@@ -514,16 +550,23 @@ class BCDICallback(DocumentRouter):
         finally:
             # the journal holds the scans whose result is NOT written: a job that ends after
             # close() (a shutdown's drain) is ended all the same, else it would re-run
-            if counted and not keep_journal and self.journal is not None:
-                try:
-                    self.journal.end(uid)
-                except Exception:
-                    log.exception("journal: could not end %s", uid)
+            # a newer job of the same scan (started once this one was done, its listeners
+            # still running) owns the entry now: checked and ended under the lock, so such a
+            # job is either seen here or journals after the removal
+            with self._cond:
+                newer = (self._futures.get(uid) not in (None, fut)
+                         or uid in self._starting)
+                if counted and not keep_journal and self.journal is not None and not newer:
+                    try:
+                        self.journal.end(uid)
+                    except Exception:
+                        log.exception("journal: could not end %s", uid)
             with self._cond:
                 self._pending -= 1
                 if counted:
                     self._queued -= 1
-                self._futures.pop(uid, None)
+                if self._futures.get(uid) is fut:  # not a newer job of the same scan
+                    del self._futures[uid]
                 self._cond.notify_all()
 
     # ---------------------------------------------------------------- reliability

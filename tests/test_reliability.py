@@ -358,3 +358,267 @@ def test_spooled_bookkeeping_record_never_replaces_an_ok_result(tiled, tmp_path)
     md = read_result(client, failed, arrays=False)["metadata"]
     assert md["status"] == "failed" and md["error"] == "refine: diverged"
 
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+def _new_scan(client, cb: BCDICallback | None = None, seed: int = 0) -> str:
+    """One more rocking curve in Tiled (a uid no other test touches), through ``cb`` too."""
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    if cb is not None:
+        RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(64, 80), seed=1)
+    bl.load(toy_source(32, seed=seed))
+    (uid,) = RE(bl.rocking_curve())
+    return uid
+
+
+class _Gate:
+    """Wraps ``cb._job``: every job waits until ``release`` (``calls`` lists them)."""
+
+    def __init__(self, cb: BCDICallback) -> None:
+        import threading
+
+        self.job, self.calls = cb._job, []
+        self.started, self.release = threading.Event(), threading.Event()
+        cb._job = self
+
+    def __call__(self, uid, *args, **kwargs):
+        self.calls.append(uid)
+        self.started.set()
+        self.release.wait(60)
+        return self.job(uid, *args, **kwargs)
+
+
+def test_resubmit_of_a_running_scan_joins_it(tiled, tmp_path) -> None:
+    """A reprocess (or a spool re-run) of a scan whose job is in progress starts no second
+    job: two would race on processed/<uid> and share one journal entry."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = tiled.client()
+    uid = _new_scan(client, seed=5)
+    pool = ThreadPoolExecutor(2)  # a free worker for a second job
+    cb = BCDICallback(client, settings=tiny_settings(32), executor=pool, echo=None,
+                      state_dir=tmp_path, replay_interval=0)
+    gate = _Gate(cb)
+    try:
+        first = cb.submit(uid)
+        assert gate.started.wait(30)
+        assert cb.submit(uid) is first and cb.submit(uid) is first
+        entry = json.loads((tmp_path / "inflight" / f"{uid}.json").read_text())
+        assert entry["attempts"] == 1  # no false "the worker stopped" count
+        gate.release.set()
+        assert cb.wait(120)
+    finally:
+        gate.release.set()
+        cb.close()
+        pool.shutdown()
+    assert gate.calls == [uid]
+    assert cb.result(uid).status == "ok", cb.result(uid).line()
+    assert read_result(tiled.client(), uid, arrays=False)["metadata"]["status"] == "ok"
+    assert len(cb.journal) == 0
+
+
+def test_a_finished_job_leaves_the_next_job_of_its_scan_registered(tiled, tmp_path) -> None:
+    """A job done (its listeners still running) while the scan is submitted again: its end
+    neither unregisters the new job (a third submit joins it) nor ends its journal entry."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = tiled.client()
+    uid = _new_scan(client, seed=6)
+    in_listener, leave = threading.Event(), threading.Event()
+
+    def hold_first(result) -> None:
+        if not in_listener.is_set():
+            in_listener.set()
+            leave.wait(60)
+
+    pool = ThreadPoolExecutor(2)
+    cb = BCDICallback(client, settings=tiny_settings(32), executor=pool, echo=None,
+                      state_dir=tmp_path, replay_interval=0, listeners=[hold_first])
+    gate = None
+    try:
+        first = cb.submit(uid)
+        assert in_listener.wait(120) and first.done()
+        gate = _Gate(cb)
+        second = cb.submit(uid)  # the first is done: a new job
+        assert second is not first and gate.started.wait(30)
+        leave.set()
+        wait_for(lambda: cb.pending == 1, 30, "the first job's end")
+        assert cb.submit(uid) is second
+        assert len(cb.journal) == 1  # the running job is still journalled
+        gate.release.set()
+        assert cb.wait(120)
+    finally:
+        leave.set()
+        if gate is not None:
+            gate.release.set()
+        cb.close()
+        pool.shutdown()
+    assert gate.calls == [uid]
+    assert cb.result(uid).status == "ok"
+    assert len(cb.journal) == 0
+
+
+def test_concurrent_writes_of_one_entry_never_collide(tmp_path, monkeypatch) -> None:
+    """Two threads journalling (or spooling) one uid at once: each write has its own
+    temporary file; a failed write leaves none behind."""
+    import json
+    import os
+    import threading
+
+    real_fsync = os.fsync
+    both_open = threading.Barrier(2, timeout=10)
+
+    def fsync(fd: int) -> None:  # both temporary files written, neither renamed yet
+        if threading.current_thread().name.startswith("writer"):
+            both_open.wait()
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    journal, spool = Journal(tmp_path / "inflight"), Spool(tmp_path / "spool")
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            journal.begin("abc123", image_field=None, stream="primary", n_events=k)
+            spool.put_failure("abc123", f"error {k}", {"method": None})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,), name=f"writer-{k}") for k in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert json.loads((tmp_path / "inflight" / "abc123.json").read_text())["raw_uid"]
+    assert [e.raw_uid for e in spool.entries()] == ["abc123"]
+
+    def refuse(src, dst) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError):
+        journal.begin("def456", image_field=None, stream="primary")
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_one_replay_of_a_spool_at_a_time(tiled, tmp_path, monkeypatch) -> None:
+    """The worker's replay thread and a manual ``bcdi-stream replay`` on the same state dir:
+    while one replays, another (thread or process) does nothing and says so."""
+    import threading
+    import uuid
+
+    import bcdi_stream.tiled_io._spool as spool_mod
+
+    client = tiled.client()
+    uid = str(uuid.uuid4())
+    spool = Spool(tmp_path)
+    spool.put_result(uid, _arrays(1.0), {"method": "conventional"})
+    writing, release = threading.Event(), threading.Event()
+    written: list[str] = []
+    real_write = spool_mod.write_result
+
+    def slow_write(client, raw_uid, *args, **kwargs):
+        written.append(raw_uid)
+        writing.set()
+        release.wait(10)
+        return real_write(client, raw_uid, *args, **kwargs)
+
+    monkeypatch.setattr(spool_mod, "write_result", slow_write)
+    reports = []
+    t = threading.Thread(target=lambda: reports.append(spool.replay(client)))
+    t.start()
+    try:
+        assert writing.wait(30)
+        same = spool.replay(client)                # another thread, the same Spool
+        other = Spool(tmp_path).replay(client)     # another process (the directory lock)
+    finally:
+        release.set()
+        t.join(60)
+    for busy in (same, other):
+        assert busy.busy and busy.written == [] and busy.remaining == 1
+    assert written == [uid]
+    assert reports[0].written == [uid] and not reports[0].busy and reports[0].remaining == 0
+    assert not Spool(tmp_path).replay(client).busy  # the lock is released
+    assert read_result(client, uid, arrays=False)["metadata"]["status"] == "ok"
+
+
+def test_a_failed_journal_write_still_reconstructs_the_scan(tiled, tmp_path) -> None:
+    """A full disk under ``state_dir``: ``stop`` still queues the scan (unjournalled)."""
+
+    class FullDisk(Journal):
+        def begin(self, raw_uid, **info):
+            raise OSError(28, "No space left on device")
+
+    client = tiled.client()
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                      replay_interval=0)
+    cb.journal = FullDisk(cb.journal.directory)
+    try:
+        uid = _new_scan(client, cb, seed=7)
+        assert cb.wait(120)
+    finally:
+        cb.close()
+    assert cb.result(uid).status == "ok", cb.result(uid).line()
+    assert read_result(tiled.client(), uid, arrays=False)["metadata"]["status"] == "ok"
+    assert cb.pending == 0 and cb._queued == 0
+
+
+def test_wait_counts_a_submission_in_progress(tiled, scans, tmp_path) -> None:
+    """``wait()`` must not report "all done" while a scan is being journalled and queued."""
+    import threading
+
+    class SlowJournal(Journal):  # a slow disk: begin() blocks until released
+        entered, release = threading.Event(), threading.Event()
+
+        def begin(self, raw_uid, **info):
+            self.entered.set()
+            self.release.wait(30)
+            return super().begin(raw_uid, **info)
+
+    cb = BCDICallback(tiled.client(), settings=tiny_settings(32), echo=None,
+                      state_dir=tmp_path, replay_interval=0)
+    journal = cb.journal = SlowJournal(cb.journal.directory)
+    t = threading.Thread(target=cb.submit, args=(scans[3],))
+    t.start()
+    try:
+        assert journal.entered.wait(30)
+        assert cb.wait(0) is False and cb.pending == 1
+    finally:
+        journal.release.set()
+        t.join(30)
+    try:
+        assert cb.wait(120)
+    finally:
+        cb.close()
+    assert cb.result(scans[3]).status == "ok"
+    assert cb.pending == 0 and cb._queued == 0 and len(journal) == 0
+
+
+def test_malformed_journal_entries_are_rerun_not_dropped(tiled, scans, tmp_path) -> None:
+    """A truncated entry is re-run from its file name; a ``since`` that is not a number
+    neither stops the callback's start nor drops the scan."""
+    import json
+
+    inflight = tmp_path / "inflight"
+    inflight.mkdir()
+    (inflight / f"{scans[0]}.json").write_text(f'{{"raw_uid": "{scans[0]}", "attem')
+    (inflight / f"{scans[4]}.json").write_text(json.dumps(
+        {"raw_uid": scans[4], "attempts": 1, "since": "2026-12-05T10:00"}))
+    assert {d["raw_uid"] for d in Journal(inflight).leftover()} == {scans[0], scans[4]}
+    cb = BCDICallback(tiled.client(), settings=tiny_settings(32), echo=None,
+                      state_dir=tmp_path, replay_interval=0)
+    try:
+        assert cb.wait(180)
+    finally:
+        cb.close()
+    for uid in (scans[0], scans[4]):
+        assert cb.result(uid).status == "ok", cb.result(uid).line()
+    assert len(cb.journal) == 0

@@ -61,17 +61,38 @@ class Journal:
         self._path(raw_uid).unlink(missing_ok=True)
 
     def leftover(self) -> list[dict[str, Any]]:
-        """Entries left by a previous process, oldest first."""
+        """Entries left by a previous process, oldest first.
+
+        An unreadable entry (truncated, not JSON) is re-run all the same: its uid is its file
+        name. A ``since`` that is not a number is replaced by the file's modification time.
+        Only a file whose name is not a valid uid is removed.
+        """
         out = []
         for path in self.directory.glob("*.json"):
             try:
                 doc = json.loads(path.read_text())
+                if not isinstance(doc, dict):
+                    raise ValueError(f"not a JSON object: {type(doc).__name__}")
                 check_uid(doc["raw_uid"])
-                out.append(doc)
             except Exception as exc:
-                log.error("unreadable journal entry %s (%s): removed", path, exc)
-                path.unlink(missing_ok=True)
-        return sorted(out, key=lambda d: float(d.get("since") or 0))
+                try:
+                    doc = {"raw_uid": check_uid(path.stem)}
+                except ValueError:
+                    log.error("unreadable journal entry %s (%s): removed", path, exc)
+                    path.unlink(missing_ok=True)
+                    continue
+                log.error("unreadable journal entry %s (%s): re-running scan %s (its file "
+                          "name)", path, exc, path.stem)
+            try:
+                since = float(doc.get("since") or 0)
+            except (TypeError, ValueError):
+                try:
+                    since = path.stat().st_mtime
+                except OSError:
+                    since = 0.0
+            doc["since"] = since
+            out.append(doc)
+        return sorted(out, key=lambda d: d["since"])
 
     def __len__(self) -> int:
         return len(list(self.directory.glob("*.json")))

@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import re
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,6 +152,9 @@ class ReplayReport:
         uid -> reason for entries Tiled refused (kept in the spool).
     unreachable : str or None
         Set when Tiled still did not answer (replay stopped there).
+    busy : bool
+        Another replay of the same spool directory (a thread of this process or another
+        process) was running: this one did nothing (``remaining`` is the current count).
     """
 
     written: list[str] = field(default_factory=list)
@@ -157,15 +162,28 @@ class ReplayReport:
     remaining: int = 0
     refused: dict[str, str] = field(default_factory=dict)
     unreachable: str | None = None
+    busy: bool = False
+
+
+def _unique_tmp(path: Path) -> Path:
+    """A new empty temporary file next to ``path`` (same filesystem: ``os.replace`` is
+    atomic), unique per call, so concurrent writers of one entry never share it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = _unique_tmp(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Spool:
@@ -184,6 +202,9 @@ class Spool:
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"directory {self.directory} exists and is not a directory")
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # one replay at a time: per instance (threads) and per directory (processes, e.g. the
+        # worker's replay thread and a manual ``bcdi-stream replay``)
+        self._replay_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Spool {self.directory} ({len(self)} entries)>"
@@ -212,8 +233,6 @@ class Spool:
         ValueError
             Bad uid, or arrays missing / not 3D of one shape.
         """
-        import h5py
-
         jpath = self._json(raw_uid)
         missing = [k for k in RESULT_ARRAYS if k not in arrays]
         if missing:
@@ -222,9 +241,24 @@ class Spool:
         if len(shapes) != 1 or len(next(iter(shapes))) != 3:
             raise ValueError(f"arrays must be 3D of one shape, got {sorted(shapes)}")
         data = jpath.with_suffix(".cxi")
-        tmp = data.with_name(f".{data.name}.tmp")
         amp = np.asarray(arrays["amplitude"], dtype=np.float32)
         phase = np.nan_to_num(np.asarray(arrays["phase"], dtype=np.float32))
+        tmp = _unique_tmp(data)
+        try:
+            self._write_cxi(tmp, amp, phase, arrays, figures)
+            os.replace(tmp, data)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._put_json(jpath, raw_uid, "result", metadata, processed_key, reason)
+        return jpath
+
+    @staticmethod
+    def _write_cxi(tmp: Path, amp: np.ndarray, phase: np.ndarray,
+                   arrays: Mapping[str, np.ndarray],
+                   figures: Mapping[str, np.ndarray] | None) -> None:
+        import h5py
+
         with h5py.File(tmp, "w") as f:
             f.attrs["creator"] = "bcdi-stream spool"
             f.create_dataset("cxi_version", data=150)
@@ -240,9 +274,6 @@ class Spool:
             fgrp = f.create_group("bcdi_stream/figures")
             for name, rgb in (figures or {}).items():
                 fgrp.create_dataset(str(name), data=np.asarray(rgb, dtype=np.uint8))
-        os.replace(tmp, data)
-        self._put_json(jpath, raw_uid, "result", metadata, processed_key, reason)
-        return jpath
 
     def put_failure(
         self,
@@ -325,7 +356,25 @@ class Spool:
         Returns
         -------
         ReplayReport
+            With ``busy`` set, and nothing done, when another replay of this directory is
+            running (it is not waited for: the next replay takes what is left).
         """
+        if not self._replay_lock.acquire(blocking=False):
+            return self._busy()
+        try:
+            with _DirLock(self.directory / ".replay.lock") as locked:
+                if not locked:
+                    return self._busy()
+                return self._replay(client, rerun)
+        finally:
+            self._replay_lock.release()
+
+    def _busy(self) -> ReplayReport:
+        log.info("spool %s: another replay is running; this one skipped", self.directory)
+        return ReplayReport(remaining=len(self), busy=True)
+
+    def _replay(self, client: Any, rerun: Callable[[SpoolEntry], Any] | None
+                ) -> ReplayReport:
         report = ReplayReport()
         for entry in self.entries():
             try:
@@ -369,6 +418,37 @@ class Spool:
             log.info("replayed spooled %s %s to Tiled", entry.kind, entry.raw_uid)
         report.remaining = len(self)
         return report
+
+
+class _DirLock:
+    """A non-blocking exclusive ``flock`` on a file, held while the block runs; ``__enter__``
+    says whether it was obtained (always True where ``fcntl`` does not exist)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: the thread lock only
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
 
 #: Metadata keys of records made without a reconstruction (a skipped scan, a worker that
