@@ -83,6 +83,17 @@ def _arrays(value: float) -> dict[str, np.ndarray]:
     return arr
 
 
+def _start_and_drain(tiled, state_dir, timeout: float) -> BCDICallback:
+    """A callback started on ``state_dir`` (its journal's leftovers re-run), drained, closed."""
+    cb = BCDICallback(tiled.client(), settings=tiny_settings(32), echo=None,
+                      state_dir=state_dir, replay_interval=0)
+    try:
+        assert cb.wait(timeout)
+    finally:
+        cb.close()
+    return cb
+
+
 class _KillOnRead(logging.Handler):
     """Kills the Tiled server right after the job has read a scan's frames."""
 
@@ -204,12 +215,7 @@ def test_journal_leftovers_rerun_or_recorded(tiled, scans, tmp_path) -> None:
     journal.begin(scans[0], image_field=None, stream="primary")  # died once: re-run
     for _ in range(2):  # killed its worker twice: record, no third try
         journal.begin(scans[1], image_field=None, stream="primary")
-    cb = BCDICallback(tiled.client(), settings=tiny_settings(32), echo=None,
-                      state_dir=tmp_path, replay_interval=0)
-    try:
-        assert cb.wait(120)
-    finally:
-        cb.close()
+    cb = _start_and_drain(tiled, tmp_path, 120)
     assert cb.result(scans[0]).status == "ok"
     crashed = cb.result(scans[1])
     assert crashed.status == "failed" and "stopped 2 times" in crashed.error
@@ -613,12 +619,7 @@ def test_malformed_journal_entries_are_rerun_not_dropped(tiled, scans, tmp_path)
     (inflight / f"{scans[4]}.json").write_text(json.dumps(
         {"raw_uid": scans[4], "attempts": 1, "since": "2026-12-05T10:00"}))
     assert {d["raw_uid"] for d in Journal(inflight).leftover()} == {scans[0], scans[4]}
-    cb = BCDICallback(tiled.client(), settings=tiny_settings(32), echo=None,
-                      state_dir=tmp_path, replay_interval=0)
-    try:
-        assert cb.wait(180)
-    finally:
-        cb.close()
+    cb = _start_and_drain(tiled, tmp_path, 180)
     for uid in (scans[0], scans[4]):
         assert cb.result(uid).status == "ok", cb.result(uid).line()
     assert len(cb.journal) == 0
