@@ -678,12 +678,24 @@ class BCDICallback(DocumentRouter):
             Block until the running (and, unless ``cancel``, the queued) jobs are done.
         cancel : bool
             Drop the queued jobs (they end as ``failed``, "cancelled").
+
+        Called from one of the pools' own threads (a listener), it cannot wait for that
+        thread: the pools are then shut down without waiting.
         """
+        shutdowns = []
         if self._own_executor:
-            self.executor.shutdown(wait=wait, cancel=cancel)
+            shutdowns.append(lambda w: self.executor.shutdown(wait=w, cancel=cancel))
         if self._side is not None:
-            self._side.shutdown(wait=wait, cancel_futures=cancel)
-        self._closing.set()
+            side = self._side
+            shutdowns.append(lambda w: side.shutdown(wait=w, cancel_futures=cancel))
+        try:
+            for shutdown in shutdowns:
+                try:
+                    shutdown(wait)
+                except RuntimeError:  # "cannot join current thread": a listener closed us
+                    shutdown(False)
+        finally:
+            self._closing.set()
 
     def __repr__(self) -> str:
         return (f"<BCDICallback {len(self._results)} results, {self.pending} pending, "

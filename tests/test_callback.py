@@ -507,3 +507,22 @@ def test_the_default_pool_runs_on_the_settings_device(client) -> None:
         finally:
             cb.close()
 
+
+def test_close_from_a_listener_closes(client, tmp_path) -> None:
+    """A listener that closes the callback (a "stop after this scan" helper) runs on a pool
+    thread, which cannot join itself: the pools shut down without waiting, and the callback
+    is closed (its replay thread stops) instead of failing halfway."""
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                      replay_interval=1)
+    cb.add_listener(lambda result: cb.close())
+    RE.subscribe(cb)
+    bl = make_beamline(detector_shape=(64, 80), seed=1)
+    uid = _scan(RE, bl, seed=3)
+    assert cb.wait(120) and cb.result(uid).status == "ok"
+    assert cb._closing.is_set()
+    cb._replayer.join(10)
+    assert not cb._replayer.is_alive()
+    cb.close()  # a second close is harmless
+
