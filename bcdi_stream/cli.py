@@ -443,12 +443,26 @@ def reconstruct(
 
 def _data_warnings(data: Any, quality: dict[str, Any]) -> list[str]:
     """What the data and the fit say about the input beyond the phasing's own warnings: the
-    rocking curve's frames (:func:`bcdi_stream.validation.check_frames`), values at the
-    integer dtype's maximum (left free), and a fit far below the noise floor."""
+    rocking curve's frames (:func:`bcdi_stream.validation.check_frames`), a pedestal left in
+    (no voxel at 0), amplitudes given for intensities (their squares are counts), values at
+    the integer dtype's maximum (left free), and a fit far below the noise floor."""
+    import numpy as np
+
     from bcdi_stream.phasing import MISFIT_FLOOR
-    from bcdi_stream.validation import check_frames
+    from bcdi_stream.validation import check_frames, photon_scale
 
     out = check_frames(data.intensity, data.mask)
+    values = np.asarray(data.intensity)
+    if data.mask is not None:
+        values = values[~np.asarray(data.mask, dtype=bool)]
+    if values.size >= 4096 and float(values.min()) > 0:
+        out.append(f"no measured voxel is 0 (the lowest is {float(values.min()):.3g}): a "
+                   "pedestal or a background not subtracted? The phasing takes every count "
+                   "for the crystal's")
+    if (photon_scale(data.intensity, data.mask) is None
+            and photon_scale(np.square(data.intensity), data.mask) == 1.0):
+        out.append("the data look like amplitudes (their squares are photon counts): "
+                   "give the intensity, |amplitude|²")
     if data.meta.get("ceiling_voxels"):
         out.append(f"{data.meta['ceiling_voxels']} voxels at the {data.meta.get('dtype')} "
                    f"maximum {data.meta.get('ceiling_value')} (saturated, or the detector's "

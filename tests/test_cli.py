@@ -351,6 +351,10 @@ def test_data_warnings_name_the_ceiling_and_a_fit_below_the_noise() -> None:
     assert any("12 voxels at the uint8 maximum 255" in w for w in warnings)
     assert any("better than their noise allows" in w for w in warnings)
     clean = CXIData(intensity=data.intensity, mask=None, meta={})
-    assert not any("maximum" in w or "noise" in w
+    assert not any("maximum" in w or "noise" in w or "pedestal" in w or "amplitudes" in w
                    for w in _data_warnings(clean, {"excess_misfit": 0.001}))
+    pedestal = CXIData(intensity=data.intensity + 100, mask=None, meta={})
+    assert any("no measured voxel is 0" in w for w in _data_warnings(pedestal, {}))
+    amplitudes = CXIData(intensity=np.sqrt(data.intensity), mask=None, meta={})
+    assert any("look like amplitudes" in w for w in _data_warnings(amplitudes, {}))
 
