@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bcdi_stream.errors import BCDIError
-from bcdi_stream.tiled_io import stale_writing
+from bcdi_stream.tiled_io import stale_writing, try_lock_file
 from callbacks._callback import BCDICallback
 
 __all__ = ["WorkerLockedError", "find_unprocessed", "json_deserializer", "json_serializer",
@@ -152,16 +152,18 @@ def lock_state_dir(state_dir: str | Path) -> int:
     WorkerLockedError
         Another process holds it.
     """
-    import fcntl
-
     root = Path(state_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    path = root / LOCK_NAME
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
+        fd = try_lock_file(path)
+    except OSError:  # flock refused outright (a filesystem without locks): taken as held
+        fd = None
+    if fd is None:
+        try:
+            holder = path.read_text(errors="replace")[:32].strip()
+        except OSError:
+            holder = ""
         who = f" (pid {holder})" if holder.isdigit() else ""
         raise WorkerLockedError(
             f"another worker{who} is running on state directory {root}: run one worker per "

@@ -47,6 +47,7 @@ from bcdi_stream.tiled_io._spool import (
     SpoolEntry,
     check_uid,
     is_unreachable,
+    try_lock_file,
 )
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "read_scan",
     "render_slices",
     "stale_writing",
+    "try_lock_file",
     "write_failure",
     "write_result",
 ]

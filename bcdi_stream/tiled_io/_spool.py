@@ -40,7 +40,8 @@ from bcdi_stream.tiled_io._results import (
     write_result,
 )
 
-__all__ = ["ReplayReport", "Spool", "SpoolEntry", "check_uid", "is_unreachable"]
+__all__ = ["ReplayReport", "Spool", "SpoolEntry", "check_uid", "is_unreachable",
+           "try_lock_file"]
 
 log = logging.getLogger("bcdi_stream.live")
 
@@ -362,10 +363,13 @@ class Spool:
         if not self._replay_lock.acquire(blocking=False):
             return self._busy()
         try:
-            with _DirLock(self.directory / ".replay.lock") as locked:
-                if not locked:
-                    return self._busy()
+            fd = try_lock_file(self.directory / ".replay.lock")
+            if fd is None:
+                return self._busy()
+            try:
                 return self._replay(client, rerun)
+            finally:
+                os.close(fd)  # releases the lock
         finally:
             self._replay_lock.release()
 
@@ -420,35 +424,25 @@ class Spool:
         return report
 
 
-class _DirLock:
-    """A non-blocking exclusive ``flock`` on a file, held while the block runs; ``__enter__``
-    says whether it was obtained (always True where ``fcntl`` does not exist)."""
+def try_lock_file(path: Path) -> int | None:
+    """Take a non-blocking exclusive ``flock`` on ``path`` (created, mode 0600).
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
+    Returns its file descriptor, or None when another holder (a thread's descriptor or
+    another process) has the lock. Closing the descriptor releases it, and so does the
+    process's exit, a crash included. Other ``flock`` errors are raised.
+    """
+    import fcntl
 
-    def __enter__(self) -> bool:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: the thread lock only
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # releases the lock
-            self._fd = None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 #: Metadata keys of records made without a reconstruction (a skipped scan, a worker that
