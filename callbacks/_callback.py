@@ -45,6 +45,7 @@ from bcdi_stream.tiled_io import (
     Spool,
     check_uid,
     find_image_field,
+    holds_ok_result,
     is_unreachable,
     partial_run_reason,
     process_run,
@@ -424,10 +425,9 @@ class BCDICallback(DocumentRouter):
         overflow record must never replace it (a stale journal entry, a repeated or forged
         document)."""
         try:
-            md = self.client[self.settings.processed_key][uid].metadata
-        except Exception:  # no result yet, or Tiled unreachable (the record is then spooled)
+            return holds_ok_result(self.client, uid, self.settings.processed_key)
+        except Exception:  # Tiled unreachable: the record is then spooled
             return False
-        return isinstance(md, Mapping) and md.get("status") == "ok"
 
     def _kept_ok(self, uid: str, what: str) -> ScanResult:
         path = f"{self.settings.processed_key}/{uid}"

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_PROCESSED_KEY",
     "RESULT_ARRAYS",
     "RESULT_SPEC",
+    "holds_ok_result",
     "jsonable",
     "processed_container",
     "read_result",
@@ -281,4 +282,16 @@ def stale_writing(client: Any, processed_key: str = DEFAULT_PROCESSED_KEY,
     limit = time.time() - older_than
     return [uid for uid, node in client[processed_key].search(Key("status") == "writing").items()
             if float(node.metadata.get("writing_since") or 0.0) < limit]
+
+
+def holds_ok_result(client: Any, raw_uid: str,
+                    processed_key: str = DEFAULT_PROCESSED_KEY) -> bool:
+    """Whether ``<processed_key>/<raw_uid>`` holds an ``ok`` result (False when there is no
+    record; an unreachable Tiled raises). A record made without a reconstruction (a skip,
+    a worker's crash, a full queue) must never replace one."""
+    try:
+        md = client[processed_key][raw_uid].metadata
+    except KeyError:
+        return False
+    return isinstance(md, Mapping) and md.get("status") == "ok"
 

@@ -35,6 +35,7 @@ from bcdi_stream.tiled_io._frames import TiledRefused, _short
 from bcdi_stream.tiled_io._results import (
     DEFAULT_PROCESSED_KEY,
     RESULT_ARRAYS,
+    holds_ok_result,
     jsonable,
     write_failure,
     write_result,
@@ -453,10 +454,5 @@ _BOOKKEEPING_KEYS = ("skipped", "crashes", "overflow")
 def _replaces_ok(client: Any, entry: SpoolEntry) -> bool:
     """Whether writing this spooled record would replace an ``ok`` result with a record
     made without a reconstruction (the live callback's rule, kept on replay)."""
-    if not any(entry.metadata.get(k) for k in _BOOKKEEPING_KEYS):
-        return False
-    try:
-        md = client[entry.processed_key][entry.raw_uid].metadata
-    except KeyError:
-        return False
-    return isinstance(md, Mapping) and md.get("status") == "ok"
+    return (any(entry.metadata.get(k) for k in _BOOKKEEPING_KEYS)
+            and holds_ok_result(client, entry.raw_uid, entry.processed_key))
