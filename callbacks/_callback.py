@@ -437,42 +437,37 @@ class BCDICallback(DocumentRouter):
 
     def _overflow_job(self, uid: str, waiting: int, stop_time: float | None,
                       *, worker: WorkerState | None = None) -> ScanResult:
-        from bcdi_stream.tiled_io._job import _failure
-
         error = (f"queue full: {waiting} scans waiting (max_pending={self.max_pending}); not "
                  f"reconstructed, run `bcdi-stream reprocess {uid}`")
         if self._has_ok_result(uid):
             return self._kept_ok(uid, "queue full")
-        result = ScanResult(raw_uid=uid, status="failed")
-        md = {"overflow": True, "method": None, "model": {"name": None, "hash": None}}
-        _failure(self.client, uid, error, md, self.settings.processed_key, result, self.spool)
-        if stop_time is not None:
-            result.timings["latency"] = round(time.time() - stop_time, 4)
-        return result
+        return self._record_failure(uid, error, {"overflow": True}, stop_time)
 
     def _crashed_job(self, uid: str, crashes: int, stop_time: float | None,
                      *, worker: WorkerState | None = None) -> ScanResult:
-        from bcdi_stream.tiled_io._job import _failure
-
         error = (f"internal: the worker stopped {crashes} times while processing this scan; "
                  f"not retried again (run `bcdi-stream reprocess {uid}`)")
         if self._has_ok_result(uid):  # its result was written after all: a stale journal entry
             return self._kept_ok(uid, f"journal: {crashes} earlier starts")
-        result = ScanResult(raw_uid=uid, status="failed")
-        md = {"crashes": crashes, "method": None, "model": {"name": None, "hash": None}}
-        return _failure(self.client, uid, error, md, self.settings.processed_key, result,
-                        self.spool)
+        return self._record_failure(uid, error, {"crashes": crashes}, None)
 
     def _internal_failure(self, uid: str, error: str, exc: BaseException | None,
                           stop_time: float | None) -> ScanResult:
         """A failure record for a job that ended outside :func:`process_run`'s guard (spooled,
         as "re-run on replay" when Tiled was unreachable)."""
+        return self._record_failure(uid, error, {"internal": True}, stop_time,
+                                    rerun=is_unreachable(exc))
+
+    def _record_failure(self, uid: str, error: str, flags: dict[str, Any],
+                        stop_time: float | None, *, rerun: bool = False) -> ScanResult:
+        """A failure record made without a reconstruction (``flags`` say why), written or
+        spooled; with ``stop_time``, the result carries the scan's latency."""
         from bcdi_stream.tiled_io._job import _failure
 
         result = ScanResult(raw_uid=uid, status="failed")
-        md = {"internal": True, "method": None, "model": {"name": None, "hash": None}}
+        md = {**flags, "method": None, "model": {"name": None, "hash": None}}
         _failure(self.client, uid, error, md, self.settings.processed_key, result, self.spool,
-                 rerun=is_unreachable(exc))
+                 rerun)
         if stop_time is not None:
             result.timings["latency"] = round(time.time() - stop_time, 4)
         return result
@@ -561,7 +556,6 @@ class BCDICallback(DocumentRouter):
                         self.journal.end(uid)
                     except Exception:
                         log.exception("journal: could not end %s", uid)
-            with self._cond:
                 self._pending -= 1
                 if counted:
                     self._queued -= 1
