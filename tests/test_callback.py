@@ -217,7 +217,11 @@ def test_a_detector_fault_is_left_free_and_recorded(rig, detector, key, count) -
     assert all(md[other] == [] for other in faults if other != key)
 
 
-def _failed_then_recovered(RE, cb, bl, uid: str, expect: str) -> None:
+def _failed_then_recovered(rig, detector, expect: str) -> None:
+    """A rocking curve measured with ``detector`` gets a failure record naming ``expect``,
+    and the next, good scan is reconstructed all the same."""
+    RE, cb, bl = rig
+    (uid,) = RE(_rc(detector, bl))
     ok_uid = _scan(RE, bl, seed=7)
     assert cb.wait(120)
     res = cb.result(uid)
@@ -228,11 +232,9 @@ def _failed_then_recovered(RE, cb, bl, uid: str, expect: str) -> None:
 
 
 def test_nan_frames_give_a_failure_record(rig) -> None:
-    RE, cb, bl = rig
-    nan_det = _NaNDetector(bl.motor, name="nandet", shape=(64, 80), seed=2)
+    nan_det = _NaNDetector(rig[2].motor, name="nandet", shape=(64, 80), seed=2)
     nan_det.load(toy_source(32))
-    (uid,) = RE(_rc(nan_det, bl))
-    _failed_then_recovered(RE, cb, bl, uid, "NaN")
+    _failed_then_recovered(rig, nan_det, "NaN")
 
 
 def _rc(detector, bl):
@@ -242,11 +244,9 @@ def _rc(detector, bl):
 
 
 def test_empty_frames_give_a_failure_record(rig) -> None:
-    RE, cb, bl = rig
-    dark = SimBCDIDetector(bl.motor, name="dark", shape=(64, 80), n_hot_pixels=0,
+    dark = SimBCDIDetector(rig[2].motor, name="dark", shape=(64, 80), n_hot_pixels=0,
                            background=0.0)
-    (uid,) = RE(_rc(dark, bl))
-    _failed_then_recovered(RE, cb, bl, uid, "no counts")
+    _failed_then_recovered(rig, dark, "no counts")
 
 
 def test_run_without_detector_stream_is_skipped(rig) -> None:
@@ -460,11 +460,9 @@ class _BackgroundOnly(SimBCDIDetector):
 
 
 def test_rocking_curve_that_missed_the_peak_is_a_failure(rig) -> None:
-    RE, cb, bl = rig
-    det = _BackgroundOnly(bl.motor, name="offpeak", shape=(64, 80), n_hot_pixels=0)
+    det = _BackgroundOnly(rig[2].motor, name="offpeak", shape=(64, 80), n_hot_pixels=0)
     det.load(toy_source(32))
-    (uid,) = RE(_rc(det, bl))
-    _failed_then_recovered(RE, cb, bl, uid, "no Bragg peak above the background")
+    _failed_then_recovered(rig, det, "no Bragg peak above the background")
 
 
 def test_a_model_loader_that_raises_gives_a_failure_record(client) -> None:

@@ -47,7 +47,6 @@ log = logging.getLogger("bcdi_stream.live")
 STAGES: tuple[str, ...] = ("read", "preprocess", "predict", "refine", "write")
 
 
-
 def live_phasing() -> PhasingSettings:
     """The fast "live" preset of the conventional recipe (seconds per 64³ scan on 2 CPU cores).
 
