@@ -376,7 +376,7 @@ def reconstruct(
     summary = rec.summary()
     summary["input"] = str(inp)
     summary["out"] = str(out)
-    summary["warnings"] = _data_warnings(data, rec.quality)
+    summary["warnings"] = _data_warnings(data, rec.quality, rec.meta.get("photon_scale"))
     compare_error: Exception | None = None
     if truth_data is not None:
         try:
@@ -441,11 +441,12 @@ def reconstruct(
                            "in any frame (an unflagged gap?): left free in the phasing")
 
 
-def _data_warnings(data: Any, quality: dict[str, Any]) -> list[str]:
+def _data_warnings(data: Any, quality: dict[str, Any], photons: float | None) -> list[str]:
     """What the data and the fit say about the input beyond the phasing's own warnings: the
     rocking curve's frames (:func:`bcdi_stream.validation.check_frames`), a pedestal left in
     (no voxel at 0), amplitudes given for intensities (their squares are counts), values at
-    the integer dtype's maximum (left free), and a fit far below the noise floor."""
+    the integer dtype's maximum (left free), and a fit far below the noise floor. ``photons``
+    is the reconstruction's photon scale of the data (``meta["photon_scale"]``)."""
     import numpy as np
 
     from bcdi_stream.phasing import MISFIT_FLOOR
@@ -459,8 +460,7 @@ def _data_warnings(data: Any, quality: dict[str, Any]) -> list[str]:
         out.append(f"no measured voxel is 0 (the lowest is {float(values.min()):.3g}): a "
                    "pedestal or a background not subtracted? The phasing takes every count "
                    "for the crystal's")
-    if (photon_scale(data.intensity, data.mask) is None
-            and photon_scale(np.square(data.intensity), data.mask) == 1.0):
+    if photons is None and photon_scale(np.square(data.intensity), data.mask) == 1.0:
         out.append("the data look like amplitudes (their squares are photon counts): "
                    "give the intensity, |amplitude|²")
     if data.meta.get("ceiling_voxels"):

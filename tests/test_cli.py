@@ -343,18 +343,21 @@ def test_simulate_truth_path(tmp_path: Path, capsys, monkeypatch) -> None:
 def test_data_warnings_name_the_ceiling_and_a_fit_below_the_noise() -> None:
     from bcdi_stream.cli import _data_warnings
     from bcdi_stream.io import CXIData
+    from bcdi_stream.validation import photon_scale
+
+    def warnings_of(data: CXIData, quality: dict) -> list[str]:
+        return _data_warnings(data, quality, photon_scale(data.intensity, data.mask))
 
     rng = np.random.default_rng(0)
     data = CXIData(intensity=rng.poisson(5, (16, 16, 16)).astype(np.float32), mask=None,
                    meta={"dtype": "uint8", "ceiling_voxels": 12, "ceiling_value": 255})
-    warnings = _data_warnings(data, {"excess_misfit": -0.35})
+    warnings = warnings_of(data, {"excess_misfit": -0.35})
     assert any("12 voxels at the uint8 maximum 255" in w for w in warnings)
     assert any("better than their noise allows" in w for w in warnings)
     clean = CXIData(intensity=data.intensity, mask=None, meta={})
     assert not any("maximum" in w or "noise" in w or "pedestal" in w or "amplitudes" in w
-                   for w in _data_warnings(clean, {"excess_misfit": 0.001}))
+                   for w in warnings_of(clean, {"excess_misfit": 0.001}))
     pedestal = CXIData(intensity=data.intensity + 100, mask=None, meta={})
-    assert any("no measured voxel is 0" in w for w in _data_warnings(pedestal, {}))
+    assert any("no measured voxel is 0" in w for w in warnings_of(pedestal, {}))
     amplitudes = CXIData(intensity=np.sqrt(data.intensity), mask=None, meta={})
-    assert any("look like amplitudes" in w for w in _data_warnings(amplitudes, {}))
-
+    assert any("look like amplitudes" in w for w in warnings_of(amplitudes, {}))
