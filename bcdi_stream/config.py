@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -201,14 +201,19 @@ class AISettings(BaseModel):
         "(default: the phasing recipe's runs)",
     )
 
+    #: Settings that no longer exist, with what replaced them (refused by name).
+    REMOVED: ClassVar[dict[str, str]] = {
+        "fallback_llk": "ai.fallback_llk was replaced by ai.fallback_misfit (2026-12-03): the "
+        "LLK of a correct result grows with the counts; set BCDI_AI__FALLBACK_MISFIT instead",
+    }
+
     @model_validator(mode="before")
     @classmethod
     def _removed_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "fallback_llk" in data:
-            raise ValueError(
-                "ai.fallback_llk was replaced by ai.fallback_misfit (2026-12-03): the LLK of a "
-                "correct result grows with the counts; set BCDI_AI__FALLBACK_MISFIT instead"
-            )
+        if isinstance(data, dict):
+            for key, message in cls.REMOVED.items():
+                if key in data:
+                    raise ValueError(message)
         return data
 
 
@@ -267,14 +272,15 @@ class _StrictTomlSource(TomlConfigSettingsSource):
 
 def _check_keys(data: Any, model: type[BaseModel], path: Path, prefix: str) -> None:
     """Raise ValueError naming the first key of ``data`` that is not a field of ``model``
-    (nested sections checked against their own models; removed keys are left to the model's
-    validator, which names their replacement)."""
+    (nested sections checked against their own models; a model's ``REMOVED`` keys are left to
+    its validator, which names their replacement)."""
     if not isinstance(data, dict):
         return
     fields = model.model_fields
+    removed = getattr(model, "REMOVED", {})
     for key, value in data.items():
         name = f"{prefix}{key}"
-        if name in _REMOVED_KEYS:
+        if key in removed:
             continue
         if key not in fields:
             where = f"section [{prefix[:-1]}]" if prefix else "the top level"
@@ -285,9 +291,6 @@ def _check_keys(data: Any, model: type[BaseModel], path: Path, prefix: str) -> N
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             _check_keys(value, sub, path, f"{name}.")
 
-
-#: keys that AISettings/PhasingSettings refuse by name, with their replacement
-_REMOVED_KEYS = frozenset({"ai.fallback_llk"})
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
