@@ -128,7 +128,7 @@ def train_command(
     """Train the phase-prediction model on crystals simulated on the fly (resumable)."""
     import torch
 
-    from bcdi_stream.model import ModelConfig, UNetConfig, export_weights
+    from bcdi_stream.model import ModelConfig, UNetConfig, export_weights, read_torch_file
     from bcdi_stream.training import TrainConfig, train
 
     try:
@@ -193,7 +193,7 @@ def train_command(
     typer.echo(json.dumps({"checkpoint": str(res.checkpoint), "step": res.step,
                            "samples": res.samples, "wall_s": round(res.wall_s, 1),
                            "val": res.val}))
-    ck = torch.load(res.checkpoint, map_location="cpu", weights_only=False)
+    ck = read_torch_file(res.checkpoint, "checkpoint")
     done = res.step >= ck["train_config"]["steps"] or (
         until_step is not None and res.step >= until_step)
     if export is not None and done:

@@ -132,6 +132,48 @@ def test_export_and_load_weights(tmp_path) -> None:
         export_weights(ck, tmp_path / "w.bin")
 
 
+class _RunsCodeWhenUnpickled:
+    """An object whose unpickling would create a file: what a booby-trapped .pt can do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_weights_and_checkpoints_are_read_without_running_code(tmp_path) -> None:
+    """A weights file or checkpoint from someone else is read by torch's restricted
+    unpickler: one holding a Python object is refused in one line, and its code never runs;
+    a weights file whose arrays do not fit its config is a ValueError, not a torch error."""
+    from bcdi_stream.model import read_torch_file
+    from bcdi_stream.training import load_checkpoint
+
+    m = _tiny()
+    marker = tmp_path / "ran"
+    trap = {"format": "bcdi-stream-weights/1", "name": "trap", "model_config":
+            m.config.to_dict(), "state_dict": m.state_dict(), "meta": {},
+            "extra": _RunsCodeWhenUnpickled(str(marker))}
+    torch.save(trap, tmp_path / "trap.pt")
+    torch.save({**trap, "train_config": {}}, tmp_path / "trap-ck.pt")
+    for load in (load_model, load_checkpoint, lambda p: export_weights(p, tmp_path / "o.pt")):
+        with pytest.raises(ValueError, match="other than tensors and plain data") as err:
+            load(tmp_path / ("trap-ck.pt" if load is not load_model else "trap.pt"))
+        assert "\n" not in str(err.value)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=r"checkpoint .* does not exist"):
+        read_torch_file(tmp_path / "none.pt", "checkpoint")
+    wrong = {"format": "bcdi-stream-weights/1", "name": "w", "meta": {},
+             "model_config": m.config.to_dict(),
+             "state_dict": {k: v[..., :1] if v.ndim else v for k, v in m.state_dict().items()}}
+    torch.save(wrong, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="do not fit their model config"):
+        load_model(tmp_path / "wrong.pt")
+    torch.save({"format": "bcdi-stream-weights/1", "name": "w"}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="not a bcdi-stream weights file"):
+        load_model(tmp_path / "bare.pt")
+
+
 def test_inference_precision_follows_the_training_precision(tmp_path) -> None:
     """``auto`` runs the trunk in bfloat16 only for weights trained under bfloat16 autocast on a
     device with native bfloat16; ``bf16`` always does, and its prediction is the fp32 one to

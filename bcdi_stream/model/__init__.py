@@ -21,6 +21,7 @@ from ._weights import (
     export_weights,
     load_model,
     model_available,
+    read_torch_file,
 )
 from ._widen import widen_model
 
@@ -42,6 +43,7 @@ __all__ = [
     "model_available",
     "object_loss",
     "patterson_features",
+    "read_torch_file",
     "shell_agreement",
     "shell_index",
     "twin_object",

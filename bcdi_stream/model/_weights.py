@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "export_weights",
     "load_model",
     "model_available",
+    "read_torch_file",
 ]
 
 #: Format tag of a weights file.
@@ -53,6 +55,50 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_torch_file(path: str | Path, what: str = "file") -> Any:
+    """Read a ``torch.save`` file without running code from it (``weights_only=True``).
+
+    Weights files and training checkpoints hold tensors and plain data only, so they are read
+    by torch's restricted unpickler: a file from someone else (``BCDI_MODEL``, ``--model``,
+    a collaborator's checkpoint) cannot execute Python while it is loaded.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str
+        What it should be, for the error message (``"model weights"``, ``"checkpoint"``).
+
+    Returns
+    -------
+    Any
+        The loaded object, its tensors on the CPU.
+
+    Raises
+    ------
+    ValueError
+        The file is missing, unreadable, or holds Python objects other than tensors and plain
+        data (the one-line reason names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is a paragraph; the line that says what it met starts after
+        # "WeightsUnpickler error:" ("Unsupported global: GLOBAL builtins.open ...").
+        text = str(exc).split("WeightsUnpickler error:", 1)[-1].strip()
+        reason = text.splitlines()[0].split(". Please")[0].strip() if text else type(exc).__name__
+        if "Unsupported global" in reason:
+            raise ValueError(f"{what} {path} holds Python objects other than tensors and "
+                             f"plain data, which are not loaded (a torch file can run code): "
+                             f"{reason}") from exc
+        raise ValueError(f"{what} {path} cannot be read: {reason}") from exc
+    except Exception as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc}") from exc
+
+
 def export_weights(checkpoint: str | Path | dict[str, Any], out: str | Path, *,
                    name: str | None = None, meta: dict[str, Any] | None = None,
                    half: bool = True) -> Path:
@@ -76,7 +122,7 @@ def export_weights(checkpoint: str | Path | dict[str, Any], out: str | Path, *,
     Path
     """
     if not isinstance(checkpoint, dict):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        checkpoint = read_torch_file(checkpoint, "checkpoint")
     if "state_dict" not in checkpoint or "model_config" not in checkpoint:
         raise ValueError("checkpoint must hold 'state_dict' and 'model_config'")
     out = Path(out)
@@ -176,20 +222,26 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     path = Path(path or default_weights_path())
     if not path.is_file():
         raise ValueError(f"model weights {path} do not exist")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"model weights {path} cannot be read: {exc}") from exc
+    blob = read_torch_file(path, "model weights")
     if not isinstance(blob, dict):
         raise ValueError(f"{path} is not a bcdi-stream weights file")
-    if blob.get("format") == WEIGHTS_FORMAT:
-        cfg, sd, name, meta = blob["model_config"], blob["state_dict"], blob["name"], blob["meta"]
-    elif "state_dict" in blob and "model_config" in blob:  # a training checkpoint
-        cfg, sd, name, meta = blob["model_config"], blob["state_dict"], path.stem, {}
-    else:
+    if "state_dict" not in blob or "model_config" not in blob:
         raise ValueError(f"{path} is not a bcdi-stream weights file")
-    model = PhaseModel(ModelConfig.from_dict(cfg))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    cfg, sd = blob["model_config"], blob["state_dict"]
+    if blob.get("format") == WEIGHTS_FORMAT:
+        name, meta = str(blob.get("name") or path.stem), blob.get("meta") or {}
+    else:  # a training checkpoint
+        name, meta = path.stem, {}
+    if not isinstance(cfg, dict) or not isinstance(sd, dict) or not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a bcdi-stream weights file")
+    try:
+        model = PhaseModel(ModelConfig.from_dict(cfg))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in sd.items()})
+    except (TypeError, KeyError, RuntimeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"model weights {path} do not fit their model config: {first}"
+                         ) from exc
     model.eval().to(device)
     return LoadedModel(model, name, _sha256(path), path, meta,
                        _resolve_precision(precision, meta, device))

@@ -19,6 +19,7 @@ from ..model import (
     PhaseModel,
     log_minmax,
     object_loss,
+    read_torch_file,
     shell_agreement,
     wca_loss_phasor,
     wca_phasor,
@@ -67,9 +68,7 @@ def _to(c: Any, dev: torch.device) -> Any:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (``last.pt``) written by :func:`train`."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = read_torch_file(path, "checkpoint")
     if not isinstance(ck, dict) or "train_config" not in ck or "state_dict" not in ck:
         raise ValueError(f"{path} is not a bcdi-stream training checkpoint")
     return ck

@@ -164,7 +164,7 @@ def main() -> None:
 
     import torch
 
-    from bcdi_stream.model import ModelConfig, UNetConfig, export_weights
+    from bcdi_stream.model import ModelConfig, UNetConfig, export_weights, read_torch_file
     from bcdi_stream.training import TrainConfig, train
 
     if args.init_from and Path(args.init_from).resolve().is_relative_to(args.run_dir.resolve()):
@@ -237,7 +237,7 @@ def main() -> None:
     res = train(cfg, args.run_dir, progress=tick, until_step=args.until_step,
                 max_minutes=max(args.minutes - (time.perf_counter() - t0) / 60, 0.01))
     ck = args.run_dir / "last.pt"
-    checkpoint = torch.load(ck, map_location="cpu", weights_only=False)
+    checkpoint = read_torch_file(ck, "checkpoint")
     weights = export_weights(checkpoint, args.out / f"weights-step{res.step}.pt")
     weights_mb = round(weights.stat().st_size / 1e6, 2)
     parts = split_for_return(weights)
