@@ -655,3 +655,73 @@ def test_every_method_passes_the_noise_filter(weights, crystal, method) -> None:
     # keep the total), and no more than that
     energy = [float(r.obj.abs().square().sum()) for r in (a, b)]
     assert 0.5 * energy[1] < energy[0] < 0.999 * energy[1]
+
+
+def test_phase_ai_checks_its_data_seed_and_device_before_predicting(weights, crystal,
+                                                                     monkeypatch) -> None:
+    """A mask of another shape, NaN counts, a mask over every count, a negative seed or a
+    device this machine cannot use is a ``ValueError`` naming the argument, raised before the
+    model runs (the mask and the device were a torch ``RuntimeError``/``AssertionError`` from
+    deep inside the prediction; a mask over every count was refused by the refinement as an
+    empty "support"; the seed was refused only by the RAAR/HIO refinement, after it, and taken
+    by the ER-only one); ``"auto"`` is a device name as everywhere else."""
+    import bcdi_stream.ai_phasing as ai_mod
+    from bcdi_stream.ai_phasing import phase_ai, polish
+    from bcdi_stream.arrays import resolve_device
+
+    loaded = cached_model(weights)
+    s = PhasingSettings(psf="off")
+    nan = crystal.intensity.clone()
+    nan[0, 0, 0] = float("nan")
+    calls = []
+    real = ai_mod.predict_start
+    monkeypatch.setattr(ai_mod, "predict_start",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    for kw, name in [({"mask": crystal.mask[:-1]}, "mask"),
+                     ({"intensity": nan}, "intensity"),
+                     ({"mask": crystal.intensity > 0}, "the mask leaves measured"),
+                     ({"seed": -1}, "seed"), ({"seed": -1, "n_hio": 0}, "seed"),
+                     ({"device": "gpu0"}, "device"), ({"device": "meta"}, "device")]:
+        args = {"intensity": crystal.intensity, "mask": crystal.mask, "n_hio": 2, "n_er": 2,
+                "psf_hypothesis": 0, **kw}
+        with pytest.raises(ValueError, match=name):
+            phase_ai(args.pop("intensity"), args.pop("mask"), loaded=loaded, settings=s,
+                     **args)
+    assert not calls  # refused before the prediction
+    auto = resolve_device("auto")  # CUDA when present, else the CPU
+    res, _ = phase_ai(crystal.intensity, crystal.mask, loaded=loaded, settings=s, n_hio=2,
+                      n_er=2, psf_hypothesis=0, device="auto")
+    ref, _ = phase_ai(crystal.intensity, crystal.mask, loaded=loaded, settings=s, n_hio=2,
+                      n_er=2, psf_hypothesis=0, device=auto)
+    assert res.obj.device.type == auto.type and torch.equal(res.obj, ref.obj)
+    assert cached_model(weights, "auto") is cached_model(weights, auto)
+    for bad in ("gpu0", "meta"):
+        with pytest.raises(ValueError, match="device"):
+            cached_model(weights, bad)
+    with pytest.raises(ValueError, match="device"):
+        polish(res, crystal.intensity, crystal.mask, settings=s, misfit_max=0.0, device="gpu0")
+    out, _ = polish(res, crystal.intensity, crystal.mask, settings=s, n_raar=4, n_er=2,
+                    misfit_max=0.0, device="auto")
+    assert out.obj.device.type == auto.type
+
+
+def test_auto_models_a_background_it_is_given(weights, crystal) -> None:
+    """``phase_auto(background=b)``: every excess misfit it decides on (the AI result's, the
+    polish's, the kept result's) models that flat background; the default models none."""
+    loaded = cached_model(weights)
+    s = _settings(weights, fallback_misfit=1e-9, views=1, fallback_conventional=False)
+    gen = torch.Generator().manual_seed(2)
+    data = crystal.intensity + torch.poisson(torch.full(crystal.intensity.shape, 0.5),
+                                             generator=gen)
+    for bg in (0.0, 0.5):
+        kw = {"background": bg} if bg else {}
+        out = phase_auto(data, crystal.mask, loaded=loaded, ai=s.ai, settings=s.phasing, **kw)
+
+        def misfit(res, bg=bg):
+            return float(excess_misfit(res.obj, data, crystal.mask, psf_sigma=res.psf_sigma,
+                                       background=bg))
+
+        assert out.misfit == misfit(out.result)
+        assert out.fallback["ai_misfit"] == misfit(out.ai_result)
+        assert "polish" in out.fallback
+    assert misfit(out.ai_result, 0.0) > misfit(out.ai_result)  # the background is misfit

@@ -274,6 +274,24 @@ def test_squared_modulus_is_bit_for_bit_the_strided_sum(monkeypatch, int64_view)
         assert torch.equal(got.view(torch.int32), ref.contiguous().view(torch.int32))
 
 
+def test_quality_intensity_is_the_unfused_squared_modulus() -> None:
+    """The quality figures' and the PSF estimates' ``|fftn(obj)|**2`` (``_intensity_of``) is
+    ``re*re + im*im`` with two roundings, in the object's precision: not the iterations'
+    :func:`squared_modulus` (fused where the CPU has FMA), which looks like its duplicate but
+    would move the LLKs, the PSF widths estimated from them and so the ``ai`` results."""
+    gen = torch.Generator().manual_seed(4)
+    for dtype in (torch.complex64, torch.complex128):
+        obj = torch.randn(12, 10, 14, dtype=dtype, generator=gen)
+        r = torch.view_as_real(torch.fft.fftn(obj, dim=DIMS))
+        ref = r[..., 0] * r[..., 0] + r[..., 1] * r[..., 1]
+        got = _intensity_of(obj)
+        assert got.dtype == ref.dtype and torch.equal(got, ref)
+        if dtype == torch.complex64:  # zeros stay zeros, signed or not
+            zero = torch.zeros(4, 4, 4, dtype=dtype)
+            zero[0, 0, 0] = complex(-0.0, 0.0)
+            assert torch.equal(_intensity_of(zero), torch.zeros(4, 4, 4))
+
+
 def test_the_squared_modulus_path_is_timed_once_per_process(monkeypatch) -> None:
     monkeypatch.setattr(kernels_module, "_INT64_HALVES", None)
     first = kernels_module.int64_halves_faster()
@@ -434,6 +452,41 @@ def test_excess_misfit_of_an_intensity_that_is_not_counts(crystal) -> None:
     counts = pattern(obj) * (1e8 / float(pattern(obj).max()))
     assert float(excess_misfit(wrong, clean, counts=False)) == pytest.approx(
         float(excess_misfit(wrong, counts)), rel=0.01)
+
+
+def test_excess_misfit_of_data_on_a_flat_background(crystal) -> None:
+    """A flat background the phasing does not model counts as misfit: a correct model of a
+    pattern on 0.5 photon/pixel scores far above the ``auto`` threshold (0.0025), and the
+    more so the fewer photons the crystal gives. Given as ``background``, the model is
+    ``s·Ic + background`` and the noise term that of the sum: the correct model scores ≈ 0
+    again at every flux, a wrong one still far above the threshold; ``background=0`` is the
+    default bit for bit, and a background that is negative, not finite or not below the mean
+    intensity is refused naming the argument."""
+    gen = torch.Generator().manual_seed(5)
+    obj = crystal[0]
+    wrong = obj * torch.exp(1j * torch.roll(torch.angle(obj), 3, dims=0))
+    for peak in (1e3, 1e4):  # 4e4 and 4e5 photons in the pattern without background
+        expected = pattern(obj) * (peak / float(pattern(obj).max()))
+        for bg in (0.0, 0.5, 2.0):
+            data = torch.poisson(expected + bg, generator=gen)
+            plain = float(excess_misfit(obj, data))
+            told = float(excess_misfit(obj, data, background=bg))
+            assert abs(told) < (4e-3 if peak < 1e4 else 1e-3), (peak, bg, told)  # its spread
+            if bg:  # 0.14 / 0.39 at 1e3, 0.004 / 0.037 at 1e4
+                assert plain > 0.0025 and plain > 5 * abs(told), (peak, bg, plain)
+            else:
+                assert told == plain
+            assert float(excess_misfit(wrong, data, background=bg)) > 0.02
+    mask = torch.zeros(data.shape, dtype=torch.bool)
+    mask[:, :3] = True  # the measured pixels only: a masked one holds no background
+    data[mask] = 0.0
+    assert abs(float(excess_misfit(obj, data, mask, background=2.0))) < 1e-3
+    assert torch.equal(excess_misfit(torch.stack([obj, wrong]), data, mask),
+                       excess_misfit(torch.stack([obj, wrong]), data, mask, background=0))
+    mean = float(data[~mask].mean())
+    for bad in (-0.1, float("nan"), float("inf"), mean, "x"):
+        with pytest.raises(ValueError, match="background"):
+            excess_misfit(obj, data, mask, background=bad)
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -969,3 +1022,33 @@ def test_psf_start_makes_the_auto_estimates_local(blurred, small) -> None:
     for bad in ((0.0, 0.5), (0.0, -1.0, 0.5), (0.0, float("nan"), 0.5)):
         with pytest.raises(ValueError, match="psf_start"):
             refine_er(data, None, obj, n_iter=1, psf="auto", psf_start=bad)
+
+
+def test_public_operators_refuse_non_finite_arguments_naming_them() -> None:
+    """A NaN or infinite amplitude, smoothing width or filter count was taken and gave NaN
+    arrays (or an empty support) without a word; a ``previous`` support given as a numpy
+    array (``obj`` may be one) was an ``AttributeError``; a count given as text a
+    ``TypeError``. Valid arguments give the same bits as before."""
+    gen = torch.Generator().manual_seed(8)
+    psi = torch.randn(8, 8, 8, dtype=torch.complex64, generator=gen)
+    amp = torch.rand(8, 8, 8, generator=gen)
+    for bad in (float("nan"), float("inf"), -1.0):
+        a = amp.clone()
+        a[1, 2, 3] = bad
+        with pytest.raises(ValueError, match="amplitude"):
+            modulus_projection(psi, a)
+        for f in (lambda s: gaussian_smooth(amp, s),
+                  lambda s: shrinkwrap_support(psi, s, 0.2)):
+            with pytest.raises(ValueError, match="sigma"):
+                f(bad)
+    ref = psi * amp / psi.abs()
+    assert torch.allclose(modulus_projection(psi, amp), ref, rtol=1e-5, atol=1e-6)
+    previous = psi.abs() > 0.5
+    as_numpy = shrinkwrap_support(psi.numpy(), 1.0, 0.2, previous=previous.numpy())
+    assert torch.equal(as_numpy, shrinkwrap_support(psi, 1.0, 0.2, previous=previous))
+    intensity = (amp * 100).square()
+    for bad in ("3", float("nan"), 0.0, None):
+        with pytest.raises(ValueError, match="counts"):
+            wiener_filter(psi, intensity, counts=bad)
+    assert torch.equal(wiener_filter(psi, intensity, counts=np.float32(3.0)),
+                       wiener_filter(psi, intensity, counts=3.0))

@@ -14,6 +14,7 @@ all of it.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -61,7 +62,7 @@ def wiener_filter(obj: Any, intensity: Any, mask: Any = None, *, counts: float) 
     >>> bool(torch.allclose(wiener_filter(obj, i, counts=8.0), obj, atol=1e-4))
     True
     """
-    if not 0 < counts < math.inf:
+    if not isinstance(counts, numbers.Real) or not 0 < counts < math.inf:  # a str: TypeError
         raise ValueError(f"counts must be a positive finite number, got {counts!r}")
     dev = obj.device if isinstance(obj, torch.Tensor) else torch.device("cpu")
     i = check_intensity(intensity, dev)

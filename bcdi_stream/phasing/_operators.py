@@ -50,8 +50,8 @@ def modulus_projection(
     if amp.is_complex():
         raise ValueError("amplitude must be real")
     amp = amp.to(torch.float32)
-    if bool((amp < 0).any()):
-        raise ValueError("amplitude must be non-negative")
+    if not bool(((amp >= 0) & (amp < torch.inf)).all()):  # NaN or inf made NaN silently
+        raise ValueError("amplitude must be non-negative and finite")
     try:
         amp = amp.expand(out.shape)
     except RuntimeError as exc:

@@ -22,7 +22,15 @@ IMODEL_MIN = 0.1
 
 
 def _intensity_of(obj: torch.Tensor) -> torch.Tensor:
-    """|fftn(obj)|**2 in FFT layout (the object is centred; the modulus ignores the shift)."""
+    """|fftn(obj)|**2 in FFT layout (the object is centred; the modulus ignores the shift).
+
+    ``re² + im²`` as two roundings, in the object's precision (complex128 gives float64).
+    Not :func:`~bcdi_stream.phasing._kernels.squared_modulus`, which the iterations use:
+    that one's ``addcmul`` fuses the product and the sum on CPUs with FMA (one rounding) and
+    differs by one ulp on ~16 % of the voxels of a 64³ pattern (AMD EPYC, AVX-512), which
+    would move every LLK, the PSF estimates made from it and so the ``ai`` results; the two
+    are kept apart on purpose (``test_quality_intensity_is_the_unfused_squared_modulus``).
+    """
     psi = torch.fft.fftn(obj, dim=SPATIAL_DIMS)
     r = torch.view_as_real(psi)
     return r[..., 0].square() + r[..., 1].square()
@@ -232,6 +240,7 @@ def excess_misfit(
     *,
     psf_sigma: Any = None,
     counts: bool = True,
+    background: float = 0.0,
 ) -> torch.Tensor:
     """Share of the measured intensity the model leaves unexplained beyond Poisson noise.
 
@@ -244,7 +253,17 @@ def excess_misfit(
     2e-4 for 4×10⁵). A flat detector background, which phasing does not model, adds to it
     (≈ 0.01 for 0.4 photons per pixel under 4×10⁶ photons); fitting one beside the model
     lets a wrong model hide misfit in it at low counts (``benchmarks/research/
-    fallback_trigger.py``), so none is fitted.
+    fallback_trigger.py``), so none is fitted; a background known from elsewhere (a detector
+    pedestal, dark frames) can be given (``background``). Measured on the true objects of
+    three simulated weak 64³ crystals: within ±5e-5 of 0 without background at 1e4-1e6 peak
+    counts; with 0.1 / 0.5 / 1 photon per pixel, 0.002-0.010 / 0.010-0.050 / 0.022-0.099 at
+    1e4 peak counts, up to 0.0006 / 0.0031 / 0.0070 at 1e5 (the ``auto`` threshold is
+    0.0025), up to 0.0003 at 1e6; with ``background`` given, within ±2.5e-4 of 0 in all of
+    them (also at 3 photons per pixel), while a model with a smooth 0.8 rad phase error keeps
+    0.012-0.047 (0.015-0.047 without background). The background is not
+    estimated from the data: a strongly strained crystal spreads its signal over the whole
+    grid (mean 180-450 photons per pixel beyond the inscribed ellipsoid at 1e4 peak counts),
+    leaving no dark region to read it from.
 
     Parameters
     ----------
@@ -256,6 +275,11 @@ def excess_misfit(
         intensity left unexplained (exact for noise-free data; any noise counts as misfit).
         The Poisson term of an intensity in other units is meaningless: for a pattern
         normalised to 1 it exceeds the intensity itself, and every model would score ≈ −1.
+    background : float
+        Known flat background in the data (per pixel, the intensity's units, >= 0 and below
+        its mean over the measured pixels): the model is then ``s·Ic + background``, ``s``
+        scaling it to the data's total less the background's, and the noise term is that of
+        the sum. 0 (default): no background is modelled (a background counts as misfit).
 
     Returns
     -------
@@ -269,6 +293,16 @@ def excess_misfit(
     total = float(io.sum())
     if not total > 0:
         raise ValueError("intensity must have counts on the measured pixels")
+    try:
+        bg = float(background)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"background must be a number, got {background!r}") from exc
+    if not 0.0 <= bg < total / meas.n_valid:
+        raise ValueError(
+            f"background must be >= 0 and below the mean intensity of the measured pixels "
+            f"({total / meas.n_valid:.4g}), got {background!r}"
+        )
+    signal = total - bg * meas.n_valid  # the model's share of the total
     vals = []
     for i in range(o.shape[0]):
         ic = _model(o[i], psf_sigma).to(torch.float64)
@@ -277,7 +311,9 @@ def excess_misfit(
         if not float(ic.sum()) > 0:
             vals.append(float("inf"))
             continue
-        ic = ic * (total / float(ic.sum()))
+        ic = ic * (signal / float(ic.sum()))
+        if bg > 0:
+            ic = ic + bg
         miss = float((ic.sqrt() - io.sqrt()).square().sum())
         floor = float(poisson_amplitude_floor(ic).sum()) if counts else 0.0
         vals.append((miss - floor) / total)

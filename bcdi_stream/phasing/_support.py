@@ -52,8 +52,8 @@ def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
     torch.Tensor
         float32 array of the same shape.
     """
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if not 0 <= sigma < math.inf:  # NaN and inf made an all-NaN array
+        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
     x = x.to(torch.float32)
     if sigma == 0:
         return x.clone()
@@ -147,7 +147,7 @@ def shrinkwrap_support(
         Smoothing width in voxels (>= 0).
     threshold : float
         Fraction of each run's maximum smoothed amplitude, in (0, 1).
-    previous : torch.Tensor, optional
+    previous : array-like, optional
         The current support; a run whose new support would be empty or smaller than 1 % of the
         previous one (collapse) keeps its previous support.
 
@@ -157,8 +157,8 @@ def shrinkwrap_support(
         bool support, same shape as ``obj``.
     """
     threshold = check_fraction(threshold, "threshold")
-    if not sigma >= 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if not 0 <= sigma < math.inf:  # inf smoothed to NaN: an empty support
+        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
     o = obj if isinstance(obj, torch.Tensor) else to_tensor(obj, "obj", resolve_device(None))
     if o.ndim < 3:
         raise ValueError(f"obj must have at least 3 dimensions, got shape {tuple(o.shape)}")
@@ -166,6 +166,8 @@ def shrinkwrap_support(
     peak = smooth.amax(dim=SPATIAL_DIMS, keepdim=True)
     new = smooth > threshold * peak
     if previous is not None:
+        if not isinstance(previous, torch.Tensor):  # array-like, as ``obj`` may be
+            previous = to_tensor(previous, "previous", new.device)
         if previous.shape != new.shape:
             raise ValueError(
                 f"previous must have the object's shape {tuple(new.shape)}, "
