@@ -9,6 +9,9 @@ how to browse the results, and exits (or keeps serving with ``serve=True``).
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +23,8 @@ __all__ = ["run_demo"]
 
 _STAGES = ("read", "preprocess", "predict", "refine", "write")
 _STRAINS = ("weak", "medium", "strong", "any")
+#: Grid sizes the crystal simulator accepts (``bcdi_stream.simulation``: ``n`` in [16, 1024]).
+_SIZES = (16, 1024)
 
 
 def _base_url(uri: str) -> str:
@@ -62,12 +67,13 @@ def run_demo(
     echo : callable(str)
         Where the progress lines go.
     size : int
-        Crystal grid (``size``³) and number of rocking frames.
+        Crystal grid (``size``³) and number of rocking frames, in [16, 1024].
     detector_shape : (int, int), optional
         Detector size in pixels, larger than ``size`` (default 128×160 up to ``size`` 64,
         ``2·size × (2·size + 32)`` beyond).
-    strains : sequence of str
-        Strain classes cycled over the scans (``weak``, ``medium``, ``strong``).
+    strains : sequence of str, or str
+        Strain classes cycled over the scans (``weak``, ``medium``, ``strong``, ``any``); a
+        string is one class or a comma-separated list (``"weak,strong"``).
     seed : int
         Seed of the first crystal (scan ``k`` uses ``seed + k``) and of the detector.
     exposure_s : float
@@ -76,33 +82,52 @@ def run_demo(
     settings : JobSettings, optional
         Live job settings (default: crop to ``size``³, the live phasing preset).
     directory : str or Path, optional
-        Keep the embedded server's data there (default a temporary directory).
+        Keep the embedded server's data there (default a temporary directory); created if
+        missing, and it must be writable. Not with ``tiled_uri``.
     timeout : float
         Seconds to wait for all reconstructions.
     publish_analysis : bool
         Also publish each result as a Bluesky analysis run linked to the raw uid.
     live_figure_dir : str or Path, optional
-        Save the live figure of each scan there (headless :class:`LiveStrainFigure`).
+        Save the live figure of each scan there (headless :class:`LiveStrainFigure`);
+        created if missing, and it must be writable.
 
     Returns
     -------
     list of dict
         One summary per scan: ``uid``, ``sample``, ``status``, ``latency``, ``timings``,
         ``strain_rms``, ``quality_flag``, ``path``, ``readback`` (checked from a fresh client).
+
+    Raises
+    ------
+    ValueError
+        A bad argument (the message names it), checked before anything starts;
+        :class:`bcdi_stream.errors.InputError` (a ``ValueError``) when the Tiled server at
+        ``tiled_uri`` cannot be used, or ``directory`` or ``live_figure_dir`` is not a
+        writable directory.
     """
-    if int(n_scans) != n_scans or n_scans < 1:
-        raise ValueError(f"n_scans must be an integer >= 1, got {n_scans}")
-    if size < 8:
-        raise ValueError(f"size must be >= 8, got {size}")
+    if not _is_int(n_scans) or n_scans < 1:
+        raise ValueError(f"n_scans must be an integer >= 1, got {n_scans!r}")
+    if not _is_int(size) or not _SIZES[0] <= size <= _SIZES[1]:
+        raise ValueError(f"size must be an integer in [{_SIZES[0]}, {_SIZES[1]}] (the "
+                         f"simulator's grid), got {size!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    n_scans, size, seed = int(n_scans), int(size), int(seed)
+    if isinstance(strains, str):
+        strains = [s.strip() for s in strains.split(",") if s.strip()]
     if not strains:
         raise ValueError("strains must name at least one strain class")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be > 0, got {timeout}")
+    if not _is_number(timeout) or not timeout > 0:
+        raise ValueError(f"timeout must be a number > 0, got {timeout!r}")
     if serve and tiled_uri is not None:
         raise ValueError("serve applies to the embedded server only; drop tiled_uri or serve")
-    if not exposure_s >= 0:
-        raise ValueError(f"exposure_s must be >= 0, got {exposure_s}")
-    bad = [s for s in strains if s not in _STRAINS]
+    if directory is not None and tiled_uri is not None:
+        raise ValueError("directory is for the embedded server only; drop tiled_uri or "
+                         "directory")
+    if not _is_number(exposure_s) or not math.isfinite(exposure_s) or not exposure_s >= 0:
+        raise ValueError(f"exposure_s must be a finite number >= 0, got {exposure_s!r}")
+    bad = [repr(s) if not isinstance(s, str) else s for s in strains if s not in _STRAINS]
     if bad:
         raise ValueError(f"strains must be among {', '.join(_STRAINS)}, got {', '.join(bad)}")
     if detector_shape is None:
@@ -114,6 +139,10 @@ def run_demo(
         )
     if tiled_uri is not None and not tiled_uri.startswith(("http://", "https://")):
         raise ValueError(f"tiled_uri must be an http(s) URL, got {tiled_uri!r}")
+    if directory is not None:
+        directory = _usable_directory(directory, "directory")
+    if live_figure_dir is not None:
+        live_figure_dir = _usable_directory(live_figure_dir, "live_figure_dir")
 
     from bluesky import RunEngine
     from bluesky.utils import RunEngineInterrupted
@@ -204,6 +233,35 @@ def run_demo(
             bcdi_callback.close(wait=False, cancel=True)
         if server is not None:
             server.close()
+
+
+def _is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer number (``3``, ``3.0``; not a bool, NaN or string)."""
+    return _is_number(value) and math.isfinite(value) and int(value) == value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _usable_directory(directory: str | Path, name: str) -> Path:
+    """A directory the demo writes to, created if missing; a one-line :class:`InputError`
+    naming the argument ``name`` when it is not a writable directory (checked before the
+    server starts, rather than an internal error from deep inside it)."""
+    from bcdi_stream.errors import InputError
+
+    path = Path(directory).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{name} {str(path)!r} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"{name} {str(path)!r} is not a writable directory: {reason}"
+                         ) from None
+    return path
 
 
 def _readback(bcdi_callback: Any, fresh: Any, scan: dict[str, Any], pkey: str,

@@ -47,6 +47,19 @@ def test_source_rejects_bad_volumes(arr: np.ndarray, match: str) -> None:
         DiffractionSource(arr)
 
 
+def test_source_meta_and_name_are_checked_when_made() -> None:
+    """``meta=None`` is an empty description (it used to fail only later, in
+    ``SimBCDIDetector.load``, with an AttributeError); a non-mapping is refused at once."""
+    vol = np.ones((4, 4, 4), np.float32)
+    det = SimBCDIDetector(make_rocking_motor(), name="d", shape=(16, 16))
+    det.load(DiffractionSource(vol, meta=None))
+    assert det.source.meta == {}
+    with pytest.raises(ValueError, match="meta"):
+        DiffractionSource(vol, meta=["g_hat"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="name"):
+        DiffractionSource(vol, name=None)  # type: ignore[arg-type]
+
+
 def test_source_slices_interpolate_and_vanish_outside() -> None:
     vol = np.arange(4 * 2 * 2, dtype=np.float32).reshape(4, 2, 2)
     src = DiffractionSource(vol)
@@ -145,3 +158,129 @@ def test_frames_round_trip_through_tiled_writer() -> None:
     sent = np.stack([d["data"]["det_image"] for n, d in docs if n == "event"])
     np.testing.assert_array_equal(frames, sent)
     assert client[uid].metadata["start"]["bcdi"]["energy_kev"] == 9.0
+
+
+# ------------------------------------------------------------- odd arguments, devices re-used
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num": 1}, "num"),
+        ({"num": 0}, "num"),
+        ({"num": -4}, "num"),
+        ({"num": 2.5}, "num"),
+        ({"num": float("nan")}, "num"),
+        ({"num": "5"}, "num"),
+        ({"step_deg": 0}, "step_deg"),
+        ({"step_deg": -0.005}, "step_deg"),
+        ({"step_deg": float("inf")}, "step_deg"),
+        ({"step_deg": float("nan")}, "step_deg"),
+        ({"center_deg": float("nan")}, "center_deg"),
+        ({"center_deg": float("inf")}, "center_deg"),
+        ({"center_deg": "abc"}, "center_deg"),
+        ({"md": ["not", "a", "mapping"]}, "md"),
+    ],
+)
+def test_rocking_curve_rejects_bad_arguments_when_called(kwargs: dict, name: str) -> None:
+    """Eager, one-line ``ValueError`` naming the argument: raised by the call itself (not on
+    the RunEngine's first step), so ``RE(rocking_curve(..., num=1))`` opens no run."""
+    bl = make_beamline(detector_shape=(64, 80), seed=1)
+    bl.load(toy_source(32))
+    with pytest.raises(ValueError, match=name) as err:
+        rocking_curve(bl.detector, **kwargs)  # not iterated
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=name):
+        bl.rocking_curve(**kwargs)
+    RE = RunEngine({})
+    docs = _collect(RE)
+    with pytest.raises(ValueError, match=name):
+        RE(bl.rocking_curve(**kwargs))
+    assert docs == []  # no run was opened
+
+
+def test_rocking_curve_with_two_frames_and_a_range_that_misses_the_peak() -> None:
+    """The smallest rocking curve (num=2) runs; a range far from the Bragg peak runs too and
+    records only background (the live callback then reports "no Bragg peak")."""
+    bl = make_beamline(detector_shape=(64, 80), seed=1, n_hot_pixels=0)
+    bl.load(toy_source(32))
+    RE = RunEngine({})
+    docs = _collect(RE)
+    RE(bl.rocking_curve(num=2))
+    events = [d for n, d in docs if n == "event"]
+    assert len(events) == 2 and docs[0][1]["bcdi"]["num_frames"] == 2
+    assert events[1]["data"]["eta"] == pytest.approx(bl.detector.rocking_center_deg)
+    docs.clear()
+    far = bl.detector.rocking_center_deg + 1.0  # 200 steps away
+    RE(bl.rocking_curve(num=4, center_deg=far))
+    frames = np.stack([d["data"]["det_image"] for n, d in docs if n == "event"])
+    assert frames.mean() < 0.1  # background only
+    assert docs[0][1]["bcdi"]["rocking_center_deg"] == pytest.approx(far)
+
+
+def test_loading_a_crystal_without_g_hat_does_not_keep_the_previous_one() -> None:
+    """A detector re-used across crystals: Ĝ comes from the crystal in the beam, or, when it
+    states none, from the detector's own geometry, never from the crystal loaded before."""
+    bl = make_beamline(detector_shape=(64, 80), seed=1)
+    own = bl.geometry.g_hat
+    plain = toy_source(32)
+    tilted = DiffractionSource(plain.intensity, name="tilted", meta={"g_hat": [0.0, 0.6, 0.8]})
+    bl.load(tilted)
+    assert bl.geometry.g_hat == pytest.approx((0.0, 0.6, 0.8))
+    bl.load(plain)
+    assert bl.geometry.g_hat == pytest.approx(own)
+    RE = RunEngine({})
+    docs = _collect(RE)
+    RE(bl.rocking_curve(num=4))
+    assert docs[0][1]["bcdi"]["g_hat"] == pytest.approx(list(own))
+    assert docs[0][1]["sample"]["name"] == plain.name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"exposure_s": float("inf")}, "exposure_s"),
+        ({"exposure_s": float("nan")}, "exposure_s"),
+        ({"background": float("inf")}, "background"),
+        ({"geometry": {"energy_kev": 9.0}}, "geometry"),
+    ],
+)
+def test_detector_rejects_non_finite_settings(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        SimBCDIDetector(make_rocking_motor(), name="d", **kwargs)
+
+
+def test_a_failed_exposure_fails_the_trigger_status_instead_of_hanging() -> None:
+    """An exposure that cannot run (here: one of 1e300 s) ends the trigger's status with the
+    error; before, the acquisition thread died and a plan waited on the status for ever."""
+    det = SimBCDIDetector(make_rocking_motor(), name="d", shape=(16, 16), exposure_s=0.01)
+    det.exposure_s = 1e300
+    status = det.trigger()
+    with pytest.raises(OverflowError):
+        status.wait(10)
+    det.exposure_s = 0.01
+    det.trigger().wait(10)  # the detector still works
+
+
+@pytest.mark.parametrize(
+    ("offset", "match"),
+    [((40, 0), "off the 64x80 detector"), ((0, -41), "off the 64x80 detector"),
+     ((1.5, 0), "integers"), ((1, 2, 3), "rows, cols")],
+)
+def test_peak_offset_that_leaves_no_peak_on_the_detector_is_rejected(offset, match) -> None:
+    det = SimBCDIDetector(make_rocking_motor(), name="d", shape=(64, 80))
+    with pytest.raises(ValueError, match=match):
+        det.load(toy_source(32), peak_offset=offset)
+    assert det.source is None  # nothing half-loaded
+    det.load(toy_source(32), peak_offset=(31, -40))  # the edge pixels are still allowed
+    assert det.peak_pixel == (63, 0)
+
+
+@pytest.mark.parametrize(("kwargs", "name"),
+                         [({"seed": 1.5}, "seed"), ({"seed": "a"}, "seed"), ({"n": 16.5}, "n")])
+def test_crystal_source_does_not_truncate_its_seed(kwargs: dict, name: str) -> None:
+    """``crystal_source(1.5)`` was crystal 1 named ``crystal-1.5-weak``: now a ValueError."""
+    from bcdi_stream.beamline import crystal_source
+
+    with pytest.raises(ValueError, match=f"^{name} must be an integer"):
+        crystal_source(**{"seed": 0, "n": 16, **kwargs})

@@ -36,11 +36,47 @@ def test_demo_on_an_existing_server() -> None:
         ({"size": 4}, "size"),
         ({"strains": ()}, "strains"),
         ({"serve": True, "tiled_uri": "http://x/api/v1"}, "serve"),
+        # below 16 the simulator refuses the grid: caught here, before a server starts
+        ({"size": 8}, "size"),
+        ({"size": 15}, "size"),
+        ({"size": 32.5}, "size"),
+        ({"size": 2048}, "size"),
+        ({"n_scans": float("nan")}, "n_scans"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"exposure_s": float("inf")}, "exposure_s"),  # a trigger that never ends
+        ({"strains": "wobbly"}, "got wobbly$"),  # a string is a class name, not letters
+        ({"strains": "weak,wobbly"}, "got wobbly$"),
+        ({"directory": "/tmp", "tiled_uri": "http://x/api/v1"}, "directory"),
     ],
 )
 def test_demo_validates_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         run_demo(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_demo_rejects_an_unusable_directory_before_starting(tmp_path, capsys) -> None:
+    """A --directory that cannot hold the server's data is bad input (one line naming it, exit
+    2), found before the embedded server starts, not an internal error from inside Tiled."""
+    from bcdi_stream.errors import InputError
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    lines: list[str] = []
+    for bad in (a_file, a_file / "below"):
+        with pytest.raises(InputError, match=r"^directory"):
+            run_demo(directory=bad, echo=lines.append)
+        with pytest.raises(InputError, match=r"^live_figure_dir"):
+            run_demo(live_figure_dir=bad, echo=lines.append)
+    assert lines == []  # nothing started
+    for option in ("--directory", "--figures"):
+        code, _out, err = _cli(capsys, "demo", option, str(a_file / "below"))
+        assert code == 2, err
+        (line,) = err.strip().splitlines()
+        assert line.startswith("bcdi-stream: error: ") and "Traceback" not in err, err
+        assert "a-file" in line and "directory" in line, line
 
 
 # ---------------------------------------------------------------- the `bcdi-stream demo` command

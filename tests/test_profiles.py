@@ -27,8 +27,14 @@ def _load_startup(ns: dict) -> list[str]:
     return [p.name for p in files]
 
 
+def _run_file(name: str, ns: dict) -> dict:
+    path = STARTUP / name
+    exec(compile(path.read_text(), str(path), "exec"), ns)
+    return ns
+
+
 @pytest.mark.timeout(300)
-def test_startup_files_run_a_scan_into_tiled(monkeypatch) -> None:
+def test_startup_files_run_a_scan_into_tiled(monkeypatch, capsys, caplog) -> None:
     server = shared_server()
     monkeypatch.setenv("TILED_URI", server.uri)
     monkeypatch.setenv("BCDI_LIVE_SHAPE", "32")
@@ -53,8 +59,62 @@ def test_startup_files_run_a_scan_into_tiled(monkeypatch) -> None:
         node = from_uri(server.uri)["processed"][uid]
         assert node.metadata["status"] == "ok"
         assert node.metadata["scan"]["plan_name"] == "rocking_curve"
+        # the summary line reaches the session once (the bcdi_stream.live logger, set up by
+        # 00-base.py), not a second time through print
+        line = res.line()
+        logged = [r for r in caplog.records
+                  if r.name == "bcdi_stream.live" and r.getMessage() == line]
+        printed = capsys.readouterr()
+        assert len(logged) + (printed.out + printed.err).count(line) == 1, printed
+        assert len(logged) == 1 and logged[0].levelname == "INFO"
     finally:
         ns["bcdi_callback"].close()
+
+
+def test_rc_checks_its_arguments_when_called() -> None:
+    """`RE(rc(num=1))` raises at once, before the RunEngine opens a run."""
+    from bluesky import RunEngine
+
+    from bcdi_stream.beamline import make_beamline
+
+    bl = make_beamline(detector_shape=(64, 80), seed=1)
+    ns = _run_file("40-plans.py", {"det": bl.detector, "eta": bl.motor})
+    with pytest.raises(ValueError, match="num"):
+        ns["rc"](num=1)
+    RE = RunEngine({})
+    docs: list = []
+    RE.subscribe(lambda name, doc: docs.append(name))
+    with pytest.raises(ValueError, match="num"):
+        RE(ns["rc"](num=1))
+    assert docs == []
+
+
+@pytest.mark.parametrize(("value", "level"), [("debug", 10), ("Info", 20), ("", 30), ("40", 40)])
+def test_log_level_from_the_environment(value: str, level: int) -> None:
+    """BCDI_LOG_LEVEL in any case (or a number) works; logging alone refuses "debug"."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging; exec(open(r'%s').read()); "
+            "print(logging.getLogger().level)") % (STARTUP / "00-base.py")
+    env = {**os.environ, "BCDI_LOG_LEVEL": value}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(level)
+
+
+@pytest.mark.parametrize(
+    ("file", "var", "value"),
+    [("00-base.py", "BCDI_LOG_LEVEL", "loud"), ("20-devices.py", "BCDI_SIM_SEED", "x"),
+     ("20-devices.py", "BCDI_SIM_EXPOSURE", "fast"), ("30-bcdi.py", "BCDI_LIVE_SHAPE", "abc")],
+)
+def test_bad_environment_settings_name_the_variable(monkeypatch, file, var, value) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=var) as err:  # raised before anything is set up
+        _run_file(file, {"__name__": "__main__"})
+    assert value in str(err.value) and "\n" not in str(err.value)
 
 
 def test_tiled_client_profiles_are_valid(monkeypatch) -> None:

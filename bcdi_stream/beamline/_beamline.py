@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,12 +36,30 @@ def crystal_source(seed: int, n: int = 64, strain: str = "weak",
         Strain class.
     **kwargs
         Further :func:`simulate_crystal` arguments (``peak_counts``, ``shapes``...).
+
+    Returns
+    -------
+    DiffractionSource
+        The expected counts, named ``crystal-<seed>-<strain>``.
     """
     from bcdi_stream.simulation import simulate_crystal
 
+    for arg, value in (("seed", seed), ("n", n)):
+        if not _is_integer(value):
+            raise ValueError(f"{arg} must be an integer, got {value!r}")
+    seed, n = int(seed), int(n)
     kwargs = {"poisson": False, "gaps": (), **kwargs}
-    crystal = simulate_crystal(int(seed), n=int(n), strain=strain, device="cpu", **kwargs)
+    crystal = simulate_crystal(seed, n=n, strain=strain, device="cpu", **kwargs)
     return DiffractionSource.from_crystal(crystal, name=f"crystal-{seed}-{strain}")
+
+
+def _is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer number (``3``, ``3.0``, numpy ints; not a bool)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return isinstance(value, float) and value.is_integer()
 
 
 @dataclass
@@ -64,14 +83,36 @@ class SimBeamline:
         return self.detector.geometry
 
     def load(self, source: DiffractionSource, **kwargs: Any) -> None:
-        """Put a crystal in the beam (see :meth:`SimBCDIDetector.load`) and park the motor at
-        its Bragg angle."""
+        """Put a crystal in the beam and park the motor at its Bragg angle.
+
+        Parameters
+        ----------
+        source : DiffractionSource
+            The crystal's diffraction volume.
+        **kwargs
+            ``peak_offset``, ``rocking_center_deg``: see :meth:`SimBCDIDetector.load`.
+        """
         self.detector.load(source, **kwargs)
         self.motor.set(self.detector.rocking_center_deg).wait(timeout=10)
 
     def rocking_curve(self, num: int | None = None, *, md: Mapping[str, Any] | None = None,
                       **kwargs: Any) -> Generator[Msg, Any, str]:
-        """The :func:`rocking_curve` plan on this beamline's detector and motor."""
+        """The :func:`rocking_curve` plan on this beamline's detector and motor.
+
+        Parameters
+        ----------
+        num : int, optional
+            Number of frames (default: the loaded crystal's rocking size).
+        md : mapping, optional
+            Extra start-document metadata.
+        **kwargs
+            ``step_deg``, ``center_deg``, ``geometry``: see :func:`rocking_curve`.
+
+        Returns
+        -------
+        generator
+            The plan (its arguments already checked).
+        """
         return rocking_curve(self.detector, self.motor, num=num, md=md, **kwargs)
 
 
@@ -104,6 +145,11 @@ def make_beamline(
         Simulated exposure time per frame (seconds).
     motor_name, detector_name : str
         Device names (the image data key is ``<detector_name>_image``).
+
+    Returns
+    -------
+    SimBeamline
+        The motor (at the Bragg angle) and the detector, no crystal loaded.
     """
     geometry = geometry or DEFAULT_GEOMETRY
     motor = make_rocking_motor(motor_name, geometry.bragg_angle_deg)

@@ -11,6 +11,7 @@ back from Tiled as ``uint32``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -50,9 +51,21 @@ class ImageSignal(Signal):
 
     ``describe()`` adds ``dtype_numpy`` (without it ``TiledWriter`` stores integer frames as
     float64) and the image shape.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Those of :class:`ophyd.Signal` (``value=`` the initial image, ``kind=``...).
     """
 
     def describe(self) -> dict[str, dict[str, Any]]:
+        """The data key, with ``dtype_numpy`` and ``shape`` of the current image.
+
+        Returns
+        -------
+        dict
+            ``{name: data key}`` as :meth:`ophyd.Signal.describe`.
+        """
         desc = super().describe()
         value = np.asarray(self.get())
         desc[self.name]["dtype_numpy"] = value.dtype.str
@@ -68,11 +81,26 @@ def make_rocking_motor(name: str = "eta", position_deg: float = 0.0) -> SynAxis:
     name : str
         Device name (also the data key of its readback).
     position_deg : float
-        Initial position in degrees.
+        Initial position in degrees, finite.
+
+    Returns
+    -------
+    ophyd.sim.SynAxis
+        The motor; its readback's data key is ``name``.
     """
-    if not name:
-        raise ValueError("name must be a non-empty string")
+    if not name or not isinstance(name, str):
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not _finite(position_deg):
+        raise ValueError(f"position_deg must be a finite angle in degrees, got {position_deg!r}")
     return SynAxis(name=name, value=float(position_deg), egu="deg")
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (not a bool, not a string)."""
+    try:
+        return not isinstance(value, (bool, str)) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 class SimBCDIDetector(Device):
@@ -86,17 +114,20 @@ class SimBCDIDetector(Device):
         Device name; the image data key is ``<name>_image``.
     geometry : Geometry, optional
         Measurement geometry; its ``angular_step_deg`` is the rocking step of the crystal's
-        volume (one grid plane per step). Default :data:`DEFAULT_GEOMETRY`.
+        volume (one grid plane per step). Default :data:`DEFAULT_GEOMETRY`. The
+        :attr:`geometry` attribute reports it with the Ĝ of the crystal in the beam, when that
+        crystal states one (``source.meta["g_hat"]``).
     shape : (int, int)
         Detector size ``(rows, cols)``; larger than the crystal's volume.
     n_hot_pixels : int
         Hot pixels at fixed random positions.
     background : float
-        Mean background counts per pixel per frame.
+        Mean background counts per pixel per frame, finite and >= 0.
     seed : int
         Seed of the detector's random state (hot pixels, noise, peak offsets).
     exposure_s : float
-        Simulated exposure: each trigger completes after this many seconds (0: at once).
+        Simulated exposure, finite and >= 0: each trigger completes after this many seconds
+        (0: at once).
     """
 
     image = Cpt(ImageSignal, value=np.zeros((1, 1), np.uint32), kind="normal")
@@ -120,15 +151,17 @@ class SimBCDIDetector(Device):
             raise ValueError(f"shape must be (rows, cols) with sizes >= 8, got {tuple(shape)}")
         if n_hot_pixels < 0:
             raise ValueError(f"n_hot_pixels must be >= 0, got {n_hot_pixels}")
-        if not background >= 0:
-            raise ValueError(f"background must be >= 0, got {background}")
-        if not exposure_s >= 0:
-            raise ValueError(f"exposure_s must be >= 0, got {exposure_s}")
+        if not _finite(background) or not background >= 0:
+            raise ValueError(f"background must be a finite number >= 0, got {background!r}")
+        if not _finite(exposure_s) or not exposure_s >= 0:
+            raise ValueError(f"exposure_s must be a finite number >= 0, got {exposure_s!r}")
         if not hasattr(motor, "position"):
             raise ValueError("motor must be a positioner with a .position")
         super().__init__(name=name, **kwargs)
         self._motor = motor
-        self.geometry = geometry or DEFAULT_GEOMETRY
+        self._lock = threading.Lock()
+        self._g_hat: tuple[float, ...] | None = None  # Ĝ of the crystal in the beam, if stated
+        self.geometry = DEFAULT_GEOMETRY if geometry is None else geometry
         self.frame_shape = (int(shape[0]), int(shape[1]))
         self.background = float(background)
         self.exposure_s = float(exposure_s)
@@ -140,8 +173,26 @@ class SimBCDIDetector(Device):
         self.source: DiffractionSource | None = None
         self.rocking_center_deg = self.geometry.bragg_angle_deg
         self.peak_pixel = (self.frame_shape[0] // 2, self.frame_shape[1] // 2)
-        self._lock = threading.Lock()
         self.image.put(np.zeros(self.frame_shape, np.uint32))
+
+    @property
+    def geometry(self) -> Geometry:
+        """The measurement geometry of the current scan.
+
+        The detector's geometry (the constructor's, or the last one assigned), with Ĝ
+        (``g_hat``) replaced by that of the crystal in the beam when its ``meta`` states one.
+        Loading a crystal that states none goes back to the detector's own Ĝ: nothing is
+        carried over from the previous crystal.
+        """
+        if self._g_hat is None:
+            return self._geometry
+        return dataclasses.replace(self._geometry, g_hat=self._g_hat)
+
+    @geometry.setter
+    def geometry(self, value: Geometry) -> None:
+        if not isinstance(value, Geometry):
+            raise ValueError(f"geometry must be a Geometry, got {type(value).__name__}")
+        self._geometry = value
 
     @property
     def motor(self) -> Any:
@@ -168,9 +219,15 @@ class SimBCDIDetector(Device):
             The crystal's diffraction volume.
         peak_offset : (int, int), optional
             Bragg peak position on the detector relative to its centre (pixels); default a
-            random offset that keeps the peak region on the detector.
+            random offset that keeps the peak region on the detector. The peak itself must
+            fall on the detector; the region around it may be cut by the detector's edge.
         rocking_center_deg : float, optional
-            Motor angle of the Bragg peak; default the geometry's Bragg angle.
+            Motor angle of the Bragg peak, finite; default the geometry's Bragg angle.
+
+        Raises
+        ------
+        ValueError
+            An argument is of the wrong kind or out of range (the message names it).
         """
         if not isinstance(source, DiffractionSource):
             raise ValueError(f"source must be a DiffractionSource, got {type(source).__name__}")
@@ -185,24 +242,51 @@ class SimBCDIDetector(Device):
             peak_offset = tuple(
                 int(self._rng.integers(-f // 2, f // 2 + 1)) if f > 1 else 0 for f in free
             )
-        if len(peak_offset) != 2:
-            raise ValueError(f"peak_offset must be (rows, cols), got {peak_offset!r}")
+        try:
+            offset = tuple(int(o) for o in peak_offset)
+            ok = len(offset) == 2 and all(int(o) == o for o in peak_offset)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"peak_offset must be (rows, cols) integers, got {peak_offset!r}")
+        peak = (rows // 2 + offset[0], cols // 2 + offset[1])
+        if not (0 <= peak[0] < rows and 0 <= peak[1] < cols):
+            raise ValueError(
+                f"peak_offset {offset} puts the Bragg peak off the {rows}x{cols} detector "
+                f"(rows within [{-(rows // 2)}, {rows - 1 - rows // 2}], "
+                f"cols within [{-(cols // 2)}, {cols - 1 - cols // 2}])"
+            )
+        if rocking_center_deg is not None and not _finite(rocking_center_deg):
+            raise ValueError(
+                f"rocking_center_deg must be a finite angle in degrees, got {rocking_center_deg!r}"
+            )
+        g_hat = source.meta.get("g_hat")
+        g_hat = tuple(float(c) for c in g_hat) if _is_vector3(g_hat) else None
         with self._lock:
             self.source = source
-            self.peak_pixel = (rows // 2 + int(peak_offset[0]), cols // 2 + int(peak_offset[1]))
+            self.peak_pixel = peak
+            self._g_hat = g_hat
             self.rocking_center_deg = (
-                self.geometry.bragg_angle_deg if rocking_center_deg is None
+                self._geometry.bragg_angle_deg if rocking_center_deg is None
                 else float(rocking_center_deg)
             )
-            g_hat = source.meta.get("g_hat")
-            if g_hat is not None and len(g_hat) == 3:
-                self.geometry = dataclasses.replace(self.geometry, g_hat=tuple(g_hat))
         self.sample.put(source.name)
 
     def rocking_index(self, angle_deg: float) -> float:
-        """Fractional index along the source's rocking axis at a motor angle."""
+        """Fractional index along the source's rocking axis at a motor angle.
+
+        Parameters
+        ----------
+        angle_deg : float
+            Rocking angle in degrees.
+
+        Returns
+        -------
+        float
+            Index along axis 0 of the source's volume (its Bragg peak at ``n // 2``).
+        """
         n = self.source.shape[0] if self.source is not None else 1
-        offset = (float(angle_deg) - self.rocking_center_deg) / self.geometry.angular_step_deg
+        offset = (float(angle_deg) - self.rocking_center_deg) / self._geometry.angular_step_deg
         return offset + n // 2
 
     def render(self, angle_deg: float) -> np.ndarray:
@@ -241,22 +325,39 @@ class SimBCDIDetector(Device):
         return frame
 
     def trigger(self) -> DeviceStatus:
-        """Acquire one frame at the motor's current angle."""
+        """Acquire one frame at the motor's current angle.
+
+        Returns
+        -------
+        ophyd.status.DeviceStatus
+            Finished when the frame is in :attr:`image`; it carries the exception when the
+            acquisition fails, so a plan never waits on a frame that will not come.
+        """
         status = DeviceStatus(self)
         angle = float(self._motor.position)
+        exposure = self.exposure_s
 
         def acquire() -> None:
-            if self.exposure_s:
-                time.sleep(self.exposure_s)
             try:
+                if exposure:
+                    time.sleep(exposure)
                 self.image.put(self.render(angle))
             except Exception as exc:  # report through the status, as a real detector would
                 status.set_exception(exc)
             else:
                 status.set_finished()
 
-        if self.exposure_s:
+        if exposure:
             threading.Thread(target=acquire, daemon=True, name=f"{self.name}-acquire").start()
         else:
             acquire()
         return status
+
+
+def _is_vector3(value: Any) -> bool:
+    """Whether ``value`` is a sequence of 3 finite numbers, not all zero."""
+    try:
+        comps = [float(c) for c in value]
+    except (TypeError, ValueError):
+        return False
+    return len(comps) == 3 and all(math.isfinite(c) for c in comps) and any(comps)

@@ -4,6 +4,8 @@ geometry in the start document (key ``bcdi``, the :meth:`Geometry.to_dict` layou
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -71,6 +73,9 @@ def rocking_curve(
     rocking axis. The start document carries ``bcdi`` (see :func:`bcdi_metadata`) and, for the
     simulated detector, ``sample`` (the crystal's name and description).
 
+    The arguments are checked when the plan is created, not when the RunEngine first steps it:
+    ``rocking_curve(det, num=1)`` raises at once and no run is opened.
+
     Parameters
     ----------
     detector : Readable
@@ -78,11 +83,11 @@ def rocking_curve(
     motor : Movable, optional
         Rocking motor (default: the simulated detector's).
     num : int, optional
-        Number of frames (default: the loaded crystal's rocking size, else 64).
+        Number of frames, >= 2 (default: the loaded crystal's rocking size, else 64).
     step_deg : float, optional
-        Angular step in degrees (default: the geometry's).
+        Angular step in degrees, finite and > 0 (default: the geometry's).
     center_deg : float, optional
-        Angle of the Bragg peak (default: the simulated detector's rocking centre).
+        Angle of the Bragg peak, finite (default: the simulated detector's rocking centre).
     geometry : Geometry, optional
         Measurement geometry (default: the simulated detector's).
     md : mapping, optional
@@ -90,8 +95,14 @@ def rocking_curve(
 
     Returns
     -------
-    str
-        The run's uid (when run inside another plan).
+    generator
+        The plan; run it with ``RE(...)`` or ``yield from`` it inside another plan, where it
+        returns the run's uid.
+
+    Raises
+    ------
+    ValueError
+        An argument is missing or out of range (the message names it).
     """
     motor = motor if motor is not None else getattr(detector, "motor", None)
     if motor is None:
@@ -100,18 +111,22 @@ def rocking_curve(
     if not isinstance(geometry, Geometry):
         raise ValueError("geometry is required (a Geometry) for this detector")
     if step_deg is not None:
-        if not step_deg > 0:
-            raise ValueError(f"step_deg must be > 0, got {step_deg}")
+        if not _finite_real(step_deg) or not step_deg > 0:
+            raise ValueError(f"step_deg must be a finite number > 0, got {step_deg!r}")
         geometry = dataclasses.replace(geometry, angular_step_deg=float(step_deg))
     if center_deg is None:
         center_deg = getattr(detector, "rocking_center_deg", None)
         if center_deg is None:
             raise ValueError("center_deg is required for this detector")
+    if not _finite_real(center_deg):
+        raise ValueError(f"center_deg must be a finite angle in degrees, got {center_deg!r}")
     source = getattr(detector, "source", None)
     if num is None:
         num = source.shape[0] if source is not None else 64
-    if int(num) != num or num < 2:
-        raise ValueError(f"num must be an integer >= 2, got {num}")
+    if not _finite_real(num) or int(num) != num or num < 2:
+        raise ValueError(f"num must be an integer >= 2, got {num!r}")
+    if md is not None and not isinstance(md, Mapping):
+        raise ValueError(f"md must be a mapping, got {type(md).__name__}")
     num = int(num)
     step = geometry.angular_step_deg
     start = float(center_deg) - (num // 2) * step
@@ -130,5 +145,16 @@ def rocking_curve(
     if source is not None:
         _md["sample"] = {"name": source.name, **source.meta}
     _md.update(dict(md or {}))
-    uid = yield from bp.scan([detector], motor, start, stop, num, md=_md)
+    return _scan(detector, motor, start, stop, num, _md)
+
+
+def _scan(detector: Any, motor: Any, start: float, stop: float, num: int,
+          md: dict[str, Any]) -> Generator[Msg, Any, str]:
+    uid = yield from bp.scan([detector], motor, start, stop, num, md=md)
     return uid
+
+
+def _finite_real(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (not a bool, not a string)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))

@@ -9,6 +9,7 @@ the 2D slice at a rocking angle; nothing here knows ophyd, so it is tested on it
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,8 @@ class DiffractionSource:
         True when ``intensity`` already holds Poisson-noisy counts (the detector then adds no
         second shot noise on top of it, only background and hot pixels).
     meta : dict
-        JSON-able description of the crystal (seed, shape, strain class...).
+        JSON-able description of the crystal (seed, shape, strain class...; ``g_hat``: its
+        scattering vector's direction); ``None`` is an empty one.
     """
 
     intensity: np.ndarray
@@ -52,6 +54,14 @@ class DiffractionSource:
         if (arr < 0).any():
             raise ValueError("intensity must be non-negative")
         self.intensity = arr
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        if self.meta is None:
+            self.meta = {}
+        elif not isinstance(self.meta, Mapping):
+            raise ValueError(f"meta must be a mapping, got {type(self.meta).__name__}")
+        else:
+            self.meta = dict(self.meta)
 
     @classmethod
     def from_crystal(cls, crystal: Any, name: str | None = None) -> DiffractionSource:

@@ -6,10 +6,14 @@ import os
 
 from bluesky import RunEngine
 
-logging.basicConfig(
-    level=os.environ.get("BCDI_LOG_LEVEL", "WARNING"),
-    format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-)
+_level = os.environ.get("BCDI_LOG_LEVEL", "").strip().upper() or "WARNING"
+if _level.isdigit():
+    _level = int(_level)
+elif not isinstance(logging.getLevelName(_level), int):  # logging would raise "Unknown level"
+    raise ValueError(f"BCDI_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, "
+                     f"got {os.environ['BCDI_LOG_LEVEL']!r}")
+logging.basicConfig(level=_level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+# The per-scan summary line (and failures, at WARNING) reach the session through this logger.
 logging.getLogger("bcdi_stream.live").setLevel(logging.INFO)
 
 RE = RunEngine({})

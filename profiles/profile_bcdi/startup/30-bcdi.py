@@ -5,13 +5,19 @@ import os
 
 from callbacks import BCDICallback, JobSettings, LiveStrainFigure
 
-_edge = int(os.environ.get("BCDI_LIVE_SHAPE", "64"))
+try:
+    _edge = int(os.environ.get("BCDI_LIVE_SHAPE", "64"))
+except ValueError:
+    raise ValueError("BCDI_LIVE_SHAPE must be an integer crop edge, got "
+                     f"{os.environ['BCDI_LIVE_SHAPE']!r}") from None
 bcdi_settings = JobSettings(
     shape=(_edge, _edge, _edge),
     method=os.environ.get("BCDI_LIVE_METHOD", "auto"),
     device=os.environ.get("BCDI_DEVICE", "auto"),
 )
-bcdi_callback = BCDICallback(tiled_client, settings=bcdi_settings)  # noqa: F821
+# echo=None: the summary line reaches the session once, through the bcdi_stream.live logger
+# (00-base.py), not a second time through print.
+bcdi_callback = BCDICallback(tiled_client, settings=bcdi_settings, echo=None)  # noqa: F821
 bcdi_callback_token = RE.subscribe(bcdi_callback)  # noqa: F821
 if os.environ.get("BCDI_LIVE_FIGURE", "").lower() in ("1", "true", "yes", "on"):
     bcdi_callback.add_listener(LiveStrainFigure())
