@@ -19,12 +19,21 @@ on the same ``state_dir`` re-runs what a killed process left (a scan that killed
 it, ``overflow="record"`` (default) writes a failure record ``queue full`` for the scan (re-run
 it later with ``bcdi-stream reprocess``), ``overflow="block"`` holds ``stop`` until a slot
 frees (the RunEngine waits). Nothing is dropped silently.
+
+After :meth:`BCDICallback.close` the callback reconstructs nothing more (it stays subscribed to
+the RunEngine, but is as good as unsubscribed): a rocking curve that ends then gets a
+``skipped`` record "the bcdi-stream callback was closed ..." (written by a small daemon thread,
+never in ``stop``), a warning in the log and, with a ``state_dir``, a journal entry, so that the
+next callback on that directory reconstructs it. Malformed documents (a start whose uid is not a
+valid Tiled key, a descriptor or stop with fields of the wrong type) are logged in one line and
+never lose a scan that can be recorded.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -60,6 +69,13 @@ __all__ = ["BCDICallback"]
 log = logging.getLogger("bcdi_stream.live")
 
 Listener = Callable[[ScanResult], None]
+
+
+class _ClosedError(RuntimeError):
+    """A job submitted once :meth:`BCDICallback.close` had begun (``journalled``: its journal
+    entry was written already)."""
+
+    journalled = False
 
 
 @dataclass
@@ -198,6 +214,11 @@ class BCDICallback(DocumentRouter):
         self.journal: Journal | None = None
         self.replay_interval = replay_interval
         self._closing = threading.Event()
+        #: set at the start of close(): no job is started after it
+        self._closed = False
+        self._late_jobs: queue.SimpleQueue[tuple[Future, Callable[..., ScanResult], tuple]] = (
+            queue.SimpleQueue())
+        self._late_thread: threading.Thread | None = None
         # set by request_shutdown() (from a signal handler: a plain flag, no lock)
         self._shutdown_requested = False
         self._replayer: threading.Thread | None = None
@@ -214,30 +235,46 @@ class BCDICallback(DocumentRouter):
 
     # ---------------------------------------------------------------- documents
     def start(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
-        if isinstance(doc.get("bcdi"), Mapping):
-            self._runs[doc["uid"]] = _Run(start=doc)
+        if not isinstance(doc.get("bcdi"), Mapping):
+            return doc
+        uid = doc.get("uid")
+        try:
+            check_uid(uid, "the start document's uid")
+        except ValueError as exc:  # nothing can be recorded under it (not a Tiled key)
+            log.warning("bcdi run ignored: %s", _short(exc))
+            return doc
+        self._runs[uid] = _Run(start=doc)
         return doc
 
     def descriptor(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
-        run = self._runs.get(doc.get("run_start", ""))
+        run_start = doc.get("run_start")
+        run = self._runs.get(run_start) if isinstance(run_start, str) else None
         if run is None:
             return doc
-        self._desc_run[doc["uid"]] = doc["run_start"]
+        desc_uid = doc.get("uid")
+        if isinstance(desc_uid, str):
+            self._desc_run[desc_uid] = run_start
         if doc.get("name") != self.stream_name:
             return doc
-        run.descriptors[doc["uid"]] = doc
-        data_keys = doc.get("data_keys") or {}
-        wanted = self.image_field or run.start["bcdi"].get("image_field")
-        if wanted:
-            if wanted in data_keys:
-                run.field = wanted
+        run.descriptors[str(desc_uid)] = doc
+        try:
+            data_keys = doc.get("data_keys") or {}
+            if not isinstance(data_keys, Mapping):
+                raise InputError(f"data_keys must be a mapping, got {type(data_keys).__name__}")
+            wanted = self.image_field or run.start["bcdi"].get("image_field")
+            if wanted:
+                if isinstance(wanted, str) and wanted in data_keys:
+                    run.field = wanted
+                else:
+                    run.field_error = f"no field '{wanted}' in the '{self.stream_name}' stream"
             else:
-                run.field_error = f"no field '{wanted}' in the '{self.stream_name}' stream"
-        else:
-            try:
                 run.field = find_image_field(data_keys)
-            except InputError as exc:
-                run.field_error = str(exc)
+        except Exception as exc:  # a malformed descriptor: the scan is recorded with why
+            run.field = None
+            run.field_error = (str(exc) if isinstance(exc, InputError)
+                               else f"malformed '{self.stream_name}' descriptor: {_short(exc)}")
+            if not isinstance(exc, InputError):
+                log.warning("scan %s: %s", run_start, run.field_error)
         return doc
 
     def event(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -248,15 +285,48 @@ class BCDICallback(DocumentRouter):
 
     def stop(self, doc: Mapping[str, Any]) -> Mapping[str, Any]:
         t0 = time.perf_counter()
-        uid = doc.get("run_start", "")
+        uid = doc.get("run_start")
+        if not isinstance(uid, str):
+            return doc  # no run of ours (those have a valid uid, checked at start)
         run = self._runs.pop(uid, None)
         for d in [d for d, r in self._desc_run.items() if r == uid]:
             del self._desc_run[d]
         if run is None:
             return doc
-        stop_time = float(doc.get("time") or time.time())
+        try:
+            stop_time, n_events, skip = self._examine_stop(run, doc)
+        except Exception as exc:  # a malformed stop document: still a record, never a loss
+            stop_time, n_events = time.time(), None
+            skip = f"malformed stop document: {_short(exc)}"
+            log.warning("scan %s: %s", uid, skip)
+        if self._closed:
+            self._after_close(uid, run, skip, n_events, stop_time)
+        else:
+            try:
+                if skip is not None:
+                    self._submit(uid, self._skip_job, uid, skip, run.start, stop_time)
+                else:
+                    self._submit_job(uid, run.field, n_events, stop_time)
+            except _ClosedError as exc:  # close() began meanwhile
+                self._after_close(uid, run, skip, n_events, stop_time,
+                                  journalled=exc.journalled)
+        self.stop_overheads.append(time.perf_counter() - t0)
+        return doc
+
+    def _examine_stop(self, run: _Run, doc: Mapping[str, Any]
+                      ) -> tuple[float, int | None, str | None]:
+        """``(stop_time, n_events, skip reason or None)`` of a stop document; fields of the
+        wrong type are taken as absent (a stop from the network may be malformed)."""
+        stop_time = doc.get("time")
+        if isinstance(stop_time, bool) or not isinstance(stop_time, (int, float)) \
+                or not stop_time > 0:
+            stop_time = time.time()
         status = doc.get("exit_status", "success")
-        n_events = (doc.get("num_events") or {}).get(self.stream_name)
+        num_events = doc.get("num_events")
+        n_events = (num_events.get(self.stream_name)
+                    if isinstance(num_events, Mapping) else None)
+        if isinstance(n_events, bool) or not isinstance(n_events, int) or n_events < 0:
+            n_events = None
         # aborted, or stopped before its planned frames (the rule reprocessing applies too),
         # unless the settings ask for partial curves
         partial = (None if self.settings.partial_runs
@@ -272,12 +342,58 @@ class BCDICallback(DocumentRouter):
             skip = "no frames recorded"
         elif partial is not None:
             skip = partial
-        if skip is not None:
-            self._submit(uid, self._skip_job, uid, skip, run.start, stop_time)
+        return float(stop_time), n_events, skip
+
+    def _after_close(self, uid: str, run: _Run, skip: str | None, n_events: int | None,
+                     stop_time: float, *, journalled: bool = False) -> None:
+        """A rocking curve that ended after :meth:`close`: not reconstructed (the callback
+        is closed), never silently lost. Its record (the skip reason, or "the callback was
+        closed") is written by a daemon thread; a scan to reconstruct is journalled first
+        (the next start on the state directory re-runs it) and logged."""
+        if skip is None:
+            if self.journal is not None and not journalled:
+                try:
+                    self.journal.begin(uid, image_field=run.field, stream=self.stream_name,
+                                       n_events=n_events, stop_time=stop_time)
+                    journalled = True
+                except OSError as exc:
+                    log.error("journal: could not record scan %s (%s)", uid, _short(exc))
+            then = (f"journalled in {self.journal.directory.parent}, re-run when bcdi-stream "
+                    f"starts again on that state directory" if journalled
+                    else f"run `bcdi-stream reprocess {uid}`")
+            skip = (f"the bcdi-stream callback was closed before this scan ended; not "
+                    f"reconstructed, {then}")
+            log.warning("scan %s: %s", uid, skip)
+            # the journal re-runs it: a spooled record could be replayed over its result
+            spool = None
         else:
-            self._submit_job(uid, run.field, n_events, stop_time)
-        self.stop_overheads.append(time.perf_counter() - t0)
-        return doc
+            spool = self.spool
+        self._late(uid, self._skip_job, uid, skip, run.start, stop_time, spool)
+
+    def _late(self, uid: str, fn: Callable[..., ScanResult], *args: Any) -> Future:
+        """Run a record job after close() on a daemon thread (the pools are shut down; a
+        daemon never holds up the process's exit)."""
+        fut: Future = Future()
+        with self._cond:
+            self._pending += 1
+        fut.add_done_callback(lambda f, u=uid: self._done(u, f))
+        self._late_jobs.put((fut, fn, args))
+        with self._cond:
+            if self._late_thread is None:
+                self._late_thread = threading.Thread(target=self._late_loop, daemon=True,
+                                                     name="bcdi-late-records")
+                self._late_thread.start()
+        return fut
+
+    def _late_loop(self) -> None:
+        while True:
+            fut, fn, args = self._late_jobs.get()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args, worker=None))
+            except BaseException as exc:  # _done logs it and records the failure
+                fut.set_exception(exc)
 
     # ---------------------------------------------------------------- jobs
     def submit(self, raw_uid: str, *, image_field: str | None = None) -> Future:
@@ -286,6 +402,8 @@ class BCDICallback(DocumentRouter):
         A scan whose job is already queued or running is not started a second time: the
         submission joins it (the job's future is returned, nothing new is journalled)."""
         check_uid(raw_uid)
+        if self._closed:
+            raise RuntimeError(f"the BCDICallback is closed: scan {raw_uid} not submitted")
         return self._submit_job(raw_uid, image_field or self.image_field, None, None)
 
     def _submit_job(self, uid: str, image_field: str | None, n_events: int | None,
@@ -293,6 +411,8 @@ class BCDICallback(DocumentRouter):
         with self._cond:
             warned = False
             while True:
+                if self._closed:
+                    raise _ClosedError("the callback is closed")
                 # one job per scan at a time: two would race on processed/<uid> and share
                 # one journal entry; a re-submit (reprocess, spool re-run, a repeated stop)
                 # of a scan in progress joins it
@@ -323,8 +443,8 @@ class BCDICallback(DocumentRouter):
             self._queued += 1
             self._pending += 1
             self._starting.add(uid)
+        attempts = 0
         try:
-            attempts = 0
             if self.journal is not None:
                 try:
                     attempts = self.journal.begin(uid, image_field=image_field,
@@ -341,7 +461,9 @@ class BCDICallback(DocumentRouter):
                 return self._submit_dask(uid, image_field, n_events, stop_time)
             return self._submit(uid, self._job, uid, image_field, n_events, stop_time,
                                 counted=True, reserved=True)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, _ClosedError):
+                exc.journalled = attempts > 0
             with self._cond:
                 self._queued -= 1
                 self._pending -= 1
@@ -384,11 +506,13 @@ class BCDICallback(DocumentRouter):
                 fut = self.executor.submit(fn, *args)
             else:
                 fut = self.executor.submit(fn, *args, worker=None)
-        except Exception:
+        except Exception as exc:
             if not reserved:
                 with self._cond:
                     self._pending -= 1
                     self._cond.notify_all()
+            if self._closed and isinstance(exc, RuntimeError):  # the pool is shut down
+                raise _ClosedError("the callback is closed") from None
             raise
         with self._cond:
             self._futures[uid] = fut
@@ -473,13 +597,15 @@ class BCDICallback(DocumentRouter):
         return result
 
     def _skip_job(self, uid: str, reason: str, start: Mapping[str, Any], stop_time: float,
-                  *, worker: WorkerState | None = None) -> ScanResult:
+                  spool: Spool | bool | None = True, *, worker: WorkerState | None = None
+                  ) -> ScanResult:
+        """``spool``: where a record that cannot reach Tiled goes (True: the callback's)."""
         if self.record_skipped and self._has_ok_result(uid):
             return self._kept_ok(uid, f"skipped: {reason}")
         if self.record_skipped:
             result = record_skipped(self.client, uid, reason, start=start, stop_time=stop_time,
                                     processed_key=self.settings.processed_key,
-                                    spool=self.spool)
+                                    spool=self.spool if spool is True else spool or None)
         else:
             result = ScanResult(raw_uid=uid, status="skipped", error=reason)
         self._publish(result)
@@ -603,6 +729,8 @@ class BCDICallback(DocumentRouter):
 
     def _replay_loop(self) -> None:
         while not self._closing.wait(self.replay_interval):
+            if self._closed:  # close() is draining: a re-run could not be submitted now
+                break
             if self.spool is not None and len(self.spool):
                 try:
                     self.replay()
@@ -675,7 +803,16 @@ class BCDICallback(DocumentRouter):
 
         Called from one of the pools' own threads (a listener), it cannot wait for that
         thread: the pools are then shut down without waiting.
+
+        Once closed, the callback starts no job (still subscribed, it is as good as
+        unsubscribed): a rocking curve that ends afterwards is logged, journalled when there is
+        a ``state_dir`` (re-run by the next callback on it) and recorded as ``skipped`` ("the
+        bcdi-stream callback was closed ..."); :meth:`submit` raises ``RuntimeError``.
         """
+        # from here no job starts: a scan ending now gets a record instead (see stop)
+        self._closed = True
+        with self._cond:
+            self._cond.notify_all()  # a stop waiting for a slot (overflow="block")
         shutdowns = []
         if self._own_executor:
             shutdowns.append(lambda w: self.executor.shutdown(wait=w, cancel=cancel))

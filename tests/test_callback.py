@@ -524,3 +524,146 @@ def test_close_from_a_listener_closes(client, tmp_path) -> None:
     assert not cb._replayer.is_alive()
     cb.close()  # a second close is harmless
 
+
+
+def _closed_rig(client, **kwargs):
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, **kwargs)
+    RE.subscribe(cb)
+    return RE, cb, make_beamline(detector_shape=(64, 80), seed=1)
+
+
+@pytest.mark.parametrize("own_pool", [True, False], ids=["own-pool", "external-executor"])
+def test_a_scan_after_close_is_recorded_and_not_processed(client, caplog, own_pool) -> None:
+    """Closed but still subscribed: a rocking curve that ends now is neither lost (before:
+    a suppressed ``RuntimeError`` traceback and nothing in Tiled) nor reconstructed (before:
+    an executor the callback does not own kept running jobs): a ``skipped`` record says the
+    callback was closed and how to redo the scan, and the log has one warning line."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = None if own_pool else ThreadPoolExecutor(max_workers=1)
+    RE, cb, bl = _closed_rig(client, executor=pool)
+    cb.close()
+    try:
+        with caplog.at_level("WARNING", logger="bcdi_stream.live"):
+            uid = _scan(RE, bl, seed=2)
+            assert cb.wait(60)
+        res = cb.result(uid)
+        assert res.status == "skipped", res.line()
+        assert "callback was closed" in res.error
+        assert f"bcdi-stream reprocess {uid}" in res.error
+        md = read_result(_fresh(), uid, arrays=False)["metadata"]
+        assert md["status"] == "failed" and md["skipped"] is True
+        assert "callback was closed" in md["error"]
+        assert any(uid in r.getMessage() and "closed" in r.getMessage()
+                   for r in caplog.records)
+        assert not [r for r in caplog.records if r.exc_info], "a traceback, not one line"
+        assert max(cb.stop_overheads) < 0.05  # the record is written off the RunEngine
+        with pytest.raises(RuntimeError, match="closed"):
+            cb.submit(uid)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def test_a_scan_after_close_is_journalled_and_rerun_at_the_next_start(client, tmp_path
+                                                                       ) -> None:
+    """With a ``state_dir`` the scan that ended after close() is also journalled (once: the
+    next start re-runs it instead of taking it for a crash) and reconstructed by the next
+    callback on that directory, whose ``ok`` result replaces the skip record."""
+    from bcdi_stream.tiled_io import Journal
+
+    RE, cb, bl = _closed_rig(client, state_dir=tmp_path, replay_interval=0)
+    cb.close()
+    uid = _scan(RE, bl, seed=3)
+    assert cb.wait(60)
+    assert "re-run when bcdi-stream starts again" in cb.result(uid).error
+    left = Journal(tmp_path / "inflight").leftover()
+    assert [(d["raw_uid"], d["attempts"]) for d in left] == [(uid, 1)]
+    assert read_result(_fresh(), uid, arrays=False)["metadata"]["skipped"] is True
+    cb2 = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
+                       replay_interval=0)
+    try:
+        assert cb2.wait(120)
+    finally:
+        cb2.close()
+    assert cb2.result(uid).status == "ok", cb2.result(uid).line()
+    md = read_result(_fresh(), uid, arrays=False)["metadata"]
+    assert md["status"] == "ok" and "skipped" not in md
+    assert len(Journal(tmp_path / "inflight")) == 0
+
+
+def test_malformed_documents_give_one_line_records(client, caplog) -> None:
+    """Documents from the network (the 0MQ worker) can be anything. A malformed stop or
+    descriptor of a BCDI run still gives a record naming the problem (before: a stop whose
+    ``time`` or ``num_events`` had the wrong type raised inside the callback and the scan
+    vanished); a start whose uid is not a valid Tiled key is ignored with one warning (before:
+    ``../../etc`` was written as a key Tiled accepts but cannot serve back). No tracebacks."""
+    import uuid
+
+    geo = make_beamline(detector_shape=(64, 80)).geometry.to_dict()
+    img = {"img": {"shape": [64, 80], "dtype": "array", "source": "x"}}
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None)
+
+    def stop(uid, **kw):
+        return {"uid": str(uuid.uuid4()), "run_start": uid, "time": time.time(),
+                "exit_status": "success", "num_events": {"primary": 3}, **kw}
+
+    def desc(uid, **kw):
+        return {"uid": str(uuid.uuid4()), "run_start": uid, "name": "primary",
+                "time": time.time(), "data_keys": img, **kw}
+
+    cases = {  # name: (descriptor or None, stop fields, expected reason)
+        "stop time": (desc, {"time": "yesterday", "exit_status": "abort"}, "scan abort"),
+        "num_events": (desc, {"num_events": [3], "exit_status": "abort"}, "scan abort"),
+        "data_keys": (lambda u: desc(u, data_keys=["img"]), {}, "data_keys must be a mapping"),
+        "exit_status": (desc, {"exit_status": None}, "without a valid exit_status"),
+        "image_field": (lambda u: desc(u, data_keys={}), {}, "no 2D detector image"),
+    }
+    uids = {}
+    with caplog.at_level("INFO", logger="bcdi_stream.live"):
+        try:
+            for name, (make_desc, fields, _) in cases.items():
+                uid = uids[name] = str(uuid.uuid4())
+                cb("start", {"uid": uid, "time": time.time(), "bcdi": geo})
+                cb("descriptor", make_desc(uid))
+                cb("stop", stop(uid, **fields))
+            for bad in ("../../etc", 12, None):
+                cb("start", {"uid": bad, "time": time.time(), "bcdi": geo})
+                cb("stop", {"uid": "s", "run_start": bad, "time": time.time(),
+                            "exit_status": "abort"})
+            assert cb.wait(60)
+        finally:
+            cb.close()
+    for name, (_, _, reason) in cases.items():
+        res = cb.result(uids[name])
+        assert res.status == "skipped" and reason in res.error, (name, res.line())
+        md = read_result(_fresh(), uids[name], arrays=False)["metadata"]
+        assert md["skipped"] is True and "\n" not in md["error"]
+    assert len(cb.results) == len(cases)
+    assert "../../etc" not in set(_fresh()["processed"])
+    ignored = [r.getMessage() for r in caplog.records if "bcdi run ignored" in r.getMessage()]
+    assert len(ignored) == 3 and all("\n" not in m for m in ignored)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback, not one line"
+
+
+def test_a_second_subscription_gives_one_job_per_scan(client) -> None:
+    """The callback subscribed twice to one RunEngine (a profile loaded twice) and to a second
+    RunEngine: each scan is processed once (the second ``stop`` finds no run left), and both
+    RunEngines' scans are processed."""
+    RE, cb, bl = _closed_rig(client)
+    RE.subscribe(cb)
+    RE2 = RunEngine({})
+    RE2.subscribe(TiledWriter(client))
+    RE2.subscribe(cb)
+    seen: list[str] = []
+    cb.add_listener(lambda r: seen.append(r.raw_uid))
+    try:
+        uid = _scan(RE, bl, seed=4)
+        uid2 = _scan(RE2, bl, seed=5)
+        assert cb.wait(120)
+    finally:
+        cb.close()
+    assert sorted(seen) == sorted([uid, uid2])
+    assert cb.result(uid).status == "ok" and cb.result(uid2).status == "ok"

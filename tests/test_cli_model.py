@@ -312,3 +312,59 @@ def test_benchmark_summary_reads_the_speed_up_three_ways() -> None:
     assert paired["speedup_per_scan_median"] == 50.0
     assert "40.0× faster (total times 48.0×, median per scan 50.0×)" in format_summary(
         {"strong": {"paired": paired}})
+
+
+def test_benchmark_model_never_resumes_rows_of_other_code(tmp_path: Path, capsys) -> None:
+    """The resume key holds the code identity (package version + hash of the engine's
+    sources): rows scored by an older code version are not mixed with new ones (before, only
+    the settings and the machine were compared), and the reason is printed."""
+    out = tmp_path / "bench.json"
+    args = ["benchmark", "model", "--quick", "--n", "1", "--classes", "weak", "--methods",
+            "random_er", "--out", out, "--threads", "1"]
+    code, _, err = _run(capsys, *args)
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    ident = dict(res["settings"]["code"])
+    assert ident["version"] and len(ident["source_sha256"]) == 16
+    assert res["git"] is None or set(res["git"]) == {"commit", "dirty"}
+    code, _, err = _run(capsys, *args)  # same code: resumed
+    assert code == 0 and "resuming" in err and "1 crystals already scored" in err
+    res["settings"]["code"]["source_sha256"] = "0123456789abcdef"  # an older version's rows
+    out.write_text(json.dumps(res))
+    code, _, err = _run(capsys, *args)
+    assert code == 0 and "not resuming" in err and "another code version" in err, err
+    assert "0123456789abcdef -> " + ident["source_sha256"] in err
+    assert json.loads(out.read_text())["settings"]["code"] == ident
+    res["settings"].pop("code")  # a file written before the code was recorded
+    out.write_text(json.dumps(res))
+    code, _, err = _run(capsys, *args)
+    assert code == 0 and "does not record its code" in err, err
+
+
+def test_code_identity_follows_the_engine_sources_and_needs_no_git(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """The source hash changes with an engine module, not with an I/O or service module; with
+    no git on the PATH (or outside a checkout) the identity is still there, ``git`` None."""
+    import shutil
+
+    import bcdi_stream
+    from bcdi_stream.benchmarking._model import code_identity
+
+    src = Path(bcdi_stream.__file__).parent
+    pkg = tmp_path / "bcdi_stream"
+    for path in src.rglob("*.py"):
+        if "__pycache__" not in path.parts:
+            (pkg / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, pkg / path.relative_to(src))
+    here = code_identity(src)
+    copy = code_identity(pkg)
+    assert copy["source_sha256"] == here["source_sha256"] and copy["git"] is None
+    with open(pkg / "tiled_io" / "_job.py", "a") as f:  # the live service: not scored
+        f.write("\n# edited\n")
+    assert code_identity(pkg)["source_sha256"] == here["source_sha256"]
+    with open(pkg / "phasing" / "__init__.py", "a") as f:  # the engine
+        f.write("\n# edited\n")
+    assert code_identity(pkg)["source_sha256"] != here["source_sha256"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git
+    nogit = code_identity(src)
+    assert nogit["git"] is None and nogit["source_sha256"] == here["source_sha256"]

@@ -20,6 +20,7 @@ from bcdi_stream.tiled_io import (
     JobSettings,
     TiledRefused,
     find_image_field,
+    holds_ok_result,
     jsonable,
     misfit_limit,
     quality_flag,
@@ -315,3 +316,21 @@ def test_a_record_left_writing_is_found_again(client) -> None:
     stale = stale_writing(client)
     assert "died-writing" in stale and "still-writing" not in stale
 
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "a/b", ".hidden", "", "x" * 300, 12, None],
+                         ids=["dotdot", "slash", "hidden", "empty", "300-chars", "int", "None"])
+def test_result_keys_refuse_a_uid_that_is_not_a_tiled_key(client, bad) -> None:
+    """The Tiled client accepts ``create_container("../../etc")`` (the node can then be neither
+    read nor replaced, and ``processed["../../x"]`` climbs out of the container in its URL): the
+    writers and readers of ``processed/<uid>`` refuse such a uid before any request."""
+    before = set(from_uri(shared_server().uri)["processed"]) if "processed" in client else set()
+    with pytest.raises(ValueError, match="raw_uid must be"):
+        write_failure(client, bad, "forged")
+    with pytest.raises(ValueError, match="raw_uid must be"):
+        write_result(client, bad, _arrays(), {"method": "conventional"})
+    for read in (read_result, holds_ok_result):
+        with pytest.raises(ValueError, match="raw_uid must be"):
+            read(client, bad)
+    fresh = from_uri(shared_server().uri)
+    assert (set(fresh["processed"]) if "processed" in fresh else set()) == before

@@ -623,3 +623,52 @@ def test_malformed_journal_entries_are_rerun_not_dropped(tiled, scans, tmp_path)
     for uid in (scans[0], scans[4]):
         assert cb.result(uid).status == "ok", cb.result(uid).line()
     assert len(cb.journal) == 0
+
+
+def test_close_releases_a_stop_waiting_for_a_slot(tiled, scans, tmp_path) -> None:
+    """``overflow="block"``: a ``stop`` waits for a free slot; ``close()`` meanwhile releases it
+    at once (before: it waited for the slot, then submitted to the shut-down pool, which
+    raised inside the callback: the scan had no record). The scan is journalled once and
+    recorded as skipped because the callback was closed; the next start reconstructs it."""
+    import threading
+
+    client = tiled.client()
+    started, release = threading.Event(), threading.Event()
+
+    def hold(result) -> None:  # keeps the one slot taken
+        started.set()
+        release.wait(60)
+
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, max_pending=1,
+                      overflow="block", state_dir=tmp_path, replay_interval=0,
+                      listeners=[hold])
+    waiting = scans[1]
+    raw = client[waiting].metadata
+    desc = {"uid": f"d-{waiting}", "run_start": waiting, "name": "primary", "time": 0.0,
+            "data_keys": {"det_image": {"shape": [64, 80], "dtype": "array", "source": "x"}}}
+    stop_done = threading.Event()
+
+    def stop_in_the_run_engine() -> None:
+        cb("start", dict(raw["start"]))
+        cb("descriptor", desc)
+        cb("stop", dict(raw["stop"]))
+        stop_done.set()
+
+    try:
+        cb.submit(scans[0])
+        assert started.wait(120)
+        thread = threading.Thread(target=stop_in_the_run_engine, daemon=True)
+        thread.start()
+        assert not stop_done.wait(1.0)  # waiting for the slot
+        t0 = time.perf_counter()
+        cb.close(wait=False)
+        assert stop_done.wait(10) and time.perf_counter() - t0 < 5
+    finally:
+        release.set()
+    assert cb.wait(60)
+    res = cb.result(waiting)
+    assert res.status == "skipped" and "callback was closed" in res.error, res.line()
+    assert [(d["raw_uid"], d["attempts"]) for d in Journal(tmp_path / "inflight").leftover()
+            ] == [(waiting, 1)]
+    cb2 = _start_and_drain(tiled, tmp_path, 120)
+    assert cb2.result(waiting).status == "ok"

@@ -26,8 +26,11 @@ Success: phase RMSE < 0.3 rad and support IoU > 0.6 after alignment
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +61,67 @@ MODEL_METHODS: tuple[str, ...] = ("ai_er", "ai_er_only", "ai", "random_er", "con
                                   "ai_views", "auto")
 #: Methods scored when none are named (``auto`` costs a conventional run per AI failure).
 DEFAULT_METHODS: tuple[str, ...] = MODEL_METHODS[:5]
+
+
+#: Parts of ``bcdi_stream`` that cannot change what this benchmark measures (I/O, the live
+#: service, the CLI, the other benchmarks): left out of :func:`code_identity`'s source hash,
+#: so that editing them does not restart a long benchmark. Everything else is in it.
+_NOT_SCORED: tuple[str, ...] = ("tiled_io/", "beamline/", "io/", "cli.py", "_service_commands.py",
+                                "_train_command.py", "demo.py", "benchmarking/_conventional.py",
+                                "benchmarking/_iteration.py", "benchmarking/_simulator.py",
+                                "benchmarking/_training.py", "benchmarking/_machine.py",
+                                "benchmarking/__init__.py")
+
+
+def code_identity(package_dir: str | Path | None = None) -> dict[str, Any]:
+    """Which code scores the crystals: the package version, a SHA-256 of the engine's
+    sources (every ``bcdi_stream/**/*.py`` but those in :data:`_NOT_SCORED`; the weights are
+    identified by the model's own hash) and, when the package is a git checkout and git runs,
+    the commit and whether those sources differ from it (``git``: None otherwise).
+
+    ``version`` and ``source_sha256`` are part of the resume key of :func:`bench_model`; the
+    git fields are recorded for the reader (a commit that changes no engine source keeps the
+    rows comparable).
+    """
+    from bcdi_stream import __version__
+
+    root = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    n = 0
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if "__pycache__" in rel or rel.startswith(_NOT_SCORED):
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        digest.update(rel.encode() + b"\0" + data + b"\0")
+        n += 1
+    return {"version": __version__, "source_sha256": digest.hexdigest()[:16], "source_files": n,
+            "git": _git_state(root)}
+
+
+def _git_state(package_dir: Path) -> dict[str, Any] | None:
+    """``{"commit", "dirty"}`` of the checkout holding ``package_dir``, or None (no git, not a
+    checkout, or a checkout that is not this project's: an installed package inside some
+    other repository). Read-only git calls."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True,
+                              text=True, timeout=10, check=True, env=env).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if package_dir.resolve() != top / package_dir.name \
+                or not (top / "pyproject.toml").is_file():
+            return None
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return {"commit": commit, "dirty": bool(changed)}
 
 
 def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, Any]:
@@ -204,8 +268,9 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
         Subset of :data:`MODEL_METHODS` (default :data:`DEFAULT_METHODS`: all but ``ai_views``
         and ``auto``).
     out : str or Path, optional
-        JSON file written after every crystal; an existing file with the same settings is
-        resumed (crystals already scored are skipped).
+        JSON file written after every crystal; an existing file with the same settings, code
+        (:func:`code_identity`: version and engine sources) and machine is resumed (crystals
+        already scored are skipped); any other is replaced, with a line saying why.
     machine : dict, optional
         Machine description recorded with the results.
     classes : tuple of str
@@ -250,7 +315,9 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
                                    "n_er": 10, "psf_hypothesis": 10})
     uses_model = {"ai", "ai_er", "ai_er_only", "ai_views", "auto"} & set(methods)
     loaded = cached_model(model, dev, ai.precision) if uses_model else None
+    code = code_identity()
     header = {
+        "code": {"version": code["version"], "source_sha256": code["source_sha256"]},
         "n_per_class": n_per_class, "quick": quick, "device": str(dev),
         "methods": list(methods), "conventional": settings.model_dump(), "ai": ai.model_dump(),
         "model": loaded.identity() if loaded else None,
@@ -262,11 +329,19 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
     if path is not None and path.is_file():
         old = json.loads(path.read_text())
         same_machine = _machine_key(old.get("machine")) == _machine_key(machine)
-        if old.get("settings") == header and same_machine:
+        old_settings = old.get("settings") if isinstance(old.get("settings"), dict) else {}
+        if old_settings == header and same_machine:
             rows = old.get("rows", [])
             echo(f"resuming {path}: {len(rows)} crystals already scored")
-        else:  # never mix rows of other settings, or timings of another machine
-            why = "other settings" if old.get("settings") != header else "another machine"
+        else:  # never mix rows of other settings or code, or timings of another machine
+            if {k: v for k, v in old_settings.items() if k != "code"} != \
+                    {k: v for k, v in header.items() if k != "code"}:
+                why = "other settings"
+            elif old_settings.get("code") != header["code"]:
+                why = "another code version: " + _code_change(old_settings.get("code"),
+                                                               header["code"])
+            else:
+                why = "another machine"
             echo(f"not resuming {path} ({why}): it is replaced as the crystals are scored")
     done = {(r["class"], r["seed"]) for r in rows}
     # every class keeps its place (its seed range); the classes not scored draw nothing
@@ -288,15 +363,27 @@ def bench_model(*, n_per_class: int = 25, quick: bool = False, device: str | Non
         echo(f"{cls} {seed} ({crystal.spec.shape}): " + ", ".join(
             f"{m} {row[m]['phase_rmse']:.2f} rad {'ok' if row[m]['success'] else 'FAIL'} "
             f"{row[m]['seconds']:.2f} s" for m in methods))
-        result = {"settings": header, "machine": machine, "rows": rows,
+        result = {"settings": header, "machine": machine, "git": code["git"], "rows": rows,
                   "summary": summarise(rows, methods)}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(result, indent=1))
             tmp.replace(path)
-    return {"settings": header, "machine": machine, "rows": rows,
+    return {"settings": header, "machine": machine, "git": code["git"], "rows": rows,
             "summary": summarise(rows, methods)}
+
+
+def _code_change(old: Any, new: dict[str, Any]) -> str:
+    """One line: how the code of an earlier results file differs from this one."""
+    if not isinstance(old, dict):
+        return "the file does not record its code"
+    parts = []
+    if old.get("version") != new["version"]:
+        parts.append(f"bcdi-stream {old.get('version')} -> {new['version']}")
+    if old.get("source_sha256") != new["source_sha256"]:
+        parts.append(f"engine sources {old.get('source_sha256')} -> {new['source_sha256']}")
+    return ", ".join(parts) or "changed"
 
 
 def format_summary(summary: dict[str, Any]) -> str:

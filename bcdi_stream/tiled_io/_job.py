@@ -32,6 +32,7 @@ from bcdi_stream.phasing import MISFIT_FLOOR
 from bcdi_stream.tiled_io._frames import TiledRefused, _short, read_scan
 from bcdi_stream.tiled_io._results import (
     DEFAULT_PROCESSED_KEY,
+    check_uid,
     jsonable,
     write_failure,
     write_result,
@@ -349,11 +350,14 @@ def partial_run_reason(start: Mapping[str, Any], stop: Mapping[str, Any],
         return None
     status = stop.get("exit_status", "success")
     if status != "success":
+        if not isinstance(status, str) or not status:
+            return f"stop document without a valid exit_status ({str(status)[:40]!r})"
         reason = stop.get("reason") or ""
         return f"scan {status}" + (f" ({reason})" if reason else "")
     bcdi = start.get("bcdi")
     planned = bcdi.get("num_frames") if isinstance(bcdi, Mapping) else None
-    n_events = (stop.get("num_events") or {}).get(stream)
+    num_events = stop.get("num_events")  # a malformed stop (from the network): no count
+    n_events = num_events.get(stream) if isinstance(num_events, Mapping) else None
     if (isinstance(planned, int) and not isinstance(planned, bool)
             and isinstance(n_events, int) and 0 < n_events < planned):
         return f"incomplete rocking curve: {n_events} of {planned} frames"
@@ -416,8 +420,7 @@ def process_run(
     ScanResult
         Never raises for a bad scan or a refusing server.
     """
-    if not raw_uid or not isinstance(raw_uid, str):
-        raise ValueError(f"raw_uid must be a non-empty string, got {raw_uid!r}")
+    check_uid(raw_uid)
     settings = settings or JobSettings()
     pkey = settings.processed_key
     t_begin = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_PROCESSED_KEY",
     "RESULT_ARRAYS",
     "RESULT_SPEC",
+    "check_uid",
     "holds_ok_result",
     "jsonable",
     "processed_container",
@@ -49,6 +51,40 @@ _DIMS = ("z", "y", "x")
 #: Seconds after which a record still ``writing`` is taken for one whose writer died
 #: (:func:`stale_writing`); a 64³ result is written in about a second.
 STALE_WRITING_S = 600.0
+
+
+_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _clip(value: Any, n: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def check_uid(raw_uid: str, name: str = "raw_uid") -> str:
+    """Validate a run uid used as a file name or a Tiled key (the writers and readers of
+    ``processed/<uid>`` check it: the Tiled client accepts a key like ``../../x`` and its
+    URL then climbs out of the container).
+
+    Parameters
+    ----------
+    raw_uid : str
+        The uid.
+    name : str
+        Argument name for the error message.
+
+    Raises
+    ------
+    ValueError
+        Empty, too long, or with characters other than letters, digits, ``.``, ``_``, ``-``
+        (no path separators, no leading dot).
+    """
+    if not isinstance(raw_uid, str) or not _UID.match(raw_uid):
+        raise ValueError(
+            f"{name} must be 1-200 letters, digits, '.', '_' or '-' (not starting with '.' "
+            f"or '-'), got {_clip(raw_uid)}"
+        )
+    return raw_uid
 
 
 def jsonable(value: Any) -> Any:
@@ -167,6 +203,7 @@ def write_result(
     shapes = {k: tuple(np.shape(arrays[k])) for k in RESULT_ARRAYS}
     if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 3:
         raise ValueError(f"arrays must be 3D of one shape, got {shapes}")
+    check_uid(raw_uid)
     md = jsonable(dict(metadata))
     final_status = md.get("status") or "ok"
     md.update(raw_uid=raw_uid, status="writing", writing_since=round(time.time(), 3))
@@ -231,6 +268,7 @@ def write_failure(
     TiledRefused
         Tiled refused the write.
     """
+    check_uid(raw_uid)
     md = jsonable(dict(metadata or {}))
     md.update(raw_uid=raw_uid, status="failed", error=" ".join(str(error).split()) or "failed")
     parent = processed_container(client, processed_key)
@@ -259,6 +297,7 @@ def read_result(client: Any, raw_uid: str, *, processed_key: str = DEFAULT_PROCE
     KeyError
         No result for that uid.
     """
+    check_uid(raw_uid)
     node = client[processed_key][raw_uid]
     out: dict[str, Any] = {"metadata": dict(node.metadata), "keys": list(node),
                            "specs": [getattr(s, "name", s) for s in node.specs]}
@@ -289,6 +328,7 @@ def holds_ok_result(client: Any, raw_uid: str,
     """Whether ``<processed_key>/<raw_uid>`` holds an ``ok`` result (False when there is no
     record; an unreachable Tiled raises). A record made without a reconstruction (a skip,
     a worker's crash, a full queue) must never replace one."""
+    check_uid(raw_uid)
     try:
         md = client[processed_key][raw_uid].metadata
     except KeyError:

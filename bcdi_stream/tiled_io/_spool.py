@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
@@ -35,6 +34,7 @@ from bcdi_stream.tiled_io._frames import TiledRefused, _short
 from bcdi_stream.tiled_io._results import (
     DEFAULT_PROCESSED_KEY,
     RESULT_ARRAYS,
+    check_uid,
     holds_ok_result,
     jsonable,
     write_failure,
@@ -45,33 +45,6 @@ __all__ = ["ReplayReport", "Spool", "SpoolEntry", "check_uid", "is_unreachable",
            "try_lock_file"]
 
 log = logging.getLogger("bcdi_stream.live")
-
-_UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-
-
-def check_uid(raw_uid: str, name: str = "raw_uid") -> str:
-    """Validate a run uid used as a file name or a Tiled key.
-
-    Parameters
-    ----------
-    raw_uid : str
-        The uid.
-    name : str
-        Argument name for the error message.
-
-    Raises
-    ------
-    ValueError
-        Empty, too long, or with characters other than letters, digits, ``.``, ``_``, ``-``
-        (no path separators, no leading dot).
-    """
-    if not isinstance(raw_uid, str) or not _UID.match(raw_uid):
-        raise ValueError(
-            f"{name} must be 1-200 letters, digits, '.', '_' or '-' (not starting with '.' "
-            f"or '-'), got {raw_uid!r}"
-        )
-    return raw_uid
-
 
 def is_unreachable(exc: BaseException | None) -> bool:
     """Whether an exception means "Tiled is not answering" (worth keeping and retrying).
