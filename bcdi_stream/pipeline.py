@@ -336,6 +336,9 @@ def reconstruct(
         "llk": float(result.llk),
         "chi2": float(result.chi2),
         "excess_misfit": misfit,
+        # share of the grid the reported support covers: above SUPPORT_FRACTION_MAX the
+        # pattern is not oversampled enough for its phase to be determined
+        "support_fraction": float(post.support.to(torch.float64).mean()),
         "llk_runs": [float(v) for v in result.llk_runs],
         "psf_sigma": [float(v) for v in result.psf_sigma],
     }

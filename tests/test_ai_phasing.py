@@ -725,3 +725,25 @@ def test_auto_models_a_background_it_is_given(weights, crystal) -> None:
         assert out.fallback["ai_misfit"] == misfit(out.ai_result)
         assert "polish" in out.fallback
     assert misfit(out.ai_result, 0.0) > misfit(out.ai_result)  # the background is misfit
+
+
+def test_a_support_over_half_the_grid_is_reported_and_flagged_poor(crystal) -> None:
+    """A bright voxel on a flat background is "phased" by the shipped model into a support
+    over most of the grid, which no pattern oversampled twice allows: the reconstruction
+    reports the support's share of the grid, and the live flag is ``poor`` whatever the fit;
+    a crystal's support covers a few per cent."""
+    from bcdi_stream.phasing import SUPPORT_FRACTION_MAX
+    from bcdi_stream.tiled_io import JobSettings, quality_flag
+
+    s = Settings(device="cpu")
+    rec = reconstruct(crystal.intensity, crystal.mask, method="ai", seed=0,
+                      model=cached_model(), settings=s)
+    assert 0 < rec.quality["support_fraction"] < 0.1
+    g = torch.Generator().manual_seed(0)
+    flat = torch.poisson(torch.full((32, 32, 32), 0.5), generator=g)
+    flat[15, 17, 16] = 1e5
+    odd = reconstruct(flat, method="ai", seed=0, model=cached_model(), settings=s)
+    assert odd.quality["support_fraction"] > SUPPORT_FRACTION_MAX
+    job = JobSettings(misfit_good=0.0025)
+    assert quality_flag(0.001, None, job, odd.quality["support_fraction"]) == "poor"
+    assert quality_flag(0.001, None, job, rec.quality["support_fraction"]) == "good"

@@ -21,6 +21,7 @@ from ._operators import er, hio, modulus_projection, raar, support_projection
 from ._psf import blur_fit_of, deconvolve, detector_blur_of, psf_params
 from ._quality import (
     MISFIT_FLOOR,
+    SUPPORT_FRACTION_MAX,
     chi2,
     excess_misfit,
     fourier_error,
@@ -33,6 +34,7 @@ from ._support import autocorrelation_support, gaussian_smooth, shrinkwrap_suppo
 __all__ = [
     "ALGORITHMS",
     "MISFIT_FLOOR",
+    "SUPPORT_FRACTION_MAX",
     "PhasingResult",
     "apply_noise_filter",
     "autocorrelation_support",

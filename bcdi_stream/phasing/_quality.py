@@ -14,8 +14,8 @@ from ..physics import SPATIAL_DIMS
 from ._common import check_intensity, check_mask, check_object
 from ._kernels import Measured, prepare_measured
 
-__all__ = ["MISFIT_FLOOR", "chi2", "excess_misfit", "fourier_error", "poisson_amplitude_floor",
-           "poisson_llk"]
+__all__ = ["MISFIT_FLOOR", "SUPPORT_FRACTION_MAX", "chi2", "excess_misfit", "fourier_error",
+           "poisson_amplitude_floor", "poisson_llk"]
 
 #: Floor of the model intensity inside the logarithm (PyNX's ``imodel_min``).
 IMODEL_MIN = 0.1
@@ -230,6 +230,13 @@ def poisson_amplitude_floor(rate: torch.Tensor) -> torch.Tensor:
 #: background 0-3 photons/pixel) -0.016 .. +0.021; fits of background-only frames -0.061
 #: (5 photons/pixel), -0.23 (0.5), flat frames -0.12.
 MISFIT_FLOOR = -0.03
+
+#: Largest share of the grid a reconstructed support may cover: beyond it the pattern is
+#: sampled less than twice the object's Nyquist rate (oversampling ratio grid/support < 2) and
+#: its phase is not determined (Miao, Sayre & Chapman 1998), whatever the fit. Measured: the
+#: crystal supports of simulated weak and strong crystals cover 0.010-0.029 of a 64³ grid;
+#: a bright voxel on a flat background "phased" into a support of 0.85.
+SUPPORT_FRACTION_MAX = 0.5
 
 
 def excess_misfit(

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, field_validator
 from bcdi_stream import __version__
 from bcdi_stream.config import PhasingSettings, Settings
 from bcdi_stream.errors import InputError
-from bcdi_stream.phasing import MISFIT_FLOOR
+from bcdi_stream.phasing import MISFIT_FLOOR, SUPPORT_FRACTION_MAX
 from bcdi_stream.tiled_io._frames import TiledRefused, _short, read_scan
 from bcdi_stream.tiled_io._results import (
     DEFAULT_PROCESSED_KEY,
@@ -122,10 +122,16 @@ class JobSettings(BaseModel):
         return v
 
 
-def quality_flag(misfit: Any, llk: Any, settings: JobSettings) -> str:
+def quality_flag(misfit: Any, llk: Any, settings: JobSettings,
+                 support_fraction: Any = None) -> str:
     """``good`` or ``poor``: the excess misfit within ``[MISFIT_FLOOR, misfit_limit]`` (far
     below zero the model fits the noise: a pattern without a Bragg peak), else, without a
-    misfit, the LLK at or below ``settings.llk_good``."""
+    misfit, the LLK at or below ``settings.llk_good``; ``poor`` whatever the fit when the
+    support covers more than :data:`~bcdi_stream.phasing.SUPPORT_FRACTION_MAX` of the grid
+    (``support_fraction``: the pattern is not oversampled enough to determine its phase)."""
+    if isinstance(support_fraction, (int, float)) and not (
+            support_fraction <= SUPPORT_FRACTION_MAX):
+        return "poor"
     if isinstance(misfit, (int, float)):
         good = math.isfinite(misfit) and MISFIT_FLOOR <= misfit <= misfit_limit(settings)
     else:
@@ -516,7 +522,7 @@ def process_run(
         quality = dict(rec.quality)
         llk = quality.get("llk")
         misfit = quality.get("excess_misfit")
-        flag = quality_flag(misfit, llk, settings)
+        flag = quality_flag(misfit, llk, settings, quality.get("support_fraction"))
         quality["flag"] = flag
         summary = {
             **rec.post.strain_stats(),
