@@ -376,7 +376,8 @@ def reconstruct(
     summary = rec.summary()
     summary["input"] = str(inp)
     summary["out"] = str(out)
-    summary["warnings"] = _data_warnings(data, rec.quality, rec.meta.get("photon_scale"))
+    summary["warnings"] = _data_warnings(data, rec.quality, rec.meta.get("photon_scale"),
+                                         faults=rec.meta)
     compare_error: Exception | None = None
     if truth_data is not None:
         try:
@@ -441,18 +442,53 @@ def reconstruct(
                            "in any frame (an unflagged gap?): left free in the phasing")
 
 
-def _data_warnings(data: Any, quality: dict[str, Any], photons: float | None) -> list[str]:
+def _data_warnings(data: Any, quality: dict[str, Any], photons: float | None,
+                   faults: dict[str, Any] | None = None) -> list[str]:
     """What the data and the fit say about the input beyond the phasing's own warnings: the
     rocking curve's frames (:func:`bcdi_stream.validation.check_frames`), a pedestal left in
     (no voxel at 0), amplitudes given for intensities (their squares are counts), values at
     the integer dtype's maximum (left free), and a fit far below the noise floor. ``photons``
-    is the reconstruction's photon scale of the data (``meta["photon_scale"]``)."""
+    is the reconstruction's photon scale of the data (``meta["photon_scale"]``); ``faults``
+    the reconstruction's ``meta`` (:func:`bcdi_stream.validation.leave_free`'s findings):
+    with it, hot, stuck or dead detector pixels and frames scaled by a beam glitch are named
+    as the phasing found them (left free for photon counts), and the frame checks leave them
+    out; without it, :func:`~bcdi_stream.validation.check_frames` looks for glitches itself."""
     import numpy as np
+    import torch
 
     from bcdi_stream.phasing import MISFIT_FLOOR
-    from bcdi_stream.validation import check_frames, photon_scale
+    from bcdi_stream.validation import (
+        check_frames,
+        dead_pixel_warning,
+        glitch_warning,
+        hot_detector_pixels,
+        hot_pixel_warning,
+        photon_scale,
+        zinger_warning,
+    )
 
-    out = check_frames(data.intensity, data.mask)
+    found = faults if faults is not None and "glitched_frames" in faults else None
+    out: list[str] = []
+    mask = data.mask
+    if found is not None and found.get("hot_pixels") and photons is not None:
+        out.append(f"{hot_pixel_warning(int(found['hot_pixels']))}: left free in the phasing")
+        # the frame checks without them (a stuck pixel's counts in every frame cut no curve)
+        counts = np.round(np.asarray(data.intensity, dtype=np.float64) * photons)
+        hot = hot_detector_pixels(torch.from_numpy(counts),
+                                  None if mask is None else torch.as_tensor(mask).bool())
+        if hot is not None:
+            hot3 = np.broadcast_to(hot.numpy()[None], counts.shape)
+            mask = hot3 if mask is None else np.asarray(mask, dtype=bool) | hot3
+    if found is not None and found.get("zinger_voxels"):
+        out.append(f"{zinger_warning(int(found['zinger_voxels']))}: left free in the phasing")
+    if found is not None and found.get("dead_pixels"):
+        out.append(f"{dead_pixel_warning(int(found['dead_pixels']))}: left free in the phasing")
+    out += check_frames(data.intensity, mask, glitches=found is None)
+    if found is not None:
+        fate = "left free in the phasing" if photons is not None else "phased as measured"
+        for k, factor in zip(found.get("glitched_frames") or [],
+                             found.get("glitch_factors") or [], strict=False):
+            out.append(f"{glitch_warning(int(k), float(factor))}: {fate}")
     values = np.asarray(data.intensity)
     if data.mask is not None:
         values = values[~np.asarray(data.mask, dtype=bool)]

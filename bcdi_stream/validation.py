@@ -8,6 +8,7 @@ suspicious (saturation, empty frames, a cut rocking curve).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +21,17 @@ from bcdi_stream.errors import InputError
 __all__ = [
     "DEFAULT_MAX_VOXELS",
     "check_frames",
+    "check_hot_pixels",
     "check_saturation",
     "clamp_sub_photon_negatives",
     "data_warnings",
     "dead_lines",
+    "dead_pixel_warning",
+    "dead_pixels",
+    "glitch_warning",
+    "glitched_frames",
+    "hot_detector_pixels",
+    "hot_pixel_warning",
     "integer_ceiling",
     "interior_runs",
     "leave_free",
@@ -31,8 +39,11 @@ __all__ = [
     "photon_scale",
     "saturated_plateau",
     "secondary_peaks",
+    "stuck_pixels",
     "sub_photon_noise",
     "validate_intensity",
+    "zinger_warning",
+    "zingers",
 ]
 
 #: Default voxel budget: 2**25 (about 320³) voxels, 256 MiB per complex64 array.
@@ -383,6 +394,269 @@ def dead_lines(data: torch.Tensor, mask: torch.Tensor | None = None, *,
     return out[0], out[1]
 
 
+def stuck_pixels(data: torch.Tensor, mask: torch.Tensor | None = None, *,
+                 min_frames: int = 8, false_alarms: float = 1e-3) -> torch.Tensor | None:
+    """Detector pixels that hold the same positive count in every frame: stuck, not counting.
+
+    A stuck pixel (a damaged or mis-trimmed counter, a pixel the readout pins at one value)
+    reports one value whatever arrives. Taken as data, a high one ties with itself in every
+    frame and passed for a clipped peak (:func:`saturated_plateau`) and, bright enough, for
+    another grain's Bragg peak (:func:`secondary_peaks`). Poisson counts of mean ``v`` repeat
+    ``v`` in all ``m`` good frames with a chance of at most ``P(v; v)^(m-1)``
+    (``P(v; v) <= 0.37``); a pixel is stuck when that chance, times the number of detector
+    pixels, is below ``false_alarms``, with at least ``min_frames`` good frames.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D photon counts ``(frames, rows, cols)``.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored.
+    min_frames : int
+        Fewest good frames a pixel needs for the test (>= 2).
+    false_alarms : float
+        Expected number of Poisson pixels called stuck by chance, in (0, 1).
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``(rows, cols)`` bool mask of the stuck pixels, or None when there is none.
+    """
+    if isinstance(min_frames, bool) or not isinstance(min_frames, int) or min_frames < 2:
+        raise ValueError(f"min_frames must be an integer >= 2, got {min_frames!r}")
+    if not 0 < false_alarms < 1:
+        raise ValueError(f"false_alarms must be in (0, 1), got {false_alarms}")
+    x = _counts(data, mask).to(torch.float64)
+    m = _mask_tensor(mask, x)
+    good = torch.ones_like(x, dtype=torch.bool) if m is None else ~m
+    hi = torch.where(good, x, -torch.inf).amax(0)
+    lo = torch.where(good, x, torch.inf).amin(0)
+    frames = good.sum(0)
+    v = torch.where(hi > 0, hi, 1.0)
+    log_p = -v + v * torch.log(v) - torch.lgamma(v + 1)  # log P(v; v), Poisson
+    chance = (frames - 1).clamp_min(0) * log_p + math.log(x.shape[1] * x.shape[2])
+    stuck = (hi > 0) & (hi == lo) & (frames >= min_frames) & (chance < math.log(false_alarms))
+    return stuck if bool(stuck.any()) else None
+
+
+def dead_pixels(data: torch.Tensor, mask: torch.Tensor | None = None, *,
+                min_counts: float = 30.0) -> torch.Tensor | None:
+    """Detector pixels without a count in any frame among pixels that count: dead, unflagged.
+
+    A dead pixel (or a group of up to 2×2) that the file's mask does not flag arrives as
+    zeros, which phasing takes as measured: no intensity there at any angle. Five such pixels
+    2-3 px from the peak of weak crystals (``ai``, peak 1e5 counts) left 2/8 phased, against
+    7/8 with them left free (8/8 clean). :func:`dead_lines` finds whole rows and columns; this
+    finds compact groups: 8-connected groups of pixels with no count on their good frames,
+    at most 2×2, every other pixel around which summed at least ``min_counts`` over the
+    frames (Poisson counts of that mean are all 0 with a chance of ``exp(-min_counts)``,
+    1e-13). A fringe's dark line (an axis-aligned facet) is longer than 2 px, or its pixels
+    hold a few counts.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D photon counts ``(frames, rows, cols)``.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored; frames bad throughout (lost) are left out, and a
+        pixel bad in any other frame is not tested.
+    min_counts : float
+        Least summed counts of each pixel around a group (> 0).
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``(rows, cols)`` bool mask of the dead pixels, or None when there is none.
+    """
+    from scipy import ndimage
+
+    if not min_counts > 0:
+        raise ValueError(f"min_counts must be positive, got {min_counts}")
+    x = _counts(data, mask)
+    if x.shape[1] < 3 or x.shape[2] < 3:
+        return None
+    m = _mask_tensor(mask, x)
+    img = x.sum(0, dtype=torch.float64).cpu()
+    whole = torch.ones_like(img, dtype=torch.bool)
+    if m is not None:  # frames bad throughout (lost) left out; then pixels bad in any frame
+        whole = ~m[~m.flatten(1).all(dim=1)].any(dim=0).cpu()
+    zero = whole & (img <= 0)
+    if not bool(zero.any()):
+        return None
+    labels, _ = ndimage.label(zero.numpy(), structure=np.ones((3, 3)))
+    out = np.zeros(zero.shape, dtype=bool)
+    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
+        if any(sl.stop - sl.start > 2 for sl in box):
+            continue
+        part = labels == lab
+        grown = ndimage.binary_dilation(part, structure=np.ones((3, 3))) & ~part
+        around = img.numpy()[grown]
+        if around.size and bool(whole.numpy()[grown].all()) and around.min() >= min_counts:
+            out |= part
+    if not out.any():
+        return None
+    return torch.from_numpy(out).to(x.device)
+
+
+def hot_detector_pixels(data: torch.Tensor, mask: torch.Tensor | None = None
+                        ) -> torch.Tensor | None:
+    """Detector pixels that are not measuring the crystal: stuck (:func:`stuck_pixels`) or hot
+    (:func:`bcdi_stream.preprocess.find_hot_pixels`, isolated or in clusters up to
+    :data:`~bcdi_stream.preprocess.MAX_HOT_CLUSTER` wide; pixels bad in every frame left out of
+    its neighbourhoods), found on photon counts. A pixel whose excess lies in one frame (a
+    cosmic ray) is not one of them: :func:`zingers`.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D photon counts ``(frames, rows, cols)``.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored.
+
+    Returns
+    -------
+    torch.Tensor or None
+        ``(rows, cols)`` bool mask, or None when there is none.
+    """
+    return _pixel_faults(data, mask)[0]
+
+
+def zingers(data: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Voxels hit by a cosmic ray (a zinger): one frame of a pixel far above the rest.
+
+    A pixel :func:`bcdi_stream.preprocess.find_hot_pixels` finds in the summed image that is
+    no longer hot once its brightest frame is left out: the excess is that one voxel, which
+    alone is bad (its pixel measures in the other frames).
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D photon counts ``(frames, rows, cols)``.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored.
+
+    Returns
+    -------
+    torch.Tensor or None
+        Bool mask of the voxels (same shape as ``data``), or None when there is none.
+    """
+    return _pixel_faults(data, mask)[1]
+
+
+def _pixel_faults(data: torch.Tensor, mask: torch.Tensor | None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(hot or stuck pixels ``(rows, cols)``, zinger voxels ``data.shape``), None when none."""
+    from bcdi_stream.preprocess import find_hot_pixels  # it imports this module
+
+    x = _counts(data, mask)
+    m = _mask_tensor(mask, x)
+    found = stuck_pixels(x, m)
+    hits = None
+    if x.shape[1] >= 3 and x.shape[2] >= 3:
+        ignore = None
+        if m is not None:  # bad in every frame but lost ones: a gap, a flagged pixel
+            live = ~m.flatten(1).all(dim=1)
+            ignore = (m[live] if bool(live.any()) else m).all(dim=0)
+        hot = find_hot_pixels(x, ignore=ignore)
+        if bool(hot.any()):
+            # a cosmic ray: not hot without its brightest frame
+            top = x.argmax(dim=0)
+            rest = x.clone()
+            ys, xs = torch.nonzero(hot, as_tuple=True)
+            rest[top[ys, xs], ys, xs] = 0.0
+            one = hot & ~find_hot_pixels(rest, ignore=ignore)
+            if found is not None:
+                one &= ~found
+            if bool(one.any()):
+                hits = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+                ys, xs = torch.nonzero(one, as_tuple=True)
+                hits[top[ys, xs], ys, xs] = True
+                hot = hot & ~one
+        found = hot if found is None else found | hot
+    if found is not None and not bool(found.any()):
+        found = None
+    return found, hits
+
+
+def glitched_frames(data: torch.Tensor, mask: torch.Tensor | None = None, *,
+                    counts: bool = True, min_score: float = 6.0, min_change: float = 0.5,
+                    min_share: float = 0.05, max_frames: int = 3) -> list[tuple[int, float]]:
+    """Frames (axis 0) whose counts jump against the rocking curve through their neighbours.
+
+    A beam dump, a top-up injection or an attenuator glitch during one exposure scales that
+    whole frame (by 0.1, by 3...), a step no crystal's rocking curve takes. Phased as measured
+    (``ai``, 8 weak crystals, peak 1e5 counts, the frame after the peak's), one frame at 0.1
+    left 2/8 phased, at 0.3 4/8, at 3× 4/8; left free, 8/8 each time (as clean: 8/8). The
+    logarithm of the frame sums is fitted by a cubic through the 3 frames on each side (the
+    frame itself left out; on symmetric points its value there is the parabola's, the odd
+    terms only take a slope out of the scatter); a frame is glitched when it is off that fit
+    by at least ``min_change`` (a factor below 0.61 or above 1.65) and by at least
+    ``min_score`` times the fit's own scatter on those 6 frames (a crystal's fringes along the
+    rocking curve make its neighbours scatter too) plus 0.03 and, for counts, 3 Poisson
+    sigmas. Only frames where the fit reaches ``min_share`` of the brightest frame are tested,
+    with none of the 7 frames empty (lost frames are :func:`lost_frames`'). The worst frame is
+    taken, replaced by its fit, and the test repeated, up to ``max_frames`` times. On 64
+    crystals each of weak, medium and strong strain (``simulate_crystal``, n = 64, seeds
+    0-15, peak counts 2e3, 1e5, 1e6 and random) it finds no frame (the largest clean score is
+    3.8); a frame next to the peak scaled by 0.1 is found in 61/64 weak, 64/64 medium, 64/64
+    strong crystals, by 0.3 in 45, 59, 59 and by 3 in 55, 59, 62.
+
+    Parameters
+    ----------
+    data : torch.Tensor
+        3D intensity, frames along axis 0.
+    mask : torch.Tensor, optional
+        Bad pixels (True = bad), ignored.
+    counts : bool
+        ``data`` is photon counts (Poisson noise of the frame sums taken into account).
+    min_score, min_change, min_share : float
+        See above.
+    max_frames : int
+        Most frames reported.
+
+    Returns
+    -------
+    list of (int, float)
+        Each glitched frame and the factor its counts were scaled by (its sum over the fit's
+        value), in the order found.
+    """
+    if not (min_score > 0 and min_change > 0 and 0 < min_share < 1):
+        raise ValueError(f"min_score and min_change must be positive and min_share in (0, 1), "
+                         f"got {min_score}, {min_change}, {min_share}")
+    sums = _counts(data, mask).sum(dim=(1, 2), dtype=torch.float64).cpu().numpy()
+    half = 3
+    n = sums.size
+    if n < 2 * half + 1 or not float(sums.max()) > 0:
+        return []
+    offsets = np.array([d for d in range(-half, half + 1) if d], dtype=np.float64)
+    design = np.stack([offsets**p for p in range(4)], axis=1)
+    fit = np.linalg.pinv(design)  # (4, 6): least squares, its first row gives the centre
+    logs = np.log(np.where(sums > 0, sums, 1.0))
+    top = float(sums.max())
+    out: list[tuple[int, float]] = []
+    for _ in range(max_frames):
+        best, best_score, best_change, best_centre = -1, 0.0, 0.0, 0.0
+        for k in range(half, n - half):
+            if float(sums[k - half:k + half + 1].min()) <= 0:
+                continue
+            side = np.concatenate([logs[k - half:k], logs[k + 1:k + half + 1]])
+            coef = fit @ side
+            level = math.exp(coef[0])
+            if level < min_share * top:
+                continue
+            scatter = math.sqrt(float(((side - design @ coef) ** 2).sum()) / 2.0)
+            noise = 3.0 / math.sqrt(level) if counts else 0.0
+            change = float(logs[k] - coef[0])
+            score = abs(change) / (scatter + 0.03 + noise)
+            if score > best_score:
+                best, best_score, best_change, best_centre = k, score, change, coef[0]
+        if best < 0 or best_score < min_score or abs(best_change) < min_change:
+            break
+        out.append((best, math.exp(best_change)))
+        logs[best] = best_centre  # the next search as if that frame were right
+    return out
+
+
 def _empty_inside(sums: list[float], min_counts: float) -> list[int]:
     """Indices of the runs of empty planes (``sums`` of their counts <= 0) whose bordering
     planes hold at least ``min_counts`` each: :func:`lost_frames`' and :func:`dead_lines`'
@@ -578,11 +852,17 @@ def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
                ) -> tuple[torch.Tensor | None, dict[str, Any]]:
     """Add to the bad pixels what no object should be asked to fit, and say what was added.
 
-    A clipped peak (:func:`saturated_plateau`, photon counts only: its values are a lower
-    bound), frames lost inside the rocking curve (:func:`lost_frames`, bordering frames of 50
-    counts, or of any positive value when ``data`` is not counts), detector rows and columns
-    that never count (:func:`dead_lines`, an unflagged gap; the same bordering counts) and
-    another grain's Bragg peak (:func:`secondary_peaks`), in that order.
+    Hot and stuck detector pixels (:func:`hot_detector_pixels`, photon counts only; in every
+    frame: first, so that a stuck pixel's constant value passes neither for a clipped peak nor
+    for another grain's peak) and cosmic-ray hits (:func:`zingers`, those voxels alone), a
+    clipped peak (:func:`saturated_plateau`, photon counts only:
+    its values are a lower bound), frames lost inside the rocking curve (:func:`lost_frames`,
+    bordering frames of 50 counts, or of any positive value when ``data`` is not counts),
+    detector rows and columns that never count (:func:`dead_lines`, an unflagged gap; the same
+    bordering counts), single pixels that never count (:func:`dead_pixels`, photon counts
+    only; in every frame), frames scaled by a beam glitch (:func:`glitched_frames`; found in any
+    units, left free for photon counts only) and another grain's Bragg peak
+    (:func:`secondary_peaks`), in that order.
 
     Parameters
     ----------
@@ -596,9 +876,11 @@ def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
     Returns
     -------
     (torch.Tensor or None, dict)
-        The bad pixels (``mask`` when nothing was added) and ``saturated_voxels``,
-        ``lost_frames`` (frame indices), ``dead_rows`` and ``dead_columns`` (detector row and
-        column indices) and ``secondary_peak_voxels``.
+        The bad pixels (``mask`` when nothing was added) and ``hot_pixels`` and
+        ``dead_pixels`` (detector pixels), ``zinger_voxels``, ``saturated_voxels``,
+        ``lost_frames`` (frame indices), ``dead_rows`` and ``dead_columns`` (detector row
+        and column indices), ``glitched_frames`` (frame indices) and ``glitch_factors``
+        (their counts over the rocking curve's, same order), and ``secondary_peak_voxels``.
     """
     bad = mask
 
@@ -606,6 +888,18 @@ def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
         nonlocal bad
         bad = region if bad is None else bad | region
 
+    hot, hits = _pixel_faults(data, bad) if counts else (None, None)
+    if hits is not None:  # cosmic rays: those voxels alone
+        add(hits)
+    n_hot = 0
+    if hot is not None:
+        if bad is not None:  # pixels already bad in every frame are not news
+            hot = hot & ~bad.all(dim=0)
+        n_hot = int(hot.sum())
+        if n_hot:
+            add(hot[None].expand(data.shape))
+        else:
+            hot = None
     plateau = saturated_plateau(data, bad) if counts else None
     if plateau is not None:
         add(plateau)
@@ -616,19 +910,36 @@ def leave_free(data: torch.Tensor, mask: torch.Tensor | None, *, counts: bool
     planes[lost] = True
     planes[:, rows] = True
     planes[:, :, columns] = True
-    if lost or rows or columns:
+    # single dead pixels, once whole rows and columns are known (a gap's pixels are not)
+    dead = dead_pixels(data, planes if bad is None else bad | planes) if counts else None
+    if dead is not None:
+        add(dead[None].expand(data.shape))
+        hot = dead if hot is None else hot | dead
+    glitched = glitched_frames(data, bad if bad is None else bad | planes, counts=counts)
+    if counts:
+        planes[[k for k, _ in glitched]] = True
+    if lost or rows or columns or (counts and glitched):
         add(planes)
     # the clipped core still marks the crystal's peak; the planes are bridged, not cut
-    others = secondary_peaks(data, planes if mask is None else mask | planes)
+    free = planes if mask is None else mask | planes
+    if hot is not None:
+        free = free | hot[None]
+    others = secondary_peaks(data, free)
     if others is not None:
         add(others)
-    return bad, {"saturated_voxels": 0 if plateau is None else int(plateau.sum()),
+    return bad, {"hot_pixels": n_hot, "dead_pixels": 0 if dead is None else int(dead.sum()),
+                 "zinger_voxels": 0 if hits is None else int(hits.sum()),
+                 "saturated_voxels": 0 if plateau is None else int(plateau.sum()),
                  "lost_frames": lost, "dead_rows": rows, "dead_columns": columns,
+                 "glitched_frames": [k for k, _ in glitched],
+                 "glitch_factors": [round(f, 3) for _, f in glitched],
                  "secondary_peak_voxels": 0 if others is None else int(others.sum())}
 
 
-def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) -> list[str]:
-    """Warn about the rocking curve (axis 0): empty frames, a cut curve, an off-centre peak.
+def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05,
+                 glitches: bool = True) -> list[str]:
+    """Warn about the rocking curve (axis 0): empty frames, a cut curve, an off-centre peak,
+    frames scaled by a beam glitch.
 
     Parameters
     ----------
@@ -638,7 +949,12 @@ def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) ->
         Nonzero = bad pixel (ignored).
     edge_fraction : float
         A first or last frame holding more than this fraction of the brightest frame's counts
-        means the rocking curve is cut.
+        means the rocking curve is cut (counts above each frame's background: its median
+        pixel, or the mean of its pixels up to its 75th percentile when more, times its
+        pixels).
+    glitches : bool
+        Also warn about frames whose counts jump against the curve through their neighbours
+        (:func:`glitched_frames`: a beam dump, a top-up spike).
 
     Returns
     -------
@@ -655,22 +971,141 @@ def check_frames(data: Any, mask: Any = None, *, edge_fraction: float = 0.05) ->
     if empty:
         out.append(f"{len(empty)} of {n} frames (axis 0) have no counts: {_ranges(empty)}")
     peak = float(sums.max())
-    if peak > 0:
+    # the cut test on the counts above each frame's background (its median pixel, or the
+    # mean of its pixels up to its 75th percentile when more: a sparse background's median is
+    # 0; times its pixels): 1 photon/pixel of flat background made every dim weak crystal's
+    # curve "cut"
+    flat = x.flatten(1).to(torch.float64)
+    dim = flat <= flat.quantile(0.75, dim=1, keepdim=True)
+    level = torch.maximum(flat.median(dim=1).values,
+                          (flat * dim).sum(1) / dim.sum(1)) * flat.shape[1]
+    above = (sums - level).clamp_min(0)
+    top = float(above.max())
+    if peak > 0 and top > 0:
         for label, idx in (("first", 0), ("last", n - 1)):
-            frac = float(sums[idx]) / peak
+            frac = float(above[idx]) / top
             if frac > edge_fraction:
                 out.append(
                     f"the rocking curve is cut: the {label} frame holds {100 * frac:.0f}% of "
-                    "the brightest frame's counts"
+                    "the brightest frame's counts (above their background)"
                 )
+    if peak > 0:
         k = int(torch.argmax(sums))
         if abs(k - n // 2) > n / 4:
             out.append(f"the Bragg peak is at frame {k}, far from the centre of the {n} frames")
+    if glitches and peak > 0:
+        photons = photon_scale(x)  # counts, or counts scaled: their Poisson noise is known
+        found = glitched_frames(x if photons is None else x * photons, counts=photons is not None)
+        out += [glitch_warning(k, f) for k, f in found]
     return out
 
 
+def glitch_warning(frame: int, factor: float) -> str:
+    """The one-line warning about a frame :func:`glitched_frames` found.
+
+    Parameters
+    ----------
+    frame : int
+        Frame index (axis 0).
+    factor : float
+        Its counts over the rocking curve's through its neighbours.
+
+    Returns
+    -------
+    str
+    """
+    what = "a beam dump or loss?" if factor < 1 else "a top-up or beam spike?"
+    return (f"frame {frame} holds {factor:.2g}x the counts the rocking curve through its "
+            f"neighbours predicts ({what})")
+
+
+def check_hot_pixels(data: Any, mask: Any = None) -> list[str]:
+    """Warn about hot and stuck detector pixels (:func:`hot_detector_pixels`), cosmic-ray hits
+    (:func:`zingers`) and dead pixels (:func:`dead_pixels`).
+
+    Parameters
+    ----------
+    data : array-like
+        3D photon counts ``(frames, rows, cols)``.
+    mask : array-like, optional
+        Nonzero = bad pixel (ignored).
+
+    Returns
+    -------
+    list of str
+        One-line warnings (empty when nothing is suspicious).
+    """
+    x = _counts(data, mask)
+    m = _mask_tensor(mask, x)
+    out: list[str] = []
+    hot, hits = _pixel_faults(x, m)
+    if hot is not None:
+        out.append(hot_pixel_warning([(int(y), int(c)) for y, c in torch.nonzero(hot).tolist()]))
+    if hits is not None:
+        out.append(zinger_warning(int(hits.sum())))
+    dead = dead_pixels(x, m)
+    if dead is not None:
+        out.append(dead_pixel_warning(int(dead.sum())))
+    return out
+
+
+def zinger_warning(n: int) -> str:
+    """The one-line warning about cosmic-ray hits (:func:`zingers`).
+
+    Parameters
+    ----------
+    n : int
+        How many voxels.
+
+    Returns
+    -------
+    str
+    """
+    return (f"{n} voxel{'s' if n != 1 else ''} hit by a cosmic ray (a zinger: one frame of a "
+            "pixel far above its neighbours, not a hot pixel)")
+
+
+def dead_pixel_warning(n: int) -> str:
+    """The one-line warning about dead detector pixels (:func:`dead_pixels`).
+
+    Parameters
+    ----------
+    n : int
+        How many there are.
+
+    Returns
+    -------
+    str
+    """
+    return (f"{n} dead detector pixel{'s' if n != 1 else ''}: no count in any frame among "
+            "pixels that count, and not in the mask")
+
+
+def hot_pixel_warning(pixels: list[tuple[int, int]] | int) -> str:
+    """The one-line warning about hot or stuck detector pixels.
+
+    Parameters
+    ----------
+    pixels : list of (int, int) or int
+        Their (row, column) positions, or how many there are.
+
+    Returns
+    -------
+    str
+    """
+    n = pixels if isinstance(pixels, int) else len(pixels)
+    where = ""
+    if not isinstance(pixels, int):
+        shown = ", ".join(f"({y}, {x})" for y, x in pixels[:4])
+        where = f" at (row, column) {shown}" + (f" and {n - 4} more" if n > 4 else "")
+    return (f"{n} hot or stuck detector pixel{'s' if n != 1 else ''}{where}: far above "
+            "their neighbours, or the same count, in every frame (not a saturated peak, not "
+            "another Bragg peak)")
+
+
 def data_warnings(data: Any, mask: Any = None, *, saturation: float | None = None) -> list[str]:
-    """All warnings of :func:`check_saturation` and :func:`check_frames`.
+    """All warnings of :func:`check_hot_pixels`, :func:`check_saturation` and
+    :func:`check_frames`.
 
     Parameters
     ----------
@@ -685,7 +1120,16 @@ def data_warnings(data: Any, mask: Any = None, *, saturation: float | None = Non
     -------
     list of str
     """
-    return check_saturation(data, mask, level=saturation) + check_frames(data, mask)
+    x = _counts(data, mask)
+    m = _mask_tensor(mask, x)
+    hot, hits = _pixel_faults(x, m)
+    free = m
+    if hot is not None:  # neither saturation nor a frame fault
+        free = hot[None].expand(x.shape) if free is None else free | hot[None]
+    if hits is not None:
+        free = hits if free is None else free | hits
+    return (check_hot_pixels(data, mask) + check_saturation(data, free, level=saturation)
+            + check_frames(data, free))
 
 
 def photon_scale(intensity: Any, mask: Any = None) -> float | None:

@@ -361,3 +361,58 @@ def test_data_warnings_name_the_ceiling_and_a_fit_below_the_noise() -> None:
     assert any("no measured voxel is 0" in w for w in warnings_of(pedestal, {}))
     amplitudes = CXIData(intensity=np.sqrt(data.intensity), mask=None, meta={})
     assert any("look like amplitudes" in w for w in warnings_of(amplitudes, {}))
+
+
+def test_a_stuck_pixel_and_a_glitched_frame_are_named_as_such(tmp_path: Path, capsys) -> None:
+    """CXI input with a pixel stuck at one count in every frame and a frame scaled by a beam
+    dump: the warnings once called the pixel a saturated peak and another Bragg peak, and said
+    nothing of the frame; each is now named for what it is, and left free."""
+    from bcdi_stream.simulation import simulate_crystal
+
+    counts = simulate_crystal(0, n=32, strain="weak", peak_counts=2e3, background=0.0,
+                              device="cpu").intensity.numpy()
+    k = int(counts.sum(axis=(1, 2)).argmax()) + 1
+    counts[k] = np.round(counts[k] * 0.1)
+    counts[:, 3, 25] = 5000
+    inp = tmp_path / "faulty.cxi"
+    with h5py.File(inp, "w") as f:
+        f.create_dataset("entry_1/data_1/data", data=counts.astype(np.uint32))
+    code, out, err = _run(capsys, "reconstruct", inp, "--out", tmp_path / "r.cxi", *TINY,
+                          "--device", "cpu")
+    assert code == 0, err
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert any("1 hot or stuck detector pixel" in w and "left free" in w for w in warnings)
+    assert any(w.startswith(f"warning: frame {k} holds 0.1x") and "beam dump" in w
+               and "left free" in w for w in warnings), warnings
+    assert not any("share the maximum count" in w or "another Bragg peak in the array" in w
+                   or "is cut" in w for w in warnings), warnings
+    code, out, err = _run(capsys, "reconstruct", inp, "--out", tmp_path / "r.cxi", *TINY,
+                          "--device", "cpu", "--json")
+    summary = json.loads(out)
+    assert summary["hot_pixels"] == 1 and summary["glitched_frames"] == [k]
+    assert summary["saturated_voxels"] == 0 and summary["secondary_peak_voxels"] == 0
+    assert sum("hot or stuck" in w for w in summary["warnings"]) == 1
+    assert sum(w.startswith(f"frame {k} holds") for w in summary["warnings"]) == 1
+
+
+def test_data_warnings_say_what_the_phasing_left_free() -> None:
+    from bcdi_stream.cli import _data_warnings
+    from bcdi_stream.io import CXIData
+
+    rng = np.random.default_rng(0)
+    data = CXIData(intensity=rng.poisson(5, (16, 16, 16)).astype(np.float32), mask=None,
+                   meta={})
+    faults = {"hot_pixels": 3, "dead_pixels": 2, "zinger_voxels": 1, "glitched_frames": [7],
+              "glitch_factors": [2.9]}
+    warnings = _data_warnings(data, {}, 1.0, faults=faults)
+    assert any(w.startswith("1 voxel hit by a cosmic ray") and w.endswith(
+        "left free in the phasing") for w in warnings)
+    assert any(w.startswith("2 dead detector pixels") and w.endswith(
+        "left free in the phasing") for w in warnings)
+    assert any(w.startswith("3 hot or stuck detector pixels") and w.endswith(
+        "left free in the phasing") for w in warnings)
+    assert any(w.startswith("frame 7 holds 2.9x") and "top-up" in w
+               and w.endswith("left free in the phasing") for w in warnings)
+    # not photon counts: the phasing found the frame but phased it as measured
+    warnings = _data_warnings(data, {}, None, faults=faults)
+    assert any(w.startswith("frame 7") and w.endswith("phased as measured") for w in warnings)

@@ -239,3 +239,53 @@ def test_too_few_frames_one_line(n) -> None:
     frames = np.random.default_rng(0).poisson(50.0, (n, 64, 80)).astype(np.uint32)
     with pytest.raises(InputError, match=f"too few frames: {n}"):
         prepare_frames(frames, shape=(32, 32, 32))
+
+
+def _crystal(seed: int, strain: str, peak: float, background: float = 0.0) -> torch.Tensor:
+    from bcdi_stream.simulation import simulate_crystal
+
+    return simulate_crystal(seed, n=64, strain=strain, peak_counts=peak, background=background,
+                            device="cpu").intensity
+
+
+@pytest.mark.parametrize("size", [(3, 3), (2, 4), (4, 3), (4, 4)])
+def test_hot_pixel_clusters_up_to_4x4_are_found(size) -> None:
+    """A compact cluster of hot pixels, each other's neighbours, escaped the 3x3-median test
+    (a 3x3 or larger cluster was never found whole); clusters up to MAX_HOT_CLUSTER wide are
+    found, and prepare_frames masks them."""
+    from bcdi_stream.preprocess import MAX_HOT_CLUSTER
+
+    h, w = size
+    assert max(h, w) <= MAX_HOT_CLUSTER
+    frames = _crystal(0, "weak", 2e3, background=1.0)
+    frames[:, 5:5 + h, 40:40 + w] += 500.0
+    cluster = torch.zeros(frames.shape[1:], dtype=torch.bool)
+    cluster[5:5 + h, 40:40 + w] = True
+    assert torch.equal(find_hot_pixels(frames), cluster)
+    assert not find_hot_pixels(frames, max_cluster=0)[cluster].all()  # the 3x3 test alone
+    prep = prepare_frames(frames, shape=(32, 32, 32))
+    assert prep.meta["hot_pixels"] == h * w
+    # a stuck cluster (the same count in every frame) and one beside the peak
+    frames = _crystal(1, "strong", 2e3)
+    frames[:, 22:22 + h, 22:22 + w] = 3000.0
+    cluster = torch.zeros(frames.shape[1:], dtype=torch.bool)
+    cluster[22:22 + h, 22:22 + w] = True
+    assert torch.equal(find_hot_pixels(frames), cluster)
+
+
+def test_hot_pixel_clusters_spare_the_bragg_peak() -> None:
+    """No pixel of a crystal's pattern passes for a hot cluster: weak and strong strain, dim
+    and bright, with and without background (64 patterns; 128 measured)."""
+    for strain in ("weak", "strong"):
+        for peak, background in ((2e3, 1.0), (1e6, 0.0)):
+            for seed in range(16):
+                frames = _crystal(seed, strain, peak, background)
+                assert not find_hot_pixels(frames).any(), (strain, peak, seed)
+
+
+def test_find_hot_pixels_arguments() -> None:
+    f = torch.ones(4, 8, 8)
+    with pytest.raises(ValueError, match="max_cluster"):
+        find_hot_pixels(f, max_cluster=-1)
+    with pytest.raises(ValueError, match="persistence"):
+        find_hot_pixels(f, persistence=0.0)
