@@ -79,7 +79,12 @@ class Reconstruction:
         ``dead_columns`` (detector rows and columns with no count in any frame, an unflagged
         gap, left free, :func:`bcdi_stream.validation.dead_lines`; empty = none),
         ``secondary_peak_voxels`` (the region of another grain's Bragg peak, left free,
-        :func:`bcdi_stream.validation.secondary_peaks`; 0 = none), ``peak_filled``
+        :func:`bcdi_stream.validation.secondary_peaks`; 0 = none), ``hot_pixels`` and
+        ``dead_pixels`` (detector pixels hot, stuck or dead, left free in every frame; 0 =
+        none), ``zinger_voxels`` (cosmic-ray hits, left free), ``glitched_frames`` and
+        ``glitch_factors`` (frames scaled by a beam glitch and their counts over what the
+        rocking curve predicts; left free when the data are counts,
+        :func:`bcdi_stream.validation.leave_free`), ``peak_filled``
         (``ai``/``auto``: the share of the intensity a masked peak core, lost frames or detector
         gaps held, filled for the model, :attr:`bcdi_stream.ai_phasing.AIStart.filled`; None =
         not filled).
@@ -216,8 +221,10 @@ def reconstruct(
         :func:`bcdi_stream.validation.lost_frames`, ``meta["lost_frames"]``), detector rows
         and columns with no count in any frame (a gap the mask does not flag,
         :func:`bcdi_stream.validation.dead_lines`, ``meta["dead_rows"]``,
-        ``meta["dead_columns"]``), and the region of another grain's Bragg peak
-        (:func:`bcdi_stream.validation.secondary_peaks`, ``meta["secondary_peak_voxels"]``).
+        ``meta["dead_columns"]``), the region of another grain's Bragg peak
+        (:func:`bcdi_stream.validation.secondary_peaks`, ``meta["secondary_peak_voxels"]``),
+        hot, stuck and dead pixels, cosmic-ray hits and frames of a beam glitch
+        (:func:`bcdi_stream.validation.leave_free`).
     method : {"conventional", "ai", "auto"}
         ``conventional``: the PyNX-style multi-run recipe. ``ai``: the model predicts φ(q),
         ``IFFT(√I·e^{iφ})`` starts a short refinement (``settings.ai.n_raar`` RAAR +

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.plans as bp
@@ -199,22 +200,43 @@ class _GappedDetector(SimBCDIDetector):
         return frame
 
 
-@pytest.mark.parametrize(("detector", "key", "count"), [
-    (_DroppingDetector, "lost_frames", 1),  # a frame lost at the peak
-    (_GappedDetector, "dead_columns", 3),  # a gap between chips, not in the mask
+class _GlitchDetector(SimBCDIDetector):
+    """A beam dump during the frame after the Bragg peak's: a tenth of its counts."""
+
+    def render(self, angle_deg: float) -> np.ndarray:
+        frame = super().render(angle_deg)
+        n = self.source.shape[0] if self.source is not None else 1
+        if round(self.rocking_index(angle_deg)) == n // 2 + 1:
+            frame = (frame * 0.1).astype(frame.dtype)
+        return frame
+
+
+def _crystal() -> Any:
+    """A simulated weak crystal: a rocking curve without the toy box's deep fringes, along
+    which a frame scaled by a glitch stands out."""
+    from bcdi_stream.beamline import crystal_source
+
+    return crystal_source(0, n=32, strain="weak", peak_counts=1e5)
+
+
+@pytest.mark.parametrize(("detector", "source", "key", "count"), [
+    (_DroppingDetector, toy_source, "lost_frames", 1),  # a frame lost at the peak
+    (_GappedDetector, toy_source, "dead_columns", 3),  # a gap between chips, not in the mask
+    (_GlitchDetector, _crystal, "glitched_frames", 1),  # a beam dump during one frame
 ])
-def test_a_detector_fault_is_left_free_and_recorded(rig, detector, key, count) -> None:
+def test_a_detector_fault_is_left_free_and_recorded(rig, detector, source, key, count) -> None:
     RE, cb, bl = rig
     det = detector(bl.motor, name="faulty", shape=(64, 80), seed=4)
-    det.load(toy_source(32))
+    det.load(source(32) if source is toy_source else source())
     (uid,) = RE(_rc_md(det, bl))
     assert cb.wait(120)
     res = cb.result(uid)
     assert res.status == "ok", res.error
     md = read_result(_fresh(), uid, arrays=False)["metadata"]
     assert md["status"] == "ok" and len(md[key]) == count, md.get(key)
-    faults = ("lost_frames", "dead_rows", "dead_columns")
+    faults = ("lost_frames", "dead_rows", "dead_columns", "glitched_frames")
     assert all(md[other] == [] for other in faults if other != key)
+    assert len(md["glitch_factors"]) == len(md["glitched_frames"])
 
 
 def _failed_then_recovered(rig, detector, expect: str) -> None:

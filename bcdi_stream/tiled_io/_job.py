@@ -503,14 +503,18 @@ def process_run(
             scale = rec.meta["photon_scale"]
             md["photon_scale"] = float(scale) if isinstance(scale, (int, float)) else None
         # an integrating detector's frames rounded; a clipped peak, another grain's peak left free
+        # hot, stuck or dead detector pixels and cosmic-ray hits: left free
         for key, kind in (("rounded_to_photons", bool), ("saturated_voxels", int),
-                          ("secondary_peak_voxels", int)):
+                          ("secondary_peak_voxels", int), ("hot_pixels", int),
+                          ("dead_pixels", int), ("zinger_voxels", int)):
             if isinstance(rec.meta.get(key), kind):
                 md[key] = kind(rec.meta[key])
-        # dropped frames, unflagged detector gaps: left free
-        for key in ("lost_frames", "dead_rows", "dead_columns"):
+        # dropped frames, unflagged detector gaps, frames of a beam glitch: left free
+        for key in ("lost_frames", "dead_rows", "dead_columns", "glitched_frames"):
             if isinstance(rec.meta.get(key), list):
                 md[key] = [int(k) for k in rec.meta[key]]
+        if isinstance(rec.meta.get("glitch_factors"), list):
+            md["glitch_factors"] = [float(v) for v in rec.meta["glitch_factors"]]
         if "peak_filled" in rec.meta:  # a masked core, lost frames or gaps filled for the model
             filled = rec.meta["peak_filled"]
             md["peak_filled"] = float(filled) if isinstance(filled, (int, float)) else None
