@@ -219,3 +219,67 @@ def test_reflect_about_the_centre_reflects_the_pattern(n: int) -> None:
     assert [physics.reflection_axes(c) for c in (0, 1, 6, 7)] == [(), (0,), (1, 2), (0, 1, 2)]
     with pytest.raises(ValueError, match="code"):
         physics.reflection_axes(8)
+
+
+_GEOMETRY = {"energy_kev": 9.0, "detector_distance": 1.0, "pixel_size": 55e-6,
+             "angular_step_deg": 0.01}
+
+
+@pytest.mark.parametrize(
+    ("changes", "name"),
+    [({"energy_kev": True}, "energy_kev"), ({"energy_kev": math.inf}, "energy_kev"),
+     ({"detector_distance": math.inf}, "detector_distance"),
+     ({"pixel_size": math.nan}, "pixel_size"),
+     ({"angular_step_deg": "0.01"}, "angular_step_deg"), ({"reflection": 111}, "reflection"),
+     ({"reflection": "111"}, "reflection"), ({"reflection": ("a", 1, 1)}, "reflection"),
+     ({"reflection": (1.5, 1, 1)}, "reflection"), ({"g_hat": (math.nan, 0, 0)}, "g_hat"),
+     ({"g_hat": (math.inf, 0, 0)}, "g_hat"), ({"g_hat": "abc"}, "g_hat"),
+     ({"g_hat": (True, 0, 0)}, "g_hat")],
+)
+def test_geometry_rejects_bad_values_naming_them(changes: dict, name: str) -> None:
+    """Bools, non-finite numbers, strings and fractional Miller indices were accepted (an
+    infinite distance, g_hat all NaN, (1.5, 1, 1) truncated to (1, 1, 1)) or failed with a
+    TypeError that named nothing."""
+    with pytest.raises(ValueError, match=name) as err:
+        Geometry(**{**_GEOMETRY, **changes})
+    assert "\n" not in str(err.value)
+
+
+def test_geometry_accepts_integral_indices_and_arrays() -> None:
+    g = Geometry(**_GEOMETRY, reflection=np.array([2, 0, 0]), g_hat=np.array([0.0, 3.0, 0.0]))
+    assert g.reflection == (2, 0, 0) and g.g_hat == (0.0, 1.0, 0.0)
+    assert Geometry(**_GEOMETRY, reflection=(1.0, 1.0, 1.0)).reflection == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("d", "name"),
+    [(5, "d"), ({**_GEOMETRY, "energy_kev": "abc"}, "energy_kev"),
+     ({**_GEOMETRY, "pixel_size": None}, "pixel_size"),
+     ({**_GEOMETRY, "detector_distance": True}, "detector_distance"),
+     ({**_GEOMETRY, "reflection": 5}, "reflection"),
+     ({**_GEOMETRY, "reflection": [1, "x", 1]}, r"reflection\[1\]"),
+     ({**_GEOMETRY, "reflection": [1, 1.5, 1]}, r"reflection\[1\]"),
+     ({**_GEOMETRY, "lattice_constant": [1]}, "lattice_constant"),
+     ({**_GEOMETRY, "g_hat": [0, None, 1]}, r"g_hat\[1\]")],
+)
+def test_geometry_from_dict_names_the_bad_key(d: object, name: str) -> None:
+    """Start-document metadata: TypeErrors and bare "could not convert string to float" became
+    one-line ValueErrors naming the key."""
+    with pytest.raises(ValueError, match=name) as err:
+        Geometry.from_dict(d)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value)
+    ok = Geometry.from_dict({**_GEOMETRY, "energy_kev": "9", "reflection": ["1", "1", "1"]})
+    assert ok.energy_kev == 9.0 and ok.reflection == (1, 1, 1)  # JSON-ish strings still work
+
+
+def test_importing_geometry_needs_no_torch() -> None:
+    """bcdi_stream.physics (and so torch, ~1.5 s) is imported when a Geometry is first built,
+    not when the module is imported."""
+    import subprocess
+    import sys
+
+    code = "import sys, bcdi_stream.geometry; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -126,3 +126,49 @@ def test_tiled_client_profiles_are_valid(monkeypatch) -> None:
     assert set(content) == {"bcdi-local", "bcdi-beamline"}
     assert content["bcdi-beamline"]["uri"] == "http://tiled.example:8000/api/v1"
     assert "api_key" not in str(content)  # secrets come from TILED_API_KEY only
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("server", ["refused", "silent"])
+def test_unreachable_tiled_server_gives_one_line_and_a_usable_session(tmp_path, server) -> None:
+    """A real ``ipython --profile-dir`` session with TILED_URI where nothing answers (the port is
+    closed, or open but silent): 10-tiled.py says so in one line within seconds, instead of the
+    Tiled client's ~45 s of "Retrying…" and a traceback that stopped the later startup files;
+    the beamline and the plans still work, without Tiled. (30-bcdi.py is left out: it needs a
+    Tiled client.)"""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    profile = tmp_path / "profile_bcdi"
+    (profile / "startup").mkdir(parents=True)
+    for name in ("00-base.py", "10-tiled.py", "20-devices.py", "40-plans.py"):
+        shutil.copy(STARTUP / name, profile / "startup" / name)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if server == "refused":
+        listener.close()
+    else:
+        listener.listen(8)  # connections complete in the kernel's backlog, nothing answers
+    code = ("load_crystal(1, 'weak', n=16); (uid,) = RE(rc()); "
+            "print('SESSION', tiled_client is None, tiled_writer is None, "
+            "tiled_writer_token is None, len(uid))")
+    env = {**os.environ, "TILED_URI": f"http://127.0.0.1:{port}/api/v1",
+           "IPYTHONDIR": str(tmp_path / "ipython"), "OMP_NUM_THREADS": "1"}
+    try:
+        out = subprocess.run([sys.executable, "-m", "IPython", f"--profile-dir={profile}",
+                              "--no-banner", "-c", code], env=env, capture_output=True,
+                             text=True, timeout=200, cwd=tmp_path)
+    finally:
+        listener.close()
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "Traceback" not in text and "Retrying" not in text, text
+    lines = [ln for ln in text.splitlines() if ln.startswith("10-tiled.py:")]
+    assert len(lines) == 1, text
+    assert f"http://127.0.0.1:{port}" in lines[0] and "live phasing is off" in lines[0]
+    assert ("ConnectError" if server == "refused" else "Timeout") in lines[0]
+    assert "SESSION True True True 36" in text, text

@@ -815,3 +815,149 @@ def test_polynomial_phase_is_the_polynomial_of_the_scaled_position() -> None:
     torch.testing.assert_close(out[0], ((x[0] - 2.0) / 2.0).square().expand(m, m, m))
     torch.testing.assert_close(out[1], (2.0 * (z[0] - 1.0) * (y[0] - 2.0) * (x[0] - 3.0)
                                         ).expand(m, m, m))
+
+
+# ------------------------------------------------------------------ argument checks, continued
+# Each case below was accepted (a string read as a range of its characters, a bool as 0 or 1)
+# or failed with an OverflowError, a TypeError or a message that named nothing.
+_SPEC_OK = {"n": 16, "oversampling": 2.5}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"peak_counts": (1, math.inf)}, "peak_counts"),  # OverflowError in numpy
+        ({"peak_counts": "12"}, "peak_counts"),  # drawn in (1, 2)
+        ({"peak_counts": (True, 10)}, "peak_counts"),
+        ({"peak_counts": (1e-9, 1e-6)}, "peak_counts"),  # failed after the draw, value-dependent
+        ({"peak_counts": (1e11, 1e13)}, "peak_counts"),
+        ({"peak_counts": (0, 0)}, "peak_counts"),
+        ({"oversampling": "23"}, "oversampling"),  # drawn in (2, 3)
+        ({"oversampling": (2, True)}, "oversampling"),
+        ({"strain": b"ab"}, "strain"),  # the range (97, 98)
+        ({"strain": (False, True)}, "strain"),
+        ({"strain": (math.nan, 1.0)}, "strain"),
+        ({"strain": None}, "strain"),
+        ({"g_hat": (True, False, False)}, "g_hat"),
+    ],
+)
+def test_random_rejects_bad_ranges_before_drawing(monkeypatch, kwargs: dict, name: str) -> None:
+    from bcdi_stream.simulation import _spec
+
+    def no_work(*args, **kw):
+        raise AssertionError("a crystal was drawn before the arguments were checked")
+
+    monkeypatch.setattr(_spec, "build_geometry", no_work)
+    with pytest.raises(ValueError, match=name) as err:
+        CrystalSpec.random(0, **{"n": 64, **kwargs})
+    assert "\n" not in str(err.value)
+
+
+def test_random_takes_ranges_as_lists_arrays_and_numpy_numbers() -> None:
+    ref = CrystalSpec.random(10, n=48, strain=(2.0, 8.0), peak_counts=(1e3, 1e5),
+                             oversampling=(2.0, 3.0))
+    assert CrystalSpec.random(10, n=np.int64(48), strain=np.array([2.0, 8.0]),
+                              peak_counts=[np.float64(1e3), 1e5],
+                              oversampling=[2, 3.0]) == ref
+    assert CrystalSpec.random(10, n=48, peak_counts=np.float32(5e4)).peak_counts == 5e4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"coherence": "0000"}, "coherence"),  # read as four zeros
+        ({"coherence": (True, 0, 0, 0)}, "coherence"),
+        ({"rotation": (True, 0, 0, 0)}, "rotation"),
+        ({"g_hat": (0, True, 0)}, "g_hat"),
+        ({"substrate_normal": np.array([False, True, False])}, "substrate_normal"),
+        ({"shape_params": {"stretch": "abc"}}, "stretch"),  # "could not convert string to float"
+        ({"shape_params": {"stretch": [1, "x", 1]}}, "stretch"),
+        ({"shape_params": {"stretch": [True, 1, 1]}}, "stretch"),
+        ({"shape": "polyhedron", "shape_params": {"normals": "abc"}}, "normals"),
+        ({"shape": "polyhedron", "shape_params": {"offsets": [True] * 6}}, "offsets"),
+        ({"strain_models": ({"kind": "screw", "point": [True, 0, 0]},)}, "point"),
+    ],
+)
+def test_spec_rejects_bools_and_strings_naming_them(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name) as err:
+        CrystalSpec(**{**_SPEC_OK, **kwargs})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("d", "name"),
+    [({"rotation": 5}, "rotation"), ({"strain_models": 5}, "strain_models"),
+     ({"strain_models": [5]}, r"strain_models\[0\]"), ({"gaps": [5]}, r"gaps\[0\]")],
+)
+def test_from_dict_names_the_bad_field(d: dict, name: str) -> None:
+    """These raised "TypeError: 'int' object is not iterable"."""
+    with pytest.raises(ValueError, match=name):
+        CrystalSpec.from_dict({**_SPEC_OK, **d})
+    spec = CrystalSpec.random(4, n=N, fault_probability=1.0, strain="strong")
+    assert CrystalSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [({"n": True}, "n"), ({"n": 8}, "n"),
+                                              ({"strain": "huge"}, "strain"),
+                                              ({"strain": "12"}, "strain")])
+def test_simulate_batch_checks_n_and_strain_even_for_specs(kwargs: dict, name: str) -> None:
+    """With only specs, ``n`` and ``strain`` were ignored however wrong."""
+    with pytest.raises(ValueError, match=name):
+        simulate_batch([CrystalSpec(**_SPEC_OK)], device=CPU, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("specs", "caps", "name"),
+    [
+        ("spec", [None], "specs"),  # TypeError: object of type 'CrystalSpec' has no len()
+        (["spec", 3], [None, None], r"specs\[1\]"),  # AttributeError, after the first crystal
+        (["spec"], None, "max_gradient_mean"),
+        (["spec"], 1.0, "max_gradient_mean"),
+        (["spec"], [math.nan], r"max_gradient_mean\[0\]"),  # kept all on a CPU, none on a GPU
+        (["spec"], [-1.0], r"max_gradient_mean\[0\]"),
+        (["spec"], ["x"], r"max_gradient_mean\[0\]"),  # TypeError after the simulation
+        (["spec"], [True], r"max_gradient_mean\[0\]"),
+        (["spec"], [math.inf], r"max_gradient_mean\[0\]"),
+    ],
+)
+def test_simulate_capped_checks_arguments_before_simulating(monkeypatch, specs, caps,
+                                                            name: str) -> None:
+    from bcdi_stream.simulation import _crystal
+
+    def no_work(*args, **kw):
+        raise AssertionError("a crystal was simulated before the arguments were checked")
+
+    spec = CrystalSpec(**_SPEC_OK)
+    specs = spec if specs == "spec" else [spec if s == "spec" else s for s in specs]
+    monkeypatch.setattr(_crystal, "_simulate", no_work)
+    with pytest.raises(ValueError, match=name) as err:
+        simulate_capped(specs, caps, device=CPU)
+    assert "\n" not in str(err.value)
+    assert simulate_capped([], [], device=CPU) == []
+
+
+def test_forward_model_helpers_check_their_arguments() -> None:
+    from bcdi_stream.simulation._forward import coherence_blur, detector_blur, gap_mask
+    from bcdi_stream.simulation._shapes import set_vertex_cache
+
+    img = torch.ones(4, 8, 8)
+    for sigma in (math.nan, math.inf, -1.0, "1", True):  # raw NaN/Overflow/TypeErrors
+        with pytest.raises(ValueError, match="sigma"):
+            detector_blur(img, sigma)
+    assert detector_blur(img, 0.0) is img and detector_blur(img, np.float32(0.5)).shape == img.shape
+    for kernel in ((math.nan, 0, 0, 0), (1, 0, 0), (-1, 0, 0, 0), "0000", (True, 0, 0, 0)):
+        with pytest.raises(ValueError, match="kernel"):  # NaN was accepted
+            coherence_blur(torch.ones(8, 8, 8), kernel)
+    for gaps in ([(1, 7, 5)], [(1, -3, 2)], [(1, 2)], [(1, 2.0, 1)]):  # clipped or wrong rows
+        with pytest.raises(ValueError, match=r"gaps\[0\]"):
+            gap_mask(8, gaps)
+    with pytest.raises(ValueError, match="axis"):
+        gap_mask(8, [(3, 0, 1)])
+    assert gap_mask(8, [(np.int64(1), 6, 2)])[:, 6:, :].all()
+    previous = set_vertex_cache(64)
+    try:
+        for size in ("abc", 2.7, math.nan, True, -1):  # 2.7 became 2, True became 1
+            with pytest.raises(ValueError, match="size"):
+                set_vertex_cache(size)
+    finally:
+        set_vertex_cache(previous)

@@ -37,6 +37,9 @@ from ._spec import (
     POLYNOMIAL_TERMS,
     SMOOTH_MODELS,
     CrystalSpec,
+    _check_strain,
+    _int,
+    _is_number,
 )
 
 __all__ = ["SimulatedBatch", "SimulatedCrystal", "simulate_batch", "simulate_crystal"]
@@ -227,7 +230,7 @@ def simulate_batch(
         One entry per crystal: a seed for :meth:`CrystalSpec.random`, or a ready spec. All
         crystals must share the same ``n``.
     n : int
-        Grid side for the seeds.
+        Grid side for the seeds, in [16, 1024] (checked even when every entry is a spec).
     strain : str or (lo, hi)
         Strain level for the seeds (see :meth:`CrystalSpec.random`).
     device : str, torch.device or None
@@ -248,6 +251,8 @@ def simulate_batch(
         )
     if len(seeds) == 0:
         raise ValueError("seeds must not be empty")
+    n = _int("n", n, 16, 1024)  # checked even when every entry is a spec
+    _check_strain(strain)
     specs = []
     for s in seeds:
         kw = dict(kwargs)
@@ -302,7 +307,7 @@ def simulate_capped(
     specs : sequence of CrystalSpec
         The crystals, all on the same grid.
     max_gradient_mean : sequence of float or None
-        One cap (rad/voxel) per crystal; ``None``: no cap.
+        One cap (rad/voxel, a finite number >= 0) per crystal; ``None``: no cap.
     device : str, torch.device or None
         As for :func:`simulate_batch`.
 
@@ -310,17 +315,31 @@ def simulate_capped(
     -------
     list of SimulatedCrystal or None
     """
+    if isinstance(specs, (str, bytes, CrystalSpec)) or not isinstance(specs, Sequence):
+        raise ValueError(f"specs must be a sequence of CrystalSpecs, got {type(specs).__name__}")
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, CrystalSpec):
+            raise ValueError(f"specs[{i}] must be a CrystalSpec, got {type(spec).__name__}")
+    if isinstance(max_gradient_mean, (str, bytes)) or not isinstance(max_gradient_mean, Sequence):
+        raise ValueError("max_gradient_mean must be a sequence of caps (float or None), got "
+                         f"{type(max_gradient_mean).__name__}")
     if len(max_gradient_mean) != len(specs):
         raise ValueError(f"max_gradient_mean must have one entry per spec ({len(specs)}), "
                          f"got {len(max_gradient_mean)}")
+    for i, cap in enumerate(max_gradient_mean):
+        if cap is not None and not (_is_number(cap) and 0 <= cap < math.inf):
+            raise ValueError(
+                f"max_gradient_mean[{i}] must be None or a finite number >= 0, got {cap!r}")
+    if len({s.n for s in specs}) > 1:
+        raise ValueError(
+            f"specs must all have the same grid size n, got {sorted({s.n for s in specs})}")
     dev = resolve_device(device)
+    if not specs:
+        return []
     if dev.type != "cpu":
         batch = simulate_batch(list(specs), device=dev)
         return [c if cap is None or c.meta["phase_gradient_mean"] <= cap else None
                 for c, cap in zip(batch, max_gradient_mean, strict=True)]
-    if len({s.n for s in specs}) > 1:
-        raise ValueError(
-            f"specs must all have the same grid size n, got {sorted({s.n for s in specs})}")
     out: list[SimulatedCrystal | None] = []
     for spec, cap in zip(specs, max_gradient_mean, strict=True):
         one = _simulate([_to_spec(spec, {}, name="specs")], dev, cap)

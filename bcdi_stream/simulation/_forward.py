@@ -8,6 +8,7 @@ intensity is ``scale * |psi|**2`` with ``scale`` chosen so that its maximum is `
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -42,6 +43,8 @@ def detector_blur(intensity: torch.Tensor, sigma: float) -> torch.Tensor:
     torch.Tensor
         Blurred intensity (zero padding: flux near the borders leaks out, as on a detector).
     """
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
     if sigma <= 0:
         return intensity
     shape = intensity.shape
@@ -74,6 +77,11 @@ def coherence_blur(intensity: torch.Tensor, kernel: Sequence[float]) -> torch.Te
     torch.Tensor
         Blurred intensity, same dtype (the input itself when the kernel is all zeros).
     """
+    if (isinstance(kernel, (str, bytes)) or not isinstance(kernel, Sequence) or len(kernel) != 4
+            or not all(not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
+                       for v in kernel)
+            or min(kernel[:3]) < 0):
+        raise ValueError(f"kernel must be 4 finite numbers (z, y, x >= 0, r), got {kernel!r}")
     sz, sy, sx, r = (float(v) for v in kernel)
     if sz <= 0 and sy <= 0 and sx <= 0:
         return intensity
@@ -120,6 +128,14 @@ def gap_mask(
     device : torch.device, optional
         Where to build it.
     """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    for i, gap in enumerate(gaps):
+        if (len(gap) != 3
+                or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in gap)
+                or gap[1] < 0 or gap[2] < 1 or gap[1] + gap[2] > n):
+            raise ValueError(f"gaps[{i}] must be (axis, start, width) ints inside the {n} "
+                             f"rows or columns, got {gap!r}")
     mask = torch.zeros((n, n, n), dtype=torch.bool, device=device)
     for axis, start, width in gaps:
         if axis == 1:

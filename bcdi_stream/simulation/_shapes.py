@@ -83,6 +83,18 @@ def _float_in(params: dict[str, Any], key: str, lo: float, hi: float) -> float:
     return v
 
 
+def _floats(key: str, v: Any) -> np.ndarray:
+    """``shape_params[key]`` as a float array; strings, bools and non-numbers raise a
+    ``ValueError`` naming it (``np.asarray`` would take bools and numeric strings)."""
+    try:
+        flat = [v] if isinstance(v, (str, bytes)) else np.asarray(v, dtype=object).ravel()
+        if any(isinstance(x, (str, bytes, bool, np.bool_)) for x in flat):
+            raise ValueError
+        return np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape_params[{key!r}] must hold numbers, got {v!r}") from None
+
+
 def validate_shape_params(shape: str, params: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults into, check and normalise the parameters of a shape.
 
@@ -113,7 +125,7 @@ def validate_shape_params(shape: str, params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"shape_params has unknown keys {sorted(unknown)} for shape {shape!r}")
     out.update(params)
     if "stretch" in out:
-        s = np.asarray(out["stretch"], dtype=float)
+        s = _floats("stretch", out["stretch"])
         if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s < 0.5) or np.any(s > 2.0):
             raise ValueError(
                 f"shape_params['stretch'] must be 3 numbers in [0.5, 2], got {out['stretch']!r}"
@@ -131,8 +143,8 @@ def validate_shape_params(shape: str, params: dict[str, Any]) -> dict[str, Any]:
         out["sides"] = int(k)
         out["aspect"] = _float_in(out, "aspect", 1.0, 5.0)
     elif shape == "polyhedron":
-        nrm = np.asarray(out["normals"], dtype=float)
-        off = np.asarray(out["offsets"], dtype=float)
+        nrm = _floats("normals", out["normals"])
+        off = _floats("offsets", out["offsets"])
         if nrm.ndim != 2 or nrm.shape[1] != 3 or nrm.shape[0] < 4 or nrm.shape[0] > 64:
             raise ValueError("shape_params['normals'] must be 4 to 64 vectors of 3 components")
         if off.shape != (nrm.shape[0],):
@@ -255,8 +267,8 @@ def set_vertex_cache(size: int) -> int:
         Most polytopes kept (>= 0).
     """
     global _VERTEX_CACHE_SIZE
-    if int(size) < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+        raise ValueError(f"size must be an int >= 0, got {size!r}")
     with _VERTEX_LOCK:
         previous = _VERTEX_CACHE_SIZE
         _VERTEX_CACHE.clear()

@@ -97,7 +97,16 @@ def _number(name: str, v: Any, lo: float = -math.inf, hi: float = math.inf) -> f
     return v
 
 
+def _has_bool(v: Any) -> bool:
+    """Whether a flat sequence or array holds a bool (``np.asarray(..., float)`` takes them)."""
+    if isinstance(v, np.ndarray):
+        return v.dtype == np.bool_ or (v.dtype == object and _has_bool(list(v.ravel())))
+    return isinstance(v, (list, tuple)) and any(isinstance(x, (bool, np.bool_)) for x in v)
+
+
 def _vector(name: str, v: Any, unit: bool = False, max_norm: float = math.inf) -> tuple[float, ...]:
+    if isinstance(v, (str, bytes)) or _has_bool(v):
+        raise ValueError(f"{name} must be 3 numbers (z, y, x), got {v!r}")
     try:
         a = np.asarray(v, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -339,6 +348,8 @@ class CrystalSpec:
         if self.shape not in SHAPES:
             raise ValueError(f"shape must be one of {SHAPES}, got {self.shape!r}")
         put("shape_params", validate_shape_params(self.shape, self.shape_params))
+        if isinstance(self.rotation, (str, bytes)) or _has_bool(self.rotation):
+            raise ValueError(f"rotation must be a quaternion (w, a, b, c), got {self.rotation!r}")
         try:
             q = np.asarray(self.rotation, dtype=float)
         except (TypeError, ValueError) as exc:
@@ -368,10 +379,10 @@ class CrystalSpec:
             raise ValueError(f"peak_counts must be positive, got {self.peak_counts}")
         put("background", _number("background", self.background, 0.0, 1e9))
         put("blur_sigma", _number("blur_sigma", self.blur_sigma, 0.0, n / 8))
-        try:
-            coh = tuple(float(v) for v in self.coherence)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"coherence must be (z, y, x, r), got {self.coherence!r}") from exc
+        if (isinstance(self.coherence, (str, bytes)) or not isinstance(self.coherence, Iterable)
+                or not all(_is_number(v) for v in self.coherence)):
+            raise ValueError(f"coherence must be 4 numbers (z, y, x, r), got {self.coherence!r}")
+        coh = tuple(float(v) for v in self.coherence)
         if len(coh) != 4:
             raise ValueError(f"coherence must be (z, y, x, r), got {self.coherence!r}")
         widths = tuple(_number(f"coherence[{i}]", v, 0.0, n / 8) for i, v in enumerate(coh[:3]))
@@ -419,14 +430,19 @@ class CrystalSpec:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"d has unknown keys {sorted(unknown)}")
+
+        def seq(v: Any) -> bool:  # lists to tuples; anything else is left to the checks
+            return isinstance(v, Iterable) and not isinstance(v, (str, bytes, Mapping))
+
         kw = dict(d)
         for key in ("rotation", "substrate_normal", "g_hat"):
-            if key in kw:
+            if key in kw and seq(kw[key]):
                 kw[key] = tuple(kw[key])
-        if "strain_models" in kw:
-            kw["strain_models"] = tuple(dict(m) for m in kw["strain_models"])
-        if "gaps" in kw:
-            kw["gaps"] = tuple(tuple(g) for g in kw["gaps"])
+        if "strain_models" in kw and seq(kw["strain_models"]):
+            kw["strain_models"] = tuple(
+                dict(m) if isinstance(m, Mapping) else m for m in kw["strain_models"])
+        if "gaps" in kw and seq(kw["gaps"]):
+            kw["gaps"] = tuple(tuple(g) if seq(g) else g for g in kw["gaps"])
         return cls(**kw)
 
     def replace(self, **changes: Any) -> CrystalSpec:
@@ -480,7 +496,8 @@ class CrystalSpec:
             dislocations and no smooth phase (not possible where the odds of dislocations are
             0, as for "weak" without ``dislocation_probability``).
         peak_counts : float or (lo, hi), optional
-            Fixed peak counts, or a range drawn log-uniformly; default (1e4, 1e7).
+            Fixed peak counts, or a range drawn log-uniformly; default (1e4, 1e7). Both within
+            [1e-3, 1e12].
         oversampling : (lo, hi), optional
             Range of the oversampling ratio (uniform); default ``(2, min(4, n / 5.4))``.
         g_hat : tuple of 3 floats
@@ -538,6 +555,7 @@ class CrystalSpec:
         """
         seed = _int("seed", seed, 0, 2**63 - 1)
         n = _int("n", n, 16, 1024)
+        _check_strain(strain)
         if shapes is None:
             shapes = SHAPES
         if isinstance(shapes, str) or not isinstance(shapes, Iterable):
@@ -558,12 +576,7 @@ class CrystalSpec:
         disl_ok = [k for k in DISLOCATION_MODELS if k in allowed]
         if oversampling is None:
             oversampling = (2.0, min(4.0, n / 5.4))
-        try:
-            os_lo, os_hi = (float(v) for v in oversampling)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(
-                f"oversampling must be a (lo, hi) range, got {oversampling!r}"
-            ) from exc
+        os_lo, os_hi = _range("oversampling", oversampling)
         if not 2.0 <= os_lo <= os_hi <= n / 5.4:
             raise ValueError(
                 f"oversampling must satisfy 2 <= lo <= hi <= n/5.4 = {n / 5.4:.3g}, "
@@ -574,6 +587,17 @@ class CrystalSpec:
             dislocation_probability = _number(
                 "dislocation_probability", dislocation_probability, 0, 1
             )
+        if peak_counts is None:
+            peak_counts = (1e4, 1e7)
+        counts, count_range = 0.0, (0.0, 0.0)
+        if _is_number(peak_counts):
+            counts = _number("peak_counts", peak_counts, 1e-3, 1e12)
+        else:
+            count_range = _range("peak_counts", peak_counts, "a number or a (lo, hi) range")
+            if not 1e-3 <= count_range[0] <= count_range[1] <= 1e12:
+                raise ValueError(
+                    f"peak_counts range must satisfy 1e-3 <= lo <= hi <= 1e12, got {peak_counts!r}"
+                )
         p_fault = p_loop = p_field = p_net = p_coh = p_habit = p_poly = 0.0
         if polynomial_probability is not None:
             p_poly = _number("polynomial_probability", polynomial_probability, 0, 1)
@@ -602,14 +626,7 @@ class CrystalSpec:
             span_range = {"weak": _WEAK, "medium": _MEDIUM, "strong": _STRONG}[level]
             p_disl = {"weak": 0.0, "medium": 0.15, "strong": 0.35}[level]
         else:
-            try:
-                lo, hi = (float(v) for v in strain)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"strain must be a level name or (lo, hi), got {strain!r}"
-                ) from exc
-            if not (0.0 <= lo <= hi <= 200.0):
-                raise ValueError(f"strain range must satisfy 0 <= lo <= hi <= 200, got {strain!r}")
+            lo, hi = _range("strain", strain)
             span_range = (lo, hi)
             level = "range"
             p_disl = 0.35 if lo >= 4 * math.pi else 0.0
@@ -696,22 +713,9 @@ class CrystalSpec:
             for _ in range(1 if rng.random() < 0.75 else 2):
                 models.append(_random_dislocation(rng, disl_ok, r_in, g_hat))
 
-        # --- detector
-        if peak_counts is None:
-            peak_counts = (1e4, 1e7)
-        if _is_number(peak_counts):
-            counts = _number("peak_counts", peak_counts, 1e-3, 1e12)
-        else:
-            try:
-                c_lo, c_hi = (float(v) for v in peak_counts)  # type: ignore[union-attr]
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"peak_counts must be a number or (lo, hi), got {peak_counts!r}"
-                ) from exc
-            if not 0 < c_lo <= c_hi:
-                raise ValueError(
-                    f"peak_counts range must satisfy 0 < lo <= hi, got {peak_counts!r}"
-                )
+        # --- detector (peak_counts checked above)
+        if not _is_number(peak_counts):
+            c_lo, c_hi = count_range
             counts = float(math.exp(rng.uniform(math.log(c_lo), math.log(c_hi))))
         background = float(rng.uniform(0.0, 1.0)) if rng.random() < 0.5 else 0.0
         blur = float(rng.uniform(0.3, 1.0)) if rng.random() < 0.3 else 0.0
@@ -809,6 +813,33 @@ class CrystalSpec:
             amp_modulation=amp_mod,
             seed=seed,
         )
+
+
+def _range(name: str, v: Any, expected: str = "a (lo, hi) range of numbers"
+           ) -> tuple[float, float]:
+    """A ``(lo, hi)`` pair of finite numbers (no strings, no bools), as floats."""
+    if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, Iterable):
+        raise ValueError(f"{name} must be {expected}, got {v!r}")
+    pair = list(v)
+    if len(pair) != 2 or not all(_is_number(x) for x in pair):
+        raise ValueError(f"{name} must be {expected}, got {v!r}")
+    lo, hi = (float(x) for x in pair)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be a (lo, hi) range of finite numbers, got {v!r}")
+    return lo, hi
+
+
+def _check_strain(strain: Any) -> None:
+    """Check :meth:`CrystalSpec.random`'s ``strain`` (a level name or a range) eagerly."""
+    if isinstance(strain, str):
+        if strain not in ("weak", "medium", "strong", "any"):
+            raise ValueError(
+                f"strain must be 'weak', 'medium', 'strong', 'any' or (lo, hi), got {strain!r}"
+            )
+        return
+    lo, hi = _range("strain", strain, "'weak', 'medium', 'strong', 'any' or a (lo, hi) range")
+    if not 0.0 <= lo <= hi <= 200.0:
+        raise ValueError(f"strain range must satisfy 0 <= lo <= hi <= 200, got {strain!r}")
 
 
 def _random_dislocation(rng: np.random.Generator, kinds: Sequence[str], r_in: float,
