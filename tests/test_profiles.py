@@ -134,8 +134,8 @@ def test_unreachable_tiled_server_gives_one_line_and_a_usable_session(tmp_path, 
     """A real ``ipython --profile-dir`` session with TILED_URI where nothing answers (the port is
     closed, or open but silent): 10-tiled.py says so in one line within seconds, instead of the
     Tiled client's ~45 s of "Retrying…" and a traceback that stopped the later startup files;
-    the beamline and the plans still work, without Tiled. (30-bcdi.py is left out: it needs a
-    Tiled client.)"""
+    the beamline and the plans still work, without Tiled, and 30-bcdi.py subscribes no
+    callback (it raised "tiled_client is required", which stopped 40-plans.py)."""
     import os
     import shutil
     import socket
@@ -144,7 +144,7 @@ def test_unreachable_tiled_server_gives_one_line_and_a_usable_session(tmp_path, 
 
     profile = tmp_path / "profile_bcdi"
     (profile / "startup").mkdir(parents=True)
-    for name in ("00-base.py", "10-tiled.py", "20-devices.py", "40-plans.py"):
+    for name in ("00-base.py", "10-tiled.py", "20-devices.py", "30-bcdi.py", "40-plans.py"):
         shutil.copy(STARTUP / name, profile / "startup" / name)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -155,7 +155,7 @@ def test_unreachable_tiled_server_gives_one_line_and_a_usable_session(tmp_path, 
         listener.listen(8)  # connections complete in the kernel's backlog, nothing answers
     code = ("load_crystal(1, 'weak', n=16); (uid,) = RE(rc()); "
             "print('SESSION', tiled_client is None, tiled_writer is None, "
-            "tiled_writer_token is None, len(uid))")
+            "tiled_writer_token is None, bcdi_callback is None, len(uid))")
     env = {**os.environ, "TILED_URI": f"http://127.0.0.1:{port}/api/v1",
            "IPYTHONDIR": str(tmp_path / "ipython"), "OMP_NUM_THREADS": "1"}
     try:
@@ -171,4 +171,5 @@ def test_unreachable_tiled_server_gives_one_line_and_a_usable_session(tmp_path, 
     assert len(lines) == 1, text
     assert f"http://127.0.0.1:{port}" in lines[0] and "live phasing is off" in lines[0]
     assert ("ConnectError" if server == "refused" else "Timeout") in lines[0]
-    assert "SESSION True True True 36" in text, text
+    assert "SESSION True True True True 36" in text, text
+    assert "30-bcdi.py: live phasing is off" in text

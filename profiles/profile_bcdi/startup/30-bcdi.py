@@ -17,7 +17,13 @@ bcdi_settings = JobSettings(
 )
 # echo=None: the summary line reaches the session once, through the bcdi_stream.live logger
 # (00-base.py), not a second time through print.
-bcdi_callback = BCDICallback(tiled_client, settings=bcdi_settings, echo=None)  # noqa: F821
-bcdi_callback_token = RE.subscribe(bcdi_callback)  # noqa: F821
-if os.environ.get("BCDI_LIVE_FIGURE", "").lower() in ("1", "true", "yes", "on"):
-    bcdi_callback.add_listener(LiveStrainFigure())
+# No usable Tiled server (10-tiled.py said why and left tiled_client None): no callback, and
+# the session goes on (the scans are not stored, so there is nothing to phase).
+bcdi_callback = bcdi_callback_token = None
+if tiled_client is None:  # noqa: F821
+    print("30-bcdi.py: live phasing is off (no Tiled server); bcdi_callback is None.")
+else:
+    bcdi_callback = BCDICallback(tiled_client, settings=bcdi_settings, echo=None)  # noqa: F821
+    bcdi_callback_token = RE.subscribe(bcdi_callback)  # noqa: F821
+    if os.environ.get("BCDI_LIVE_FIGURE", "").lower() in ("1", "true", "yes", "on"):
+        bcdi_callback.add_listener(LiveStrainFigure())
