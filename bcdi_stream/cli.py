@@ -173,7 +173,7 @@ def demo(
     from bcdi_stream.demo import run_demo
 
     strain_list = [s.strip() for s in strains.split(",") if s.strip()]
-    for name, value, lo in (("--scans", scans, 1), ("--size", size, 8), ("--threads", threads, 0)):
+    for name, value, lo in (("--scans", scans, 1), ("--size", size, 16), ("--threads", threads, 0)):
         if value < lo:
             _fail(f"{name} must be >= {lo}, got {value}")
     if not exposure >= 0:
@@ -456,7 +456,7 @@ def _data_warnings(data: Any, quality: dict[str, Any], photons: float | None,
     import numpy as np
     import torch
 
-    from bcdi_stream.phasing import MISFIT_FLOOR
+    from bcdi_stream.phasing import MISFIT_FLOOR, SUPPORT_FRACTION_MAX
     from bcdi_stream.validation import (
         check_frames,
         dead_pixel_warning,
@@ -503,6 +503,11 @@ def _data_warnings(data: Any, quality: dict[str, Any], photons: float | None,
         out.append(f"{data.meta['ceiling_voxels']} voxels at the {data.meta.get('dtype')} "
                    f"maximum {data.meta.get('ceiling_value')} (saturated, or the detector's "
                    "flag for gaps and dead pixels): left free in the phasing")
+    share = quality.get("support_fraction")
+    if isinstance(share, (int, float)) and not share <= SUPPORT_FRACTION_MAX:
+        out.append(f"the support covers {share:.0%} of the grid (more than "
+                   f"{SUPPORT_FRACTION_MAX:.0%}): the pattern is not oversampled enough for its "
+                   "phase to be determined; is there a Bragg peak, and is it centred?")
     misfit = quality.get("excess_misfit")
     if isinstance(misfit, (int, float)) and misfit < MISFIT_FLOOR:
         out.append(f"the result fits the data better than their noise allows (excess misfit "
@@ -609,7 +614,7 @@ def benchmark(
     )] = 0,
     out: Annotated[Path | None, typer.Option(
         help="Write the results as JSON here (model: after every crystal; an interrupted run "
-        "with the same settings resumes from it).")] = None,
+        "with the same settings, code and machine resumes from it).")] = None,
     n: Annotated[int, typer.Option(
         "--n", min=1, help="model: test crystals per class (each of --classes).")] = 25,
     model: Annotated[Path | None, typer.Option(

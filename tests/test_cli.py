@@ -148,6 +148,7 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
         (["reconstruct", good, "--out", tmp_path / "o.cxi", "--method", "ai", "--model",
           tmp_path / "none.pt"], "weights"),
         (["simulate", tmp_path / "s.cxi", "--size", "3"], "n"),
+        (["demo", "--size", "8"], "--size must be >= 16"),  # before Tiled starts
     ]:
         code, _, err = _run(capsys, *args)
         assert code == 2, (args, err)
@@ -356,7 +357,12 @@ def test_data_warnings_name_the_ceiling_and_a_fit_below_the_noise() -> None:
     assert any("better than their noise allows" in w for w in warnings)
     clean = CXIData(intensity=data.intensity, mask=None, meta={})
     assert not any("maximum" in w or "noise" in w or "pedestal" in w or "amplitudes" in w
-                   for w in warnings_of(clean, {"excess_misfit": 0.001}))
+                   or "oversampled" in w
+                   for w in warnings_of(clean, {"excess_misfit": 0.001,
+                                                "support_fraction": 0.02}))
+    # a support over half the grid (a bright voxel "phased" into 0.85 of it)
+    assert any("support covers 85% of the grid" in w and "not oversampled" in w
+               for w in warnings_of(clean, {"excess_misfit": 0.001, "support_fraction": 0.85}))
     pedestal = CXIData(intensity=data.intensity + 100, mask=None, meta={})
     assert any("no measured voxel is 0" in w for w in warnings_of(pedestal, {}))
     amplitudes = CXIData(intensity=np.sqrt(data.intensity), mask=None, meta={})
