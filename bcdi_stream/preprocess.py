@@ -330,7 +330,9 @@ def prepare_frames(
         meta["ceiling_voxels"] = int(ceiling.sum())
         bad |= torch.from_numpy(ceiling.reshape(data.shape)).to(data.device)
     if hot_pixels and rows >= 3 and cols >= 3:
-        hot = find_hot_pixels(torch.where(bad, 0.0, data))
+        # pixels bad in every frame (a flagged gap) are left out of the neighbourhoods: else
+        # the bright pixels where gaps cross, beside the peak, are taken for hot ones
+        hot = find_hot_pixels(torch.where(bad, 0.0, data), ignore=bad.all(0))
         meta["hot_pixels"] = int(hot.sum())
         bad |= hot[None]
     if saturation is not None:

@@ -289,3 +289,17 @@ def test_find_hot_pixels_arguments() -> None:
         find_hot_pixels(f, max_cluster=-1)
     with pytest.raises(ValueError, match="persistence"):
         find_hot_pixels(f, persistence=0.0)
+
+
+def test_live_frames_with_flagged_gaps_crossing_have_no_hot_pixels() -> None:
+    """The detector mask's gaps crossing beside the Bragg peak: the live crop left the bright
+    pixels at their corners with dark (masked) neighbours and masked 4 of them as hot."""
+    from bcdi_stream.simulation import simulate_crystal
+
+    data = simulate_crystal(0, n=64, strain="weak", peak_counts=1e5, background=0.0,
+                            device="cpu").intensity
+    mask = torch.zeros(data.shape[1:], dtype=torch.bool)
+    mask[28:30] = True
+    mask[:, 35:37] = True
+    p = prepare_frames(data, mask, shape=(64, 64, 64))
+    assert p.meta["hot_pixels"] == 0
