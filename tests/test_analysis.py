@@ -502,3 +502,120 @@ def test_crystal_support_rejects_bad_shapes() -> None:
         crystal_support(obj[None], true)
     with pytest.raises(ValueError, match="support"):
         crystal_support(obj, true[:-1])
+
+
+# ------------------------------------------------------------------ audit regressions (s33)
+def _split(t: torch.Tensor) -> torch.Tensor:
+    """Roll by half the grid: the object straddles the periodic edge on every axis."""
+    return torch.roll(t, tuple(n // 2 for n in t.shape[-3:]), DIMS)
+
+
+def test_a_truth_split_across_the_periodic_edge_is_compared_whole(crystal):
+    """The ramp is linear over the object, not over the grid's indices: a truth split by the
+    periodic edge scored a perfect, ramped reconstruction 1.4 rad and its own phase spread
+    0.79 rad instead of 0.21."""
+    truth, support = crystal
+    recon = _ramp(truth, (0.2, 0.1, -0.1), 0.4)  # centred, with a ramp: a perfect answer
+    m = compare(recon, _split(truth), _split(support))
+    assert m.phase_rmse < 1e-3 and m.success and m.support_iou > 0.95
+    assert truth_phase_rms(_split(truth), _split(support)) == pytest.approx(
+        truth_phase_rms(truth, support), rel=1e-4)
+    flat = remove_phase_ramp(_split(_ramp(truth, (0.3, 0.0, -0.2))), _split(support))
+    assert torch.allclose(flat, _split(remove_phase_ramp(truth, support)), atol=1e-4)
+
+
+def test_crystal_support_keeps_a_crystal_across_the_periodic_edge() -> None:
+    """The closing was not periodic: a crystal touching the grid's edge lost its edge layer,
+    one split across it two (IoU 0.83 against the whole cube)."""
+    from bcdi_stream.analysis import crystal_support
+
+    obj, _ = _blurred_cube()
+    centred = crystal_support(obj, obj.abs() > 0.2)
+    for k in (9, 12, 15):  # touching the edge, split across it
+        rolled = crystal_support(torch.roll(obj, (k, 0, k), DIMS),
+                                 torch.roll(obj.abs() > 0.2, (k, 0, k), DIMS))
+        assert torch.equal(rolled, torch.roll(centred, (k, 0, k), DIMS))
+
+
+def test_zero_amplitude_has_no_phase_for_the_gradient() -> None:
+    """A zero-amplitude line inside the support (a dislocation core) halved its neighbours'
+    strain (angle(0) = 0 entered the central difference) and gave the core itself 0."""
+    n = 24
+    _z, y, _x = _grid(n)
+    support = _box(n, (6, 6, 6))
+    amp = support.double().clone()
+    amp[:, n // 2, n // 2 + 2] = 0.0
+    eps = strain(_polar(amp, 0.3 * y), support)
+    ok = support & (amp > 0)
+    assert torch.allclose(eps[ok], torch.tensor(0.3), atol=1e-5)
+    assert torch.isnan(eps[support & (amp == 0)]).all()
+
+
+@pytest.mark.parametrize("shape", [(20, 28, 32), (21, 25, 27), (16, 32, 23)])
+def test_metrics_invariances_on_non_cubic_and_odd_grids(shape):
+    z, y, x = (torch.arange(n, dtype=torch.float64) - n // 2 for n in shape)
+    z, y, x = torch.meshgrid(z, y, x, indexing="ij")
+    support = ((z / 4) ** 2 + (y / 6) ** 2 + (x / 5) ** 2 <= 1) | (
+        (z - 2) ** 2 + (y - 3) ** 2 + (x + 3) ** 2 <= 5)
+    truth = _polar(support * (1 + 0.1 * torch.cos(0.3 * x)),
+                   0.9 * torch.sin(0.35 * y + 0.2) + 0.02 * (x + 1) ** 2 - 0.05 * z * y)
+    lin = _polar(torch.ones_like(z), 0.3 * z - 0.2 * y + 0.1 * x + 1.0)
+    recon = torch.roll(twin(truth * lin), (1, -2, 3), DIMS)
+    m = compare(recon, truth, support,
+                recon_support=torch.roll(mirror(support), (1, -2, 3), DIMS))
+    assert m.twin and m.phase_rmse < 1e-4 and m.support_iou == 1.0 and m.success
+    m = compare(fourier_shift(truth, (0.4, -0.3, 0.5)), truth, support)
+    assert not m.twin and m.phase_rmse < 5e-3
+
+
+@pytest.mark.parametrize("where", ["inside", "outside", "everywhere"])
+def test_a_reconstruction_with_nans_never_succeeds(crystal, where):
+    truth, support = crystal
+    recon = truth.clone()
+    if where == "inside":
+        recon[N // 2, N // 2, N // 2] = float("nan")
+    elif where == "outside":
+        recon[0, 0, 0] = complex(float("nan"), 0.0)
+    else:
+        recon[:] = float("nan")
+    m = compare(recon, truth, support, recon_support=support)
+    assert not m.success
+    assert not m.phase_rmse < 0.3  # reported as no phase at all (or NaN), never as a match
+
+
+def test_strain_of_a_vector_displacement_field_against_the_analytic_gradient():
+    """u(r) with three components, φ = |G| Ĝ·u, tilted Ĝ, anisotropic voxels, non-cubic grid:
+    ε = Σ_k Ĝ_k ∂(Ĝ·u)/∂r_k in the interior, exactly (central differences of a quadratic)."""
+    shape = (20, 26, 30)
+    axes = [torch.arange(n, dtype=torch.float64) - n // 2 for n in shape]
+    z, y, x = torch.meshgrid(*axes, indexing="ij")
+    vs = (3e-9, 2e-9, 4e-9)
+    g = scattering_vector_norm((1, 1, 1), 3.924e-10)
+    gh = torch.tensor([0.3, 0.8, -0.5], dtype=torch.float64)
+    gh = gh / gh.norm()
+    rz, ry, rx = z * vs[0], y * vs[1], x * vs[2]
+    a = 1e6
+    u_g = gh[0] * 0.5 * a * rz * ry + gh[1] * 0.4 * a * ry**2 - gh[2] * 0.4 * a * rx * rz
+    grad = (gh[0] * 0.5 * a * ry - gh[2] * 0.4 * a * rx, gh[0] * 0.5 * a * rz
+            + gh[1] * 0.8 * a * ry, -gh[2] * 0.4 * a * rz)
+    expected = sum(gh[k] * grad[k] for k in range(3))
+    support = ((z / 6) ** 2 + (y / 9) ** 2 + (x / 10) ** 2 <= 1) & ~((z > 2) & (x > 4))
+    obj = torch.polar(support.double(), g * u_g)
+    eps = strain(obj, support, tuple(gh.tolist()), vs, g).double()
+    interior = support.clone()
+    for dim in DIMS:
+        interior &= torch.roll(support, 1, dim) & torch.roll(support, -1, dim)
+    assert float(expected[interior].abs().max()) > 5e-3
+    assert torch.allclose(eps[interior], expected[interior], rtol=0, atol=1e-8)
+    d = displacement(obj, support, g, remove_ramp=False).double()
+    zero = torch.zeros((), dtype=torch.float64)
+    assert torch.allclose(d[support] - u_g[support], zero, atol=1e-13)
+
+
+def test_strain_rmse_of_a_split_truth_is_that_of_the_whole_one(crystal):
+    truth, support = crystal
+    bent = truth * _polar(torch.ones(truth.shape, dtype=torch.float64), 0.01 * _grid()[1] ** 2)
+    whole = strain_rmse(bent, truth, support, align=False)
+    assert whole > 0.01
+    assert strain_rmse(_split(bent), _split(truth), _split(support), align=False) == \
+        pytest.approx(whole, rel=1e-5)

@@ -22,7 +22,7 @@ import torch
 
 from bcdi_stream.physics import SPATIAL_DIMS
 
-from ._postprocess import _complex, _erode, _mask, _neighbour, _require_3d
+from ._postprocess import _complex, _mask, _require_3d
 
 __all__ = ["crystal_support"]
 
@@ -31,10 +31,20 @@ _COLLAPSE = 0.05
 
 
 def _dilate(m: torch.Tensor) -> torch.Tensor:
-    """Binary dilation with the 6-neighbour structuring element (nothing enters from outside)."""
+    """Binary dilation with the 6-neighbour structuring element, periodic like the phasing grid
+    (an object across the grid's edge is one object)."""
     out = m.clone()
     for dim in SPATIAL_DIMS:
-        out |= _neighbour(m, dim, 1, False) | _neighbour(m, dim, -1, False)
+        out |= torch.roll(m, 1, dim) | torch.roll(m, -1, dim)
+    return out
+
+
+def _erode(m: torch.Tensor) -> torch.Tensor:
+    """Binary erosion with the 6-neighbour structuring element, periodic (the closing's second
+    half: a non-periodic one would strip a crystal touching the grid's edge of its edge layer)."""
+    out = m.clone()
+    for dim in SPATIAL_DIMS:
+        out &= torch.roll(m, 1, dim) & torch.roll(m, -1, dim)
     return out
 
 
@@ -60,7 +70,8 @@ def crystal_support(obj: Any, support: Any, threshold: float = 0.4,
     torch.Tensor
         Bool support on the object's device: ``|obj| > threshold × reference`` within one voxel
         of ``support``, closed by one voxel (6-connected); ``support`` itself when it is empty
-        or the cut keeps less than 5 % of it.
+        or the cut keeps less than 5 % of it. The grid is periodic, as in phasing: a crystal
+        touching or split across the grid's edge keeps its edge layers.
 
     Examples
     --------

@@ -19,6 +19,7 @@ from bcdi_stream.analysis._postprocess import (
     _complex,
     _erode,
     _mask,
+    _unsplit_rolls,
     _weighted_phase_rmse,
     mirror,
     remove_phase_ramp,
@@ -172,6 +173,9 @@ def _strain_rmse_aligned(
     g_norm: float,
     erode: int,
 ) -> float:
+    rolls = _unsplit_rolls(m)  # a truth split across the periodic edge is taken whole
+    if any(rolls):
+        aligned, truth, m = (torch.roll(x, rolls, dims=SPATIAL_DIMS) for x in (aligned, truth, m))
     e_a = strain(aligned, m, g_hat, voxel_size, g_norm).to(torch.float64)
     e_t = strain(truth, m, g_hat, voxel_size, g_norm).to(torch.float64)
     inner = _erode(m, erode) if erode > 0 else m

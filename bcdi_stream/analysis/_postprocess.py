@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from bcdi_stream.arrays import as_tensor, to_numpy
-from bcdi_stream.physics import SPATIAL_DIMS, fourier_shift, periodic_centroid, twin
+from bcdi_stream.physics import SPATIAL_DIMS, _gap_roll, fourier_shift, periodic_centroid, twin
 
 __all__ = [
     "PostProcessed",
@@ -162,13 +162,39 @@ def _erode(m: torch.Tensor, iterations: int = 1) -> torch.Tensor:
     return m
 
 
-def _linear_phase(shape: Sequence[int], g: torch.Tensor) -> torch.Tensor:
-    """``sum_ax g[..., ax] * (i_ax - n_ax // 2)`` on a grid of spatial ``shape`` (float64)."""
+def _unsplit_rolls(m: torch.Tensor) -> tuple[int, int, int]:
+    """Roll per spatial axis that makes a support split across the periodic edge whole.
+
+    0 along an axis where the support does not touch both ends of the grid (or fills it), so
+    a support inside the grid gives ``(0, 0, 0)``: :func:`bcdi_stream.physics.periodic_centroid`'s
+    rule (the longest circular run of empty slices goes to the edge).
+    """
+    occ = m.reshape((-1, *m.shape[-3:])).any(dim=0)
+    rolls = []
+    for ax in range(3):
+        other = tuple(d for d in range(3) if d != ax)
+        rolls.append(_gap_roll(occ.any(dim=other).tolist()))
+    return tuple(rolls)  # type: ignore[return-value]
+
+
+def _linear_phase(
+    shape: Sequence[int], g: torch.Tensor, rolls: Sequence[int] = (0, 0, 0)
+) -> torch.Tensor:
+    """``sum_ax g[..., ax] * (i_ax - n_ax // 2)`` on a grid of spatial ``shape`` (float64).
+
+    With ``rolls`` (:func:`_unsplit_rolls`) the coordinate of index ``i`` is that of
+    ``(i + roll) mod n``, its place once the object is rolled whole: a ramp across an object
+    split by the periodic edge stays linear over the object instead of jumping by ``g·N`` at
+    the edge.
+    """
     g = g.to(torch.float64)
     out = torch.zeros(g.shape[:-1] + tuple(shape), dtype=torch.float64, device=g.device)
     for ax in range(3):
         n = shape[ax]
-        idx = torch.arange(n, dtype=torch.float64, device=g.device) - (n // 2)
+        idx = torch.arange(n, dtype=torch.float64, device=g.device)
+        if rolls[ax]:
+            idx = torch.remainder(idx + rolls[ax], n)
+        idx = idx - (n // 2)
         view = [1, 1, 1]
         view[ax] = n
         out = out + g[..., ax].reshape((*g.shape[:-1], 1, 1, 1)) * idx.reshape(view)
@@ -181,7 +207,15 @@ def _rotate(t: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_phase_steps(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Amplitude-weighted mean phase step per axis, ``angle(sum p[i+1] conj(p[i]))``, (..., 3)."""
+    """Amplitude-weighted mean phase step per axis, ``angle(sum p[i+1] conj(p[i]))``, (..., 3).
+
+    A support split across the periodic edge (:func:`_unsplit_rolls`) is rolled whole first,
+    so that its neighbour pairs across the edge count too.
+    """
+    rolls = _unsplit_rolls(m)
+    if any(rolls):
+        p = torch.roll(p, rolls, dims=SPATIAL_DIMS)
+        m = torch.roll(m, rolls, dims=SPATIAL_DIMS)
     steps = []
     for dim in SPATIAL_DIMS:
         n = p.shape[dim]
@@ -357,7 +391,8 @@ def remove_phase_ramp(obj: Any, support: Any = None) -> torch.Tensor:
 
     The ramp is removed about the grid centre ``N // 2``, and the offset so that the
     amplitude-weighted circular mean phase inside the support is 0. The strain is then
-    relative to the mean lattice of the crystal.
+    relative to the mean lattice of the crystal. A support split across the periodic grid's
+    edge is treated whole: the ramp is linear over the object, not over the grid indices.
 
     Parameters
     ----------
@@ -374,13 +409,17 @@ def remove_phase_ramp(obj: Any, support: Any = None) -> torch.Tensor:
     t = _complex(obj)
     m = _mask(support, t)
     g = _mean_phase_steps(t, m)
-    t = _rotate(t, _linear_phase(t.shape[-3:], g))
+    t = _rotate(t, _linear_phase(t.shape[-3:], g, _unsplit_rolls(m)))
     return remove_phase_offset(t, m)
 
 
 def _axis_gradient(t: torch.Tensor, m: torch.Tensor, dim: int) -> torch.Tensor:
-    """Wrap-free phase derivative along one axis, rad/voxel, NaN where undefined."""
-    m = m.expand(t.shape)
+    """Wrap-free phase derivative along one axis, rad/voxel, NaN where undefined.
+
+    A voxel of exactly zero amplitude has no phase: it neither gets a derivative nor lends
+    one to its neighbours (``angle(0) = 0`` would halve their central difference).
+    """
+    m = m.expand(t.shape) & (t != 0)
     nxt_ok = m & _neighbour(m, dim, 1, False)
     prv_ok = m & _neighbour(m, dim, -1, False)
     fwd = torch.angle(_neighbour(t, dim, 1, 0) * t.conj())
@@ -415,8 +454,9 @@ def phase_gradient(
     Returns
     -------
     torch.Tensor
-        Float32 tensor ``(..., 3, z, y, x)``: the three components. NaN outside the support
-        and where a voxel has no neighbour inside the support along that axis.
+        Float32 tensor ``(..., 3, z, y, x)``: the three components. NaN outside the support,
+        where a voxel has no neighbour inside the support along that axis, and where the
+        amplitude is exactly 0 (no phase; such a voxel counts as outside for its neighbours).
     """
     sp = _vec3(spacing, "spacing", positive=True)
     t = _complex(obj)
@@ -455,7 +495,9 @@ def strain(
     Returns
     -------
     torch.Tensor
-        Float32, the object's shape; NaN outside the support (and where undefined).
+        Float32, the object's shape; NaN outside the support (and where undefined: no
+        neighbour in the support along a needed axis, or zero amplitude, as in
+        :func:`phase_gradient`).
     """
     gh = _unit_vector(g_hat)
     sp = _vec3(voxel_size, "voxel_size", positive=True)
@@ -611,7 +653,7 @@ def _fit_ramp_offset(
     normalised complex correlation with ``ref`` inside ``m``.
     """
     g = _mean_phase_steps(cand * ref.conj(), m)
-    out = _rotate(cand, _linear_phase(cand.shape, g))
+    out = _rotate(cand, _linear_phase(cand.shape, g, _unsplit_rolls(m)))
     d = (out * ref.conj()).to(torch.complex128)
     w = ref.abs().to(torch.float64) * m
     unit = torch.where(d.abs() > 0, d / d.abs().clamp_min(1e-300), torch.zeros_like(d))
