@@ -21,7 +21,9 @@ Every method's result passes the pipeline's :func:`bcdi_stream.pipeline.finish` 
 filter, ``phasing.noise_filter``, and the crystal's support, ``phasing.crystal_support``;
 inside its timing) before it is scored; its excess misfit is the refined object's.
 Success: phase RMSE < 0.3 rad and support IoU > 0.6 after alignment
-(:func:`bcdi_stream.analysis.compare`).
+(:func:`bcdi_stream.analysis.compare`), issue 3's rule; ``success_design`` also asks the phase
+RMSE to be below half the crystal's own phase variation (DESIGN.md's baselines,
+:data:`DESIGN_RELATIVE`).
 """
 
 from __future__ import annotations
@@ -124,12 +126,23 @@ def _git_state(package_dir: Path) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(changed)}
 
 
+#: DESIGN.md's baselines also ask the phase error to be below this share of the crystal's own
+#: phase variation (:func:`bcdi_stream.analysis.truth_phase_rms`, the error of a flat-phase
+#: answer); issue 3's rule, ``success``, does not. Both are scored: a weak crystal's own
+#: variation is 0.055-0.53 rad on the test set, so under the issue's rule a reconstruction that
+#: found no strain can pass (a flat phase on the true support passes 18 of 25 weak crystals).
+DESIGN_RELATIVE = 0.5
+
+
 def _score(obj: torch.Tensor, support: torch.Tensor, crystal: Any) -> dict[str, Any]:
     from bcdi_stream.analysis import compare
 
     m = compare(obj.cpu(), crystal.obj.cpu(), crystal.support.cpu(), recon_support=support.cpu())
     return {"phase_rmse": round(float(m.phase_rmse), 4),
-            "support_iou": round(float(m.support_iou), 3), "success": bool(m.success)}
+            "support_iou": round(float(m.support_iou), 3), "success": bool(m.success),
+            "own_variation": round(float(m.truth_phase_rms), 4),
+            "success_design": bool(m.success
+                                   and m.phase_rmse < DESIGN_RELATIVE * m.truth_phase_rms)}
 
 
 def _run_method(method: str, crystal: Any, loaded: Any, settings: Any, ai: Any, seed: int,
@@ -210,6 +223,11 @@ def summarise(rows: list[dict[str, Any]], methods: tuple[str, ...] = MODEL_METHO
             out[cls][m] = {
                 "n": len(vals),
                 "success_rate": round(sum(v["success"] for v in vals) / len(vals), 3),
+                # DESIGN.md's rule (also below half the crystal's own phase variation); None
+                # for rows scored before it was recorded
+                "design_success_rate": (
+                    round(sum(v["success_design"] for v in vals) / len(vals), 3)
+                    if all("success_design" in v for v in vals) else None),
                 "median_rmse": round(statistics.median(v["phase_rmse"] for v in vals), 4),
                 "median_seconds": round(statistics.median(v["seconds"] for v in vals), 3),
             }
@@ -388,14 +406,17 @@ def _code_change(old: Any, new: dict[str, Any]) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a Markdown table (one row per class and method)."""
-    lines = ["| class | method | n | success | median phase RMSE (rad) | median s/scan |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| class | method | n | success | success, design rule | median phase RMSE (rad) "
+             "| median s/scan |", "|---|---|---|---|---|---|---|"]
     for cls, s in summary.items():
         for m in MODEL_METHODS:
             if m in s:
                 r = s[m]
+                design = r.get("design_success_rate")
+                design_s = "–" if design is None else f"{100 * design:.0f} %"
                 lines.append(f"| {cls} | {m} | {r['n']} | {100 * r['success_rate']:.0f} % | "
-                             f"{r['median_rmse']:.3f} | {r['median_seconds']:.2f} |")
+                             f"{design_s} | {r['median_rmse']:.3f} | "
+                             f"{r['median_seconds']:.2f} |")
     for cls, s in summary.items():
         if "paired" in s:
             p = s["paired"]
