@@ -137,6 +137,20 @@ def _load(model: Any, ai: AISettings, dev: torch.device) -> Any:
         raise InputError(f"the ai method needs model weights: {exc}") from None
 
 
+def _background(background: float | None, data: torch.Tensor, bad: torch.Tensor | None,
+                scale: float) -> float:
+    """The flat background to model, in the units of ``data`` (``background`` × ``scale``);
+    0.0 when none is given or it is not below the mean of the measured voxels (the excess
+    misfit's domain: such a value is no background of these data)."""
+    if not background:
+        return 0.0
+    bg = float(background) * float(scale)
+    values = data if bad is None else data[~bad]
+    if values.numel() == 0 or not bg < float(values.to(torch.float64).mean()):
+        return 0.0
+    return bg
+
+
 @contextmanager
 def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
     t0 = time.perf_counter()
@@ -198,6 +212,7 @@ def reconstruct(
     seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     model: Any = None,
+    background: float | None = None,
 ) -> Reconstruction:
     """Reconstruct one BCDI scan.
 
@@ -253,6 +268,14 @@ def reconstruct(
         Progress callback of the phasing stage.
     model : str, Path or LoadedModel, optional
         Weights for ``ai``/``auto`` (default: ``settings.ai.model``, else the shipped weights).
+    background : float, optional
+        Known flat background per voxel, in the intensity's units (e.g. read outside the crop
+        by :func:`bcdi_stream.preprocess.prepare_frames`, ``meta["background"]``): modelled by
+        every excess misfit, ``auto``'s fallback trigger and the reported one
+        (:func:`bcdi_stream.phasing.excess_misfit`'s ``background``); the phasing itself does
+        not model it. ``None`` or 0 (default): none, and a background counts as misfit. A
+        value not below the mean intensity of the measured voxels is not modelled
+        (``meta["background_modelled"]`` False).
 
     Returns
     -------
@@ -267,6 +290,13 @@ def reconstruct(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if background is not None:
+        try:
+            background = float(background)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"background must be a number, got {background!r}") from exc
+        if not background >= 0 or background == float("inf"):
+            raise ValueError(f"background must be a finite number >= 0, got {background!r}")
     settings = settings or Settings()
     phasing = phasing or settings.phasing
     dev = resolve_device(device if device is not None else settings.device)
@@ -296,6 +326,8 @@ def reconstruct(
         # a clipped peak, lost frames, another grain's peak: left free (the model sees the
         # first two filled, ai_phasing.predict_start)
         bad, faults = leave_free(data, bad, counts=counts)
+        # the known flat background, in the units of data (photons when counts)
+        bg = _background(background, data, bad, photons if scaled else 1.0)
 
     used = method
     fallback: dict[str, Any] | None = None
@@ -306,13 +338,13 @@ def reconstruct(
                 data, bad, settings=phasing, seed=seed, device=dev, progress=progress
             )
             misfit = float(excess_misfit(result.obj, data, bad, psf_sigma=result.psf_sigma,
-                                         counts=counts))
+                                         counts=counts, background=bg))
         else:
             from bcdi_stream.ai_phasing import phase_auto
 
             outcome = phase_auto(data, bad, loaded=loaded, ai=ai, settings=phasing, seed=seed,
                                  device=dev, progress=progress, fallback=method == "auto",
-                                 counts=counts)
+                                 counts=counts, background=bg)
             start, result, used = outcome.start, outcome.result, outcome.used
             fallback = outcome.fallback
             misfit = outcome.misfit
@@ -368,6 +400,9 @@ def reconstruct(
         **faults,
         "crystal_support": float(phasing.crystal_support),
     }
+    if background is not None:  # given: what was asked, and whether it was modelled
+        meta["background"] = background
+        meta["background_modelled"] = bg > 0
     if loaded is not None:
         meta["model"] = loaded.identity()
         meta["ai"] = ai.model_dump()

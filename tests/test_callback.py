@@ -689,3 +689,34 @@ def test_a_second_subscription_gives_one_job_per_scan(client) -> None:
         cb.close()
     assert sorted(seen) == sorted([uid, uid2])
     assert cb.result(uid).status == "ok" and cb.result(uid2).status == "ok"
+
+
+def test_the_background_read_outside_the_crop_is_recorded_and_modelled(client) -> None:
+    """A detector larger than the crop, 1 photon per pixel per frame of flat background: the
+    live record carries the estimate read outside the crop (within 5 %), the excess misfit
+    models it (``background``), and without the setting it is read but not modelled."""
+    RE = RunEngine({})
+    RE.subscribe(TiledWriter(client))
+    on = BCDICallback(client, settings=tiny_settings(32, background=True), echo=None)
+    off = BCDICallback(client, settings=tiny_settings(32, background=False,
+                                                      processed_key="processed_nobg"), echo=None)
+    RE.subscribe(on)
+    RE.subscribe(off)
+    bl = make_beamline(detector_shape=(96, 96), background=1.0, seed=3)
+    try:
+        uid = _scan(RE, bl, seed=2)
+        assert on.wait(120) and off.wait(120)
+    finally:
+        on.close()
+        off.close()
+    assert on.result(uid).status == "ok" and off.result(uid).status == "ok"
+    md = read_result(_fresh(), uid, arrays=False)["metadata"]
+    est = md["preprocess"]["background"]
+    assert est == pytest.approx(1.0, rel=0.05)
+    assert md["preprocess"]["background_voxels"] > 5e4
+    assert md["background"] == est  # modelled in the excess misfit
+    md_off = read_result(_fresh(), uid, arrays=False, processed_key="processed_nobg")["metadata"]
+    assert md_off["preprocess"]["background"] == est and md_off["background"] is None
+    # the same phasing, a different figure of merit
+    assert md_off["quality"]["llk"] == md["quality"]["llk"]
+    assert md_off["quality"]["excess_misfit"] != md["quality"]["excess_misfit"]

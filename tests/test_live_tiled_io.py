@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+import torch
 from conftest_live import API_KEY, one_torch_thread, shared_server
 from tiled.client import from_uri
 from tiled.queries import Key
@@ -334,3 +335,35 @@ def test_result_keys_refuse_a_uid_that_is_not_a_tiled_key(client, bad) -> None:
             read(client, bad)
     fresh = from_uri(shared_server().uri)
     assert (set(fresh["processed"]) if "processed" in fresh else set()) == before
+
+
+def test_the_job_reconstruct_models_a_given_background_in_the_misfit_only() -> None:
+    """``reconstruct(background=)``, what the live job passes: the phasing is the same bit for
+    bit, the excess misfit models it; None and 0 leave everything as without it; a value not
+    below the measured mean is not modelled; a negative one is refused."""
+    from bcdi_stream.config import PhasingSettings
+    from bcdi_stream.pipeline import reconstruct
+    from bcdi_stream.simulation import simulate_crystal
+
+    c = simulate_crystal(3, n=32, strain="weak", peak_counts=1e4, background=0.5,
+                         device="cpu")
+    phasing = PhasingSettings(runs=1, n_raar=30, n_hio=0, n_er=10, shrinkwrap_every=10)
+
+    def run(**kw):
+        return reconstruct(c.intensity, method="conventional", phasing=phasing, seed=0,
+                           device="cpu", **kw)
+
+    base, none, zero, bg = run(), run(background=None), run(background=0.0), run(background=0.5)
+    for other in (none, zero, bg):
+        assert torch.equal(other.obj, base.obj) and other.quality["llk"] == base.quality["llk"]
+    for other in (none, zero):
+        assert other.quality == base.quality
+    assert "background" not in base.meta and "background" not in none.meta
+    assert zero.meta["background"] == 0.0 and zero.meta["background_modelled"] is False
+    assert bg.meta["background"] == 0.5 and bg.meta["background_modelled"] is True
+    assert bg.quality["excess_misfit"] != base.quality["excess_misfit"]
+    huge = run(background=1e9)
+    assert huge.meta["background_modelled"] is False
+    assert huge.quality["excess_misfit"] == base.quality["excess_misfit"]
+    with pytest.raises(ValueError, match="background"):
+        run(background=-1.0)

@@ -93,6 +93,19 @@ class JobSettings(BaseModel):
         Reconstruct rocking curves that were aborted or stopped before their planned frames
         (:func:`partial_run_reason`) too; by default they are recorded as skipped, live and
         when re-processed alike (``bcdi-stream reprocess --partial`` sets it).
+    background : bool
+        Model the flat detector background read outside the crop, far from the peak
+        (:func:`bcdi_stream.preprocess.outside_background`; always recorded as
+        ``preprocess.background``), in the excess misfit that triggers ``auto``'s fallback and
+        sets the quality flag (:func:`bcdi_stream.pipeline.reconstruct`'s ``background``; the
+        record's ``background``: the value modelled, None when not). Off by default: the
+        refinement does not model the background and its result keeps part of it, so the
+        figure that models it counts that part twice. Measured on live-like scans (weak and
+        medium 64³ crystals, 1e4 and 1e5 peak counts, 8 seeds each, ``benchmarks/research/
+        background_trigger.py``, docs/LIVE.md): at 0.5 photon/pixel it spared 5 of 16 false
+        fallbacks (those at 1e5) and caught the same 7 of 9 failures; at 1 photon/pixel it
+        made 20 of 21 correct results fall back (3 without) while catching 10 of 11 failures
+        (6 without).
     """
 
     shape: tuple[int, int, int] = (64, 64, 64)
@@ -106,6 +119,7 @@ class JobSettings(BaseModel):
     misfit_good: float | None = Field(None, gt=0)
     llk_good: float = Field(3.0, gt=0)
     partial_runs: bool = False
+    background: bool = False
 
     @field_validator("shape")
     @classmethod
@@ -480,6 +494,11 @@ def process_run(
         method = resolve_method(settings.method)
         md["method"] = result.method = method
         kwargs: dict[str, Any] = {}
+        background = prep.meta.get("background")
+        if (settings.background and isinstance(background, (int, float)) and background > 0
+                and _accepts(reconstruct, "background")):
+            kwargs["background"] = float(background)
+        md["background"] = kwargs.get("background")  # modelled (per pixel per frame); None: not
         if model is not None and _accepts(reconstruct, "model"):
             kwargs["model"] = model
             md["model"] = {"name": getattr(model, "name", type(model).__name__),
@@ -496,6 +515,8 @@ def process_run(
         timings["refine"] = round(wall - predict, 4)
         if isinstance(rec.meta.get("model"), Mapping):
             md["model"] = dict(rec.meta["model"])
+        if md["background"] is not None and rec.meta.get("background_modelled") is False:
+            md["background"] = None  # not below the crop's mean: not modelled
         for key in ("noise_filter", "crystal_support"):
             if isinstance(rec.meta.get(key), (int, float)):
                 md[key] = float(rec.meta[key])
