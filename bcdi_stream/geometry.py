@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bcdi_stream import diffraction  # plain numbers, no torch
+
 __all__ = ["Geometry"]
 
 _DEFAULT_G_HAT = (0.0, 1.0, 0.0)
@@ -64,31 +66,22 @@ class Geometry:
             raise ValueError("g_hat must not be the zero vector")
         object.__setattr__(self, "g_hat", tuple(float(c) / norm for c in g_hat))
         object.__setattr__(self, "reflection", tuple(int(c) for c in reflection))
-        # imported here, not at the top, so that importing this module needs no torch
-        from bcdi_stream import physics
-
-        physics.bragg_angle(self.reflection, self.lattice_constant, self.energy_kev)
+        diffraction.bragg_angle(self.reflection, self.lattice_constant, self.energy_kev)
 
     @property
     def g_norm(self) -> float:
         """|G| in 1/m."""
-        from bcdi_stream import physics
-
-        return physics.scattering_vector_norm(self.reflection, self.lattice_constant)
+        return diffraction.scattering_vector_norm(self.reflection, self.lattice_constant)
 
     @property
     def bragg_angle_deg(self) -> float:
         """Bragg angle θ in degrees."""
-        from bcdi_stream import physics
-
-        return math.degrees(physics.bragg_angle(self.reflection, self.lattice_constant,
+        return math.degrees(diffraction.bragg_angle(self.reflection, self.lattice_constant,
                                                 self.energy_kev))
 
     def voxel_size(self, shape: Sequence[int]) -> tuple[float, float, float]:
         """Real-space voxel size (z, y, x) in metres for a reconstruction grid of ``shape``."""
-        from bcdi_stream import physics
-
-        return physics.voxel_size(shape, self.energy_kev, self.detector_distance,
+        return diffraction.voxel_size(shape, self.energy_kev, self.detector_distance,
                                   self.pixel_size, self.angular_step_deg, self.g_norm)
 
     def to_dict(self) -> dict[str, Any]:

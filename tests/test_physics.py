@@ -272,13 +272,20 @@ def test_geometry_from_dict_names_the_bad_key(d: object, name: str) -> None:
     assert ok.energy_kev == 9.0 and ok.reflection == (1, 1, 1)  # JSON-ish strings still work
 
 
-def test_importing_geometry_needs_no_torch() -> None:
-    """bcdi_stream.physics (and so torch, ~1.5 s) is imported when a Geometry is first built,
-    not when the module is imported."""
+def test_geometry_and_the_beamline_import_without_torch() -> None:
+    """Geometries (and the simulated beamline, which builds a default one when imported) need
+    only the plain-number diffraction helpers (bcdi_stream.diffraction), not torch (~1.5 s):
+    a profile's devices load fast; physics re-exports the same functions."""
     import subprocess
     import sys
 
-    code = "import sys, bcdi_stream.geometry; print('torch' in sys.modules)"
+    from bcdi_stream import diffraction, physics
+
+    assert physics.bragg_angle is diffraction.bragg_angle
+    assert physics.voxel_size is diffraction.voxel_size
+    code = ("import sys, bcdi_stream.geometry, bcdi_stream.beamline; "
+            "g = bcdi_stream.geometry.Geometry(9.0, 1.0, 55e-6, 0.01); g.voxel_size((8, 8, 8)); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
