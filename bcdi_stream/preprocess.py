@@ -522,8 +522,9 @@ def outside_background(
     order = torch.argsort(t_dist, descending=True)
     level, used = float(t_mean.quantile(0.5)), order
     far_first = order[:max(min_tiles, math.ceil(farthest * int(keep.sum())))]
-    if float(t_mean[far_first].quantile(0.5)) < level:
-        level, used = float(t_mean[far_first].quantile(0.5)), far_first
+    far_level = float(t_mean[far_first].quantile(0.5))
+    if far_level < level:
+        level, used = far_level, far_first
     record["background_tiles"] = int(used.numel())
     record["background_voxels"] = int(t_count[keep][used].sum())
     return level, record

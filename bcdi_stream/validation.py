@@ -553,10 +553,9 @@ def _pixel_faults(data: torch.Tensor, mask: torch.Tensor | None
     found = stuck_pixels(x, m)
     hits = None
     if x.shape[1] >= 3 and x.shape[2] >= 3:
-        ignore = None
-        if m is not None:  # bad in every frame but lost ones: a gap, a flagged pixel
-            live = ~m.flatten(1).all(dim=1)
-            ignore = (m[live] if bool(live.any()) else m).all(dim=0)
+        # bad in every frame: a gap, a flagged pixel (a lost frame, bad throughout, changes
+        # nothing in this AND)
+        ignore = None if m is None else m.all(dim=0)
         hot = find_hot_pixels(x, ignore=ignore)
         if bool(hot.any()):
             # a cosmic ray: not hot without its brightest frame
@@ -1080,8 +1079,13 @@ def check_hot_pixels(data: Any, mask: Any = None) -> list[str]:
     """
     x = _counts(data, mask)
     m = _mask_tensor(mask, x)
+    return _pixel_warnings(x, m, *_pixel_faults(x, m))
+
+
+def _pixel_warnings(x: torch.Tensor, m: torch.Tensor | None, hot: torch.Tensor | None,
+                    hits: torch.Tensor | None) -> list[str]:
+    """:func:`check_hot_pixels`' warnings, given :func:`_pixel_faults`' findings."""
     out: list[str] = []
-    hot, hits = _pixel_faults(x, m)
     if hot is not None:
         out.append(hot_pixel_warning([(int(y), int(c)) for y, c in torch.nonzero(hot).tolist()]))
     if hits is not None:
@@ -1171,7 +1175,7 @@ def data_warnings(data: Any, mask: Any = None, *, saturation: float | None = Non
         free = hot[None].expand(x.shape) if free is None else free | hot[None]
     if hits is not None:
         free = hits if free is None else free | hits
-    return (check_hot_pixels(data, mask) + check_saturation(data, free, level=saturation)
+    return (_pixel_warnings(x, m, hot, hits) + check_saturation(data, free, level=saturation)
             + check_frames(data, free))
 
 
