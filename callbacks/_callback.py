@@ -304,7 +304,8 @@ class BCDICallback(DocumentRouter):
         else:
             try:
                 if skip is not None:
-                    self._submit(uid, self._skip_job, uid, skip, run.start, stop_time)
+                    self._submit(uid, self._skip_job, uid, skip, run.start, stop_time,
+                                 self.spool)
                 else:
                     self._submit_job(uid, run.field, n_events, stop_time)
             except _ClosedError as exc:  # close() began meanwhile
@@ -597,15 +598,14 @@ class BCDICallback(DocumentRouter):
         return result
 
     def _skip_job(self, uid: str, reason: str, start: Mapping[str, Any], stop_time: float,
-                  spool: Spool | bool | None = True, *, worker: WorkerState | None = None
-                  ) -> ScanResult:
-        """``spool``: where a record that cannot reach Tiled goes (True: the callback's)."""
+                  spool: Spool | None, *, worker: WorkerState | None = None) -> ScanResult:
+        """``spool``: where a record that cannot reach Tiled goes (None: nowhere)."""
         if self.record_skipped and self._has_ok_result(uid):
             return self._kept_ok(uid, f"skipped: {reason}")
         if self.record_skipped:
             result = record_skipped(self.client, uid, reason, start=start, stop_time=stop_time,
                                     processed_key=self.settings.processed_key,
-                                    spool=self.spool if spool is True else spool or None)
+                                    spool=spool)
         else:
             result = ScanResult(raw_uid=uid, status="skipped", error=reason)
         self._publish(result)
