@@ -9,7 +9,6 @@ how to browse the results, and exits (or keeps serving with ``serve=True``).
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import threading
@@ -18,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from bcdi_stream.arguments import is_finite_real, is_integral
 
 __all__ = ["run_demo"]
 
@@ -106,26 +107,27 @@ def run_demo(
         ``tiled_uri`` cannot be used, or ``directory`` or ``live_figure_dir`` is not a
         writable directory.
     """
-    if not _is_int(n_scans) or n_scans < 1:
+    if not is_integral(n_scans) or n_scans < 1:
         raise ValueError(f"n_scans must be an integer >= 1, got {n_scans!r}")
-    if not _is_int(size) or not _SIZES[0] <= size <= _SIZES[1]:
+    if not is_integral(size) or not _SIZES[0] <= size <= _SIZES[1]:
         raise ValueError(f"size must be an integer in [{_SIZES[0]}, {_SIZES[1]}] (the "
                          f"simulator's grid), got {size!r}")
-    if not _is_int(seed) or seed < 0:
+    if not is_integral(seed) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     n_scans, size, seed = int(n_scans), int(size), int(seed)
     if isinstance(strains, str):
         strains = [s.strip() for s in strains.split(",") if s.strip()]
     if not strains:
         raise ValueError("strains must name at least one strain class")
-    if not _is_number(timeout) or not timeout > 0:
+    # a real number > 0 (inf: no time limit)
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
         raise ValueError(f"timeout must be a number > 0, got {timeout!r}")
     if serve and tiled_uri is not None:
         raise ValueError("serve applies to the embedded server only; drop tiled_uri or serve")
     if directory is not None and tiled_uri is not None:
         raise ValueError("directory is for the embedded server only; drop tiled_uri or "
                          "directory")
-    if not _is_number(exposure_s) or not math.isfinite(exposure_s) or not exposure_s >= 0:
+    if not is_finite_real(exposure_s) or not exposure_s >= 0:
         raise ValueError(f"exposure_s must be a finite number >= 0, got {exposure_s!r}")
     bad = [repr(s) if not isinstance(s, str) else s for s in strains if s not in _STRAINS]
     if bad:
@@ -235,13 +237,6 @@ def run_demo(
             server.close()
 
 
-def _is_int(value: Any) -> bool:
-    """Whether ``value`` is an integer number (``3``, ``3.0``; not a bool, NaN or string)."""
-    return _is_number(value) and math.isfinite(value) and int(value) == value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _usable_directory(directory: str | Path, name: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from bluesky.utils import Msg
 from ophyd.sim import SynAxis
 
+from bcdi_stream.arguments import is_integral
 from bcdi_stream.beamline._devices import DEFAULT_GEOMETRY, SimBCDIDetector, make_rocking_motor
 from bcdi_stream.beamline._plans import rocking_curve
 from bcdi_stream.beamline._source import DiffractionSource
@@ -45,7 +45,7 @@ def crystal_source(seed: int, n: int = 64, strain: str = "weak",
     from bcdi_stream.simulation import simulate_crystal
 
     for arg, value in (("seed", seed), ("n", n)):
-        if not _is_integer(value):
+        if not is_integral(value):
             raise ValueError(f"{arg} must be an integer, got {value!r}")
     seed, n = int(seed), int(n)
     kwargs = {"poisson": False, "gaps": (), **kwargs}
@@ -53,13 +53,6 @@ def crystal_source(seed: int, n: int = 64, strain: str = "weak",
     return DiffractionSource.from_crystal(crystal, name=f"crystal-{seed}-{strain}")
 
 
-def _is_integer(value: Any) -> bool:
-    """Whether ``value`` is an integer number (``3``, ``3.0``, numpy ints; not a bool)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, numbers.Integral):
-        return True
-    return isinstance(value, float) and value.is_integer()
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ophyd import Device, Signal
 from ophyd.sim import SynAxis
 from ophyd.status import DeviceStatus
 
+from bcdi_stream.arguments import is_finite_real
 from bcdi_stream.beamline._source import DiffractionSource
 from bcdi_stream.geometry import Geometry
 
@@ -90,17 +91,11 @@ def make_rocking_motor(name: str = "eta", position_deg: float = 0.0) -> SynAxis:
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if not _finite(position_deg):
+    if not is_finite_real(position_deg):
         raise ValueError(f"position_deg must be a finite angle in degrees, got {position_deg!r}")
     return SynAxis(name=name, value=float(position_deg), egu="deg")
 
 
-def _finite(value: Any) -> bool:
-    """Whether ``value`` is a finite real number (not a bool, not a string)."""
-    try:
-        return not isinstance(value, (bool, str)) and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 class SimBCDIDetector(Device):
@@ -151,9 +146,9 @@ class SimBCDIDetector(Device):
             raise ValueError(f"shape must be (rows, cols) with sizes >= 8, got {tuple(shape)}")
         if n_hot_pixels < 0:
             raise ValueError(f"n_hot_pixels must be >= 0, got {n_hot_pixels}")
-        if not _finite(background) or not background >= 0:
+        if not is_finite_real(background) or not background >= 0:
             raise ValueError(f"background must be a finite number >= 0, got {background!r}")
-        if not _finite(exposure_s) or not exposure_s >= 0:
+        if not is_finite_real(exposure_s) or not exposure_s >= 0:
             raise ValueError(f"exposure_s must be a finite number >= 0, got {exposure_s!r}")
         if not hasattr(motor, "position"):
             raise ValueError("motor must be a positioner with a .position")
@@ -256,7 +251,7 @@ class SimBCDIDetector(Device):
                 f"(rows within [{-(rows // 2)}, {rows - 1 - rows // 2}], "
                 f"cols within [{-(cols // 2)}, {cols - 1 - cols // 2}])"
             )
-        if rocking_center_deg is not None and not _finite(rocking_center_deg):
+        if rocking_center_deg is not None and not is_finite_real(rocking_center_deg):
             raise ValueError(
                 f"rocking_center_deg must be a finite angle in degrees, got {rocking_center_deg!r}"
             )

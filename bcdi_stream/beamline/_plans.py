@@ -4,14 +4,13 @@ geometry in the start document (key ``bcdi``, the :meth:`Geometry.to_dict` layou
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Generator, Mapping
 from typing import Any
 
 import bluesky.plans as bp
 from bluesky.utils import Msg
 
+from bcdi_stream.arguments import is_finite_real, is_integral
 from bcdi_stream.geometry import Geometry
 
 __all__ = ["bcdi_metadata", "rocking_curve"]
@@ -111,19 +110,19 @@ def rocking_curve(
     if not isinstance(geometry, Geometry):
         raise ValueError("geometry is required (a Geometry) for this detector")
     if step_deg is not None:
-        if not _finite_real(step_deg) or not step_deg > 0:
+        if not is_finite_real(step_deg) or not step_deg > 0:
             raise ValueError(f"step_deg must be a finite number > 0, got {step_deg!r}")
         geometry = dataclasses.replace(geometry, angular_step_deg=float(step_deg))
     if center_deg is None:
         center_deg = getattr(detector, "rocking_center_deg", None)
         if center_deg is None:
             raise ValueError("center_deg is required for this detector")
-    if not _finite_real(center_deg):
+    if not is_finite_real(center_deg):
         raise ValueError(f"center_deg must be a finite angle in degrees, got {center_deg!r}")
     source = getattr(detector, "source", None)
     if num is None:
         num = source.shape[0] if source is not None else 64
-    if not _finite_real(num) or int(num) != num or num < 2:
+    if not is_integral(num) or num < 2:
         raise ValueError(f"num must be an integer >= 2, got {num!r}")
     if md is not None and not isinstance(md, Mapping):
         raise ValueError(f"md must be a mapping, got {type(md).__name__}")
@@ -154,7 +153,3 @@ def _scan(detector: Any, motor: Any, start: float, stop: float, num: int,
     return uid
 
 
-def _finite_real(value: Any) -> bool:
-    """Whether ``value`` is a finite real number (not a bool, not a string)."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
