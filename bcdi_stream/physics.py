@@ -82,6 +82,7 @@ __all__ = [
     "gaussian_kernel_yx",
     "ifft_centered",
     "periodic_centroid",
+    "periodic_rolls",
     "reciprocal_phase",
     "reflect",
     "reflection_axes",
@@ -371,15 +372,37 @@ def periodic_centroid(weights: torch.Tensor) -> torch.Tensor:
     """
     if weights.dim() != 3:
         raise ValueError(f"weights must be a 3D array (z, y, x), got shape {tuple(weights.shape)}")
-    rolls = []
-    for ax in range(3):
-        other = tuple(d for d in range(3) if d != ax)
-        occupied = (weights.sum(dim=other) > 0).tolist()
-        rolls.append(_gap_roll(occupied))
+    rolls = periodic_rolls(weights > 0)
     if not any(rolls):
         return centroid(weights)
     c = centroid(torch.roll(weights, rolls, dims=SPATIAL_DIMS))
     return c - torch.tensor(rolls, dtype=c.dtype, device=c.device)
+
+
+def periodic_rolls(occupied: torch.Tensor) -> tuple[int, int, int]:
+    """Roll per spatial axis that makes an object split across the periodic grid's edge whole.
+
+    Along an axis where ``occupied`` touches both ends of the grid but leaves some slices
+    empty, the roll brings the longest run of empty slices (counted circularly) to the edge;
+    0 along every other axis, so an object inside the grid gives ``(0, 0, 0)``
+    (:func:`periodic_centroid` and the post-processing's ramp and metrics use it).
+
+    Parameters
+    ----------
+    occupied : torch.Tensor
+        Bool ``(..., z, y, x)``: where the object is (leading dimensions merged).
+
+    Returns
+    -------
+    tuple of 3 ints
+        The rolls for ``torch.roll(x, rolls, dims=SPATIAL_DIMS)``.
+    """
+    occ = occupied.reshape((-1, *occupied.shape[-3:])).any(dim=0)
+    rolls = []
+    for ax in range(3):
+        other = tuple(d for d in range(3) if d != ax)
+        rolls.append(_gap_roll(occ.any(dim=other).tolist()))
+    return rolls[0], rolls[1], rolls[2]
 
 
 def _gap_roll(occupied: list[bool]) -> int:

@@ -19,7 +19,6 @@ from bcdi_stream.analysis._postprocess import (
     _complex,
     _erode,
     _mask,
-    _unsplit_rolls,
     _weighted_phase_rmse,
     mirror,
     remove_phase_ramp,
@@ -27,7 +26,7 @@ from bcdi_stream.analysis._postprocess import (
     support_from_amplitude,
 )
 from bcdi_stream.arrays import as_tensor
-from bcdi_stream.physics import SPATIAL_DIMS
+from bcdi_stream.physics import SPATIAL_DIMS, periodic_rolls
 
 __all__ = [
     "Metrics",
@@ -173,7 +172,7 @@ def _strain_rmse_aligned(
     g_norm: float,
     erode: int,
 ) -> float:
-    rolls = _unsplit_rolls(m)  # a truth split across the periodic edge is taken whole
+    rolls = periodic_rolls(m)  # a truth split across the periodic edge is taken whole
     if any(rolls):
         aligned, truth, m = (torch.roll(x, rolls, dims=SPATIAL_DIMS) for x in (aligned, truth, m))
     e_a = strain(aligned, m, g_hat, voxel_size, g_norm).to(torch.float64)

@@ -38,7 +38,13 @@ import numpy as np
 import torch
 
 from bcdi_stream.arrays import as_tensor, to_numpy
-from bcdi_stream.physics import SPATIAL_DIMS, _gap_roll, fourier_shift, periodic_centroid, twin
+from bcdi_stream.physics import (
+    SPATIAL_DIMS,
+    fourier_shift,
+    periodic_centroid,
+    periodic_rolls,
+    twin,
+)
 
 __all__ = [
     "PostProcessed",
@@ -162,30 +168,15 @@ def _erode(m: torch.Tensor, iterations: int = 1) -> torch.Tensor:
     return m
 
 
-def _unsplit_rolls(m: torch.Tensor) -> tuple[int, int, int]:
-    """Roll per spatial axis that makes a support split across the periodic edge whole.
-
-    0 along an axis where the support does not touch both ends of the grid (or fills it), so
-    a support inside the grid gives ``(0, 0, 0)``: :func:`bcdi_stream.physics.periodic_centroid`'s
-    rule (the longest circular run of empty slices goes to the edge).
-    """
-    occ = m.reshape((-1, *m.shape[-3:])).any(dim=0)
-    rolls = []
-    for ax in range(3):
-        other = tuple(d for d in range(3) if d != ax)
-        rolls.append(_gap_roll(occ.any(dim=other).tolist()))
-    return tuple(rolls)  # type: ignore[return-value]
-
-
 def _linear_phase(
     shape: Sequence[int], g: torch.Tensor, rolls: Sequence[int] = (0, 0, 0)
 ) -> torch.Tensor:
     """``sum_ax g[..., ax] * (i_ax - n_ax // 2)`` on a grid of spatial ``shape`` (float64).
 
-    With ``rolls`` (:func:`_unsplit_rolls`) the coordinate of index ``i`` is that of
-    ``(i + roll) mod n``, its place once the object is rolled whole: a ramp across an object
-    split by the periodic edge stays linear over the object instead of jumping by ``g·N`` at
-    the edge.
+    With ``rolls`` (:func:`bcdi_stream.physics.periodic_rolls`) the coordinate of index ``i``
+    is that of ``(i + roll) mod n``, its place once the object is rolled whole: a ramp across
+    an object split by the periodic edge stays linear over the object instead of jumping by
+    ``g·N`` at the edge.
     """
     g = g.to(torch.float64)
     out = torch.zeros(g.shape[:-1] + tuple(shape), dtype=torch.float64, device=g.device)
@@ -209,10 +200,10 @@ def _rotate(t: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
 def _mean_phase_steps(p: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Amplitude-weighted mean phase step per axis, ``angle(sum p[i+1] conj(p[i]))``, (..., 3).
 
-    A support split across the periodic edge (:func:`_unsplit_rolls`) is rolled whole first,
-    so that its neighbour pairs across the edge count too.
+    A support split across the periodic edge (:func:`bcdi_stream.physics.periodic_rolls`) is
+    rolled whole first, so that its neighbour pairs across the edge count too.
     """
-    rolls = _unsplit_rolls(m)
+    rolls = periodic_rolls(m)
     if any(rolls):
         p = torch.roll(p, rolls, dims=SPATIAL_DIMS)
         m = torch.roll(m, rolls, dims=SPATIAL_DIMS)
@@ -409,7 +400,7 @@ def remove_phase_ramp(obj: Any, support: Any = None) -> torch.Tensor:
     t = _complex(obj)
     m = _mask(support, t)
     g = _mean_phase_steps(t, m)
-    t = _rotate(t, _linear_phase(t.shape[-3:], g, _unsplit_rolls(m)))
+    t = _rotate(t, _linear_phase(t.shape[-3:], g, periodic_rolls(m)))
     return remove_phase_offset(t, m)
 
 
@@ -653,7 +644,7 @@ def _fit_ramp_offset(
     normalised complex correlation with ``ref`` inside ``m``.
     """
     g = _mean_phase_steps(cand * ref.conj(), m)
-    out = _rotate(cand, _linear_phase(cand.shape, g, _unsplit_rolls(m)))
+    out = _rotate(cand, _linear_phase(cand.shape, g, periodic_rolls(m)))
     d = (out * ref.conj()).to(torch.complex128)
     w = ref.abs().to(torch.float64) * m
     unit = torch.where(d.abs() > 0, d / d.abs().clamp_min(1e-300), torch.zeros_like(d))
