@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..arguments import is_finite_real
 from ..physics import gaussian_kernel_yx
 
 __all__ = ["coherence_blur", "detector_blur", "gap_mask", "poisson_noise"]
@@ -43,7 +44,7 @@ def detector_blur(intensity: torch.Tensor, sigma: float) -> torch.Tensor:
     torch.Tensor
         Blurred intensity (zero padding: flux near the borders leaks out, as on a detector).
     """
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 <= sigma < math.inf:
+    if not is_finite_real(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
     if sigma <= 0:
         return intensity
@@ -78,8 +79,7 @@ def coherence_blur(intensity: torch.Tensor, kernel: Sequence[float]) -> torch.Te
         Blurred intensity, same dtype (the input itself when the kernel is all zeros).
     """
     if (isinstance(kernel, (str, bytes)) or not isinstance(kernel, Sequence) or len(kernel) != 4
-            or not all(not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
-                       for v in kernel)
+            or not all(is_finite_real(v) for v in kernel)
             or min(kernel[:3]) < 0):
         raise ValueError(f"kernel must be 4 finite numbers (z, y, x >= 0, r), got {kernel!r}")
     sz, sy, sx, r = (float(v) for v in kernel)
