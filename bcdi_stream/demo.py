@@ -28,11 +28,6 @@ _STRAINS = ("weak", "medium", "strong", "any")
 _SIZES = (16, 1024)
 
 
-def _base_url(uri: str) -> str:
-    base = uri.split("?", 1)[0].rstrip("/")
-    return base[: -len("/api/v1")] if base.endswith("/api/v1") else base
-
-
 def run_demo(
     n_scans: int = 3,
     serve: bool = False,
@@ -152,8 +147,7 @@ def run_demo(
     from tiled.client import from_uri
 
     from bcdi_stream.beamline import crystal_source, make_beamline
-    from bcdi_stream.errors import InputError
-    from bcdi_stream.tiled_io import RESULT_ARRAYS, JobSettings
+    from bcdi_stream.tiled_io import RESULT_ARRAYS, JobSettings, connect, server_base
     from callbacks import BCDICallback, LiveStrainFigure
 
     server = None
@@ -169,16 +163,9 @@ def run_demo(
             client = from_uri(uri)
         else:
             uri = tiled_uri
-            _probe(tiled_uri)
-            try:
-                client = from_uri(tiled_uri, api_key=api_key)
-            except Exception as exc:  # unreachable, refused key, not a Tiled server...
-                text = " ".join(str(exc).split())[:200]
-                raise InputError(
-                    f"cannot use the Tiled server at {_base_url(tiled_uri)}: "
-                    f"{type(exc).__name__}: {text}"
-                ) from None
-        echo(f"Tiled: {_base_url(uri)} (ready in {time.perf_counter() - t_setup:.1f} s)")
+            # a quick probe, then the client: one line when it cannot be used
+            client = connect(tiled_uri, api_key=api_key)
+        echo(f"Tiled: {server_base(uri)} (ready in {time.perf_counter() - t_setup:.1f} s)")
 
         settings = settings or JobSettings(shape=(size, size, size))
         RE = RunEngine({})
@@ -305,27 +292,15 @@ def _table(echo: Callable[[str], Any], rows: list[dict[str, Any]]) -> None:
              f"  {r.get('quality_flag', 'none'):7}  {'ok' if r.get('readback') else 'NO'}")
 
 
-def _probe(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, with one line, when nothing answers at ``uri`` (the Tiled client would retry
-    for up to 45 s and print "Retrying…")."""
-    import httpx
-
-    from bcdi_stream.errors import InputError
-
-    try:
-        httpx.get(f"{_base_url(uri)}/api/v1/", timeout=timeout)
-    except httpx.HTTPError as exc:
-        raise InputError(f"cannot use the Tiled server at {_base_url(uri)}: "
-                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
-
-
 def _f(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, (int, float)) else "n/a"
 
 
 def _browse_help(echo: Callable[[str], Any], uri: str, scans: list[dict[str, Any]], pkey: str,
                  embedded: bool) -> None:
-    base = _base_url(uri)
+    from bcdi_stream.tiled_io import server_base
+
+    base = server_base(uri)
     key = ""
     if "api_key=" in uri:
         key = uri.split("api_key=", 1)[1].split("&", 1)[0]

@@ -12,6 +12,7 @@ This package imports the Tiled client lazily (it receives client objects); it ne
 bluesky or ophyd.
 """
 
+from bcdi_stream.tiled_io._connect import connect, server_base
 from bcdi_stream.tiled_io._figures import draw_slices, png_bytes, render_slices
 from bcdi_stream.tiled_io._frames import (
     RawScan,
@@ -64,6 +65,7 @@ __all__ = [
     "SpoolEntry",
     "TiledRefused",
     "check_uid",
+    "connect",
     "draw_slices",
     "find_image_field",
     "holds_ok_result",
@@ -80,6 +82,7 @@ __all__ = [
     "read_result",
     "read_scan",
     "render_slices",
+    "server_base",
     "stale_writing",
     "try_lock_file",
     "write_failure",

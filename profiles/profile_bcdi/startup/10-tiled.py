@@ -15,28 +15,14 @@ tiled_client = None
 tiled_writer = None
 tiled_writer_token = None
 if os.environ.get("TILED_URI"):
-    _tiled_uri = os.environ["TILED_URI"]
-    _tiled_base = _tiled_uri.split("?", 1)[0].rstrip("/")
-    _tiled_base = _tiled_base[: -len("/api/v1")] if _tiled_base.endswith("/api/v1") else _tiled_base
-    _tiled_problem = None
-    try:  # a quick probe first, as `bcdi-stream demo` does
-        import httpx
+    from bcdi_stream.tiled_io import connect
 
-        _reply = httpx.get(f"{_tiled_base}/api/v1/", timeout=5.0)
-        if _reply.status_code >= 500:  # e.g. a proxy whose Tiled server is down
-            _tiled_problem = f"HTTP {_reply.status_code} {_reply.reason_phrase}"
-    except Exception as _exc:  # refused, timed out, bad URL, name not resolved...
-        _tiled_problem = f"{type(_exc).__name__}: {' '.join(str(_exc).split())[:200]}"
-    if _tiled_problem is None:
-        try:
-            tiled_client = from_uri(_tiled_uri)
-        except Exception as _exc:  # refused API key, not a Tiled server...
-            _tiled_problem = f"{type(_exc).__name__}: {' '.join(str(_exc).split())[:200]}"
-    if _tiled_problem is not None:
-        tiled_client = None
-        print(f"10-tiled.py: cannot use the Tiled server at {_tiled_base} ({_tiled_problem}); "
-              "runs are NOT stored and live phasing is off. Fix TILED_URI (or unset it for an "
-              "embedded server) and restart IPython.", file=sys.stderr)
+    try:  # a quick probe first, as `bcdi-stream demo` does
+        tiled_client = connect(os.environ["TILED_URI"])
+    except ValueError as _exc:  # one line: unreachable, HTTP 5xx, refused key, not Tiled...
+        print(f"10-tiled.py: {_exc}; runs are NOT stored and live phasing is off. Fix "
+              "TILED_URI (or unset it for an embedded server) and restart IPython.",
+              file=sys.stderr)
 else:
     from tiled.server import SimpleTiledServer
 
