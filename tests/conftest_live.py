@@ -88,6 +88,19 @@ def tiny_settings(n: int = 32, **kwargs: Any) -> Any:
 TINY_PHASING = {"runs": 1, "n_raar": 30, "n_er": 10}
 
 
+def start_and_drain(client: Any, state_dir: Any, timeout: float) -> Any:
+    """A callback started on ``state_dir`` (its journal's leftovers re-run), drained, closed."""
+    from callbacks import BCDICallback
+
+    cb = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=state_dir,
+                      replay_interval=0)
+    try:
+        assert cb.wait(timeout)
+    finally:
+        cb.close()
+    return cb
+
+
 def two_image_detector(motor: Any, name: str) -> Any:
     """A simulated detector with a second 2D field (``<name>_image2``) beside its image
     (``<name>_image``), loaded with :func:`toy_source`: which image to phase is ambiguous."""

@@ -20,6 +20,7 @@ from bluesky_tiled_plugins import TiledWriter
 from conftest_live import (
     one_torch_thread,
     shared_server,
+    start_and_drain,
     tiny_settings,
     toy_source,
     two_image_detector,
@@ -604,12 +605,7 @@ def test_a_scan_after_close_is_journalled_and_rerun_at_the_next_start(client, tm
     left = Journal(tmp_path / "inflight").leftover()
     assert [(d["raw_uid"], d["attempts"]) for d in left] == [(uid, 1)]
     assert read_result(_fresh(), uid, arrays=False)["metadata"]["skipped"] is True
-    cb2 = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
-                       replay_interval=0)
-    try:
-        assert cb2.wait(120)
-    finally:
-        cb2.close()
+    cb2 = start_and_drain(client, tmp_path, 120)
     assert cb2.result(uid).status == "ok", cb2.result(uid).line()
     md = read_result(_fresh(), uid, arrays=False)["metadata"]
     assert md["status"] == "ok" and "skipped" not in md

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky_tiled_plugins import TiledWriter
-from conftest_live import API_KEY, one_torch_thread, tiny_settings, toy_source
+from conftest_live import API_KEY, one_torch_thread, start_and_drain, tiny_settings, toy_source
 from conftest_service import TiledProcess, wait_for
 
 from bcdi_stream.beamline import make_beamline
@@ -81,17 +81,6 @@ def _arrays(value: float) -> dict[str, np.ndarray]:
     arr = {k: rng.random((8, 8, 8), dtype=np.float32) + value for k in RESULT_ARRAYS}
     arr["support"] = (arr["support"] > value + 0.5).astype(np.uint8)
     return arr
-
-
-def _start_and_drain(tiled, state_dir, timeout: float) -> BCDICallback:
-    """A callback started on ``state_dir`` (its journal's leftovers re-run), drained, closed."""
-    cb = BCDICallback(tiled.client(), settings=tiny_settings(32), echo=None,
-                      state_dir=state_dir, replay_interval=0)
-    try:
-        assert cb.wait(timeout)
-    finally:
-        cb.close()
-    return cb
 
 
 class _KillOnRead(logging.Handler):
@@ -215,7 +204,7 @@ def test_journal_leftovers_rerun_or_recorded(tiled, scans, tmp_path) -> None:
     journal.begin(scans[0], image_field=None, stream="primary")  # died once: re-run
     for _ in range(2):  # killed its worker twice: record, no third try
         journal.begin(scans[1], image_field=None, stream="primary")
-    cb = _start_and_drain(tiled, tmp_path, 120)
+    cb = start_and_drain(tiled.client(), tmp_path, 120)
     assert cb.result(scans[0]).status == "ok"
     crashed = cb.result(scans[1])
     assert crashed.status == "failed" and "stopped 2 times" in crashed.error
@@ -248,12 +237,7 @@ def test_cancelled_jobs_stay_in_the_journal_and_rerun(tiled, scans, tmp_path) ->
     assert cancelled, [r.line() for r in cb.results]
     left = {d["raw_uid"] for d in Journal(tmp_path / "inflight").leftover()}
     assert set(cancelled) <= left
-    cb2 = BCDICallback(client, settings=tiny_settings(32), echo=None, state_dir=tmp_path,
-                       replay_interval=0)
-    try:
-        assert cb2.wait(180)
-    finally:
-        cb2.close()
+    cb2 = start_and_drain(client, tmp_path, 180)
     for uid in cancelled:
         assert cb2.result(uid).status == "ok"
     assert len(Journal(tmp_path / "inflight")) == 0
@@ -619,7 +603,7 @@ def test_malformed_journal_entries_are_rerun_not_dropped(tiled, scans, tmp_path)
     (inflight / f"{scans[4]}.json").write_text(json.dumps(
         {"raw_uid": scans[4], "attempts": 1, "since": "2026-12-05T10:00"}))
     assert {d["raw_uid"] for d in Journal(inflight).leftover()} == {scans[0], scans[4]}
-    cb = _start_and_drain(tiled, tmp_path, 180)
+    cb = start_and_drain(tiled.client(), tmp_path, 180)
     for uid in (scans[0], scans[4]):
         assert cb.result(uid).status == "ok", cb.result(uid).line()
     assert len(cb.journal) == 0
@@ -670,5 +654,5 @@ def test_close_releases_a_stop_waiting_for_a_slot(tiled, scans, tmp_path) -> Non
     assert res.status == "skipped" and "callback was closed" in res.error, res.line()
     assert [(d["raw_uid"], d["attempts"]) for d in Journal(tmp_path / "inflight").leftover()
             ] == [(waiting, 1)]
-    cb2 = _start_and_drain(tiled, tmp_path, 120)
+    cb2 = start_and_drain(tiled.client(), tmp_path, 120)
     assert cb2.result(waiting).status == "ok"
